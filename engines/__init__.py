@@ -1,0 +1,1 @@
+"""dbfleet engines: pure Python database operations (no Celery below this package)."""

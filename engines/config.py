@@ -1,0 +1,360 @@
+"""dbfleet.yaml: pydantic models, ``${VAR}`` interpolation, ``DBFLEET_*`` overrides, the registry."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+import yaml
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from engines.errors import ConfigError, UnknownDatabaseError
+from engines.secrets import resolve_secret, url_has_password
+
+KIND_ALIASES = {
+    "postgresql": "postgresql", "postgres": "postgresql", "pg": "postgresql",
+    "mysql": "mysql", "mariadb": "mysql",
+    "redis": "redis",
+    "mongodb": "mongodb", "mongo": "mongodb",
+    "elasticsearch": "elasticsearch", "es": "elasticsearch",
+    "sqlite": "sqlite",
+    "clickhouse": "clickhouse",
+}
+DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "redis": 6379, "mongodb": 27017,
+                 "elasticsearch": 9200, "clickhouse": 8123}
+ENV_PREFIX = "DBFLEET_"
+# Convenience names for the most common overrides; the general form is DBFLEET_A__B__C.
+ENV_SHORTCUTS = {
+    "DBFLEET_BROKER_URL": ("fleet", "broker_url"),
+    "DBFLEET_RESULT_BACKEND": ("fleet", "result_backend"),
+    "DBFLEET_STATE_DIR": ("fleet", "state_dir"),
+    "DBFLEET_HISTORY_URL": ("fleet", "history_url"),
+}
+_INTERP = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Thresholds(BaseModel):
+    """Health thresholds; the seed's table gives the defaults."""
+
+    model_config = ConfigDict(extra="allow")
+    response_time_ms: float = 100.0
+    connections_percent: float = 80.0
+    replication_lag_seconds: float = 60.0
+    query_regression_percent: float = 50.0
+    disk_percent: float = 90.0
+
+
+class DatabaseConfig(_Model):
+    """One database in the registry. Secrets are references, never values."""
+
+    id: str = ""
+    kind: str
+    host: str | None = None
+    port: int | None = None
+    dbname: str | None = None
+    user: str | None = None
+    dsn: str | None = None
+    path: str | None = None  # sqlite
+    password_env: str | None = None
+    password_file: str | None = None
+    passfile: str | None = None  # libpq passfile (PostgreSQL)
+    connect_timeout: float = 5.0
+    query_timeout: float = 10.0
+    tags: list[str] = Field(default_factory=list)
+    options: dict[str, Any] = Field(default_factory=dict)
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    schedules: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str) -> str:
+        kind = KIND_ALIASES.get(v.lower())
+        if kind is None:
+            raise ValueError(f"unknown kind {v!r}; known: {', '.join(sorted(set(KIND_ALIASES.values())))}")
+        return kind
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, v: str | None) -> str | None:
+        if v and url_has_password(v):
+            raise ValueError("dsn must not contain a password; use password_env or password_file")
+        return v
+
+    @field_validator("schedules")
+    @classmethod
+    def _crons(cls, v: dict[str, str]) -> dict[str, str]:
+        for script, cron in v.items():
+            check_cron(cron, script)
+        return v
+
+    @model_validator(mode="after")
+    def _where(self) -> DatabaseConfig:
+        if self.password_env and self.password_file:
+            raise ValueError("set only one of password_env and password_file")
+        if self.kind == "sqlite":
+            if not self.path:
+                raise ValueError("sqlite databases need 'path'")
+        elif not (self.host or self.dsn):
+            raise ValueError("set 'host' (and port, dbname, user) or 'dsn'")
+        if self.port is None and self.host:
+            self.port = DEFAULT_PORTS.get(self.kind)
+        return self
+
+    def password(self) -> str | None:
+        """Resolve this database's password in the current process."""
+        return resolve_secret(f"database {self.id!r}", env=self.password_env, file=self.password_file)
+
+    def public(self) -> dict[str, Any]:
+        """A description safe to show anywhere (no secret values)."""
+        return self.model_dump(exclude={"options", "thresholds"}, exclude_none=True)
+
+
+class StorageConfig(BaseModel):
+    """A backup repository target (used by the backup engine)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["filesystem", "s3"]
+    path: str | None = None
+    url: str | None = None
+    endpoint_url: str | None = None
+
+
+class FlowerConfig(_Model):
+    address: str = "127.0.0.1"
+    port: int = 5555
+    user: str = "admin"
+    password_env: str | None = "DBFLEET_FLOWER_PASSWORD"
+    password_file: str | None = None
+
+    def password(self) -> str | None:
+        """The basic-auth password, or None when none is configured."""
+        try:
+            return resolve_secret("flower", env=self.password_env, file=self.password_file)
+        except Exception:
+            if self.password_file:
+                raise
+            return None
+
+
+class ExporterConfig(_Model):
+    address: str = "127.0.0.1"
+    port: int = 9808
+
+
+class FleetConfig(_Model):
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    result_backend: str | None = None
+    cache_url: str | None = None  # a Redis for health results and redbeat; default: a Redis above
+    history_url: str | None = None
+    state_dir: str | None = None
+    visibility_timeout: int | None = None
+    time_limits: dict[str, int] = Field(default_factory=dict)
+    worker_groups: dict[str, list[str]] = Field(default_factory=lambda: {
+        "backups": ["backups"],
+        "ops": ["health", "audits", "tuning", "compliance"],
+        "long": ["migrations", "dr"],
+    })
+    flower: FlowerConfig = Field(default_factory=FlowerConfig)
+    exporter: ExporterConfig = Field(default_factory=ExporterConfig)
+
+    def state_path(self) -> Path:
+        """The directory dbfleet writes its own files to."""
+        return Path(self.state_dir or platformdirs.user_data_dir("dbfleet")).expanduser()
+
+    def resolved_backend(self) -> str:
+        if self.result_backend:
+            return self.result_backend
+        if self.broker_url.startswith(("redis://", "rediss://")):
+            return self.broker_url
+        return "redis://127.0.0.1:6379/0"
+
+    def resolved_cache(self) -> str:
+        if self.cache_url:
+            return self.cache_url
+        backend = self.resolved_backend()
+        return backend if backend.startswith(("redis://", "rediss://")) else "redis://127.0.0.1:6379/0"
+
+    def resolved_history(self) -> str:
+        return self.history_url or f"sqlite:///{self.state_path() / 'history.db'}"
+
+
+class MonitoringSection(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    enabled: bool = True
+    interval_seconds: int = 30
+    alert_thresholds: dict[str, Any] = Field(default_factory=dict)
+    alert_channels: list[str] = Field(default_factory=list)
+
+
+class BackupSection(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    enabled: bool = True
+    schedule: str | None = None
+    retention_days: int | None = None
+    backup_type: str = "full"
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        return check_cron(v, "backup") if v else v
+
+
+class ScriptsSection(BaseModel):
+    """The seed's ``database_scripts:`` block. Sections later engines read stay open."""
+
+    model_config = ConfigDict(extra="allow")
+    monitoring: MonitoringSection = Field(default_factory=MonitoringSection)
+    backup: BackupSection = Field(default_factory=BackupSection)
+    performance_tuning: dict[str, Any] = Field(default_factory=dict)
+    disaster_recovery: dict[str, Any] = Field(default_factory=dict)
+    security_audit: dict[str, Any] = Field(default_factory=dict)
+    compliance: dict[str, Any] = Field(default_factory=dict)
+
+
+class ScheduleConfig(_Model):
+    """A static schedule: run ``script`` on ``database`` at ``cron``."""
+
+    script: str
+    database: str
+    cron: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        return check_cron(v, "schedule")
+
+
+class Config(_Model):
+    """The whole dbfleet.yaml."""
+
+    fleet: FleetConfig = Field(default_factory=FleetConfig)
+    databases: dict[str, DatabaseConfig] = Field(default_factory=dict)
+    storage: dict[str, StorageConfig] = Field(default_factory=dict)
+    database_scripts: ScriptsSection = Field(default_factory=ScriptsSection)
+    schedules: dict[str, ScheduleConfig] = Field(default_factory=dict)
+    source: str = "defaults"
+
+    @model_validator(mode="after")
+    def _ids(self) -> Config:
+        for key, db in self.databases.items():
+            db.id = key
+        for name, sched in self.schedules.items():
+            if sched.database not in self.databases:
+                raise ValueError(f"schedules.{name}: unknown database id {sched.database!r}")
+        return self
+
+    def database(self, database_id: str) -> DatabaseConfig:
+        """Look a database up by id; unknown ids raise :class:`UnknownDatabaseError`."""
+        try:
+            return self.databases[database_id]
+        except KeyError:
+            raise UnknownDatabaseError(database_id, list(self.databases)) from None
+
+
+def check_cron(expr: str, what: str) -> str:
+    """Validate a five-field cron string."""
+    if len(expr.split()) != 5 or not croniter.is_valid(expr):
+        raise ValueError(f"{what}: {expr!r} is not a valid five-field cron expression")
+    return expr
+
+
+def interpolate(value: Any, path: str = "") -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of a YAML tree."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group("name"), m.group("default")
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise ConfigError([(path, f"environment variable {name} is not set (used as ${{{name}}})")])
+
+    return _INTERP.sub(sub, value)
+
+
+def env_overrides(environ: dict[str, str] | None = None) -> list[tuple[tuple[str, ...], Any]]:
+    """``DBFLEET_FLEET__BROKER_URL=x`` -> ((fleet, broker_url), x); values parsed as YAML scalars."""
+    environ = dict(os.environ if environ is None else environ)
+    out: list[tuple[tuple[str, ...], Any]] = []
+    for name, raw in sorted(environ.items()):
+        if name in ENV_SHORTCUTS:
+            out.append((ENV_SHORTCUTS[name], raw))
+        elif name.startswith(ENV_PREFIX) and "__" in name:
+            keys = tuple(k.lower() for k in name[len(ENV_PREFIX):].split("__"))
+            try:
+                value = yaml.safe_load(raw) if raw else raw
+            except yaml.YAMLError:
+                value = raw
+            out.append((keys, value))
+    return out
+
+
+def _apply(tree: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
+    node = tree
+    for key in keys[:-1]:
+        nxt = node.get(key)
+        if not isinstance(nxt, dict):
+            nxt = node[key] = {}
+        node = nxt
+    node[keys[-1]] = value
+
+
+def default_config_path() -> Path | None:
+    """DBFLEET_CONFIG, else ./dbfleet.yaml when it exists."""
+    if os.environ.get("DBFLEET_CONFIG"):
+        return Path(os.environ["DBFLEET_CONFIG"])
+    local = Path("dbfleet.yaml")
+    return local if local.exists() else None
+
+
+def parse_config(text: str, source: str = "dbfleet.yaml",
+                 environ: dict[str, str] | None = None) -> Config:
+    """Parse YAML text into a :class:`Config`, reporting every problem with its field path."""
+    try:
+        tree = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError([(where, f"malformed YAML: {getattr(exc, 'problem', exc)}")], source) from None
+    if not isinstance(tree, dict):
+        raise ConfigError([("", "top level must be a mapping")], source)
+    try:
+        tree = interpolate(tree)
+    except ConfigError as exc:
+        raise ConfigError(exc.problems, source) from None
+    for keys, value in env_overrides(environ):
+        _apply(tree, keys, value)
+    tree["source"] = source
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        problems = [(".".join(str(p) for p in err["loc"]), err["msg"].removeprefix("Value error, "))
+                    for err in exc.errors()]
+        raise ConfigError(problems, source) from None
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load dbfleet.yaml (or defaults plus env overrides when there is no file)."""
+    path = Path(path) if path else default_config_path()
+    if path is None:
+        return parse_config("{}", "defaults")
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError([("", f"cannot read {path}: {exc.strerror}")], str(path)) from None
+    return parse_config(text, str(path))

@@ -1,0 +1,45 @@
+"""Redis through redis-py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engines.connectors.base import Connector, ServerInfo
+
+
+class RedisConnector(Connector):
+    kind = "redis"
+
+    def _connect(self) -> Any:
+        import redis
+
+        db = self.db
+        if db.dsn:
+            client = redis.Redis.from_url(
+                db.dsn, password=self.password, socket_connect_timeout=db.connect_timeout,
+                socket_timeout=db.query_timeout)
+        else:
+            client = redis.Redis(
+                host=db.host or "127.0.0.1", port=db.port or 6379, db=int(db.dbname or 0),
+                username=db.user, password=self.password,
+                socket_connect_timeout=db.connect_timeout, socket_timeout=db.query_timeout)
+        client.ping()
+        return client
+
+    def _roundtrip(self) -> None:
+        self.conn.ping()
+
+    def info(self, section: str | None = None) -> dict[str, Any]:
+        """Redis INFO as a dict."""
+        return dict(self.conn.info(section) if section else self.conn.info())
+
+    def describe(self) -> ServerInfo:
+        info = self.info()
+        keys = sum(v.get("keys", 0) for k, v in info.items() if k.startswith("db") and isinstance(v, dict))
+        role = "replica" if info.get("role") == "slave" else "primary"
+        return ServerInfo(
+            version=str(info.get("redis_version")), role=role,
+            size_bytes=int(info.get("used_memory", 0)),
+            extra={"keys": keys, "maxmemory_policy": info.get("maxmemory_policy"),
+                   "used_cpu_sys": info.get("used_cpu_sys"), "used_cpu_user": info.get("used_cpu_user")},
+        )

@@ -1,0 +1,60 @@
+"""Errors a user can act on. Messages name database ids, never secrets."""
+
+from __future__ import annotations
+
+
+class DbfleetError(Exception):
+    """Base class of every error dbfleet raises on purpose."""
+
+
+class ConfigError(DbfleetError):
+    """The configuration is malformed; ``problems`` lists (field path, message)."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: str = "config") -> None:
+        self.problems = problems
+        self.source = source
+        lines = [f"{path}: {msg}" if path else msg for path, msg in problems]
+        super().__init__(f"{source} is invalid:\n  " + "\n  ".join(lines))
+
+    def __reduce__(self):  # keep picklable/JSON-able through Celery
+        return (self.__class__, (self.problems, self.source))
+
+
+class UnknownDatabaseError(DbfleetError):
+    """A database id that the registry does not hold."""
+
+    def __init__(self, database_id: str, known: list[str] | None = None) -> None:
+        self.database_id = database_id
+        self.known = sorted(known or [])
+        hint = ", ".join(self.known) if self.known else "none configured"
+        super().__init__(f"unknown database id {database_id!r} (known: {hint})")
+
+    def __reduce__(self):
+        return (self.__class__, (self.database_id, self.known))
+
+
+class UnknownScriptError(DbfleetError):
+    """A script type that this fleet does not run."""
+
+    def __init__(self, script: str, known: list[str] | None = None) -> None:
+        self.script = script
+        self.known = sorted(known or [])
+        super().__init__(f"unknown script type {script!r} (available: {', '.join(self.known)})")
+
+    def __reduce__(self):
+        return (self.__class__, (self.script, self.known))
+
+
+class SecretMissingError(DbfleetError):
+    """A secret reference (env var, file) that cannot be resolved where the task runs."""
+
+
+class ConnectionFailed(DbfleetError):
+    """The database could not be reached or did not answer in time."""
+
+
+class DriverMissingError(DbfleetError):
+    """An optional driver is not installed."""
+
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(f"{package} is not installed: pip install 'dbfleet[{extra}]'")

@@ -1,0 +1,96 @@
+"""The first health check: reachability, response time, version, role, size.
+
+Checks report into a collector (the barman shape) instead of raising: a database that
+cannot be reached yields a ``down`` report, not an exception.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from engines.config import DatabaseConfig
+from engines.connectors import Connector, open_connector
+from engines.errors import DbfleetError
+from engines.secrets import scrub
+
+OK, WARNING, CRITICAL, UNKNOWN = "ok", "warning", "critical", "unknown"
+
+
+@dataclass
+class CheckResult:
+    """One check's verdict."""
+
+    check: str
+    status: str
+    value: Any = None
+    unit: str | None = None
+    threshold: Any = None
+    hint: str | None = None
+
+
+@dataclass
+class HealthReport:
+    """A database's health at one moment: ``status`` is up, degraded or down."""
+
+    database_id: str
+    kind: str
+    status: str
+    checked_at: str
+    duration_ms: float
+    checks: list[CheckResult] = field(default_factory=list)
+    server: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def check(self, name: str) -> CheckResult | None:
+        """The result of one check by id."""
+        return next((c for c in self.checks if c.check == name), None)
+
+
+def _response_check(seconds: float, limit_ms: float) -> CheckResult:
+    ms = round(seconds * 1000, 3)
+    status = OK if ms <= limit_ms else WARNING
+    hint = None if status == OK else "round trip slower than threshold: check load and network"
+    return CheckResult("response_time", status, ms, "ms", limit_ms, hint)
+
+
+def _collect(conn: Connector, db: DatabaseConfig, checks: list[CheckResult]) -> dict[str, Any]:
+    elapsed = conn.ping()
+    checks.append(CheckResult("reachability", OK, True))
+    checks.append(_response_check(elapsed, db.thresholds.response_time_ms))
+    info = conn.describe()
+    checks.append(CheckResult("version", OK, info.version))
+    checks.append(CheckResult("role", OK, info.role))
+    checks.append(CheckResult("database_size", OK, info.size_bytes, "bytes"))
+    return info.to_dict()
+
+
+def run_basic_health(db: DatabaseConfig,
+                     factory: Callable[[DatabaseConfig], Connector] = open_connector) -> HealthReport:
+    """Run the basic checks against ``db``; never raises for an unreachable server."""
+    started = time.perf_counter()
+    checks: list[CheckResult] = []
+    server: dict[str, Any] = {}
+    error = None
+    try:
+        with factory(db) as conn:
+            server = _collect(conn, db, checks)
+    except DbfleetError as exc:
+        error = scrub(str(exc))
+    except Exception as exc:  # a driver error we did not wrap: still a verdict, not a crash
+        error = scrub(f"{db.kind} database {db.id!r}: {type(exc).__name__}: {exc}")
+    if error:
+        checks.insert(0, CheckResult("reachability", CRITICAL, False, hint=error))
+    worst = {c.status for c in checks}
+    status = "down" if error else ("degraded" if worst & {WARNING, CRITICAL} else "up")
+    return HealthReport(
+        database_id=db.id, kind=db.kind, status=status,
+        checked_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        checks=checks, server=server, error=error,
+    )

@@ -1,0 +1,133 @@
+"""Durable operation history (SQLAlchemy): SQLite in the state dir by default, PostgreSQL by URL."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Integer, String, Text, create_engine, event, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from engines.secrets import scrub
+
+RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class ScriptRun(_Base):
+    """One run of one script; the Celery task id is the key, so a redelivery updates it."""
+
+    __tablename__ = "dbfleet_script_runs"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    script_type: Mapped[str] = mapped_column(String(64), index=True)
+    database_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    queue: Mapped[str | None] = mapped_column(String(64))
+    worker: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {c.name: getattr(self, c.name) for c in self.__table__.columns}
+        for key in ("started_at", "finished_at"):
+            if out[key] is not None:
+                out[key] = _aware(out[key]).isoformat(timespec="seconds")
+        return out
+
+
+def _aware(ts: datetime) -> datetime:
+    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _safe(data: Any) -> Any:
+    """Round-trip through JSON with every known secret scrubbed."""
+    return json.loads(scrub(json.dumps(data, default=str)))
+
+
+class HistoryStore:
+    """Record and query script runs. Safe to share between worker processes."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = self._engine(url)
+        _Base.metadata.create_all(self.engine)
+
+    @staticmethod
+    def _engine(url: str) -> Engine:
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, connect_args={"timeout": 30})
+
+            @event.listens_for(engine, "connect")
+            def _wal(dbapi_conn: Any, _rec: Any) -> None:
+                dbapi_conn.execute("PRAGMA journal_mode=WAL")
+                dbapi_conn.execute("PRAGMA busy_timeout=30000")
+
+            return engine
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+        return create_engine(url, pool_pre_ping=True)
+
+    def start(self, run_id: str, script_type: str, database_id: str | None,
+              options: dict[str, Any] | None = None, queue: str | None = None,
+              worker: str | None = None) -> None:
+        """Record that a run started (a redelivered run bumps ``attempts``)."""
+        with Session(self.engine) as s, s.begin():
+            run = s.get(ScriptRun, run_id)
+            if run is None:
+                s.add(ScriptRun(id=run_id, script_type=script_type, database_id=database_id,
+                                options=_safe(options or {}), queue=queue, worker=worker,
+                                status=RUNNING, attempts=1, started_at=_now()))
+            else:
+                run.attempts += 1
+                run.status, run.worker, run.started_at = RUNNING, worker, _now()
+                run.finished_at, run.error = None, None
+
+    def finish(self, run_id: str, status: str, summary: dict[str, Any] | None = None,
+               error: str | None = None) -> None:
+        """Record the outcome of a run."""
+        with Session(self.engine) as s, s.begin():
+            run = s.get(ScriptRun, run_id)
+            if run is None:
+                return
+            run.status, run.finished_at = status, _now()
+            run.summary = _safe(summary) if summary is not None else None
+            run.error = scrub(error) if error else None
+
+    def query(self, script_type: str | None = None, database_id: str | None = None,
+              since: datetime | None = None, status: str | None = None,
+              limit: int = 100) -> list[dict[str, Any]]:
+        """Newest first."""
+        stmt = select(ScriptRun).order_by(ScriptRun.started_at.desc()).limit(limit)
+        if script_type:
+            stmt = stmt.where(ScriptRun.script_type == script_type)
+        if database_id:
+            stmt = stmt.where(ScriptRun.database_id == database_id)
+        if since:
+            stmt = stmt.where(ScriptRun.started_at >= since)
+        if status:
+            stmt = stmt.where(ScriptRun.status == status)
+        with Session(self.engine) as s:
+            return [r.to_dict() for r in s.scalars(stmt)]
+
+    def get(self, run_id: str) -> dict[str, Any] | None:
+        with Session(self.engine) as s:
+            run = s.get(ScriptRun, run_id)
+            return run.to_dict() if run else None
+
+    def close(self) -> None:
+        self.engine.dispose()
