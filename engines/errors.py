@@ -58,3 +58,7 @@ class DriverMissingError(DbfleetError):
 
     def __init__(self, package: str, extra: str) -> None:
         super().__init__(f"{package} is not installed: pip install 'dbfleet[{extra}]'")
+
+
+class ScriptFailed(DbfleetError):
+    """A script run failed; the single message argument survives Celery's JSON results."""

@@ -1,0 +1,53 @@
+"""Turn the config's schedules into Celery beat entries on the right queues.
+
+Static entries come from dbfleet.yaml: ``schedules:``, each database's ``schedules:``,
+``database_scripts.backup.schedule`` (for every database, once the backup engine exists)
+and ``database_scripts.monitoring.interval_seconds`` (a health check per database).
+Runtime entries (``dbfleet schedule add``) live in Redis through celery-redbeat.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery.schedules import crontab, schedule
+
+from engines.config import Config
+from engines.errors import UnknownScriptError
+from workers.scripts import SCRIPTS, resolve
+
+
+def cron_schedule(expr: str) -> crontab:
+    """A five-field cron string as a Celery crontab."""
+    minute, hour, dom, month, dow = expr.split()
+    return crontab(minute=minute, hour=hour, day_of_month=dom, month_of_year=month, day_of_week=dow)
+
+
+def entry(script: str, database_id: str, when: Any, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One beat entry for ``script`` on ``database_id``."""
+    _, task, queue = resolve(script)
+    return {"task": task, "schedule": when, "args": [database_id],
+            "kwargs": {"options": options or {}}, "options": {"queue": queue}}
+
+
+def build_beat_schedule(cfg: Config) -> dict[str, dict[str, Any]]:
+    """All static beat entries, keyed by a stable name."""
+    out: dict[str, dict[str, Any]] = {}
+    monitoring = cfg.database_scripts.monitoring
+    if monitoring.enabled and monitoring.interval_seconds > 0:
+        for db_id in cfg.databases:
+            out[f"health_check:{db_id}"] = entry(
+                "health_check", db_id, schedule(monitoring.interval_seconds))
+    backup = cfg.database_scripts.backup
+    if backup.enabled and backup.schedule and "backup" in SCRIPTS:
+        for db_id in cfg.databases:
+            out[f"backup:{db_id}"] = entry("backup", db_id, cron_schedule(backup.schedule))
+    for db_id, db in cfg.databases.items():
+        for script, cron in db.schedules.items():
+            out[f"{script}:{db_id}:cron"] = entry(script, db_id, cron_schedule(cron))
+    for name, sched in cfg.schedules.items():
+        out[name] = entry(sched.script, sched.database, cron_schedule(sched.cron), sched.options)
+    return out
+
+
+__all__ = ["build_beat_schedule", "cron_schedule", "entry", "UnknownScriptError"]

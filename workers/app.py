@@ -1,0 +1,102 @@
+"""The Celery app: queues, routes and reliability settings, all from dbfleet.yaml.
+
+``celery -A workers.app worker -Q health`` and ``dbfleet worker`` both use this module.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_ready
+from kombu import Exchange, Queue
+
+from engines.config import Config
+from workers import runtime
+
+log = logging.getLogger("dbfleet")
+
+QUEUES = ("backups", "health", "audits", "migrations", "tuning", "compliance", "dr")
+LONG_QUEUES = frozenset({"backups", "migrations", "dr"})
+# (soft, hard) seconds per queue; overridable with fleet.time_limits.<queue>.
+TIME_LIMITS = {"backups": 6 * 3600, "health": 120, "audits": 1800, "migrations": 12 * 3600,
+               "tuning": 1800, "compliance": 3 * 3600, "dr": 4 * 3600}
+TASK_MODULES = ["workers.health", "workers.fleet"]
+
+
+def time_limit(cfg: Config, queue: str) -> int:
+    """The hard time limit of ``queue`` in seconds."""
+    return int(cfg.fleet.time_limits.get(queue, TIME_LIMITS[queue]))
+
+
+def celery_settings(cfg: Config) -> dict[str, Any]:
+    """Every Celery setting dbfleet relies on, derived from the config."""
+    longest = max(time_limit(cfg, q) for q in QUEUES)
+    visibility = cfg.fleet.visibility_timeout or longest + 3600
+    transport = {"visibility_timeout": visibility}
+    if cfg.fleet.broker_url.startswith(("redis://", "rediss://")):
+        transport |= {"socket_timeout": 30, "socket_connect_timeout": 10}
+    return {
+        "broker_url": cfg.fleet.broker_url,
+        "result_backend": cfg.fleet.resolved_backend(),
+        "broker_transport_options": transport,
+        "result_backend_transport_options": {"visibility_timeout": visibility},
+        "broker_connection_retry_on_startup": True,
+        "task_serializer": "json", "result_serializer": "json", "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_acks_late": True, "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_track_started": True, "task_send_sent_event": True, "worker_send_task_events": True,
+        "result_extended": True, "result_expires": 7 * 86400,
+        "task_default_queue": "health",
+        "task_queues": [Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES],
+        "task_routes": {f"{q}.*": {"queue": q} for q in QUEUES},
+        "task_annotations": {f"{q}.*": {"soft_time_limit": int(time_limit(cfg, q) * 0.9),
+                                        "time_limit": time_limit(cfg, q)} for q in QUEUES},
+        "beat_scheduler": "redbeat.RedBeatScheduler",
+        "redbeat_redis_url": cfg.fleet.resolved_cache(),
+        "redbeat_key_prefix": "dbfleet:redbeat:",
+        "redbeat_lock_timeout": 300,
+        "worker_hijack_root_logger": False,
+        "timezone": "UTC",
+    }
+
+
+def create_app(cfg: Config | None = None) -> Celery:
+    """Build the Celery app from ``cfg`` (default: the process config)."""
+    cfg = cfg or runtime.config()
+    celery_app = Celery("dbfleet", include=TASK_MODULES)
+    celery_app.conf.update(celery_settings(cfg))
+    from beat_schedule import build_beat_schedule
+
+    celery_app.conf.beat_schedule = build_beat_schedule(cfg)
+    return celery_app
+
+
+def broker_eviction_warning(broker_url: str) -> str | None:
+    """A warning when a Redis broker may evict task messages (maxmemory-policy != noeviction)."""
+    if not broker_url.startswith(("redis://", "rediss://")):
+        return None
+    import redis
+
+    try:
+        client = redis.Redis.from_url(broker_url, socket_timeout=5, socket_connect_timeout=5)
+        policy = client.info("memory").get("maxmemory_policy")
+    except Exception as exc:  # the broker itself will report unreachability
+        log.debug("cannot read maxmemory-policy: %s", type(exc).__name__)
+        return None
+    if policy != "noeviction":
+        return (f"Redis broker maxmemory-policy is {policy!r}: Redis may evict queued tasks under "
+                "memory pressure; set maxmemory-policy noeviction")
+    return None
+
+
+@worker_ready.connect
+def _warn_on_eviction(sender: Any = None, **_: Any) -> None:
+    warning = broker_eviction_warning(runtime.config().fleet.broker_url)
+    if warning:
+        log.warning(warning)
+
+
+app = create_app()

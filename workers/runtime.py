@@ -1,0 +1,40 @@
+"""Per-process singletons: the loaded config, the history store, the cache client."""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+from engines.config import Config, load_config
+from engines.history import HistoryStore
+
+HEALTH_KEY = "dbfleet:health:{}"
+HEALTH_TTL = 3600
+
+
+@functools.lru_cache(maxsize=1)
+def config() -> Config:
+    """The config named by DBFLEET_CONFIG (or ./dbfleet.yaml, or defaults)."""
+    return load_config(os.environ.get("DBFLEET_CONFIG") or None)
+
+
+@functools.lru_cache(maxsize=1)
+def history() -> HistoryStore:
+    """The history store of this process."""
+    return HistoryStore(config().fleet.resolved_history())
+
+
+@functools.lru_cache(maxsize=1)
+def cache() -> Any:
+    """A Redis client for cached results (health for the exporter) and redbeat."""
+    import redis
+
+    return redis.Redis.from_url(config().fleet.resolved_cache(), socket_timeout=5,
+                                socket_connect_timeout=5)
+
+
+def reset() -> None:
+    """Forget the cached singletons (tests, or after DBFLEET_CONFIG changes)."""
+    for fn in (config, history, cache):
+        fn.cache_clear()
