@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Integer, String, Text, create_engine, event, select
+from sqlalchemy import JSON, DateTime, Integer, String, Text, create_engine, event, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -129,5 +129,13 @@ class HistoryStore:
             run = s.get(ScriptRun, run_id)
             return run.to_dict() if run else None
 
+    def counts(self) -> dict[tuple[str, str], int]:
+        """Runs per (script type, status)."""
+        stmt = select(ScriptRun.script_type, ScriptRun.status, func.count()).group_by(
+            ScriptRun.script_type, ScriptRun.status)
+        with Session(self.engine) as s:
+            return {(script, status): int(n) for script, status, n in s.execute(stmt)}
+
     def close(self) -> None:
         self.engine.dispose()
+

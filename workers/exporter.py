@@ -1,0 +1,99 @@
+"""Prometheus exporter: reads what workers cached; a scrape never opens database connections."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from engines.config import Config
+from workers import runtime
+
+log = logging.getLogger("dbfleet.exporter")
+
+
+class FleetCollector(Collector):
+    """Database health from the worker cache, queue depths, script runs from history."""
+
+    def __init__(self, cfg: Config, cache: Any, history: Any) -> None:
+        self.cfg, self.cache, self.history = cfg, cache, history
+
+    def collect(self) -> Iterator[Any]:
+        yield from self._databases()
+        yield from self._queues()
+        yield from self._runs()
+
+    def _databases(self) -> Iterator[Any]:
+        up = GaugeMetricFamily("dbfleet_database_up", "1 when the last health check reached the database",
+                               labels=["database", "kind"])
+        rt = GaugeMetricFamily("dbfleet_database_response_seconds", "Round trip of the last health check",
+                               labels=["database", "kind"])
+        size = GaugeMetricFamily("dbfleet_database_size_bytes", "Database size seen by the last check",
+                                 labels=["database", "kind"])
+        ts = GaugeMetricFamily("dbfleet_health_last_check_timestamp_seconds",
+                               "When the last health check ran", labels=["database", "kind"])
+        keys = [runtime.HEALTH_KEY.format(i) for i in self.cfg.databases]
+        try:
+            raw = self.cache.mget(keys) if keys else []
+        except Exception as exc:
+            log.warning("cannot read the health cache: %s", type(exc).__name__)
+            raw = [None] * len(keys)
+        for (db_id, db), blob in zip(self.cfg.databases.items(), raw):
+            if blob is None:
+                continue
+            report = json.loads(blob)
+            labels = [db_id, db.kind]
+            up.add_metric(labels, 0.0 if report["status"] == "down" else 1.0)
+            from datetime import datetime
+
+            ts.add_metric(labels, datetime.fromisoformat(report["checked_at"]).timestamp())
+            for c in report["checks"]:
+                if c["check"] == "response_time" and c["value"] is not None:
+                    rt.add_metric(labels, c["value"] / 1000.0)
+                if c["check"] == "database_size" and c["value"] is not None:
+                    size.add_metric(labels, float(c["value"]))
+        yield from (up, rt, size, ts)
+
+    def _queues(self) -> Iterator[Any]:
+        depth = GaugeMetricFamily("dbfleet_queue_depth", "Messages waiting in a queue", labels=["queue"])
+        if self.cfg.fleet.broker_url.startswith(("redis://", "rediss://")):
+            from workers.app import QUEUES
+            from workers.status import redis_queue_depths
+
+            try:
+                for q, n in redis_queue_depths(self.cfg.fleet.broker_url, QUEUES).items():
+                    depth.add_metric([q], float(n))
+            except Exception as exc:
+                log.warning("cannot read queue depths: %s", type(exc).__name__)
+        yield depth
+
+    def _runs(self) -> Iterator[Any]:
+        runs = CounterMetricFamily("dbfleet_script_runs", "Script runs recorded in history",
+                                   labels=["script", "status"])
+        for (script, status), n in self.history.counts().items():
+            runs.add_metric([script, status], float(n))
+        yield runs
+
+
+def build_registry(cfg: Config | None = None) -> CollectorRegistry:
+    """A registry holding only dbfleet's collector."""
+    cfg = cfg or runtime.config()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FleetCollector(cfg, runtime.cache(), runtime.history()))
+    return registry
+
+
+def serve(address: str, port: int) -> None:
+    """Serve /metrics until interrupted."""
+    import time
+
+    from prometheus_client import start_http_server
+
+    start_http_server(port, addr=address, registry=build_registry())
+    log.info("exporter on http://%s:%s/metrics", address, port)
+    while True:
+        time.sleep(3600)
