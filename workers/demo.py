@@ -1,0 +1,213 @@
+"""`dbfleet demo`: the whole fleet on embedded Redis and PostgreSQL 18, nothing installed.
+
+Everything lives under the state directory; every child process is stopped at the end
+(or on Ctrl-C) unless --keep-running.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import yaml
+
+from engines.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from workers.render import console, err_console, health_table, rows_table, styled
+
+DEMO_DB = "music"
+
+
+def state_dir() -> Path:
+    """--state-dir / DBFLEET_STATE_DIR, else <user data dir>/dbfleet/demo."""
+    env = os.environ.get("DBFLEET_STATE_DIR")
+    return Path(env) if env else Path(platformdirs.user_data_dir("dbfleet")) / "demo"
+
+
+def _secret(path: Path) -> str:
+    """Read a generated secret, creating it (mode 0600) on first use."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(18) + "\n")
+    return path.read_text().strip()
+
+
+def demo_config(root: Path, redis: EmbeddedRedis, pg: EmbeddedPostgres) -> dict[str, Any]:
+    """The generated dbfleet.yaml: secrets by file reference only."""
+    sec = root / "secrets"
+    return {
+        "fleet": {
+            "broker_url": f"{redis.url}/0", "result_backend": f"{redis.url}/1",
+            "cache_url": f"{redis.url}/2", "state_dir": str(root),
+            "history_url": f"sqlite:///{root / 'history.db'}",
+            "flower": {"port": free_port(), "user": "admin", "password_env": None,
+                       "password_file": str(sec / "flower.password")},
+            "exporter": {"port": free_port()},
+        },
+        "databases": {
+            DEMO_DB: {"kind": "postgresql", "host": "127.0.0.1", "port": pg.port, "dbname": DEMO_DB,
+                      "user": "postgres", "password_file": str(sec / "postgres.password"),
+                      "tags": ["demo", "pii"]},
+            "fleet_redis": {"kind": "redis", "host": "127.0.0.1", "port": redis.port, "tags": ["broker"]},
+            "history_sqlite": {"kind": "sqlite", "path": str(root / "history.db"), "tags": ["dbfleet"]},
+        },
+        "database_scripts": {"monitoring": {"enabled": True, "interval_seconds": 30}},
+    }
+
+
+def _prepare_music(pg: EmbeddedPostgres, password: str, scale: int, fresh: bool) -> dict[str, int] | None:
+    """Create the music database at ``scale`` unless it exists at that scale already."""
+    import psycopg
+
+    from engines.embedded.music import generate_music_database
+
+    kw = {"host": "127.0.0.1", "port": pg.port, "user": "postgres", "password": password}
+    marker = f"dbfleet-demo scale={scale}"
+    with psycopg.connect(dbname="postgres", autocommit=True, **kw) as admin:
+        row = admin.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                            "WHERE datname = %s", (DEMO_DB,)).fetchone()
+        if row and row[0] == marker and not fresh:
+            return None
+        if row:
+            admin.execute(f"DROP DATABASE {DEMO_DB} WITH (FORCE)")  # constant name, not input
+        admin.execute(f"CREATE DATABASE {DEMO_DB}")
+        admin.execute(f"COMMENT ON DATABASE {DEMO_DB} IS '{marker}'")  # scale is an int
+    with psycopg.connect(dbname=DEMO_DB, autocommit=True, **kw) as conn:
+        return generate_music_database(conn, scale)
+
+
+def _wait_for_workers(app: Any, expected: int, timeout: float = 90.0) -> dict[str, list[str]]:
+    from workers.status import workers_online
+
+    deadline = time.monotonic() + timeout
+    online: dict[str, list[str]] = {}
+    while time.monotonic() < deadline:
+        online = workers_online(app, timeout=1.0)
+        if len(online) >= expected:
+            return online
+        time.sleep(0.5)
+    raise TimeoutError(f"only {len(online)} of {expected} workers came online in {timeout:.0f}s; "
+                       "see the logs under the state directory")
+
+
+def _flower_tasks(cfg: Any, task_ids: list[str]) -> int:
+    """How many of ``task_ids`` Flower's API reports (with basic auth)."""
+    import base64
+    import json
+    import urllib.request
+
+    fc = cfg.fleet.flower
+    token = base64.b64encode(f"{fc.user}:{fc.password()}".encode()).decode()
+    req = urllib.request.Request(f"http://{fc.address}:{fc.port}/api/tasks",
+                                 headers={"Authorization": f"Basic {token}"})
+    deadline = time.monotonic() + 20
+    seen: set[str] = set()
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                seen = set(json.load(resp)) & set(task_ids)
+        except OSError:
+            pass
+        if len(seen) == len(task_ids):
+            break
+        time.sleep(1)
+    return len(seen)
+
+
+def _scrape(cfg: Any) -> int:
+    import urllib.request
+
+    ec = cfg.fleet.exporter
+    for _ in range(20):
+        try:
+            with urllib.request.urlopen(f"http://{ec.address}:{ec.port}/metrics", timeout=5) as r:
+                return sum(1 for line in r.read().decode().splitlines()
+                           if line.startswith("dbfleet_database_up{"))
+        except OSError:
+            time.sleep(0.5)
+    return 0
+
+
+def _operations(cfg: Any, app: Any) -> tuple[list[list[str]], list[str], bool]:
+    """Run every operation that exists so far through the fleet; rows for the summary."""
+    from workers.manager import DatabaseScriptManager, ScriptType
+
+    manager = DatabaseScriptManager(app)
+    rows, ids, ok = [], [], True
+    for db_id in cfg.databases:
+        start = time.monotonic()
+        execution = manager.execute_script(ScriptType.HEALTH_CHECK, db_id)
+        ids.append(execution.task_id)
+        with console.status(f"health check of {db_id}"):
+            result = execution.wait(timeout=120)
+        console.print(health_table(result))
+        ok = ok and result["status"] != "down"
+        rows.append(["health_check", db_id, styled(result["status"]),
+                     f"{time.monotonic() - start:.2f}s", execution.task_id[:8]])
+    return rows, ids, ok
+
+
+def run_demo(scale: int, keep_running: bool, fresh: bool) -> int:
+    """The demo; returns the exit status."""
+    from engines.config import load_config
+    from workers import runtime
+    from workers.app import create_app
+    from workers.supervisor import Supervisor, fleet_children
+
+    started = time.monotonic()
+    root = state_dir().expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    pw = _secret(root / "secrets" / "postgres.password")
+    _secret(root / "secrets" / "flower.password")
+    redis = EmbeddedRedis(root / "redis")
+    pg = EmbeddedPostgres(root / "postgres", pw)
+    sup: Supervisor | None = None
+    try:
+        with console.status("starting embedded Redis and PostgreSQL 18"):
+            redis.start()
+            pg.start()
+        with console.status(f"generating the music database ({scale:,} play events)"):
+            counts = _prepare_music(pg, pw, scale, fresh)
+        if counts:
+            console.print(rows_table("music database", ["table", "rows"], [[t, f"{n:,}"] for t, n in counts.items()]))
+        cfg_path = root / "dbfleet.yaml"
+        cfg_path.write_text(yaml.safe_dump(demo_config(root, redis, pg), sort_keys=False))
+        os.environ["DBFLEET_CONFIG"] = str(cfg_path)
+        runtime.reset()
+        cfg = load_config(cfg_path)
+        app = create_app(cfg)
+        sup = Supervisor(fleet_children(cfg, cfg_path))
+        sup.start()
+        with console.status("waiting for workers, beat, flower and the exporter"):
+            online = _wait_for_workers(app, len(cfg.fleet.worker_groups))
+        console.print(rows_table("workers online", ["worker", "queues"], [[w, ", ".join(q)] for w, q in online.items()]))
+        rows, ids, ok = _operations(cfg, app)
+        in_flower = _flower_tasks(cfg, ids)
+        metrics = _scrape(cfg)
+        console.print(rows_table("demo summary", ["operation", "database", "result", "wall", "task"], rows))
+        fc, ec = cfg.fleet.flower, cfg.fleet.exporter
+        console.print(f"Flower:   http://{fc.address}:{fc.port}  (user {fc.user}, password in {fc.password_file}); "
+                      f"it shows {in_flower}/{len(ids)} of these tasks")
+        console.print(f"Exporter: http://{ec.address}:{ec.port}/metrics  ({metrics} databases reported)")
+        console.print(f"State:    {root}   history: dbfleet --config {cfg_path} history")
+        ok = ok and in_flower == len(ids) and metrics == len(cfg.databases)
+        console.print(f"demo {'finished' if ok else 'FAILED'} in {time.monotonic() - started:.1f}s")
+        if keep_running:
+            console.print("fleet is running; Ctrl-C stops it")
+            sup.run_forever()
+            sup = None
+        return 0 if ok else 1
+    except KeyboardInterrupt:
+        err_console.print("interrupted: stopping the fleet")
+        return 130
+    finally:
+        with console.status("stopping the fleet"):
+            if sup:
+                sup.stop()
+            pg.stop()
+            redis.stop()
