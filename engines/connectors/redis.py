@@ -12,17 +12,18 @@ class RedisConnector(Connector):
 
     def _connect(self) -> Any:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         db = self.db
+        # a health check reports what it sees: no silent retries that multiply the timeout
+        kw = {"password": self.password, "socket_connect_timeout": db.connect_timeout,
+              "socket_timeout": db.query_timeout, "retry": Retry(NoBackoff(), 0)}
         if db.dsn:
-            client = redis.Redis.from_url(
-                db.dsn, password=self.password, socket_connect_timeout=db.connect_timeout,
-                socket_timeout=db.query_timeout)
+            client = redis.Redis.from_url(db.dsn, **kw)
         else:
-            client = redis.Redis(
-                host=db.host or "127.0.0.1", port=db.port or 6379, db=int(db.dbname or 0),
-                username=db.user, password=self.password,
-                socket_connect_timeout=db.connect_timeout, socket_timeout=db.query_timeout)
+            client = redis.Redis(host=db.host or "127.0.0.1", port=db.port or 6379,
+                                 db=int(db.dbname or 0), username=db.user, **kw)
         client.ping()
         return client
 

@@ -1,0 +1,79 @@
+"""Celery settings, routes and the beat schedule built from the config."""
+
+from __future__ import annotations
+
+import pytest
+from celery.schedules import crontab, schedule
+
+from beat_schedule import build_beat_schedule
+from engines.config import parse_config
+from engines.errors import UnknownScriptError
+from workers.app import LONG_QUEUES, QUEUES, TIME_LIMITS, celery_settings, create_app
+from workers.scripts import SCRIPTS, ScriptType, resolve
+
+CFG = """
+databases:
+  music: {kind: pg, host: h, schedules: {health_check: "*/5 * * * *"}}
+  cache: {kind: redis, host: h}
+database_scripts:
+  monitoring: {interval_seconds: 15}
+schedules:
+  nightly: {script: health-check, database: music, cron: "0 3 * * *", options: {verbose: true}}
+"""
+
+
+def test_reliability_defaults() -> None:
+    s = celery_settings(parse_config(CFG))
+    assert s["task_acks_late"] and s["task_reject_on_worker_lost"]
+    assert s["worker_prefetch_multiplier"] == 1
+    assert s["task_serializer"] == "json" and s["accept_content"] == ["json"]
+    assert s["broker_transport_options"]["visibility_timeout"] > max(TIME_LIMITS.values())
+    assert {q.name for q in s["task_queues"]} == set(QUEUES)
+    assert LONG_QUEUES <= set(QUEUES)
+
+
+def test_every_queue_has_a_route_and_time_limit() -> None:
+    s = celery_settings(parse_config(CFG))
+    for q in QUEUES:
+        assert s["task_routes"][f"{q}.*"] == {"queue": q}
+        ann = s["task_annotations"][f"{q}.*"]
+        assert ann["soft_time_limit"] < ann["time_limit"]
+
+
+def test_time_limit_override_moves_visibility_timeout() -> None:
+    cfg = parse_config("fleet:\n  time_limits: {backups: 200000}\n")
+    s = celery_settings(cfg)
+    assert s["task_annotations"]["backups.*"]["time_limit"] == 200000
+    assert s["broker_transport_options"]["visibility_timeout"] > 200000
+
+
+def test_beat_schedule_entries_land_on_their_queues() -> None:
+    entries = build_beat_schedule(parse_config(CFG))
+    assert set(entries) == {"health_check:music", "health_check:cache", "health_check:music:cron", "nightly"}
+    monitor = entries["health_check:music"]
+    assert isinstance(monitor["schedule"], schedule) and monitor["schedule"].run_every.total_seconds() == 15
+    assert monitor["options"] == {"queue": "health"} and monitor["args"] == ["music"]
+    nightly = entries["nightly"]
+    assert isinstance(nightly["schedule"], crontab) and nightly["kwargs"] == {"options": {"verbose": True}}
+    assert str(nightly["schedule"].hour) == "{3}"
+
+
+def test_unknown_script_in_schedule_is_reported() -> None:
+    cfg = parse_config("databases:\n  a: {kind: pg, host: h}\n"
+                       "schedules:\n  x: {script: defragment, database: a, cron: '0 1 * * *'}\n")
+    with pytest.raises(UnknownScriptError, match="defragment.*available: health_check"):
+        build_beat_schedule(cfg)
+
+
+def test_script_names_resolve_in_every_spelling() -> None:
+    for spelling in (ScriptType.HEALTH_CHECK, "health_check", "health-check", "HEALTH-CHECK"):
+        assert resolve(spelling) == ("health_check", "health.check", "health")
+    for _, (task, queue) in SCRIPTS.items():
+        assert task.split(".")[0] == queue
+
+
+def test_app_registers_tasks_with_names() -> None:
+    app = create_app(parse_config(CFG))
+    app.loader.import_default_modules()
+    assert {"health.check", "fleet.probe"} <= set(app.tasks)
+    assert app.conf.beat_scheduler == "redbeat.RedBeatScheduler"
