@@ -156,6 +156,8 @@ class FleetConfig(_Model):
     history_url: str | None = None
     state_dir: str | None = None
     visibility_timeout: int | None = None
+    # passed to kombu as is, e.g. {unacked_restore_interval: 1} with a short visibility_timeout
+    broker_transport_options: dict[str, Any] = Field(default_factory=dict)
     time_limits: dict[str, int] = Field(default_factory=dict)
     worker_groups: dict[str, list[str]] = Field(default_factory=lambda: {
         "backups": ["backups"],

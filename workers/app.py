@@ -37,6 +37,7 @@ def celery_settings(cfg: Config) -> dict[str, Any]:
     transport = {"visibility_timeout": visibility}
     if cfg.fleet.broker_url.startswith(("redis://", "rediss://")):
         transport |= {"socket_timeout": 30, "socket_connect_timeout": 10}
+    transport |= cfg.fleet.broker_transport_options
     return {
         "broker_url": cfg.fleet.broker_url,
         "result_backend": cfg.fleet.resolved_backend(),
@@ -58,6 +59,7 @@ def celery_settings(cfg: Config) -> dict[str, Any]:
         "redbeat_redis_url": cfg.fleet.resolved_cache(),
         "redbeat_key_prefix": "dbfleet:redbeat:",
         "redbeat_lock_timeout": 300,
+        "redbeat_redis_options": {"socket_timeout": 30, "socket_connect_timeout": 10},
         "worker_hijack_root_logger": False,
         "timezone": "UTC",
     }

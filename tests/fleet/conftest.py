@@ -71,6 +71,9 @@ def fleet_config(root: Path, redis: EmbeddedRedis, pg_port: int, extra_db: dict[
         "fleet": {"broker_url": f"{redis.url}/0", "result_backend": f"{redis.url}/1",
                   "cache_url": f"{redis.url}/2", "history_url": f"sqlite:///{root / 'history.db'}",
                   "state_dir": str(root / "state"), "visibility_timeout": 8,
+                  # sweep unacked messages every second so a killed worker's task returns fast
+                  "broker_transport_options": {"unacked_restore_interval": 1,
+                                               "unacked_restore_throttle": 1},
                   "flower": {"port": free_port(), "password_env": "DBFLEET_TEST_FLOWER_PW"},
                   "exporter": {"port": free_port()}},
         "databases": dbs,
