@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from engines.errors import ConfigError, DbfleetError
-from workers.render import console, err_console, health_table, history_table, key_value_table, rows_table, styled
+from workers.render import console, err_console, health_table, history_table, key_value_table, rows_table
 
 
 def _fail(message: str, code: int = 2) -> None:

@@ -66,7 +66,7 @@ def _prepare_music(pg: EmbeddedPostgres, password: str, scale: int, fresh: bool)
 
     from engines.embedded.music import generate_music_database
 
-    kw = {"host": "127.0.0.1", "port": pg.port, "user": "postgres", "password": password}
+    kw: dict[str, Any] = {"host": "127.0.0.1", "port": pg.port, "user": "postgres", "password": password}
     marker = f"dbfleet-demo scale={scale}"
     with psycopg.connect(dbname="postgres", autocommit=True, **kw) as admin:
         row = admin.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database "
@@ -152,6 +152,35 @@ def _operations(cfg: Any, app: Any) -> tuple[list[list[str]], list[str], bool]:
     return rows, ids, ok
 
 
+def _summary(cfg: Any, root: Path, rows: list[list[str]], ids: list[str], started: float) -> bool:
+    """Print the summary table and where to look; True when Flower and the exporter saw everything."""
+    in_flower = _flower_tasks(cfg, ids)
+    metrics = _scrape(cfg)
+    console.print(rows_table("demo summary", ["operation", "database", "result", "wall", "task"], rows))
+    fc, ec = cfg.fleet.flower, cfg.fleet.exporter
+    console.print(f"Flower:   http://{fc.address}:{fc.port}  user [bold]{fc.user}[/bold] password "
+                  f"[bold]{fc.password()}[/bold] (from {fc.password_file}); it shows {in_flower}/{len(ids)} tasks")
+    console.print(f"Exporter: http://{ec.address}:{ec.port}/metrics  ({metrics} databases reported)")
+    console.print(f"State:    {root}   history: dbfleet --config {root / 'dbfleet.yaml'} history")
+    ok = in_flower == len(ids) and metrics == len(cfg.databases)
+    console.print(f"demo {'finished' if ok else 'FAILED'} in {time.monotonic() - started:.1f}s")
+    return ok
+
+
+def _start_servers(root: Path, redis: EmbeddedRedis, pg: EmbeddedPostgres, scale: int, fresh: bool) -> Path:
+    """Start Redis and PostgreSQL 18, fill the music database, write the config; returns its path."""
+    with console.status("starting embedded Redis and PostgreSQL 18"):
+        redis.start()
+        pg.start()
+    with console.status(f"generating the music database ({scale:,} play events)"):
+        counts = _prepare_music(pg, pg.password, scale, fresh)
+    if counts:
+        console.print(rows_table("music database", ["table", "rows"], [[t, f"{n:,}"] for t, n in counts.items()]))
+    cfg_path = root / "dbfleet.yaml"
+    cfg_path.write_text(yaml.safe_dump(demo_config(root, redis, pg), sort_keys=False))
+    return cfg_path
+
+
 def run_demo(scale: int, keep_running: bool, fresh: bool) -> int:
     """The demo; returns the exit status."""
     from engines.config import load_config
@@ -162,21 +191,12 @@ def run_demo(scale: int, keep_running: bool, fresh: bool) -> int:
     started = time.monotonic()
     root = state_dir().expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
-    pw = _secret(root / "secrets" / "postgres.password")
     _secret(root / "secrets" / "flower.password")
     redis = EmbeddedRedis(root / "redis")
-    pg = EmbeddedPostgres(root / "postgres", pw)
+    pg = EmbeddedPostgres(root / "postgres", _secret(root / "secrets" / "postgres.password"))
     sup: Supervisor | None = None
     try:
-        with console.status("starting embedded Redis and PostgreSQL 18"):
-            redis.start()
-            pg.start()
-        with console.status(f"generating the music database ({scale:,} play events)"):
-            counts = _prepare_music(pg, pw, scale, fresh)
-        if counts:
-            console.print(rows_table("music database", ["table", "rows"], [[t, f"{n:,}"] for t, n in counts.items()]))
-        cfg_path = root / "dbfleet.yaml"
-        cfg_path.write_text(yaml.safe_dump(demo_config(root, redis, pg), sort_keys=False))
+        cfg_path = _start_servers(root, redis, pg, scale, fresh)
         os.environ["DBFLEET_CONFIG"] = str(cfg_path)
         runtime.reset()
         cfg = load_config(cfg_path)
@@ -187,16 +207,7 @@ def run_demo(scale: int, keep_running: bool, fresh: bool) -> int:
             online = _wait_for_workers(app, len(cfg.fleet.worker_groups))
         console.print(rows_table("workers online", ["worker", "queues"], [[w, ", ".join(q)] for w, q in online.items()]))
         rows, ids, ok = _operations(cfg, app)
-        in_flower = _flower_tasks(cfg, ids)
-        metrics = _scrape(cfg)
-        console.print(rows_table("demo summary", ["operation", "database", "result", "wall", "task"], rows))
-        fc, ec = cfg.fleet.flower, cfg.fleet.exporter
-        console.print(f"Flower:   http://{fc.address}:{fc.port}  (user {fc.user}, password in {fc.password_file}); "
-                      f"it shows {in_flower}/{len(ids)} of these tasks")
-        console.print(f"Exporter: http://{ec.address}:{ec.port}/metrics  ({metrics} databases reported)")
-        console.print(f"State:    {root}   history: dbfleet --config {cfg_path} history")
-        ok = ok and in_flower == len(ids) and metrics == len(cfg.databases)
-        console.print(f"demo {'finished' if ok else 'FAILED'} in {time.monotonic() - started:.1f}s")
+        ok = _summary(cfg, root, rows, ids, started) and ok
         if keep_running:
             console.print("fleet is running; Ctrl-C stops it")
             sup.run_forever()

@@ -42,7 +42,7 @@ class FleetCollector(Collector):
         except Exception as exc:
             log.warning("cannot read the health cache: %s", type(exc).__name__)
             raw = [None] * len(keys)
-        for (db_id, db), blob in zip(self.cfg.databases.items(), raw):
+        for (db_id, db), blob in zip(self.cfg.databases.items(), raw, strict=True):
             if blob is None:
                 continue
             report = json.loads(blob)

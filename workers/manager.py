@@ -10,9 +10,9 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 from celery import Celery
 from celery.result import AsyncResult

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from rich.console import Console
@@ -59,9 +60,8 @@ def history_table(rows: list[dict[str, Any]]) -> Table:
     for r in rows:
         secs = "-"
         if r.get("finished_at"):
-            from datetime import datetime
-
-            secs = f"{(datetime.fromisoformat(r['finished_at']) - datetime.fromisoformat(r['started_at'])).total_seconds():.1f}"
+            elapsed = datetime.fromisoformat(r["finished_at"]) - datetime.fromisoformat(r["started_at"])
+            secs = f"{elapsed.total_seconds():.1f}"
         detail = r.get("error") or _summary(r.get("summary"))
         table.add_row(r["started_at"], r["script_type"], r.get("database_id") or "-",
                       styled(r["status"]), secs, r.get("worker") or "-", detail[:120])

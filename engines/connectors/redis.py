@@ -17,7 +17,7 @@ class RedisConnector(Connector):
 
         db = self.db
         # a health check reports what it sees: no silent retries that multiply the timeout
-        kw = {"password": self.password, "socket_connect_timeout": db.connect_timeout,
+        kw: dict[str, Any] = {"password": self.password, "socket_connect_timeout": db.connect_timeout,
               "socket_timeout": db.query_timeout, "retry": Retry(NoBackoff(), 0)}
         if db.dsn:
             client = redis.Redis.from_url(db.dsn, **kw)

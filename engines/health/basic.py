@@ -7,9 +7,10 @@ cannot be reached yields a ``down`` report, not an exception.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 from engines.config import DatabaseConfig
 from engines.connectors import Connector, open_connector

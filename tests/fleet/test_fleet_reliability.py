@@ -15,7 +15,7 @@ import redis
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from engines.embedded import EmbeddedRedis, free_port
+from engines.embedded import EmbeddedRedis
 from tests.fleet.conftest import FLOWER_PW
 from tests.fleet.procs import Proc, child_env, wait_for, write_config
 from tests.servers import CANARY, CANARY_WRONG, require

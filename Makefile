@@ -1,0 +1,38 @@
+# The two set-up commands of the README: `make demo` and `make test`.
+# Each creates .venv and installs what it needs from pyproject.toml.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+DEMO_ARGS ?=
+
+.PHONY: install demo test test-unit lint bench clean-demo
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## the fleet on embedded Redis + PostgreSQL 18 with a sample database
+demo: $(STAMP)
+	$(VENV)/bin/dbfleet demo $(DEMO_ARGS)
+
+## every test tier; starts the machine's services first if they are down
+test: $(STAMP)
+	bash ops/scripts/ensure-services.sh
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check engines workers beat_schedule.py tests
+	$(VENV)/bin/mypy
+
+clean-demo:
+	rm -rf "$${DBFLEET_STATE_DIR:-$$HOME/.local/share/dbfleet/demo}"
