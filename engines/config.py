@@ -117,14 +117,38 @@ class DatabaseConfig(_Model):
         return self.model_dump(exclude={"options", "thresholds"}, exclude_none=True)
 
 
+STORAGE_TYPES = frozenset({"filesystem", "file", "local", "posix", "s3", "minio"})
+
+
 class StorageConfig(BaseModel):
     """A backup repository target (used by the backup engine)."""
 
     model_config = ConfigDict(extra="allow")
-    type: Literal["filesystem", "s3"]
+    type: str
     path: str | None = None
     url: str | None = None
     endpoint_url: str | None = None
+    # the repository key that wraps the data key: a file, an env var, or a passphrase env var
+    key_file: str | None = None
+    key_env: str | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, v: str) -> str:
+        if v not in STORAGE_TYPES:
+            raise ValueError(f"unknown storage type {v!r}; known: {', '.join(sorted(STORAGE_TYPES))}")
+        return v
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v and url_has_password(v):
+            raise ValueError("url must not contain credentials; use access_key_env/secret_key_env")
+        return v
+
+    def key_secret(self, name: str) -> str | None:
+        """The repository key (key_file or key_env), resolved in this process."""
+        return resolve_secret(f"storage {name!r} key", env=self.key_env, file=self.key_file)
 
 
 class FlowerConfig(_Model):
@@ -196,16 +220,38 @@ class MonitoringSection(BaseModel):
     alert_channels: list[str] = Field(default_factory=list)
 
 
+class RetentionPolicy(_Model):
+    """restic-style: keep the newest backup of each of the last N days/weeks/months/years."""
+
+    last: int = Field(default=0, ge=0)
+    daily: int = Field(default=0, ge=0)
+    weekly: int = Field(default=0, ge=0)
+    monthly: int = Field(default=0, ge=0)
+    yearly: int = Field(default=0, ge=0)
+
+
 class BackupSection(BaseModel):
     model_config = ConfigDict(extra="allow")
     enabled: bool = True
     schedule: str | None = None
-    retention_days: int | None = None
-    backup_type: str = "full"
+    retention_days: int | None = Field(default=None, ge=1)
+    retention: RetentionPolicy | None = None
+    backup_type: Literal["full", "incremental"] = "full"  # both deduplicate; see docs/backup-repository.md
+    compression: bool = True
+    compression_level: int = Field(default=3, ge=1, le=22)
+    encryption: bool = True
+    storage: str | None = None
+    verify_schedule: str | None = None
+    drill_schedule: str | None = None
 
     @field_validator("schedule")
     @classmethod
     def _cron(cls, v: str | None) -> str | None:
+        return check_cron(v, "backup") if v else v
+
+    @field_validator("verify_schedule", "drill_schedule")
+    @classmethod
+    def _crons(cls, v: str | None) -> str | None:
         return check_cron(v, "backup") if v else v
 
 
@@ -249,10 +295,27 @@ class Config(_Model):
     def _ids(self) -> Config:
         for key, db in self.databases.items():
             db.id = key
+        target = self.database_scripts.backup.storage
+        if target and target not in self.storage:
+            raise ValueError(f"database_scripts.backup.storage: unknown storage target {target!r}")
         for name, sched in self.schedules.items():
             if sched.database not in self.databases:
                 raise ValueError(f"schedules.{name}: unknown database id {sched.database!r}")
         return self
+
+    def backup_storage(self, name: str | None = None) -> tuple[str, StorageConfig]:
+        """The storage target backups go to: ``name``, ``backup.storage``, or the only one configured."""
+        name = name or self.database_scripts.backup.storage
+        if name is None:
+            if len(self.storage) != 1:
+                problem = ("no storage target is configured" if not self.storage else
+                           f"several storage targets ({', '.join(sorted(self.storage))}); set backup.storage")
+                raise ConfigError([("database_scripts.backup.storage", problem)], self.source)
+            name = next(iter(self.storage))
+        if name not in self.storage:
+            known = ", ".join(sorted(self.storage)) or "none configured"
+            raise ConfigError([("storage", f"unknown storage target {name!r} (known: {known})")], self.source)
+        return name, self.storage[name]
 
     def database(self, database_id: str) -> DatabaseConfig:
         """Look a database up by id; unknown ids raise :class:`UnknownDatabaseError`."""

@@ -62,3 +62,43 @@ class DriverMissingError(DbfleetError):
 
 class ScriptFailed(DbfleetError):
     """A script run failed; the single message argument survives Celery's JSON results."""
+
+
+class StorageError(DbfleetError):
+    """A backup storage target failed (unreachable, denied, misconfigured)."""
+
+
+class ObjectMissing(StorageError):
+    """An object the repository needs is not in storage."""
+
+
+class RepositoryError(DbfleetError):
+    """The backup repository is missing, of an unknown format, or cannot be used as asked."""
+
+
+class WrongKeyError(RepositoryError):
+    """None of the repository's key slots opens with the key given."""
+
+
+class IntegrityError(RepositoryError):
+    """Stored data does not match what the repository recorded (bit flip, truncation, tampering)."""
+
+
+class RepositoryLocked(RepositoryError):
+    """Another process holds a lock that conflicts with this operation."""
+
+
+class BackupNotFound(DbfleetError):
+    """No backup matches the database id / backup id asked for."""
+
+
+class ToolMissingError(DbfleetError):
+    """A client tool (pg_dump, mariadb-dump, redis-cli) is not installed or too old."""
+
+
+class ToolFailed(DbfleetError):
+    """A client tool exited non-zero; the message carries its scrubbed stderr."""
+
+
+class RestoreRefused(DbfleetError):
+    """A restore would overwrite or mix with existing data; nothing was written."""

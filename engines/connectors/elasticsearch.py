@@ -22,7 +22,7 @@ class ElasticsearchConnector(Connector):
             raise DriverMissingError("elasticsearch", "elasticsearch") from None
         db = self.db
         url = db.dsn or f"http://{db.host}:{db.port}"
-        auth = (db.user, self.password) if db.user else None
+        auth = (db.user, self.password or "") if db.user else None
         client = Elasticsearch(url, basic_auth=auth, request_timeout=db.query_timeout)
         client.info()
         return client

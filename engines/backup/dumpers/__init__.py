@@ -1,0 +1,1 @@
+"""One dumper per database kind (chosen through engines.backup.engine.DUMPERS)."""

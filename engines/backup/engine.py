@@ -1,0 +1,175 @@
+"""Backup and restore of one database into/out of a repository."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from engines.backup.dumpers.base import Dumper, RestoreOptions, Target
+from engines.backup.locks import SHARED, RepoLock
+from engines.backup.pipeline import ChunkWriter, StreamRecord, read_stream
+from engines.backup.repository import Repository, new_backup_id, utcnow
+from engines.config import Config, DatabaseConfig
+from engines.errors import BackupNotFound, ConfigError, RestoreRefused
+from engines.storage import open_storage
+
+log = logging.getLogger("dbfleet.backup")
+
+# kind -> "module:Class"; modules import their drivers lazily.
+DUMPERS = {
+    "postgresql": "engines.backup.dumpers.postgres:PostgresDumper",
+    "mysql": "engines.backup.dumpers.mysql:MySQLDumper",
+    "redis": "engines.backup.dumpers.redis:RedisDumper",
+    "sqlite": "engines.backup.dumpers.sqlite:SQLiteDumper",
+    "mongodb": "engines.backup.dumpers.mongodb:MongoDumper",
+    "elasticsearch": "engines.backup.dumpers.elasticsearch:ElasticsearchDumper",
+}
+# (bytes done, bytes expected or None)
+Progress = Callable[[int, int | None], None]
+
+
+def dumper_for(db: DatabaseConfig, workdir: Path, password: str | None = None) -> Dumper:
+    """The dumper of ``db``'s kind; the password is resolved here, in this process."""
+    target = DUMPERS.get(db.kind)
+    if target is None:
+        raise ConfigError([(f"databases.{db.id}.kind", f"no backup engine for {db.kind!r}; "
+                            f"known: {', '.join(sorted(DUMPERS))}")])
+    module, _, name = target.partition(":")
+    cls: type[Dumper] = getattr(importlib.import_module(module), name)
+    return cls(db, db.password() if password is None else password, workdir)
+
+
+def open_repository(cfg: Config, storage_name: str | None = None, *, create: bool = False) -> Repository:
+    """The repository of storage target ``storage_name`` (or the backup default), opened with its key."""
+    name, scfg = cfg.backup_storage(storage_name)
+    storage = open_storage(name, scfg)
+    secret = scfg.key_secret(name)
+    if create:
+        return Repository.open_or_init(storage, secret, encryption=cfg.database_scripts.backup.encryption)
+    return Repository.open(storage, secret)
+
+
+def run_backup(repo: Repository, db: DatabaseConfig, *, level: int | None = 3, workdir: Path,
+               options: dict[str, Any] | None = None, progress: Progress | None = None,
+               lock_wait: float = 600.0, threads: int = 2) -> dict[str, Any]:
+    """Dump ``db`` into ``repo``; the backup is visible once its manifest is written, last."""
+    with RepoLock(repo.storage, SHARED, f"backup {db.id}", wait=lock_wait):
+        known = set(repo.chunk_sizes())
+        started, t0 = utcnow(), time.monotonic()
+        backup_id = new_backup_id(started)
+        dumper = dumper_for(db, workdir)
+        expected = _estimate(dumper)
+        done = [0]
+
+        def tick(n: int) -> None:
+            done[0] += n
+            if progress:
+                progress(done[0], expected)
+
+        writer = ChunkWriter(repo, known, level=level, threads=threads, progress=tick)
+        streams: list[StreamRecord] = []
+
+        def write(name: str, fmt: str, reader: Any) -> StreamRecord:
+            record = writer.write(name, fmt, reader)
+            streams.append(record)
+            return record
+
+        try:
+            info = dumper.backup(write)
+        finally:
+            writer.close()
+        manifest: dict[str, Any] = {
+            "format": "dbfleet-manifest", "version": 1, "repository": repo.id,
+            "backup_id": backup_id, "database_id": db.id, "kind": db.kind,
+            "started_at": started.isoformat(), "finished_at": utcnow().isoformat(),
+            "duration_seconds": round(time.monotonic() - t0, 3),
+            "source": {k: v for k, v in db.public().items() if k in ("host", "port", "dbname", "path", "user")},
+            "dump": info.to_dict(), "streams": [s.to_dict() for s in streams],
+            "stats": _stats(streams), "options": {"compression_level": level, **(options or {})},
+        }
+        repo.save_manifest(manifest)
+    log.info("backup %s of %s: %d bytes, %d new", backup_id, db.id, manifest["stats"]["total_bytes"],
+             manifest["stats"]["new_bytes"])
+    return summarize(manifest)
+
+
+def _estimate(dumper: Dumper) -> int | None:
+    try:
+        return dumper.estimate_bytes()
+    except Exception:  # an estimate only feeds the progress bar
+        return None
+
+
+def _stats(streams: list[StreamRecord]) -> dict[str, int]:
+    return {"total_bytes": sum(s.size for s in streams), "new_bytes": sum(s.new_bytes for s in streams),
+            "stored_bytes": sum(s.stored_bytes for s in streams),
+            "chunks": sum(len(s.chunks) for s in streams), "new_chunks": sum(s.new_chunks for s in streams)}
+
+
+def summarize(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A manifest without its chunk lists: what results, history and the CLI show."""
+    out = {k: v for k, v in manifest.items() if k != "streams"}
+    out["streams"] = [{k: v for k, v in s.items() if k != "chunks"} for s in manifest["streams"]]
+    return out
+
+
+def find_backup(repo: Repository, database_id: str, backup_id: str | None = None) -> dict[str, Any]:
+    """The manifest of ``backup_id`` (a full id or a unique prefix), or of the latest backup."""
+    ids = [b for d, b in repo.backup_ids(database_id)]
+    if not ids:
+        raise BackupNotFound(f"no backup of {database_id!r} in {repo.storage.describe()}")
+    if backup_id in (None, "", "latest"):
+        return repo.load_manifest(database_id, ids[-1])
+    matches = [b for b in ids if b.startswith(str(backup_id))]
+    if len(matches) != 1:
+        what = "no" if not matches else f"{len(matches)}"
+        raise BackupNotFound(f"{what} backups of {database_id!r} match {backup_id!r} "
+                             f"(latest: {', '.join(ids[-3:])})")
+    return repo.load_manifest(database_id, matches[0])
+
+
+def spool(repo: Repository, manifest: dict[str, Any], directory: Path,
+          progress: Progress | None = None) -> dict[str, Path]:
+    """Reassemble and verify every stream into ``directory``; raises before anything is restored."""
+    total = sum(s["size"] for s in manifest["streams"])
+    free = shutil.disk_usage(directory).free
+    if free < total:
+        raise RestoreRefused(f"restore needs {total} bytes of spool space in {directory}, "
+                             f"{free} free; set fleet.state_dir or spool_dir elsewhere")
+    done = [0]
+
+    def tick(n: int) -> None:
+        done[0] += n
+        if progress:
+            progress(done[0], total)
+
+    files = {}
+    for stream in manifest["streams"]:
+        path = directory / stream["name"]
+        with open(path, "wb") as fh:
+            read_stream(repo, stream, fh, progress=tick)
+        files[stream["name"]] = path
+    return files
+
+
+def restore_backup(repo: Repository, source: DatabaseConfig, target: Target, *,
+                   backup_id: str | None = None, options: RestoreOptions, spool_dir: Path,
+                   progress: Progress | None = None) -> dict[str, Any]:
+    """Restore a backup of ``source`` into ``target``; corrupted backups are refused before any write."""
+    t0 = time.monotonic()
+    with RepoLock(repo.storage, SHARED, f"restore {source.id}", wait=600):
+        manifest = find_backup(repo, source.id, backup_id)
+        spool_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="dbfleet-restore-", dir=spool_dir) as tmp:
+            files = spool(repo, manifest, Path(tmp), progress)
+            dumper = dumper_for(source, Path(tmp), password="")
+            detail = dumper.restore(files, manifest, target, options)
+    return {"backup_id": manifest["backup_id"], "database_id": source.id, "target": target.db.id,
+            "bytes": sum(s["size"] for s in manifest["streams"]),
+            "duration_seconds": round(time.monotonic() - t0, 3), **detail}
