@@ -1,7 +1,7 @@
 """Turn the config's schedules into Celery beat entries on the right queues.
 
 Static entries come from dbfleet.yaml: ``schedules:``, each database's ``schedules:``,
-``database_scripts.backup.schedule`` (for every database, once the backup engine exists)
+``database_scripts.backup.schedule`` / ``verify_schedule`` / ``drill_schedule`` (for every database)
 and ``database_scripts.monitoring.interval_seconds`` (a health check per database).
 Runtime entries (``dbfleet schedule add``) live in Redis through celery-redbeat.
 """
@@ -39,9 +39,11 @@ def build_beat_schedule(cfg: Config) -> dict[str, dict[str, Any]]:
             out[f"health_check:{db_id}"] = entry(
                 "health_check", db_id, schedule(monitoring.interval_seconds))
     backup = cfg.database_scripts.backup
-    if backup.enabled and backup.schedule and "backup" in SCRIPTS:
-        for db_id in cfg.databases:
-            out[f"backup:{db_id}"] = entry("backup", db_id, cron_schedule(backup.schedule))
+    for script, cron in (("backup", backup.schedule), ("backup_verify", backup.verify_schedule),
+                         ("restore_drill", backup.drill_schedule)):
+        if backup.enabled and cron and script in SCRIPTS:
+            for db_id in cfg.databases:
+                out[f"{script}:{db_id}"] = entry(script, db_id, cron_schedule(cron))
     for db_id, db in cfg.databases.items():
         for script, cron in db.schedules.items():
             out[f"{script}:{db_id}:cron"] = entry(script, db_id, cron_schedule(cron))

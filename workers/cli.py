@@ -311,6 +311,17 @@ def schedule_remove(name: str) -> None:
     console.print(f"removed {name}")
 
 
+def _register() -> None:
+    from workers.cli_backups import backups
+    from workers.cli_repo import repo
+
+    cli.add_command(backups)
+    cli.add_command(repo)
+
+
+_register()
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="dbfleet")

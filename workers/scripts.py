@@ -11,11 +11,21 @@ class ScriptType(str, Enum):
     """Script types of the seed API; only those in SCRIPTS run in this version."""
 
     HEALTH_CHECK = "health_check"
+    BACKUP = "backup"
+    BACKUP_VERIFY = "backup_verify"
+    BACKUP_PRUNE = "backup_prune"
+    RESTORE = "restore"
+    RESTORE_DRILL = "restore_drill"
 
 
 # script name -> (task name, queue). Each engine adds its row when it lands.
 SCRIPTS: dict[str, tuple[str, str]] = {
     ScriptType.HEALTH_CHECK.value: ("health.check", "health"),
+    ScriptType.BACKUP.value: ("backups.run", "backups"),
+    ScriptType.BACKUP_VERIFY.value: ("backups.verify", "backups"),
+    ScriptType.BACKUP_PRUNE.value: ("backups.prune", "backups"),
+    ScriptType.RESTORE.value: ("backups.restore", "backups"),
+    ScriptType.RESTORE_DRILL.value: ("backups.drill", "backups"),
 }
 
 

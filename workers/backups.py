@@ -1,0 +1,137 @@
+"""Tasks of the ``backups`` queue: backup, verify, restore, drill, prune. Each is resolve -> engine -> JSON."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from engines.backup.check import verify
+from engines.backup.drill import drill as run_drill
+from engines.backup.dumpers.base import RestoreOptions, Target
+from engines.backup.engine import open_repository, restore_backup, run_backup
+from engines.backup.prune import prune as run_prune
+from engines.config import DatabaseConfig
+from workers import runtime
+from workers.app import app
+from workers.common import ScriptTask
+
+Result = tuple[dict[str, Any], bool, str | None]
+Progress = Callable[[int, int | None], None]
+
+
+def _workdir(options: dict[str, Any]) -> Path:
+    extra = runtime.config().database_scripts.backup.model_extra or {}
+    path = Path(options.get("spool_dir") or extra.get("spool_dir") or runtime.config().fleet.state_path() / "tmp")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+class ProgressReporter:
+    """Publishes bytes/percent in the task state (for `dbfleet run --wait` and Flower), at most once a second."""
+
+    def __init__(self, task: ScriptTask, phase: str) -> None:
+        self.task, self.phase, self.last = task, phase, 0.0
+
+    def __call__(self, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if now - self.last < 1.0 or not self.task.request.id:
+            return
+        self.last = now
+        percent = min(99.0, 100.0 * done / total) if total else None
+        self.task.update_state(state="PROGRESS", meta={"phase": self.phase, "bytes": done, "total": total,
+                                                       "percent": percent})
+
+
+def _level(options: dict[str, Any]) -> int | None:
+    section = runtime.config().database_scripts.backup
+    compression = options.get("compression", section.compression)
+    if not _truthy(compression):
+        return None
+    return int(options.get("compression_level", section.compression_level))
+
+
+def do_backup(db: DatabaseConfig, opts: dict[str, Any], progress: Progress | None = None) -> Result:
+    """Back ``db`` up into the configured (or ``storage``) repository, creating it on first use."""
+    cfg = runtime.config()
+    repo = open_repository(cfg, opts.get("storage"), create=True)
+    result = run_backup(repo, db, level=_level(opts), workdir=_workdir(opts), progress=progress,
+                        options={"backup_type": cfg.database_scripts.backup.backup_type,
+                                 "storage": opts.get("storage")})
+    return result, True, None
+
+
+def do_verify(db: DatabaseConfig, opts: dict[str, Any], progress: Progress | None = None) -> Result:
+    """Verify ``db``'s backups; ``read_data`` re-reads chunks (``subset`` percent of them)."""
+    repo = open_repository(runtime.config(), opts.get("storage"))
+    report = verify(repo, db.id, opts.get("backup_id"), read_data=_truthy(opts.get("read_data", False)),
+                    subset=float(str(opts.get("subset", 100)).rstrip("%")))
+    error = None if report["ok"] else f"{report['problem_count']} problems; first: {report['problems'][0]['problem']}"
+    return report, report["ok"], error
+
+
+def do_restore(db: DatabaseConfig, opts: dict[str, Any], progress: Progress | None = None) -> Result:
+    """Restore a backup of ``db`` into ``target`` (a database id; default: ``db`` itself)."""
+    cfg = runtime.config()
+    target_db = cfg.database(opts.get("target") or db.id)
+    repo = open_repository(cfg, opts.get("storage"))
+    result = restore_backup(repo, db, Target(target_db, target_db.password()), backup_id=opts.get("backup_id"),
+                            options=RestoreOptions.from_dict(opts), spool_dir=_workdir(opts), progress=progress)
+    return result, True, None
+
+
+def do_drill(db: DatabaseConfig, opts: dict[str, Any], progress: Progress | None = None) -> Result:
+    """Restore the latest backup into a scratch target, compare row counts, measure RTO and RPO."""
+    repo = open_repository(runtime.config(), opts.get("storage"))
+    report = run_drill(repo, db, backup_id=opts.get("backup_id"), spool_dir=_workdir(opts), progress=progress)
+    error = None if report["ok"] else f"row counts differ in {len(report['mismatches'])} tables"
+    return report, report["ok"], error
+
+
+def do_prune(db: DatabaseConfig, opts: dict[str, Any], progress: Progress | None = None) -> Result:
+    """Apply retention to ``db``'s backups, then delete chunks nothing references."""
+    section = runtime.config().database_scripts.backup
+    repo = open_repository(runtime.config(), opts.get("storage"))
+    result = run_prune(repo, section.retention, section.retention_days, database_id=db.id,
+                       dry_run=_truthy(opts.get("dry_run", False)), lock_wait=float(opts.get("lock_wait", 60)))
+    return result, True, None
+
+
+# script name -> operation, for `dbfleet backups ... --local`
+OPERATIONS = {"backup": do_backup, "backup_verify": do_verify, "restore": do_restore,
+              "restore_drill": do_drill, "backup_prune": do_prune}
+
+
+@app.task(name="backups.run", bind=True, base=ScriptTask, script_type="backup")
+def backup(self: ScriptTask, database_id: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Dump one database into the repository (deduplicated, compressed, encrypted)."""
+    return self.execute(database_id, options, lambda db, o: do_backup(db, o, ProgressReporter(self, "backup")))
+
+
+@app.task(name="backups.verify", bind=True, base=ScriptTask, script_type="backup_verify")
+def verify_backups(self: ScriptTask, database_id: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Check a database's backups (structure; with read_data, every chunk's bytes)."""
+    return self.execute(database_id, options, do_verify)
+
+
+@app.task(name="backups.restore", bind=True, base=ScriptTask, script_type="restore")
+def restore(self: ScriptTask, database_id: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Restore a backup; corrupted backups are refused before the target is touched."""
+    return self.execute(database_id, options, lambda db, o: do_restore(db, o, ProgressReporter(self, "restore")))
+
+
+@app.task(name="backups.drill", bind=True, base=ScriptTask, script_type="restore_drill")
+def drill(self: ScriptTask, database_id: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Restore drill with measured RTO and RPO."""
+    return self.execute(database_id, options, lambda db, o: do_drill(db, o, ProgressReporter(self, "drill")))
+
+
+@app.task(name="backups.prune", bind=True, base=ScriptTask, script_type="backup_prune")
+def prune(self: ScriptTask, database_id: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Retention and garbage collection."""
+    return self.execute(database_id, options, do_prune)
