@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +58,13 @@ def demo_config(root: Path, redis: EmbeddedRedis, pg: EmbeddedPostgres) -> dict[
             "fleet_redis": {"kind": "redis", "host": "127.0.0.1", "port": redis.port, "tags": ["broker"]},
             "history_sqlite": {"kind": "sqlite", "path": str(root / "history.db"), "tags": ["dbfleet"]},
         },
-        "database_scripts": {"monitoring": {"enabled": True, "interval_seconds": 30}},
+        "storage": {"demo_repo": {"type": "filesystem", "path": str(root / "backups"),
+                                  "key_file": str(sec / "repository.key")}},
+        "database_scripts": {
+            "monitoring": {"enabled": True, "interval_seconds": 30},
+            "backup": {"schedule": "0 2 * * *", "storage": "demo_repo", "backup_type": "incremental",
+                       "retention": {"daily": 7, "weekly": 4, "monthly": 12}, "drill_schedule": "0 4 * * 0"},
+        },
     }
 
 
@@ -149,7 +157,49 @@ def _operations(cfg: Any, app: Any) -> tuple[list[list[str]], list[str], bool]:
         ok = ok and result["status"] != "down"
         rows.append(["health_check", db_id, styled(result["status"]),
                      f"{time.monotonic() - start:.2f}s", execution.task_id[:8]])
+    for script, db_id, opts in BACKUP_STEPS:
+        row, task_id, passed = _backup_step(manager, script, db_id, opts)
+        rows.append(row)
+        ids.append(task_id)
+        ok = ok and passed
     return rows, ids, ok
+
+
+# every backup-queue operation, through the fleet: backups of three kinds, a full read-back, a drill
+BACKUP_STEPS: list[tuple[str, str, dict[str, Any]]] = [
+    ("backup", DEMO_DB, {}), ("backup", "fleet_redis", {}), ("backup", "history_sqlite", {}),
+    ("backup_verify", DEMO_DB, {"read_data": True}), ("restore_drill", DEMO_DB, {}),
+]
+
+
+@contextmanager
+def _spinner(script: str, db_id: str) -> Iterator[Any]:
+    with console.status(f"{script} of {db_id}"):
+        yield lambda done, total: None
+
+
+def _backup_step(manager: Any, script: str, db_id: str, opts: dict[str, Any]) -> tuple[list[str], str, bool]:
+    from engines.errors import DbfleetError
+    from workers.cli_backups import _print, progress_bar
+
+    start = time.monotonic()
+    execution = manager.execute_script(script, db_id, opts)
+    try:
+        with (progress_bar(f"{script} {db_id}") if script != "backup_verify" else _spinner(script, db_id)) as update:
+            while not execution.async_result.ready():
+                info = execution.async_result.info
+                if execution.state == "PROGRESS" and isinstance(info, dict):
+                    update(int(info.get("bytes") or 0), info.get("total"))
+                time.sleep(0.25)
+        result = execution.wait(timeout=1)
+    except DbfleetError as exc:
+        err_console.print(f"[red]{script} of {db_id} failed: {exc}[/red]")
+        return [script, db_id, styled("failed"), f"{time.monotonic() - start:.2f}s", execution.task_id[:8]], \
+            execution.task_id, False
+    _print(script, result)
+    passed = result.get("ok", True) is not False
+    return [script, db_id, styled("ok" if passed else "failed"), f"{time.monotonic() - start:.2f}s",
+            execution.task_id[:8]], execution.task_id, passed
 
 
 def _summary(cfg: Any, root: Path, rows: list[list[str]], ids: list[str], started: float) -> bool:
@@ -192,6 +242,7 @@ def run_demo(scale: int, keep_running: bool, fresh: bool) -> int:
     root = state_dir().expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
     _secret(root / "secrets" / "flower.password")
+    _secret(root / "secrets" / "repository.key")
     redis = EmbeddedRedis(root / "redis")
     pg = EmbeddedPostgres(root / "postgres", _secret(root / "secrets" / "postgres.password"))
     sup: Supervisor | None = None
