@@ -221,10 +221,10 @@ def backups_prune(database_id: str, dry_run: bool, storage: str | None, local: b
 @_storage
 def backups_list(database_id: str | None, storage: str | None) -> None:
     """Backups in the repository (all databases, or one)."""
+    from rich.table import Table
+
     from engines.backup.engine import open_repository
     from workers import runtime
-
-    from rich.table import Table
 
     repo = open_repository(runtime.config(), storage)
     table = Table(title=f"backups in {repo.storage.describe()}", title_justify="left")

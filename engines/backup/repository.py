@@ -51,6 +51,7 @@ class Repository:
                   "created": utcnow().isoformat(), "chunker": CHUNKER,
                   "encryption": "aes-256-gcm" if encryption else "none",
                   "chunk_id": "hmac-sha256" if encryption else "sha256", "compression": "zstd"}
+        storage.prepare()
         if not storage.put_new("config", json.dumps(config, indent=1).encode()):
             raise RepositoryError(f"{storage.describe()}: a repository already exists here")
         master = crypto.new_master() if encryption else None

@@ -75,5 +75,8 @@ class Storage(abc.ABC):
     def describe(self) -> str:
         """Where this storage points, without credentials."""
 
+    def prepare(self) -> None:  # noqa: B027 - optional hook
+        """Create the container (directory, bucket) when missing; called when a repository is created."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release clients; idempotent."""

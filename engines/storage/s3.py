@@ -102,6 +102,18 @@ class S3Storage(Storage):
         except Exception as exc:
             raise self._error(f"cannot delete {key}", exc) from None
 
+    def prepare(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except Exception as exc:
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            if code not in ("404", "NoSuchBucket", "NotFound"):
+                raise self._error("cannot reach the bucket", exc) from None
+            try:
+                self.client.create_bucket(Bucket=self.bucket)
+            except Exception as create_exc:
+                raise self._error("bucket missing and cannot be created", create_exc) from None
+
     def describe(self) -> str:
         where = f" at {self.endpoint_url}" if self.endpoint_url else ""
         return f"s3://{self.bucket}/{self.prefix}{where}"

@@ -61,7 +61,7 @@ def test_beat_schedule_entries_land_on_their_queues() -> None:
 def test_unknown_script_in_schedule_is_reported() -> None:
     cfg = parse_config("databases:\n  a: {kind: pg, host: h}\n"
                        "schedules:\n  x: {script: defragment, database: a, cron: '0 1 * * *'}\n")
-    with pytest.raises(UnknownScriptError, match="defragment.*available: health_check"):
+    with pytest.raises(UnknownScriptError, match="defragment.*available: .*health_check"):
         build_beat_schedule(cfg)
 
 
