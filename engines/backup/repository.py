@@ -26,8 +26,9 @@ def utcnow() -> datetime:
 
 
 def new_backup_id(now: datetime | None = None) -> str:
-    """Time-sortable and unique: ``20261124T101500Z-1a2b3c``."""
-    return f"{(now or utcnow()):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    """Time-sortable to the millisecond and unique: ``20261124T101500123Z-1a2b3c``."""
+    now = now or utcnow()
+    return f"{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}Z-{secrets.token_hex(3)}"
 
 
 class Repository:

@@ -16,8 +16,10 @@ BUCKETS: dict[str, Callable[[datetime], tuple[int, ...]]] = {
 
 
 def backup_time(backup_id: str) -> datetime:
-    """The start time encoded in a backup id (``20261124T101500Z-1a2b3c``)."""
-    return datetime.strptime(backup_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    """The start time encoded in a backup id (``20261124T101500123Z-1a2b3c``; the milliseconds are optional)."""
+    stamp = backup_id.split("Z", 1)[0]
+    moment = datetime.strptime(stamp[:15], "%Y%m%dT%H%M%S").replace(tzinfo=timezone.utc)
+    return moment.replace(microsecond=int(stamp[15:18] or 0) * 1000)
 
 
 def plan(backup_ids: list[str], policy: RetentionPolicy | None, retention_days: int | None,
