@@ -55,7 +55,7 @@ def run_script(script: str, database_id: str, options: dict[str, Any], *, local:
 def _run_local(script: str, database_id: str, options: dict[str, Any]) -> dict[str, Any]:
     import json
 
-    from engines.errors import DbfleetError, ScriptFailed
+    from engines.errors import DbfleetError
     from engines.history import FAILED, SUCCEEDED
     from engines.secrets import scrub
     from workers import runtime
@@ -78,10 +78,7 @@ def _run_local(script: str, database_id: str, options: dict[str, Any]) -> dict[s
         raise
     result = json.loads(scrub(json.dumps(result, default=str)))
     history.finish(run_id, SUCCEEDED if ok else FAILED, summary=result, error=error)
-    if not ok:
-        _print(script, result)
-        raise ScriptFailed(error or f"{script} failed")
-    return result
+    return result  # a failed check (ok: false) is printed, then exits 1
 
 
 def _print(script: str, result: dict[str, Any]) -> None:
@@ -254,5 +251,5 @@ def backups_show(database_id: str, backup_id: str, storage: str | None) -> None:
                              [[s["name"], s["format"], human_bytes(s["size"]), s["sha256"][:16], s["new_chunks"]]
                               for s in m["streams"]]))
     counts = m["dump"]["row_counts"]
-    exact = "exact, same snapshot" if m["dump"]["row_counts_exact"] else "next to the dump"
-    console.print(rows_table(f"row counts ({exact})", ["table", "rows"], [[t, n] for t, n in counts.items()]))
+    exact = "exact" if m["dump"]["row_counts_exact"] else "approximate"
+    console.print(rows_table("row counts", ["table", f"rows ({exact})"], [[t, n] for t, n in counts.items()]))

@@ -15,7 +15,8 @@ from tests.fleet.procs import Proc, child_env, wait_for, write_config
 from tests.servers import CANARY, CANARY_WRONG, require
 
 FLOWER_PW = "flower-test-pw-5b1e"
-MAIN_QUEUES = "health,backups,audits,migrations,compliance"  # tuning: left unconsumed; dr: kill test
+MAIN_QUEUES = "health,audits,migrations,compliance"  # tuning: left unconsumed; dr, backups: kill tests
+REPO_KEY = "fleet-repo-key-3c1d"
 
 
 @dataclass
@@ -59,6 +60,8 @@ def fleet_config(root: Path, redis: EmbeddedRedis, pg_port: int, extra_db: dict[
     dbs = {
         "pg18": {"kind": "postgresql", "host": "127.0.0.1", "port": pg_port, "dbname": "postgres",
                  "user": "postgres", "password_env": "DBFLEET_TEST_CANARY"},
+        "pg18_big": {"kind": "postgresql", "host": "127.0.0.1", "port": pg_port, "dbname": "fleet_big",
+                     "user": "postgres", "password_env": "DBFLEET_TEST_CANARY"},
         "pg18_badpw": {"kind": "postgresql", "host": "127.0.0.1", "port": pg_port, "dbname": "postgres",
                        "user": "postgres", "password_env": "DBFLEET_TEST_CANARY_WRONG"},
         "lite": {"kind": "sqlite", "path": str(root / "lite.db")},
@@ -77,7 +80,9 @@ def fleet_config(root: Path, redis: EmbeddedRedis, pg_port: int, extra_db: dict[
                   "flower": {"port": free_port(), "password_env": "DBFLEET_TEST_FLOWER_PW"},
                   "exporter": {"port": free_port()}},
         "databases": dbs,
-        "database_scripts": {"monitoring": {"enabled": False}},
+        "storage": {"repo": {"type": "filesystem", "path": str(root / "repo"), "key_env": "DBFLEET_TEST_REPO_KEY"}},
+        "database_scripts": {"monitoring": {"enabled": False},
+                             "backup": {"retention": {"last": 1}}},
     }
 
 
@@ -103,8 +108,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, embedded_pg: Any,
     redis = EmbeddedRedis(root / "redis").start()
     path = write_config(root / "dbfleet.yaml", fleet_config(root, redis, embedded_pg.port, extra))
     env = child_env(path, DBFLEET_TEST_CANARY=CANARY, DBFLEET_TEST_CANARY_WRONG=CANARY_WRONG,
-                    DBFLEET_TEST_FLOWER_PW=FLOWER_PW)
+                    DBFLEET_TEST_FLOWER_PW=FLOWER_PW, DBFLEET_TEST_REPO_KEY=REPO_KEY)
     env.pop("DBFLEET_STATE_DIR", None)
+    os.environ["DBFLEET_TEST_REPO_KEY"] = REPO_KEY
     saved = os.environ.get("DBFLEET_CONFIG")
     os.environ["DBFLEET_CONFIG"] = str(path)
     runtime.reset()
