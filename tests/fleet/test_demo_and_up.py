@@ -34,11 +34,14 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path) -> None:
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     text = " ".join(out.stdout.split())  # rich wraps long lines
     for words in ("music database", "play_events", "demo summary", "health_check", "Flower:",
-                  "it shows 3/3 tasks", "(3 databases reported)", "demo finished"):
+                  "│ backup │ music │ ok", "│ backup │ fleet_redis │ ok", "│ backup │ history_sqlite │ ok",
+                  "│ backup_verify │ music │ ok", "│ restore_drill │ music │ ok", "measured RTO",
+                  "it shows 8/8 tasks", "(3 databases reported)", "demo finished"):
         assert words in text, words
     assert _procs_mentioning(str(state)) == []
     written = {p.name for p in state.iterdir()}
-    assert {"dbfleet.yaml", "history.db", "postgres", "redis", "logs", "secrets"} <= written
+    assert {"dbfleet.yaml", "history.db", "postgres", "redis", "logs", "secrets", "backups"} <= written
+    assert len(list((state / "backups" / "backups").rglob("*"))) >= 6  # 3 database dirs, 3 manifests
     pw = (state / "secrets" / "postgres.password").read_text().strip()
     assert pw not in (state / "dbfleet.yaml").read_text()
     assert oct((state / "secrets" / "postgres.password").stat().st_mode & 0o777) == "0o600"
