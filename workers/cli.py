@@ -112,10 +112,20 @@ def run(script: str, database_id: str, sets: tuple[str, ...], wait: bool, timeou
         return
     with console.status(f"{execution.script} on {database_id}: waiting") as spinner:
         result = execution.wait(timeout, on_poll=lambda s: spinner.update(
-            f"{execution.script} on {database_id}: {s.lower()}"))
+            f"{execution.script} on {database_id}: {_progress_text(s, execution.async_result.info)}"))
     _print_result(result)
     if result.get("status") == "down":
         sys.exit(1)
+
+
+def _progress_text(state: str, info: Any) -> str:
+    """``progress 42% (1.2 GiB)`` for tasks that publish progress, else the state."""
+    if state != "PROGRESS" or not isinstance(info, dict):
+        return state.lower()
+    from workers.render import human_bytes
+
+    percent = f"{info['percent']:.0f}% " if info.get("percent") is not None else ""
+    return f"{info.get('phase', 'progress')} {percent}({human_bytes(int(info.get('bytes') or 0))})"
 
 
 def _print_result(result: dict[str, Any]) -> None:

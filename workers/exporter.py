@@ -24,6 +24,7 @@ class FleetCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         yield from self._databases()
+        yield from self._backups()
         yield from self._queues()
         yield from self._runs()
 
@@ -57,6 +58,44 @@ class FleetCollector(Collector):
                 if c["check"] == "database_size" and c["value"] is not None:
                     size.add_metric(labels, float(c["value"]))
         yield from (up, rt, size, ts)
+
+    def _cached(self, key: str) -> list[tuple[str, str, dict[str, Any]]]:
+        keys = [key.format(i) for i in self.cfg.databases]
+        try:
+            raw = self.cache.mget(keys) if keys else []
+        except Exception as exc:
+            log.warning("cannot read the result cache: %s", type(exc).__name__)
+            return []
+        return [(db_id, db.kind, json.loads(blob)) for (db_id, db), blob in
+                zip(self.cfg.databases.items(), raw, strict=True) if blob is not None]
+
+    def _backups(self) -> Iterator[Any]:
+        labels = ["database", "kind"]
+        last = GaugeMetricFamily("dbfleet_backup_last_success_timestamp_seconds",
+                                 "When the last successful backup finished", labels=labels)
+        size = GaugeMetricFamily("dbfleet_backup_last_size_bytes", "Bytes dumped by the last backup", labels=labels)
+        new = GaugeMetricFamily("dbfleet_backup_last_stored_bytes",
+                                "Bytes the last backup added to the repository (after dedup, zstd)", labels=labels)
+        took = GaugeMetricFamily("dbfleet_backup_last_duration_seconds", "Wall time of the last backup", labels=labels)
+        for db_id, kind, b in self._cached(runtime.BACKUP_KEY):
+            from datetime import datetime
+
+            last.add_metric([db_id, kind], datetime.fromisoformat(b["finished_at"]).timestamp())
+            size.add_metric([db_id, kind], float(b["total_bytes"]))
+            new.add_metric([db_id, kind], float(b["stored_bytes"]))
+            took.add_metric([db_id, kind], float(b["duration_seconds"]))
+        rto = GaugeMetricFamily("dbfleet_restore_drill_rto_seconds", "Measured RTO of the last restore drill",
+                                labels=labels)
+        rpo = GaugeMetricFamily("dbfleet_restore_drill_rpo_seconds", "Backup age at the last restore drill",
+                                labels=labels)
+        ok = GaugeMetricFamily("dbfleet_restore_drill_success", "1 when the last restore drill passed", labels=labels)
+        when = GaugeMetricFamily("dbfleet_restore_drill_timestamp_seconds", "When the last drill ran", labels=labels)
+        for db_id, kind, d in self._cached(runtime.DRILL_KEY):
+            rto.add_metric([db_id, kind], float(d["rto_seconds"]))
+            rpo.add_metric([db_id, kind], float(d["rpo_seconds"]))
+            ok.add_metric([db_id, kind], 1.0 if d["ok"] else 0.0)
+            when.add_metric([db_id, kind], float(d["at"]))
+        yield from (last, size, new, took, rto, rpo, ok, when)
 
     def _queues(self) -> Iterator[Any]:
         depth = GaugeMetricFamily("dbfleet_queue_depth", "Messages waiting in a queue", labels=["queue"])

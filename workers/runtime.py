@@ -11,6 +11,9 @@ from engines.history import HistoryStore
 
 HEALTH_KEY = "dbfleet:health:{}"
 HEALTH_TTL = 3600
+BACKUP_KEY = "dbfleet:backup:{}"  # the last successful backup's summary, for the exporter
+DRILL_KEY = "dbfleet:drill:{}"  # the last restore drill's result
+RESULT_TTL = 90 * 86400
 
 
 @functools.lru_cache(maxsize=1)
