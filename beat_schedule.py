@@ -12,6 +12,7 @@ from typing import Any
 
 from celery.schedules import crontab, schedule
 
+from engines.backup.engine import DUMPERS
 from engines.config import Config
 from engines.errors import UnknownScriptError
 from workers.scripts import SCRIPTS, resolve
@@ -39,11 +40,14 @@ def build_beat_schedule(cfg: Config) -> dict[str, dict[str, Any]]:
             out[f"health_check:{db_id}"] = entry(
                 "health_check", db_id, schedule(monitoring.interval_seconds))
     backup = cfg.database_scripts.backup
-    for script, cron in (("backup", backup.schedule), ("backup_verify", backup.verify_schedule),
-                         ("restore_drill", backup.drill_schedule)):
+    # a scheduled verify reads back a random 5% of the chunks: every chunk is re-read every few weeks
+    for script, cron, opts in (("backup", backup.schedule, {}),
+                               ("backup_verify", backup.verify_schedule, {"read_data": True, "subset": 5}),
+                               ("restore_drill", backup.drill_schedule, {})):
         if backup.enabled and cron and script in SCRIPTS:
-            for db_id in cfg.databases:
-                out[f"{script}:{db_id}"] = entry(script, db_id, cron_schedule(cron))
+            for db_id, db in cfg.databases.items():
+                if db.kind in DUMPERS:  # kinds without a backup engine (clickhouse) are not scheduled
+                    out[f"{script}:{db_id}"] = entry(script, db_id, cron_schedule(cron), opts)
     for db_id, db in cfg.databases.items():
         for script, cron in db.schedules.items():
             out[f"{script}:{db_id}:cron"] = entry(script, db_id, cron_schedule(cron))

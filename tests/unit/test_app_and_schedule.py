@@ -7,7 +7,7 @@ from celery.schedules import crontab, schedule
 
 from beat_schedule import build_beat_schedule
 from engines.config import parse_config
-from engines.errors import UnknownScriptError
+from engines.errors import ConfigError, UnknownScriptError
 from workers.app import LONG_QUEUES, QUEUES, TIME_LIMITS, celery_settings, create_app
 from workers.scripts import SCRIPTS, ScriptType, resolve
 
@@ -77,3 +77,29 @@ def test_app_registers_tasks_with_names() -> None:
     app.loader.import_default_modules()
     assert {"health.check", "fleet.probe"} <= set(app.tasks)
     assert app.conf.beat_scheduler == "redbeat.RedBeatScheduler"
+
+
+def test_backup_schedules_become_beat_entries_on_the_backups_queue() -> None:
+    cfg = parse_config(
+        "databases:\n  music: {kind: pg, host: h}\n  olap: {kind: clickhouse, host: h}\n"
+        "storage:\n  s: {type: filesystem, path: /b}\n"
+        "database_scripts:\n  monitoring: {enabled: false}\n"
+        "  backup: {schedule: '0 2 * * *', verify_schedule: '0 5 * * *', drill_schedule: '0 4 * * 0'}\n")
+    entries = build_beat_schedule(cfg)
+    assert set(entries) == {"backup:music", "backup_verify:music", "restore_drill:music"}  # no engine for olap
+    assert entries["backup:music"]["task"] == "backups.run"
+    assert entries["restore_drill:music"]["task"] == "backups.drill"
+    assert {e["options"]["queue"] for e in entries.values()} == {"backups"}
+    assert entries["backup_verify:music"]["kwargs"] == {"options": {"read_data": True, "subset": 5}}
+    assert str(entries["backup:music"]["schedule"]._orig_hour) == "2"
+
+
+def test_backup_config_errors_name_the_field() -> None:
+    with pytest.raises(ConfigError, match="backup.storage: unknown storage target 'nope'"):
+        parse_config("storage:\n  s: {type: filesystem, path: /b}\ndatabase_scripts:\n  backup: {storage: nope}\n")
+    with pytest.raises(ConfigError, match="storage.s.type"):
+        parse_config("storage:\n  s: {type: ftp}\n")
+    with pytest.raises(ConfigError, match="retention.daily"):
+        parse_config("database_scripts:\n  backup: {retention: {daily: -1}}\n")
+    with pytest.raises(ConfigError, match="must not contain credentials"):
+        parse_config("storage:\n  s: {type: s3, url: 's3://AKIA:secret@bucket/p'}\n")
