@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from engines.backup.engine import Progress, dumper_for, find_backup, spool
-from engines.backup.locks import SHARED, RepoLock
+from engines.backup.engine import Progress, dumper_for, spooled
 from engines.backup.repository import Repository
 from engines.config import DatabaseConfig
 
@@ -22,12 +20,8 @@ def drill(repo: Repository, db: DatabaseConfig, *, backup_id: str | None = None,
     ``rpo_seconds`` is the backup's age: the data a failure now would lose.
     """
     t0 = time.monotonic()
-    with RepoLock(repo.storage, SHARED, f"drill {db.id}", wait=600):
-        manifest = find_backup(repo, db.id, backup_id)
-        spool_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="dbfleet-drill-", dir=spool_dir) as tmp:
-            files = spool(repo, manifest, Path(tmp), progress)
-            restored = dumper_for(db, Path(tmp)).drill_counts(files, manifest)
+    with spooled(repo, db.id, backup_id, spool_dir, "drill", progress) as (manifest, files, tmp):
+        restored = dumper_for(db, tmp).drill_counts(files, manifest)
     rto = time.monotonic() - t0
     finished = datetime.fromisoformat(manifest["finished_at"])
     expected: dict[str, int] = manifest["dump"]["row_counts"]

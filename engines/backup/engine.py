@@ -7,7 +7,8 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -134,14 +135,19 @@ def find_backup(repo: Repository, database_id: str, backup_id: str | None = None
     return repo.load_manifest(database_id, matches[0])
 
 
-def spool(repo: Repository, manifest: dict[str, Any], directory: Path,
-          progress: Progress | None = None) -> dict[str, Path]:
-    """Reassemble and verify every stream into ``directory``; raises before anything is restored."""
+def _check_space(manifest: dict[str, Any], directory: Path) -> int:
     total = sum(s["size"] for s in manifest["streams"])
     free = shutil.disk_usage(directory).free
     if free < total:
         raise RestoreRefused(f"restore needs {total} bytes of spool space in {directory}, "
                              f"{free} free; set fleet.state_dir or spool_dir elsewhere")
+    return int(total)
+
+
+def spool(repo: Repository, manifest: dict[str, Any], directory: Path,
+          progress: Progress | None = None) -> dict[str, Path]:
+    """Reassemble and verify every stream into ``directory``; raises before anything is restored."""
+    total = _check_space(manifest, directory)
     done = [0]
 
     def tick(n: int) -> None:
@@ -158,6 +164,17 @@ def spool(repo: Repository, manifest: dict[str, Any], directory: Path,
     return files
 
 
+@contextmanager
+def spooled(repo: Repository, database_id: str, backup_id: str | None, spool_dir: Path, operation: str,
+            progress: Progress | None = None) -> Iterator[tuple[dict[str, Any], dict[str, Path], Path]]:
+    """Under a shared lock: (manifest, verified stream files, their private directory), removed on exit."""
+    with RepoLock(repo.storage, SHARED, f"{operation} {database_id}", wait=600):
+        manifest = find_backup(repo, database_id, backup_id)
+        spool_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f"dbfleet-{operation}-", dir=spool_dir) as tmp:
+            yield manifest, spool(repo, manifest, Path(tmp), progress), Path(tmp)
+
+
 def restore_backup(repo: Repository, source: DatabaseConfig, target: Target, *,
                    backup_id: str | None = None, options: RestoreOptions, spool_dir: Path,
                    progress: Progress | None = None) -> dict[str, Any]:
@@ -167,9 +184,21 @@ def restore_backup(repo: Repository, source: DatabaseConfig, target: Target, *,
         manifest = find_backup(repo, source.id, backup_id)
         spool_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="dbfleet-restore-", dir=spool_dir) as tmp:
-            files = spool(repo, manifest, Path(tmp), progress)
             dumper = dumper_for(source, Path(tmp), password="")
-            detail = dumper.restore(files, manifest, target, options)
+            _check_space(manifest, Path(tmp))
+            streams = {s["name"]: s for s in manifest["streams"]}
+            total, done = sum(s["size"] for s in manifest["streams"]), [0]
+
+            def tick(n: int) -> None:
+                done[0] += n
+                if progress:
+                    progress(done[0], total)
+
+            detail = dumper.stream_restore(lambda name, sink: read_stream(repo, streams[name], sink, progress=tick),
+                                           manifest, Path(tmp), target, options)
+            if detail is None:
+                files = spool(repo, manifest, Path(tmp), progress)
+                detail = dumper.restore(files, manifest, target, options)
     return {"backup_id": manifest["backup_id"], "database_id": source.id, "target": target.db.id,
             "bytes": sum(s["size"] for s in manifest["streams"]),
             "duration_seconds": round(time.monotonic() - t0, 3), **detail}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import threading
 import time
@@ -88,7 +89,8 @@ class RepoLock:
                 raise RepositoryLocked(f"{self.storage.describe()}: {self.operation} cannot start: "
                                        f"locked by {held}; retry later or remove stale locks with "
                                        "`dbfleet repo unlock`")
-            time.sleep(min(2.0, max(0.2, deadline - time.monotonic())))
+            # jitter: two waiters that keep seeing each other's probe locks fall out of step
+            time.sleep(min(random.uniform(0.2, 2.0), max(0.2, deadline - time.monotonic())))
         self._thread = threading.Thread(target=self._refresh, daemon=True, name="dbfleet-lock")
         self._thread.start()
         return self

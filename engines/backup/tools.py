@@ -93,7 +93,7 @@ class ToolStream:
     """A client tool running with its stdout as a stream; non-zero exit raises ToolFailed."""
 
     def __init__(self, args: list[str], *, env: dict[str, str] | None = None, what: str,
-                 stdin: IO[bytes] | None = None, stdout: IO[bytes] | int | None = subprocess.PIPE) -> None:
+                 stdin: IO[bytes] | int | None = None, stdout: IO[bytes] | int | None = subprocess.PIPE) -> None:
         self.what = what
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(args, stdin=stdin, stdout=stdout, stderr=self.stderr,
@@ -106,8 +106,12 @@ class ToolStream:
 
     def finish(self, timeout: float | None = None) -> None:
         """Wait for the tool; raise ToolFailed with its scrubbed stderr when it failed."""
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        for pipe in (self.proc.stdout, self.proc.stdin):
+            if pipe is not None and not pipe.closed:
+                try:
+                    pipe.close()
+                except BrokenPipeError:  # the tool exited early; its status and stderr say why
+                    pass
         rc = self.proc.wait(timeout=timeout)
         if rc != 0:
             raise ToolFailed(f"{self.what} exited with status {rc}: {self.error_text()}")
@@ -129,6 +133,18 @@ class ToolStream:
         if exc_type is not None:
             self.kill()
         self.stderr.close()
+
+
+class Tee:
+    """A sink that writes to a file and to a tool's stdin at once."""
+
+    def __init__(self, *sinks: IO[bytes]) -> None:
+        self.sinks = sinks
+
+    def write(self, data: bytes) -> int:
+        for sink in self.sinks:
+            sink.write(data)
+        return len(data)
 
 
 def run_tool(args: list[str], *, env: dict[str, str] | None = None, what: str,

@@ -65,7 +65,7 @@ def prepare(pg: EmbeddedPostgres, events: int) -> None:
 def sql(pg: EmbeddedPostgres, dbname: str, query: str, params: tuple[Any, ...] = ()) -> Any:
     with psycopg.connect(host="127.0.0.1", port=pg.port, user="postgres", password=PASSWORD, dbname=dbname,
                          autocommit=True) as conn:
-        cur = conn.execute(query, params)
+        cur = conn.execute(query, params or None)
         return cur.fetchone() if cur.description else None
 
 

@@ -80,8 +80,14 @@ def test_chunk_damage_is_found_and_restore_writes_nothing(
     with pytest.raises(IntegrityError):
         restore_backup(repo, source, Target(source, None), options=RestoreOptions(target_dbname="bk_dmg_dst"),
                        spool_dir=tmp_path / "spool")
-    with cases.pg_admin() as admin:
+    with cases.pg_admin() as admin:  # the streamed load into the new database was dropped again
         assert admin.execute("SELECT 1 FROM pg_database WHERE datname = 'bk_dmg_dst'").fetchone() is None
+        admin.execute("CREATE DATABASE bk_dmg_dst")  # an existing (empty) target: spool-first path
+    with pytest.raises(IntegrityError):
+        restore_backup(repo, source, Target(source, None), options=RestoreOptions(target_dbname="bk_dmg_dst"),
+                       spool_dir=tmp_path / "spool")
+    empty = cases.pg_fingerprint(5432, "bk_dmg_dst")
+    assert empty == {}  # not a single table was written
     assert list((tmp_path / "spool").iterdir()) == []  # spooled plaintext removed too
 
 
@@ -138,7 +144,8 @@ def test_prune_waits_for_a_running_backup_and_loses_no_chunk(tmp_path: Path, sou
     results: dict[str, Any] = {}
     waiter = threading.Thread(target=lambda: results.update(prune(repo, RetentionPolicy(last=1), None, lock_wait=60)))
     waiter.start()
-    fresh = run_backup(repo, source, workdir=tmp_path, lock_wait=0)  # shared locks coexist
+    # shared locks coexist; the wait covers the instants when the waiting prune probes with its own lock
+    fresh = run_backup(repo, source, workdir=tmp_path, lock_wait=30)
     assert waiter.is_alive()  # still waiting for our lock
     lock.release()
     waiter.join(60)

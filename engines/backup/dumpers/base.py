@@ -11,9 +11,12 @@ from typing import Any, ClassVar
 
 from engines.backup.pipeline import StreamRecord
 from engines.config import DatabaseConfig
+from engines.errors import RestoreRefused
 
 # write(stream name, format, reader with readinto/read) -> what was stored
 Write = Callable[[str, str, Any], StreamRecord]
+# fetch(stream name, sink): write the stream's verified plaintext to sink; raises IntegrityError mid-way
+Fetch = Callable[[str, Any], int]
 
 
 @dataclass
@@ -82,6 +85,14 @@ class Dumper(abc.ABC):
         self.password = password
         self.workdir = workdir
 
+    @staticmethod
+    def target_dbname(target: Target, options: RestoreOptions) -> str:
+        """The database name a restore writes to: ``target_dbname``, else the target's own."""
+        dbname = options.target_dbname or target.db.dbname
+        if not dbname:
+            raise RestoreRefused(f"database {target.db.id!r} names no dbname; pass target_dbname")
+        return dbname
+
     def estimate_bytes(self) -> int | None:
         """A size estimate for progress percentages (None when unknown)."""
         return None
@@ -94,6 +105,13 @@ class Dumper(abc.ABC):
     def restore(self, files: dict[str, Path], manifest: dict[str, Any], target: Target,
                 options: RestoreOptions) -> dict[str, Any]:
         """Load verified stream files into ``target``."""
+
+    def stream_restore(self, fetch: Fetch, manifest: dict[str, Any], workdir: Path, target: Target,
+                       options: RestoreOptions) -> dict[str, Any] | None:
+        """Optional fast path: load while the streams arrive. Only allowed into a database this call
+        creates (and drops again on any failure, a corrupted chunk included), so no partial data can
+        remain. Return None to ask for the spool-first path (:meth:`restore`)."""
+        return None
 
     @abc.abstractmethod
     def count_rows(self, target: Target, options: RestoreOptions) -> dict[str, int]:

@@ -83,9 +83,7 @@ class MySQLDumper(Dumper):
 
     def restore(self, files: dict[str, Path], manifest: dict[str, Any], target: Target,
                 options: RestoreOptions) -> dict[str, Any]:
-        dbname = options.target_dbname or target.db.dbname
-        if not dbname:
-            raise RestoreRefused(f"database {target.db.id!r} names no dbname; pass target_dbname")
+        dbname = self.target_dbname(target, options)
         created = self._prepare(target, dbname, options)
         client = tools.first_tool("mariadb", "mysql", hint=DUMP_HINT)
         try:

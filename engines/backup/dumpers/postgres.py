@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,7 +13,7 @@ from typing import Any
 from psycopg import sql
 
 from engines.backup import tools
-from engines.backup.dumpers.base import Dumper, DumpInfo, RestoreOptions, Target, Write
+from engines.backup.dumpers.base import Dumper, DumpInfo, Fetch, RestoreOptions, Target, Write
 from engines.connectors.postgres import PostgresConnector
 from engines.errors import RestoreRefused, ToolFailed
 
@@ -124,26 +125,13 @@ class PostgresDumper(Dumper):
     # -- restore ------------------------------------------------------------------------------
     def restore(self, files: dict[str, Path], manifest: dict[str, Any], target: Target,
                 options: RestoreOptions) -> dict[str, Any]:
-        dbname = options.target_dbname or target.db.dbname
-        if not dbname:
-            raise RestoreRefused(f"database {target.db.id!r} names no dbname; pass target_dbname")
+        dbname = self.target_dbname(target, options)
         created = self._prepare_target(target, dbname, options)
-        tool_major = int(manifest["dump"]["extra"].get("server_major", 0))
         try:
-            with self._connector(target.db, target.password, dbname) as c:
-                major = max(int(c.describe().extra["version_num"]) // 10000, tool_major)
-            pg_restore, version = tools.pg_tool("pg_restore", major)
+            major, pg_restore, version = self._restore_tool(target, dbname, manifest)
             with tools.private_dir() as tmp:
                 env = self._env(tmp, target.password, target.db)
-                args = [str(pg_restore), "--exit-on-error", "--no-password", f"--jobs={max(1, options.jobs)}",
-                        *self._conn_args(target.db, dbname)]
-                if options.clean:
-                    args += ["--clean", "--if-exists"]
-                if options.no_owner:
-                    args += ["--no-owner", "--no-privileges"]
-                for table in options.tables:
-                    schema, _, name = table.rpartition(".")
-                    args += (["--schema", schema] if schema else []) + ["--table", name]
+                args = self._restore_args(pg_restore, target, dbname, options) + [f"--jobs={max(1, options.jobs)}"]
                 tools.run_tool(args + [str(files["dump"])], env=env, what="pg_restore")
                 if options.globals and "globals" in files:
                     self._replay_globals(files["globals"], target, env, major)
@@ -151,7 +139,65 @@ class PostgresDumper(Dumper):
             if created:
                 self._drop(target, dbname)
             raise
-        return {"target": target.db.id, "dbname": dbname, "created": created, "tool": version}
+        return {"target": target.db.id, "dbname": dbname, "created": created, "tool": version, "mode": "spooled"}
+
+    def stream_restore(self, fetch: Fetch, manifest: dict[str, Any], workdir: Path, target: Target,
+                       options: RestoreOptions) -> dict[str, Any] | None:
+        """Into a new database: schema and data load while chunks arrive (pg_restore from stdin), then
+        indexes and constraints with ``pg_restore --jobs`` from the spooled copy. Any failure, a
+        corrupted chunk included, drops the database this call created."""
+        dbname = self.target_dbname(target, options)
+        if options.tables or options.clean or self._exists(target, dbname):
+            return None  # existing targets get the spool-first path: verified before any write
+        created = self._prepare_target(target, dbname, options)
+        try:
+            major, pg_restore, version = self._restore_tool(target, dbname, manifest)
+            with tools.private_dir() as tmp:
+                env = self._env(tmp, target.password, target.db)
+                base = self._restore_args(pg_restore, target, dbname, options)
+                copy = workdir / "dump"
+                with tools.ToolStream(base + ["--section=pre-data", "--section=data"], env=env, stdin=subprocess.PIPE,
+                                      stdout=subprocess.DEVNULL, what="pg_restore (schema, data)") as load, \
+                        open(copy, "wb") as fh:
+                    try:
+                        fetch("dump", tools.Tee(fh, load.proc.stdin))  # type: ignore[arg-type]
+                    except BrokenPipeError:
+                        load.finish()  # raises with pg_restore's own error
+                        raise
+                    load.finish()
+                tools.run_tool(base + [f"--jobs={max(1, options.jobs)}", "--section=post-data", str(copy)], env=env,
+                               what="pg_restore (indexes, constraints)")
+                if options.globals and any(s["name"] == "globals" for s in manifest["streams"]):
+                    with open(workdir / "globals", "wb") as gh:
+                        fetch("globals", gh)
+                    self._replay_globals(workdir / "globals", target, env, major)
+        except BaseException:
+            self._drop(target, dbname)
+            raise
+        return {"target": target.db.id, "dbname": dbname, "created": created, "tool": version, "mode": "streamed"}
+
+    def _exists(self, target: Target, dbname: str) -> bool:
+        with self._connector(target.db, target.password, "postgres") as admin:
+            return bool(admin.conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone())
+
+    def _restore_tool(self, target: Target, dbname: str, manifest: dict[str, Any]) -> tuple[int, Path, str]:
+        """pg_restore for the newer of the target server and the dump's source server."""
+        with self._connector(target.db, target.password, dbname) as c:
+            major = max(int(c.describe().extra["version_num"]) // 10000,
+                        int(manifest["dump"]["extra"].get("server_major", 0)))
+        path, version = tools.pg_tool("pg_restore", major)
+        return major, path, version
+
+    def _restore_args(self, pg_restore: Path, target: Target, dbname: str, options: RestoreOptions) -> list[str]:
+        args = [str(pg_restore), "--exit-on-error", "--no-password", *self._conn_args(target.db, dbname)]
+        if options.clean:
+            args += ["--clean", "--if-exists"]
+        if options.no_owner:
+            args += ["--no-owner", "--no-privileges"]
+        for table in options.tables:
+            schema, _, name = table.rpartition(".")
+            args += (["--schema", schema] if schema else []) + ["--table", name]
+        return args
 
     def _prepare_target(self, target: Target, dbname: str, options: RestoreOptions) -> bool:
         """Create the target database, or check that it is empty; True when created here."""
