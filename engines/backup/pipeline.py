@@ -121,7 +121,7 @@ def read_stream(repo: Repository, record: dict[str, Any], sink: BinaryIO, *, thr
     chunks = iter(record["chunks"])
     with ThreadPoolExecutor(threads, thread_name_prefix="dbfleet-restore") as pool:
         for cid, length in chunks:
-            queue.append(pool.submit(repo.get_chunk, cid, length))
+            queue.append(pool.submit(repo.get_chunk, cid, length, rehash=False))
             if len(queue) >= prefetch:
                 size += _drain_one(queue, sink, sha, progress)
         while queue:
