@@ -58,7 +58,7 @@ def open_repository(cfg: Config, storage_name: str | None = None, *, create: boo
 
 def run_backup(repo: Repository, db: DatabaseConfig, *, level: int | None = 3, workdir: Path,
                options: dict[str, Any] | None = None, progress: Progress | None = None,
-               lock_wait: float = 600.0, threads: int = 2) -> dict[str, Any]:
+               lock_wait: float = 600.0, threads: int | None = None) -> dict[str, Any]:
     """Dump ``db`` into ``repo``; the backup is visible once its manifest is written, last."""
     with RepoLock(repo.storage, SHARED, f"backup {db.id}", wait=lock_wait):
         known = set(repo.chunk_sizes())
@@ -73,7 +73,9 @@ def run_backup(repo: Repository, db: DatabaseConfig, *, level: int | None = 3, w
             if progress:
                 progress(done[0], expected)
 
-        writer = ChunkWriter(repo, known, level=level, threads=threads, progress=tick)
+        # object stores are latency-bound: more concurrent PUTs; a local disk is CPU-bound (zstd)
+        threads = threads or (6 if repo.storage.scheme == "s3" else 2)
+        writer = ChunkWriter(repo, known, level=level, threads=threads, inflight=2 * threads + 4, progress=tick)
         streams: list[StreamRecord] = []
 
         def write(name: str, fmt: str, reader: Any) -> StreamRecord:

@@ -2,8 +2,8 @@
 
 Memory bound: at most ``inflight`` chunks are being stored at once, each at most
 ``max_size`` (4 MiB) of plaintext plus its compressed and encrypted copies, so a backup
-stream holds about ``inflight * 3 * 4 MiB`` (96 MiB with the default 8) whatever the
-database size; a restore holds ``prefetch * 2 * 4 MiB``.
+stream holds at most ``inflight * 3 * 4 MiB`` (96 MiB with 8 in flight; the engine uses 8 on a
+filesystem, 16 on S3) whatever the database size; a restore holds ``prefetch * 2 * 4 MiB``.
 """
 
 from __future__ import annotations

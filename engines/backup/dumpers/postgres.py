@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -156,6 +157,7 @@ class PostgresDumper(Dumper):
                 env = self._env(tmp, target.password, target.db)
                 base = self._restore_args(pg_restore, target, dbname, options)
                 copy = workdir / "dump"
+                t0 = time.monotonic()
                 with tools.ToolStream(base + ["--section=pre-data", "--section=data"], env=env, stdin=subprocess.PIPE,
                                       stdout=subprocess.DEVNULL, what="pg_restore (schema, data)") as load, \
                         open(copy, "wb") as fh:
@@ -165,8 +167,10 @@ class PostgresDumper(Dumper):
                         load.finish()  # raises with pg_restore's own error
                         raise
                     load.finish()
+                t1 = time.monotonic()
                 tools.run_tool(base + [f"--jobs={max(1, options.jobs)}", "--section=post-data", str(copy)], env=env,
                                what="pg_restore (indexes, constraints)")
+                timings = {"load_seconds": round(t1 - t0, 3), "index_seconds": round(time.monotonic() - t1, 3)}
                 if options.globals and any(s["name"] == "globals" for s in manifest["streams"]):
                     with open(workdir / "globals", "wb") as gh:
                         fetch("globals", gh)
@@ -174,7 +178,8 @@ class PostgresDumper(Dumper):
         except BaseException:
             self._drop(target, dbname)
             raise
-        return {"target": target.db.id, "dbname": dbname, "created": created, "tool": version, "mode": "streamed"}
+        return {"target": target.db.id, "dbname": dbname, "created": created, "tool": version, "mode": "streamed",
+                **timings}
 
     def _exists(self, target: Target, dbname: str) -> bool:
         with self._connector(target.db, target.password, "postgres") as admin:
