@@ -146,10 +146,8 @@ def _check_space(manifest: dict[str, Any], directory: Path) -> int:
     return int(total)
 
 
-def spool(repo: Repository, manifest: dict[str, Any], directory: Path,
-          progress: Progress | None = None) -> dict[str, Path]:
-    """Reassemble and verify every stream into ``directory``; raises before anything is restored."""
-    total = _check_space(manifest, directory)
+def _ticker(progress: Progress | None, total: int) -> Callable[[int], None]:
+    """Turn per-chunk byte counts into (done, total) progress calls."""
     done = [0]
 
     def tick(n: int) -> None:
@@ -157,6 +155,13 @@ def spool(repo: Repository, manifest: dict[str, Any], directory: Path,
         if progress:
             progress(done[0], total)
 
+    return tick
+
+
+def spool(repo: Repository, manifest: dict[str, Any], directory: Path,
+          progress: Progress | None = None) -> dict[str, Path]:
+    """Reassemble and verify every stream into ``directory``; raises before anything is restored."""
+    tick = _ticker(progress, _check_space(manifest, directory))
     files = {}
     for stream in manifest["streams"]:
         path = directory / stream["name"]
@@ -180,22 +185,18 @@ def spooled(repo: Repository, database_id: str, backup_id: str | None, spool_dir
 def restore_backup(repo: Repository, source: DatabaseConfig, target: Target, *,
                    backup_id: str | None = None, options: RestoreOptions, spool_dir: Path,
                    progress: Progress | None = None) -> dict[str, Any]:
-    """Restore a backup of ``source`` into ``target``; corrupted backups are refused before any write."""
+    """Restore a backup of ``source`` into ``target``.
+
+    A damaged backup never leaves data behind: into a database the dumper creates it may stream
+    (and drops that database on any failure); anywhere else every stream is verified first."""
     t0 = time.monotonic()
     with RepoLock(repo.storage, SHARED, f"restore {source.id}", wait=600):
         manifest = find_backup(repo, source.id, backup_id)
         spool_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="dbfleet-restore-", dir=spool_dir) as tmp:
             dumper = dumper_for(source, Path(tmp), password="")
-            _check_space(manifest, Path(tmp))
+            tick = _ticker(progress, _check_space(manifest, Path(tmp)))
             streams = {s["name"]: s for s in manifest["streams"]}
-            total, done = sum(s["size"] for s in manifest["streams"]), [0]
-
-            def tick(n: int) -> None:
-                done[0] += n
-                if progress:
-                    progress(done[0], total)
-
             detail = dumper.stream_restore(lambda name, sink: read_stream(repo, streams[name], sink, progress=tick),
                                            manifest, Path(tmp), target, options)
             if detail is None:
