@@ -39,17 +39,23 @@ def run_script(script: str, database_id: str, options: dict[str, Any], *, local:
 
     execution = DatabaseScriptManager().execute_script(script, database_id, options)
     err_console.print(f"queued {execution.script} for {database_id}: task {execution.task_id}")
+    return wait_with_progress(execution, timeout)
+
+
+def wait_with_progress(execution: Any, timeout: float) -> dict[str, Any]:
+    """Wait for a submitted run, drawing the bytes it reports in its PROGRESS state."""
     deadline = time.monotonic() + timeout
-    with progress_bar(f"{script} {database_id}") as update:
+    with progress_bar(f"{execution.script} {execution.database_id}") as update:
         while not execution.async_result.ready():
             info = execution.async_result.info
             if execution.state == "PROGRESS" and isinstance(info, dict):
                 update(int(info.get("bytes") or 0), info.get("total"))
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{script} on {database_id} still {execution.state} after {timeout:.0f}s "
-                                   "(is a worker consuming the backups queue? dbfleet status)")
+                raise TimeoutError(f"{execution.script} on {execution.database_id} still {execution.state} after "
+                                   f"{timeout:.0f}s (is a worker consuming the backups queue? dbfleet status)")
             time.sleep(0.25)
-    return execution.wait(0)
+    result: dict[str, Any] = execution.wait(0)
+    return result
 
 
 def _run_local(script: str, database_id: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -81,7 +87,7 @@ def _run_local(script: str, database_id: str, options: dict[str, Any]) -> dict[s
     return result  # a failed check (ok: false) is printed, then exits 1
 
 
-def _print(script: str, result: dict[str, Any]) -> None:
+def print_result(script: str, result: dict[str, Any]) -> None:
     if script == "backup":
         stats = result["stats"]
         console.print(key_value_table(f"backup {result['backup_id']} of {result['database_id']}", [
@@ -126,7 +132,7 @@ def _print(script: str, result: dict[str, Any]) -> None:
 
 def _go(script: str, database_id: str, options: dict[str, Any], local: bool, timeout: float) -> None:
     result = run_script(script, database_id, options, local=local, timeout=timeout)
-    _print(script, result)
+    print_result(script, result)
     if result.get("ok") is False:
         sys.exit(1)
 
@@ -246,7 +252,7 @@ def backups_show(database_id: str, backup_id: str, storage: str | None) -> None:
     from workers import runtime
 
     m = summarize(find_backup(open_repository(runtime.config(), storage), database_id, backup_id))
-    _print("backup", m)
+    print_result("backup", m)
     console.print(rows_table("streams", ["name", "format", "size", "sha256", "new chunks"],
                              [[s["name"], s["format"], human_bytes(s["size"]), s["sha256"][:16], s["new_chunks"]]
                               for s in m["streams"]]))

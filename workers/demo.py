@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -172,31 +170,19 @@ BACKUP_STEPS: list[tuple[str, str, dict[str, Any]]] = [
 ]
 
 
-@contextmanager
-def _spinner(script: str, db_id: str) -> Iterator[Any]:
-    with console.status(f"{script} of {db_id}"):
-        yield lambda done, total: None
-
-
 def _backup_step(manager: Any, script: str, db_id: str, opts: dict[str, Any]) -> tuple[list[str], str, bool]:
     from engines.errors import DbfleetError
-    from workers.cli_backups import _print, progress_bar
+    from workers.cli_backups import print_result, wait_with_progress
 
     start = time.monotonic()
     execution = manager.execute_script(script, db_id, opts)
     try:
-        with (progress_bar(f"{script} {db_id}") if script != "backup_verify" else _spinner(script, db_id)) as update:
-            while not execution.async_result.ready():
-                info = execution.async_result.info
-                if execution.state == "PROGRESS" and isinstance(info, dict):
-                    update(int(info.get("bytes") or 0), info.get("total"))
-                time.sleep(0.25)
-        result = execution.wait(timeout=1)
+        result = wait_with_progress(execution, timeout=1800)
     except DbfleetError as exc:
         err_console.print(f"[red]{script} of {db_id} failed: {exc}[/red]")
         return [script, db_id, styled("failed"), f"{time.monotonic() - start:.2f}s", execution.task_id[:8]], \
             execution.task_id, False
-    _print(script, result)
+    print_result(script, result)
     passed = result.get("ok", True) is not False
     return [script, db_id, styled("ok" if passed else "failed"), f"{time.monotonic() - start:.2f}s",
             execution.task_id[:8]], execution.task_id, passed
