@@ -42,6 +42,16 @@ def flower(fleet):
     fleet.start("flower", "flower")
     base = f"http://127.0.0.1:{fc.port}"
     wait_for(lambda: _get(base + "/api/workers")[0] == 401, 60, "flower listening")
+
+    def events_flowing() -> bool:
+        # HTTP comes up before Flower's event consumer; events sent before it connects are lost for good
+        run = fleet.manager().execute_script("health_check", "lite")
+        run.wait(timeout=60)
+        time.sleep(0.5)
+        status, body = _get(base + "/api/tasks", ("admin", FLOWER_PW))
+        return status == 200 and bool((json.loads(body).get(run.task_id) or {}).get("name"))
+
+    wait_for(events_flowing, 90, "flower receiving task events", poll=0.5)
     return base
 
 
