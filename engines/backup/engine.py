@@ -35,15 +35,16 @@ DUMPERS = {
 Progress = Callable[[int, int | None], None]
 
 
-def dumper_for(db: DatabaseConfig, workdir: Path, password: str | None = None) -> Dumper:
-    """The dumper of ``db``'s kind; the password is resolved here, in this process."""
+def dumper_for(db: DatabaseConfig, workdir: Path, *, resolve_password: bool = True) -> Dumper:
+    """The dumper of ``db``'s kind; its password is resolved here, in this process. Restores write
+    with the target's credentials only, so they pass ``resolve_password=False``."""
     target = DUMPERS.get(db.kind)
     if target is None:
         raise ConfigError([(f"databases.{db.id}.kind", f"no backup engine for {db.kind!r}; "
                             f"known: {', '.join(sorted(DUMPERS))}")])
     module, _, name = target.partition(":")
     cls: type[Dumper] = getattr(importlib.import_module(module), name)
-    return cls(db, db.password() if password is None else password, workdir)
+    return cls(db, db.password() if resolve_password else None, workdir)
 
 
 def open_repository(cfg: Config, storage_name: str | None = None, *, create: bool = False) -> Repository:
@@ -194,7 +195,7 @@ def restore_backup(repo: Repository, source: DatabaseConfig, target: Target, *,
         manifest = find_backup(repo, source.id, backup_id)
         spool_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="dbfleet-restore-", dir=spool_dir) as tmp:
-            dumper = dumper_for(source, Path(tmp), password="")
+            dumper = dumper_for(source, Path(tmp), resolve_password=False)
             tick = _ticker(progress, _check_space(manifest, Path(tmp)))
             streams = {s["name"]: s for s in manifest["streams"]}
             detail = dumper.stream_restore(lambda name, sink: read_stream(repo, streams[name], sink, progress=tick),

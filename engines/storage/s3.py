@@ -11,6 +11,12 @@ from engines.secrets import scrub
 from engines.storage.base import ObjectInfo, Storage, check_key
 
 
+def _code(exc: Exception) -> str | None:
+    """The S3 error code of a botocore ClientError (None for other exceptions)."""
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+    return str(code) if code is not None else None
+
+
 def parse_s3_url(url: str) -> tuple[str, str]:
     """``s3://bucket/some/prefix`` -> (bucket, ``some/prefix/``)."""
     parts = urlsplit(url)
@@ -48,7 +54,7 @@ class S3Storage(Storage):
         return self.prefix + check_key(key)
 
     def _error(self, what: str, exc: Exception) -> StorageError:
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
+        code = _code(exc) or type(exc).__name__
         return StorageError(f"{self.describe()}: {what}: {code}: {scrub(str(exc))[:300]}")
 
     def put(self, key: str, data: bytes) -> None:
@@ -62,7 +68,7 @@ class S3Storage(Storage):
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
             return True
         except Exception as exc:
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            code = _code(exc)
             if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
                 return False
             raise self._error(f"cannot write {key}", exc) from None
@@ -72,7 +78,7 @@ class S3Storage(Storage):
             body: bytes = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
             return body
         except Exception as exc:
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            code = _code(exc)
             if code in ("NoSuchKey", "404"):
                 raise ObjectMissing(f"{self.describe()}: object {key} is missing") from None
             raise self._error(f"cannot read {key}", exc) from None
@@ -82,7 +88,7 @@ class S3Storage(Storage):
             self.client.head_object(Bucket=self.bucket, Key=self._key(key))
             return True
         except Exception as exc:
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            code = _code(exc)
             if code in ("NoSuchKey", "404", "NotFound"):
                 return False
             raise self._error(f"cannot stat {key}", exc) from None
@@ -106,7 +112,7 @@ class S3Storage(Storage):
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except Exception as exc:
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            code = _code(exc)
             if code not in ("404", "NoSuchBucket", "NotFound"):
                 raise self._error("cannot reach the bucket", exc) from None
             try:

@@ -13,7 +13,9 @@ import redis
 
 from engines.backup.check import verify
 from engines.backup.engine import open_repository
+from engines.errors import RepositoryError
 from tests.fleet.procs import wait_for
+from tests.integration.backup_cases import pg_admin
 from tests.servers import CANARY
 
 pytestmark = pytest.mark.fleet
@@ -22,11 +24,11 @@ pytestmark = pytest.mark.fleet
 @pytest.fixture(scope="module")
 def big_db(fleet: Any, embedded_pg: Any) -> str:
     """~250 MB of barely compressible rows, so a backup runs long enough to be killed mid-way."""
-    kw = {"host": "127.0.0.1", "port": embedded_pg.port, "user": "postgres", "password": CANARY}
-    with psycopg.connect(dbname="postgres", autocommit=True, **kw) as admin:
+    with pg_admin(embedded_pg.port, CANARY) as admin:
         admin.execute("DROP DATABASE IF EXISTS fleet_big WITH (FORCE)")
         admin.execute("CREATE DATABASE fleet_big")
-    with psycopg.connect(dbname="fleet_big", autocommit=True, **kw) as conn:
+    with psycopg.connect(dbname="fleet_big", autocommit=True, host="127.0.0.1", port=embedded_pg.port,
+                         user="postgres", password=CANARY) as conn:
         conn.execute("CREATE TABLE blobs (id int PRIMARY KEY, body text)")
         conn.execute("INSERT INTO blobs SELECT g, (SELECT string_agg(md5(random()::text || g || i), '')"
                      " FROM generate_series(1, 48) i) FROM generate_series(1, 160000) g")
@@ -48,9 +50,11 @@ def test_sigkill_mid_backup_leaves_no_backup_and_the_next_run_succeeds(fleet: An
     victim.kill9()
     assert execution.state == "PROGRESS", "the backup finished before it could be killed; grow big_db"
     try:
-        assert _visible(big_db) == []  # chunks may exist; no manifest, so no backup
-    except Exception as exc:  # the repository may not exist yet if the kill came very early
+        visible = _visible(big_db)
+    except RepositoryError as exc:  # the kill came before the repository was created
         assert "no repository" in str(exc)
+        visible = []
+    assert visible == []  # chunks may exist; no manifest, so no backup
     fleet.start_worker("bkrescuer", "backups", concurrency=1)
     result = execution.wait(timeout=240)  # redelivered (acks_late + reject_on_worker_lost), run again
     assert result["database_id"] == big_db and result["dump"]["row_counts"] == {"public.blobs": 160000}
