@@ -2,7 +2,8 @@
 
 Static entries come from dbfleet.yaml: ``schedules:``, each database's ``schedules:``,
 ``database_scripts.backup.schedule`` / ``verify_schedule`` / ``drill_schedule`` (for every database)
-and ``database_scripts.monitoring.interval_seconds`` (a health check per database).
+and ``database_scripts.monitoring.interval_seconds`` (a health check per database) and
+``database_scripts.security_audit.schedule`` (weekly by default, for every kind that has checks).
 Runtime entries (``dbfleet schedule add``) live in Redis through celery-redbeat.
 """
 
@@ -15,6 +16,7 @@ from celery.schedules import crontab, schedule
 from engines.backup.engine import DUMPERS
 from engines.config import Config
 from engines.errors import UnknownScriptError
+from engines.security.engine import AUDITORS
 from workers.scripts import SCRIPTS, resolve
 
 
@@ -48,6 +50,11 @@ def build_beat_schedule(cfg: Config) -> dict[str, dict[str, Any]]:
             for db_id, db in cfg.databases.items():
                 if db.kind in DUMPERS:  # kinds without a backup engine (clickhouse) are not scheduled
                     out[f"{script}:{db_id}"] = entry(script, db_id, cron_schedule(cron), opts)
+    audit = cfg.database_scripts.security_audit
+    if audit.enabled and audit.schedule:
+        for db_id, db in cfg.databases.items():
+            if db.kind in AUDITORS:  # sqlite and clickhouse have no security checks
+                out[f"security_audit:{db_id}"] = entry("security_audit", db_id, cron_schedule(audit.schedule))
     for db_id, db in cfg.databases.items():
         for script, cron in db.schedules.items():
             out[f"{script}:{db_id}:cron"] = entry(script, db_id, cron_schedule(cron))

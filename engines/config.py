@@ -255,6 +255,23 @@ class BackupSection(BaseModel):
         return check_cron(v, "backup") if v else v
 
 
+class AuditSection(BaseModel):
+    """``database_scripts.security_audit``: schedule and defaults; other keys are check options
+    (``expected_superusers``, ``allowed_createrole``, ``pii_tables`` ...), overridable per database
+    under ``options.security_audit``."""
+
+    model_config = ConfigDict(extra="allow")
+    enabled: bool = True
+    schedule: str | None = "0 3 * * 0"  # weekly, Sunday 03:00
+    exclude: list[str] = Field(default_factory=list)
+    fail_on: Literal["critical", "high", "medium", "low", "info", "none"] = "high"
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        return check_cron(v, "security_audit") if v else v
+
+
 class ScriptsSection(BaseModel):
     """The seed's ``database_scripts:`` block. Sections later engines read stay open."""
 
@@ -263,7 +280,7 @@ class ScriptsSection(BaseModel):
     backup: BackupSection = Field(default_factory=BackupSection)
     performance_tuning: dict[str, Any] = Field(default_factory=dict)
     disaster_recovery: dict[str, Any] = Field(default_factory=dict)
-    security_audit: dict[str, Any] = Field(default_factory=dict)
+    security_audit: AuditSection = Field(default_factory=AuditSection)
     compliance: dict[str, Any] = Field(default_factory=dict)
 
 

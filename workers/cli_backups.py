@@ -32,7 +32,7 @@ def progress_bar(title: str) -> Iterator[ProgressFn]:
 
 
 def run_script(script: str, database_id: str, options: dict[str, Any], *, local: bool, timeout: float) -> dict[str, Any]:
-    """Run a backups-queue script through a worker (default) or in this process; show progress."""
+    """Run a backups- or audits-queue script through a worker (default) or in this process; show progress."""
     if local:
         return _run_local(script, database_id, options)
     from workers.manager import DatabaseScriptManager
@@ -65,6 +65,7 @@ def _run_local(script: str, database_id: str, options: dict[str, Any]) -> dict[s
     from engines.history import FAILED, SUCCEEDED
     from engines.secrets import scrub
     from workers import runtime
+    from workers.audits import OPERATIONS as AUDIT_OPERATIONS
     from workers.backups import OPERATIONS
     from workers.manager import check_options
 
@@ -78,7 +79,7 @@ def _run_local(script: str, database_id: str, options: dict[str, Any]) -> dict[s
             with progress_bar(f"{script} {database_id}") as update:
                 result, ok, error = OPERATIONS[script](db, options, update)
         else:
-            result, ok, error = OPERATIONS[script](db, options, None)
+            result, ok, error = {**OPERATIONS, **AUDIT_OPERATIONS}[script](db, options, None)
     except DbfleetError as exc:
         history.finish(run_id, FAILED, error=scrub(str(exc)))
         raise
@@ -126,6 +127,10 @@ def print_result(script: str, result: dict[str, Any]) -> None:
             ("chunks remaining", result["chunks_remaining"])]))
         for name in result["forgotten"]:
             console.print(f"  forgot {name}")
+    elif script == "security_audit":
+        from workers.cli_audit import print_audit
+
+        print_audit(result)
     else:
         console.print(key_value_table(script, list(result.items())))
 

@@ -163,10 +163,11 @@ def _operations(cfg: Any, app: Any) -> tuple[list[list[str]], list[str], bool]:
     return rows, ids, ok
 
 
-# every backup-queue operation, through the fleet: backups of three kinds, a full read-back, a drill
+# through the fleet: backups of three kinds, a full read-back, a drill, a security audit of the sample database
 BACKUP_STEPS: list[tuple[str, str, dict[str, Any]]] = [
     ("backup", DEMO_DB, {}), ("backup", "fleet_redis", {}), ("backup", "history_sqlite", {}),
     ("backup_verify", DEMO_DB, {"read_data": True}), ("restore_drill", DEMO_DB, {}),
+    ("security_audit", DEMO_DB, {}),
 ]
 
 

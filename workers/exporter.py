@@ -25,6 +25,7 @@ class FleetCollector(Collector):
     def collect(self) -> Iterator[Any]:
         yield from self._databases()
         yield from self._backups()
+        yield from self._audits()
         yield from self._queues()
         yield from self._runs()
 
@@ -96,6 +97,29 @@ class FleetCollector(Collector):
             ok.add_metric([db_id, kind], 1.0 if d["ok"] else 0.0)
             when.add_metric([db_id, kind], float(d["at"]))
         yield from (last, size, new, took, rto, rpo, ok, when)
+
+    def _audits(self) -> Iterator[Any]:
+        labels = ["database", "kind"]
+        failing = GaugeMetricFamily("dbfleet_audit_findings", "Failing findings of the last security audit",
+                                    labels=[*labels, "severity"])
+        new = GaugeMetricFamily("dbfleet_audit_new_findings", "Findings of the last audit that failed for the "
+                                "first time", labels=[*labels, "severity"])
+        unknown = GaugeMetricFamily("dbfleet_audit_unknown_checks", "Checks the last audit could not evaluate",
+                                    labels=labels)
+        score = GaugeMetricFamily("dbfleet_audit_score_percent", "Severity-weighted share of passing checks",
+                                  labels=labels)
+        when = GaugeMetricFamily("dbfleet_audit_last_run_timestamp_seconds", "When the last audit ran",
+                                 labels=labels)
+        from datetime import datetime
+
+        for db_id, kind, a in self._cached(runtime.AUDIT_KEY):
+            for severity, n in a["failing"].items():
+                failing.add_metric([db_id, kind, severity], float(n))
+                new.add_metric([db_id, kind, severity], float(a["new_failing"].get(severity, 0)))
+            unknown.add_metric([db_id, kind], float(a["unknown"]))
+            score.add_metric([db_id, kind], float(a["score"]))
+            when.add_metric([db_id, kind], datetime.fromisoformat(a["audited_at"]).timestamp())
+        yield from (failing, new, unknown, score, when)
 
     def _queues(self) -> Iterator[Any]:
         depth = GaugeMetricFamily("dbfleet_queue_depth", "Messages waiting in a queue", labels=["queue"])

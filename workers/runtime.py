@@ -13,6 +13,7 @@ HEALTH_KEY = "dbfleet:health:{}"
 HEALTH_TTL = 3600
 BACKUP_KEY = "dbfleet:backup:{}"  # the last successful backup's summary, for the exporter
 DRILL_KEY = "dbfleet:drill:{}"  # the last restore drill's result
+AUDIT_KEY = "dbfleet:audit:{}"  # the last security audit's summary
 RESULT_TTL = 90 * 86400
 
 

@@ -16,6 +16,7 @@ class ScriptType(str, Enum):
     BACKUP_PRUNE = "backup_prune"
     RESTORE = "restore"
     RESTORE_DRILL = "restore_drill"
+    SECURITY_AUDIT = "security_audit"
 
 
 # script name -> (task name, queue). Each engine adds its row when it lands.
@@ -26,6 +27,7 @@ SCRIPTS: dict[str, tuple[str, str]] = {
     ScriptType.BACKUP_PRUNE.value: ("backups.prune", "backups"),
     ScriptType.RESTORE.value: ("backups.restore", "backups"),
     ScriptType.RESTORE_DRILL.value: ("backups.drill", "backups"),
+    ScriptType.SECURITY_AUDIT.value: ("audits.security", "audits"),
 }
 
 

@@ -27,11 +27,12 @@ def bin_dir() -> Path:
 class EmbeddedPostgres:
     """One embedded cluster under ``directory`` (data in ``directory/data``)."""
 
-    def __init__(self, directory: Path, password: str, port: int | None = None) -> None:
+    def __init__(self, directory: Path, password: str, port: int | None = None, listen: str = "127.0.0.1") -> None:
         self.directory = Path(directory).resolve()
         self.data = self.directory / "data"
         self.password = password
         self.port = port or free_port()
+        self.listen = listen  # listen_addresses; tests of the security audit set '*'
         self.run_as = SYSTEM_USER if os.geteuid() == 0 else None
 
     def _run(self, args: list[str], timeout: float = 120) -> None:
@@ -79,9 +80,9 @@ class EmbeddedPostgres:
             os.unlink(pw.name)
 
     def start(self) -> EmbeddedPostgres:
-        """initdb if needed, then start on 127.0.0.1:port and wait until ready."""
+        """initdb if needed, then start on listen:port (127.0.0.1 by default) and wait until ready."""
         self.init()
-        opts = (f"-h 127.0.0.1 -p {self.port} -k {self.directory} "
+        opts = (f"-h '{self.listen}' -p {self.port} -k {self.directory} "
                 "-c shared_preload_libraries=pg_stat_statements -c max_connections=100 "
                 "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
         self._run([str(bin_dir() / "pg_ctl"), "-D", str(self.data), "-w", "-t", "60",

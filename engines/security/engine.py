@@ -80,7 +80,7 @@ def run_audit(db: DatabaseConfig, settings: dict[str, Any] | None = None,
     unknown = sorted(exclude - set(module.CHECKS.checks))
     if unknown:
         raise ConfigError([("exclude", f"no {db.kind} check has id {', '.join(unknown)} "
-                                       f"(see dbfleet audit --list-checks {db.kind})")])
+                                       f"(dbfleet audit-checks {db.kind} lists them)")])
     started = time.perf_counter()
     findings: list[Finding] = []
     version = user = error = None

@@ -1,0 +1,66 @@
+"""Tasks of the ``audits`` queue: the security audit. Resolve -> engine -> diff with the last run -> JSON."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from engines.config import DatabaseConfig
+from engines.history import SUCCEEDED
+from engines.security import audit_settings, diff_findings, run_audit
+from engines.security.model import FAIL, SEVERITIES
+from workers import runtime
+from workers.app import app
+from workers.common import ScriptTask
+
+log = logging.getLogger("dbfleet.tasks")
+Result = tuple[dict[str, Any], bool, str | None]
+SCRIPT = "security_audit"
+
+
+def previous_findings(database_id: str) -> list[dict[str, Any]] | None:
+    """Findings of the last successful audit of ``database_id`` recorded in history, if any."""
+    for run in runtime.history().query(script_type=SCRIPT, database_id=database_id, status=SUCCEEDED, limit=20):
+        summary = run.get("summary") or {}
+        if summary.get("findings"):
+            findings: list[dict[str, Any]] = summary["findings"]
+            return findings
+    return None
+
+
+def _cache_summary(report: Any) -> None:
+    """What the exporter shows: failing findings by severity, unknowns, score, when."""
+    counts = report.counts()
+    new = set((report.diff or {}).get("new", []))
+    data = {"audited_at": report.audited_at, "kind": report.kind, "score": report.score,
+            "failing": counts[FAIL], "unknown": sum(counts["unknown"].values()),
+            "new_failing": {s: sum(1 for f in report.failing() if f.check_id in new and f.severity == s)
+                            for s in SEVERITIES}}
+    try:
+        runtime.cache().set(runtime.AUDIT_KEY.format(report.database_id), json.dumps(data), ex=runtime.RESULT_TTL)
+    except Exception as exc:
+        log.warning("cannot cache the audit of %s: %s", report.database_id, type(exc).__name__)
+
+
+def do_audit(db: DatabaseConfig, options: dict[str, Any], progress: Any = None) -> Result:
+    """Audit ``db``, compare with its previous audit, cache the summary for the exporter."""
+    section = runtime.config().database_scripts.security_audit.model_dump()
+    report = run_audit(db, audit_settings(db, section, options))
+    if report.error:
+        return report.to_dict(), False, report.error
+    report.diff = diff_findings(previous_findings(db.id), report.findings)
+    _cache_summary(report)
+    critical = [c for c in report.diff["new"] if (f := report.finding(c)) and f.severity == "critical"]
+    if critical:  # the monitoring engine's alert channels will pick this up; until then, the log does
+        log.warning("security audit of %s: new critical findings %s", db.id, ", ".join(critical))
+    return report.to_dict(), True, None
+
+
+OPERATIONS = {SCRIPT: do_audit}
+
+
+@app.task(name="audits.security", bind=True, base=ScriptTask, script_type=SCRIPT)
+def security(self: ScriptTask, database_id: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """CIS-style security audit of one database (read-only); the result includes the diff with the last run."""
+    return self.execute(database_id, options, do_audit)
