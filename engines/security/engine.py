@@ -63,7 +63,7 @@ def _reason(exc: BaseException) -> str:
 
 def run_check(check: Check, probe: Any) -> Finding:
     """One check's finding; a check that cannot look is ``unknown`` with the reason."""
-    base = {"check_id": check.id, "title": check.title, "severity": check.severity, "cis": check.cis}
+    base: dict[str, Any] = {"check_id": check.id, "title": check.title, "severity": check.severity, "cis": check.cis}
     try:
         v = check.run(probe)
     except Exception as exc:  # a missing privilege, a setting this version lacks, an old server

@@ -19,12 +19,11 @@ class MongoProbe:
     def __init__(self, client: Any, options: dict[str, Any]) -> None:
         self.client, self.options = client, options
         self.version = str(client.admin.command("buildInfo").get("version"))
+        self.error: str | None = None
         try:
             self.parsed: dict[str, Any] = client.admin.command("getCmdLineOpts").get("parsed", {})
         except Exception as exc:
             self.parsed, self.error = {}, f"getCmdLineOpts refused: {exc}"
-        else:
-            self.error = None
 
     def option(self, *path: str) -> Any:
         """A startup option by path (``security``, ``authorization``); Unknowable when unreadable."""
