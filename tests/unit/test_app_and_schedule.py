@@ -49,7 +49,8 @@ def test_time_limit_override_moves_visibility_timeout() -> None:
 
 def test_beat_schedule_entries_land_on_their_queues() -> None:
     entries = build_beat_schedule(parse_config(CFG))
-    assert set(entries) == {"health_check:music", "health_check:cache", "health_check:music:cron", "nightly"}
+    assert set(entries) == {"health_check:music", "health_check:cache", "health_check:music:cron", "nightly",
+                            "security_audit:music", "security_audit:cache"}
     monitor = entries["health_check:music"]
     assert isinstance(monitor["schedule"], schedule) and monitor["schedule"].run_every.total_seconds() == 15
     assert monitor["options"] == {"queue": "health"} and monitor["args"] == ["music"]
@@ -85,7 +86,7 @@ def test_backup_schedules_become_beat_entries_on_the_backups_queue() -> None:
         "storage:\n  s: {type: filesystem, path: /b}\n"
         "database_scripts:\n  monitoring: {enabled: false}\n"
         "  backup: {schedule: '0 2 * * *', verify_schedule: '0 5 * * *', drill_schedule: '0 4 * * 0'}\n")
-    entries = build_beat_schedule(cfg)
+    entries = {k: v for k, v in build_beat_schedule(cfg).items() if not k.startswith("security_audit")}
     assert set(entries) == {"backup:music", "backup_verify:music", "restore_drill:music"}  # no engine for olap
     assert entries["backup:music"]["task"] == "backups.run"
     assert entries["restore_drill:music"]["task"] == "backups.drill"
@@ -103,3 +104,16 @@ def test_backup_config_errors_name_the_field() -> None:
         parse_config("database_scripts:\n  backup: {retention: {daily: -1}}\n")
     with pytest.raises(ConfigError, match="must not contain credentials"):
         parse_config("storage:\n  s: {type: s3, url: 's3://AKIA:secret@bucket/p'}\n")
+
+
+def test_security_audits_are_weekly_on_the_audits_queue_for_kinds_with_checks() -> None:
+    cfg = parse_config("databases:\n  music: {kind: pg, host: h}\n  lite: {kind: sqlite, path: /x.db}\n")
+    entries = build_beat_schedule(cfg)
+    audit = entries["security_audit:music"]
+    assert audit["task"] == "audits.security" and audit["options"] == {"queue": "audits"}
+    assert str(audit["schedule"].day_of_week) == "{0}" and "security_audit:lite" not in entries
+    off = parse_config("databases:\n  music: {kind: pg, host: h}\n"
+                       "database_scripts:\n  security_audit: {enabled: false}\n")
+    assert not [k for k in build_beat_schedule(off) if k.startswith("security_audit")]
+    with pytest.raises(ConfigError, match="security_audit"):
+        parse_config("database_scripts:\n  security_audit: {schedule: 'weekly'}\n")

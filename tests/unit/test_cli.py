@@ -63,3 +63,38 @@ def test_flower_refuses_to_start_without_a_password(tmp_path: Path, monkeypatch:
 def test_missing_config_file(tmp_path: Path) -> None:
     code, out = _invoke(["--config", str(tmp_path / "nope.yaml"), "config", "check"])
     assert code == 2 and "cannot read" in out
+
+
+def test_audit_checks_lists_every_check_of_a_kind(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("{}\n")
+    code, out = _invoke(["--config", str(good), "audit-checks", "mariadb"])
+    assert code == 0 and "my.anonymous_users" in out and "18 mysql checks" in out
+
+
+def test_audit_of_an_unknown_database_exits_2(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(f"fleet: {{state_dir: {tmp_path}}}\ndatabases:\n  lite: {{kind: sqlite, path: {tmp_path}/l.db}}\n")
+    code, out = _invoke(["--config", str(good), "audit", "nosuch", "--local"])
+    assert code == 2 and "unknown database id 'nosuch'" in out
+    code, out = _invoke(["--config", str(good), "audit", "lite", "--local"])
+    assert code == 2 and "no security checks for 'sqlite'" in out
+
+
+def test_audit_table_shows_evidence_literally_and_exit_codes_follow_fail_on() -> None:
+    from workers.cli_audit import exit_code, print_audit
+    from workers.render import console
+
+    finding = {"check_id": "pg.log_line_prefix", "title": "t", "severity": "low", "status": "fail",
+               "evidence": {"log_line_prefix": "%m [%p] [bold]"}, "remediation": "ALTER SYSTEM ...", "cis": "3.1.24",
+               "reason": None}
+    result = {"database_id": "d", "kind": "postgresql", "server_version": "18.6", "audited_at": "x",
+              "duration_ms": 1.0, "findings": [finding], "excluded": [], "user": "u", "error": None,
+              "diff": {"new": ["pg.log_line_prefix"], "fixed": [], "unchanged": [], "unknown": []},
+              "schema_version": 1}
+    with console.capture() as cap:
+        print_audit(result)
+    text = "".join(cap.get().split())
+    assert "[%p][bold]" in text and "new1(pg.log_line_prefix)" in text
+    assert exit_code(result, "high") == 0 and exit_code(result, "low") == 1 and exit_code(result, "none") == 0
+    assert exit_code({**result, "error": "down", "findings": []}, "none") == 2
