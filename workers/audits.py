@@ -19,13 +19,12 @@ Result = tuple[dict[str, Any], bool, str | None]
 SCRIPT = "security_audit"
 
 
-def previous_findings(database_id: str) -> list[dict[str, Any]] | None:
-    """Findings of the last successful audit of ``database_id`` recorded in history, if any."""
+def previous_audit(database_id: str) -> dict[str, Any] | None:
+    """The report of the last successful audit of ``database_id`` recorded in history, if any."""
     for run in runtime.history().query(script_type=SCRIPT, database_id=database_id, status=SUCCEEDED, limit=20):
-        summary = run.get("summary") or {}
+        summary: dict[str, Any] = run.get("summary") or {}
         if summary.get("findings"):
-            findings: list[dict[str, Any]] = summary["findings"]
-            return findings
+            return summary
     return None
 
 
@@ -49,7 +48,8 @@ def do_audit(db: DatabaseConfig, options: dict[str, Any], progress: Any = None) 
     report = run_audit(db, audit_settings(db, section, options))
     if report.error:
         return report.to_dict(), False, report.error
-    report.diff = diff_findings(previous_findings(db.id), report.findings)
+    previous = previous_audit(db.id) or {}
+    report.diff = diff_findings(previous.get("findings"), report.findings, previous.get("audited_at"))
     _cache_summary(report)
     critical = [c for c in report.diff["new"] if (f := report.finding(c)) and f.severity == "critical"]
     if critical:  # the monitoring engine's alert channels will pick this up; until then, the log does

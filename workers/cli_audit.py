@@ -53,9 +53,11 @@ def print_audit(result: dict[str, Any], show_passing: bool = False) -> None:
         table.add_row(_sev(f.severity), styled(f.status), check, detail,
                       escape(f.remediation) if f.status != PASS else "")
     console.print(table)
-    if report.diff is not None:
+    if report.diff is not None and not report.diff.get("previous"):
+        console.print("first audit of this database: the next run will show what changed")
+    elif report.diff is not None:
         d = report.diff
-        console.print("since the previous audit: " + " · ".join(
+        console.print(f"since the previous audit ({d['previous']}): " + " · ".join(
             f"{k} {len(d.get(k, []))}" + (f" ({escape(', '.join(d[k]))})" if d.get(k) and k != "unchanged" else "")
             for k in ("new", "fixed", "unchanged", "unknown")))
 

@@ -39,7 +39,7 @@ class AuditReport:
     excluded: list[str] = field(default_factory=list)
     user: str | None = None
     error: str | None = None  # set when the database could not be audited at all
-    diff: dict[str, list[str]] | None = None
+    diff: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -82,11 +82,13 @@ class AuditReport:
         return cls(**fields)
 
 
-def diff_findings(previous: list[dict[str, Any]] | None, current: list[Finding]) -> dict[str, list[str]]:
+def diff_findings(previous: list[dict[str, Any]] | None, current: list[Finding],
+                  previous_at: str | None = None) -> dict[str, Any]:
     """Failing check ids that are new, fixed (failing before, passing now) or unchanged since ``previous``.
 
     A check that went from failing to unknown is neither fixed nor new: it is listed under ``unknown``.
-    With no previous run every failing check is new.
+    With no previous run every failing check is new. ``previous`` in the result says when the
+    compared run happened (None: this is the first audit).
     """
     before = {f["check_id"]: f["status"] for f in previous or []}
     now = {f.check_id: f.status for f in current}
@@ -94,4 +96,4 @@ def diff_findings(previous: list[dict[str, Any]] | None, current: list[Finding])
     fixed = sorted(c for c, s in before.items() if s == FAIL and now.get(c) == PASS)
     unchanged = sorted(c for c, s in now.items() if s == FAIL and before.get(c) == FAIL)
     unknown = sorted(c for c, s in before.items() if s == FAIL and now.get(c) in (UNKNOWN, None))
-    return {"new": new, "fixed": fixed, "unchanged": unchanged, "unknown": unknown}
+    return {"new": new, "fixed": fixed, "unchanged": unchanged, "unknown": unknown, "previous": previous_at}

@@ -62,8 +62,11 @@ def to_html(report: AuditReport) -> str:
                     f"{counts[FAIL][s]}</div><span class='muted'>failing</span></div>" for s in SEVERITIES)
     diff = ""
     if report.diff:
-        parts = [f"<li>{escape(k)}: {escape(', '.join(v)) or 'none'}</li>" for k, v in report.diff.items()]
-        diff = f"<h2>Since the previous audit</h2><ul>{''.join(parts)}</ul>"
+        since = report.diff.get("previous")
+        parts = [f"<li>{k}: {escape(', '.join(report.diff.get(k, []))) or 'none'}</li>"
+                 for k in ("new", "fixed", "unchanged", "unknown")]
+        title = f"Since the previous audit ({escape(since)})" if since else "First audit of this database"
+        diff = f"<h2>{title}</h2><ul>{''.join(parts)}</ul>"
     error = f"<p class='fail'><b>The audit could not run:</b> {escape(report.error)}</p>" if report.error else ""
     by = {s: _order([f for f in report.findings if f.status == s]) for s in (FAIL, UNKNOWN, PASS)}
     return f"""<!doctype html>

@@ -29,6 +29,7 @@ def test_audit_runs_on_the_audits_queue_and_diffs_with_the_previous_run(fleet: A
     assert first["error"] is None and len(first["findings"]) >= 40
     assert second["diff"]["unchanged"] == _failing(first) == _failing(second)
     assert second["diff"]["new"] == [] and second["diff"]["fixed"] == []
+    assert second["diff"]["previous"] == first["audited_at"]
     runs = manager.get_script_history(script_type="security_audit", database_id="pg15", limit=2)
     assert [r["queue"] for r in runs] == ["audits", "audits"] and runs[0]["status"] == "succeeded"
     assert runs[0]["summary"]["score"] == second["score"]

@@ -90,11 +90,12 @@ def test_audit_table_shows_evidence_literally_and_exit_codes_follow_fail_on() ->
                "reason": None}
     result = {"database_id": "d", "kind": "postgresql", "server_version": "18.6", "audited_at": "x",
               "duration_ms": 1.0, "findings": [finding], "excluded": [], "user": "u", "error": None,
-              "diff": {"new": ["pg.log_line_prefix"], "fixed": [], "unchanged": [], "unknown": []},
+              "diff": {"new": ["pg.log_line_prefix"], "fixed": [], "unchanged": [], "unknown": [],
+                       "previous": "2026-11-18T03:00:00+00:00"},
               "schema_version": 1}
     with console.capture() as cap:
         print_audit(result)
     text = "".join(cap.get().split())
-    assert "[%p][bold]" in text and "new1(pg.log_line_prefix)" in text
+    assert "[%p][bold]" in text and "new1(pg.log_line_prefix)" in text and "2026-11-18T03" in text
     assert exit_code(result, "high") == 0 and exit_code(result, "low") == 1 and exit_code(result, "none") == 0
     assert exit_code({**result, "error": "down", "findings": []}, "none") == 2

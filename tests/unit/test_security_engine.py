@@ -71,18 +71,20 @@ def test_diff_new_fixed_unchanged_unknown() -> None:
     before = [f.__dict__ for f in [_finding("a", FAIL), _finding("b", FAIL), _finding("c", PASS),
                                    _finding("d", FAIL)]]
     now = [_finding("a", FAIL), _finding("b", PASS), _finding("c", FAIL), _finding("d", UNKNOWN)]
-    assert diff_findings(before, now) == {"new": ["c"], "fixed": ["b"], "unchanged": ["a"], "unknown": ["d"]}
-    assert diff_findings(None, now)["new"] == ["a", "c"]
+    assert diff_findings(before, now, "T0") == {"new": ["c"], "fixed": ["b"], "unchanged": ["a"], "unknown": ["d"],
+                                                "previous": "T0"}
+    first = diff_findings(None, now)
+    assert first["new"] == ["a", "c"] and first["previous"] is None
 
 
 def test_html_is_self_contained_and_escapes_everything() -> None:
     hostile = '<script>alert("x")</script>'
     report = _report([_finding("pg.x", FAIL, tables=[hostile]), _finding("pg.y", PASS)])
-    report.diff = {"new": ["pg.x"], "fixed": [], "unchanged": [], "unknown": []}
+    report.diff = {"new": ["pg.x"], "fixed": [], "unchanged": [], "unknown": [], "previous": "<b>T0</b>"}
     page = to_html(report)
     assert hostile not in page and "&lt;script&gt;" in page
     assert "<script" not in page and "http" not in page.replace("http-equiv", "")
-    assert "Failing (1)" in page and "Passing (1)" in page and "fix it" in page
+    assert "Failing (1)" in page and "Passing (1)" in page and "fix it" in page and "&lt;b&gt;T0" in page
 
 
 def test_version_check_behind_current_ahead_eol_and_unknown() -> None:
