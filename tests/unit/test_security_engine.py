@@ -149,17 +149,21 @@ class MockMongoClient:
         self.admin = MockAdminDb(parsed, version)
 
 
+class MockConnector:
+    """Stands in for a connector around a mock client: ``conn`` and the context manager protocol."""
+
+    def __init__(self, client: Any) -> None:
+        self.conn = client
+
+    def __enter__(self) -> MockConnector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
 def _mongo(client: MockMongoClient) -> AuditReport:
-    class Conn:
-        conn = client
-
-        def __enter__(self) -> Any:
-            return self
-
-        def __exit__(self, *a: Any) -> None:
-            pass
-
-    return run_audit(db("mongo", kind="mongodb", host="h"), factory=lambda _db: Conn())  # type: ignore[arg-type,return-value]
+    return run_audit(db("mongo", kind="mongodb", host="h"), factory=lambda _db: MockConnector(client))  # type: ignore[arg-type,return-value]
 
 
 def test_mongodb_checks_on_a_mock_client() -> None:
@@ -189,17 +193,9 @@ class MockEs:
 
 
 def _es(client: MockEs) -> AuditReport:
-    class Conn:
-        conn = client
-
-        def __enter__(self) -> Any:
-            return self
-
-        def __exit__(self, *a: Any) -> None:
-            pass
-
     client.xpack = type("X", (), {"info": lambda self: {"features": {"security": {"enabled": client._security}}}})()
-    return run_audit(db("es", kind="elasticsearch", host="h"), factory=lambda _db: Conn())  # type: ignore[arg-type,return-value]
+    return run_audit(db("es", kind="elasticsearch", host="h"),
+                     factory=lambda _db: MockConnector(client))  # type: ignore[arg-type,return-value]
 
 
 def test_elasticsearch_checks_on_a_mock_client() -> None:
