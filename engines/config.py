@@ -41,6 +41,11 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# the seed's alert_thresholds names -> health threshold names
+SEED_THRESHOLDS = {"connection_count": "connections_percent", "query_performance_degradation": "query_regression_percent",
+                   "disk_usage_percent": "disk_percent"}
+
+
 class Thresholds(BaseModel):
     """Health thresholds; the seed's table gives the defaults."""
 
@@ -171,6 +176,25 @@ class FlowerConfig(_Model):
 class ExporterConfig(_Model):
     address: str = "127.0.0.1"
     port: int = 9808
+    # basic auth (user + password) and/or a bearer token; unset: open, as node_exporter is by default
+    user: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    token_env: str | None = None
+
+
+class ApiConfig(_Model):
+    """The monitoring REST + WebSocket API (`dbfleet api`)."""
+
+    address: str = "127.0.0.1"
+    port: int = 8088
+    token_env: str | None = None  # when set, every request needs Authorization: Bearer <token>
+    token_file: str | None = None
+
+    def token(self) -> str | None:
+        if not (self.token_env or self.token_file):
+            return None
+        return resolve_secret("api token", env=self.token_env, file=self.token_file)
 
 
 class FleetConfig(_Model):
@@ -190,6 +214,7 @@ class FleetConfig(_Model):
     })
     flower: FlowerConfig = Field(default_factory=FlowerConfig)
     exporter: ExporterConfig = Field(default_factory=ExporterConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
 
     def state_path(self) -> Path:
         """The directory dbfleet writes its own files to."""
@@ -212,12 +237,112 @@ class FleetConfig(_Model):
         return self.history_url or f"sqlite:///{self.state_path() / 'history.db'}"
 
 
+class AlertRuleConfig(_Model):
+    """One alert rule: ``expr`` in the rule language (engines/monitoring/rules.py), pending for ``for``."""
+
+    name: str
+    expr: str
+    for_: str = Field(default="0s", alias="for")
+    severity: Literal["critical", "warning", "info"] = "warning"
+    labels: dict[str, str] = Field(default_factory=dict)
+    channels: list[str] | None = None  # default: monitoring.alert_channels
+    databases: list[str] | None = None  # default: every database
+    tags: list[str] | None = None  # only databases with one of these tags
+    repeat_interval: str | None = None  # default: monitoring.repeat_interval
+    summary: str | None = None
+
+
+class SlackConfig(_Model):
+    webhook_url_env: str | None = None  # an incoming-webhook URL is a secret
+    webhook_url_file: str | None = None
+
+
+class SmtpConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = 25
+    starttls: bool = False
+    user: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    sender: str = "dbfleet@localhost"
+    timeout: float = 10.0
+
+
+class WebhookConfig(_Model):
+    url: str
+    token_env: str | None = None  # sent as Authorization: Bearer
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if url_has_password(v):
+            raise ValueError("url must not contain credentials; use token_env")
+        return v
+
+
+class PagerDutyConfig(_Model):
+    routing_key_env: str | None = None
+    routing_key_file: str | None = None
+    url: str = "https://events.pagerduty.com/v2/enqueue"
+
+
+CHANNEL_TYPES = ("slack", "email", "webhook", "pagerduty", "log")
+
+
 class MonitoringSection(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
     enabled: bool = True
     interval_seconds: int = 30
     alert_thresholds: dict[str, Any] = Field(default_factory=dict)
     alert_channels: list[str] = Field(default_factory=list)
+    alert_rules: list[AlertRuleConfig] = Field(default_factory=list)
+    repeat_interval: str = "4h"
+    slack: dict[str, SlackConfig] = Field(default_factory=dict)
+    smtp: SmtpConfig | None = None
+    webhooks: dict[str, WebhookConfig] = Field(default_factory=dict)
+    pagerduty: dict[str, PagerDutyConfig] = Field(default_factory=dict)
+    delivery_attempts: int = Field(default=3, ge=1, le=10)
+    delivery_backoff_seconds: float = Field(default=1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _rules(self) -> MonitoringSection:
+        from engines.monitoring.metrics import known_metrics
+        from engines.monitoring.rules import RuleError, parse, parse_duration
+
+        names = [r.name for r in self.alert_rules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"alert_rules: duplicate names {', '.join(dupes)}")
+        for i, rule in enumerate(self.alert_rules):
+            try:
+                parse(rule.expr, known_metrics())
+            except RuleError as exc:
+                raise ValueError(f"alert_rules[{i}] ({rule.name}): {exc.message} at position "
+                                 f"{exc.position + 1}\n    {exc.caret().replace(chr(10), chr(10) + '    ')}") from None
+            for what, text in (("for", rule.for_), ("repeat_interval", rule.repeat_interval or self.repeat_interval)):
+                try:
+                    parse_duration(text)
+                except ValueError as exc:
+                    raise ValueError(f"alert_rules[{i}] ({rule.name}).{what}: {exc}") from None
+            for channel in rule.channels or self.alert_channels:
+                self.check_channel(channel)
+        for channel in self.alert_channels:
+            self.check_channel(channel)
+        return self
+
+    def check_channel(self, channel: str) -> None:
+        """``slack:<name>``, ``email:<address>``, ``webhook:<name>``, ``pagerduty:<name>`` or ``log``."""
+        kind, _, target = channel.partition(":")
+        if kind not in CHANNEL_TYPES:
+            raise ValueError(f"channel {channel!r}: unknown type {kind!r} (known: {', '.join(CHANNEL_TYPES)})")
+        table = {"slack": self.slack, "webhook": self.webhooks, "pagerduty": self.pagerduty}.get(kind)
+        if table is not None and target not in table:
+            raise ValueError(f"channel {channel!r}: no monitoring.{kind if kind != 'webhook' else 'webhooks'}."
+                             f"{target or '<name>'} is configured")
+        if kind == "email" and "@" not in target:
+            raise ValueError(f"channel {channel!r}: expected email:<address>")
+        if kind == "email" and self.smtp is None:
+            raise ValueError(f"channel {channel!r}: configure monitoring.smtp to send e-mail")
 
 
 class RetentionPolicy(_Model):
@@ -310,8 +435,12 @@ class Config(_Model):
 
     @model_validator(mode="after")
     def _ids(self) -> Config:
+        seeded = {SEED_THRESHOLDS.get(k, k): v for k, v in self.database_scripts.monitoring.alert_thresholds.items()}
         for key, db in self.databases.items():
             db.id = key
+            for name, value in seeded.items():  # the seed's alert_thresholds are defaults; a database's own win
+                if name not in db.thresholds.model_fields_set and name not in (db.thresholds.model_extra or {}):
+                    setattr(db.thresholds, name, value)
         target = self.database_scripts.backup.storage
         if target and target not in self.storage:
             raise ValueError(f"database_scripts.backup.storage: unknown storage target {target!r}")

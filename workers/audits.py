@@ -8,6 +8,7 @@ from typing import Any
 
 from engines.config import DatabaseConfig
 from engines.history import SUCCEEDED
+from engines.monitoring.alerts import AlertRule, alert_id
 from engines.security import audit_settings, diff_findings, run_audit
 from engines.security.model import FAIL, SEVERITIES
 from workers import runtime
@@ -51,10 +52,32 @@ def do_audit(db: DatabaseConfig, options: dict[str, Any], progress: Any = None) 
     previous = previous_audit(db.id) or {}
     report.diff = diff_findings(previous.get("findings"), report.findings, previous.get("audited_at"))
     _cache_summary(report)
-    critical = [c for c in report.diff["new"] if (f := report.finding(c)) and f.severity == "critical"]
-    if critical:  # the monitoring engine's alert channels will pick this up; until then, the log does
-        log.warning("security audit of %s: new critical findings %s", db.id, ", ".join(critical))
+    _alert_on_critical(db, report)
     return report.to_dict(), True, None
+
+
+def _alert_on_critical(db: DatabaseConfig, report: Any) -> None:
+    """A new critical finding fires the ``security_audit_critical`` alert (the monitoring engine's channels,
+    acknowledge, silences); it resolves when an audit has no failing critical finding."""
+    new = [c for c in report.diff["new"] if (f := report.finding(c)) and f.severity == "critical"]
+    failing = [f.check_id for f in report.failing("critical")]
+    if new:
+        log.warning("security audit of %s: new critical findings %s", db.id, ", ".join(new))
+    section = runtime.config().database_scripts.monitoring
+    rule = AlertRule.external("security_audit_critical", "a security audit found a new critical finding",
+                              "critical", section)
+    store = runtime.alert_store()
+    firing = store.get(alert_id(rule.name, db.id))
+    if not new and not (firing and firing["state"] in ("pending", "firing")):
+        return
+    try:
+        transitions = runtime.evaluator().apply(db.id, [(rule, bool(failing), {"critical_findings": failing})])
+    except Exception as exc:
+        log.error("cannot raise the audit alert for %s: %s", db.id, type(exc).__name__)
+        return
+    for t in transitions:
+        runtime.publish(t)
+
 
 
 OPERATIONS = {SCRIPT: do_audit}

@@ -1,4 +1,4 @@
-"""Tasks of the ``health`` queue."""
+"""Tasks of the ``health`` queue: a health check, then alert rules on its result."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from engines.config import DatabaseConfig
-from engines.health import run_basic_health
+from engines.health import run_health
 from workers import runtime
 from workers.app import app
 from workers.common import ScriptTask
@@ -15,16 +15,50 @@ from workers.common import ScriptTask
 log = logging.getLogger("dbfleet.tasks")
 
 
-def _health(db: DatabaseConfig, options: dict[str, Any]) -> tuple[dict[str, Any], bool, str | None]:
-    report = run_basic_health(db).to_dict()
-    try:  # the exporter reads this cache; a cache outage must not fail the check
-        runtime.cache().set(runtime.HEALTH_KEY.format(db.id), json.dumps(report), ex=runtime.HEALTH_TTL)
+def _load_memory(db_id: str) -> dict[str, Any]:
+    try:
+        raw = runtime.cache().get(runtime.HEALTH_MEMORY_KEY.format(db_id))
     except Exception as exc:
-        log.warning("cannot cache health of %s: %s", db.id, type(exc).__name__)
-    return report, report["status"] != "down", report["error"]
+        log.warning("cannot read the health memory of %s: %s", db_id, type(exc).__name__)
+        return {}
+    return json.loads(raw) if raw else {}
+
+
+def _remember(db_id: str, report: dict[str, Any], memory: dict[str, Any]) -> None:
+    """Cache the report (the exporter and the API read it) and the memory for the next run."""
+    try:
+        cache = runtime.cache()
+        cache.set(runtime.HEALTH_KEY.format(db_id), json.dumps(report), ex=runtime.HEALTH_TTL)
+        cache.set(runtime.HEALTH_MEMORY_KEY.format(db_id), json.dumps(memory), ex=runtime.RESULT_TTL)
+    except Exception as exc:  # a cache outage must not fail the check
+        log.warning("cannot cache health of %s: %s", db_id, type(exc).__name__)
+
+
+def evaluate_alerts(db: DatabaseConfig, report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run the alert rules on a report; transitions go to the realtime feed. Never fails the check."""
+    if not runtime.config().database_scripts.monitoring.alert_rules:
+        return []
+    try:
+        transitions: list[dict[str, Any]] = runtime.evaluator().evaluate(report, db.tags)
+    except Exception as exc:
+        log.error("alert evaluation for %s failed: %s", db.id, type(exc).__name__)
+        return []
+    for t in transitions:
+        runtime.publish(t)
+    return transitions
+
+
+def _health(db: DatabaseConfig, options: dict[str, Any]) -> tuple[dict[str, Any], bool, str | None]:
+    memory = _load_memory(db.id)
+    report = run_health(db, memory=memory, deep=str(options.get("deep", True)).lower() not in ("0", "false", "no"))
+    result = report.to_dict()
+    _remember(db.id, result, memory)
+    runtime.publish({"type": "health", **result})
+    result["alerts"] = evaluate_alerts(db, result)
+    return result, result["status"] != "down", result["error"]
 
 
 @app.task(name="health.check", bind=True, base=ScriptTask, script_type="health_check")
 def check(self: ScriptTask, database_id: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Basic health of one database: reachability, response time, version, role, size."""
+    """Health of one database (the kind's PgHero-style checks), then the alert rules on it."""
     return self.execute(database_id, options, _health)

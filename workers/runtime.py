@@ -14,6 +14,8 @@ HEALTH_TTL = 3600
 BACKUP_KEY = "dbfleet:backup:{}"  # the last successful backup's summary, for the exporter
 DRILL_KEY = "dbfleet:drill:{}"  # the last restore drill's result
 AUDIT_KEY = "dbfleet:audit:{}"  # the last security audit's summary
+HEALTH_MEMORY_KEY = "dbfleet:health-memory:{}"  # counters and query baselines carried between health checks
+EVENTS = "dbfleet:events"  # pub/sub channel: health updates and alert transitions (the API's WebSocket)
 RESULT_TTL = 90 * 86400
 
 
@@ -38,7 +40,36 @@ def cache() -> Any:
                                 socket_connect_timeout=5)
 
 
+@functools.lru_cache(maxsize=1)
+def alert_store() -> Any:
+    """Alert and silence state, in the history database."""
+    from engines.monitoring.store import AlertStore
+
+    return AlertStore(config().fleet.resolved_history())
+
+
+@functools.lru_cache(maxsize=1)
+def evaluator() -> Any:
+    """The alert rule evaluator of this process, delivering through the configured channels."""
+    from engines.monitoring.alerts import Evaluator, compile_rules
+    from engines.monitoring.channels import deliver_all
+
+    section = config().database_scripts.monitoring
+    return Evaluator(alert_store(), compile_rules(section), notify=lambda out: deliver_all(section, out))
+
+
+def publish(event: dict[str, Any]) -> None:
+    """Send an event to the realtime feed; a cache outage only loses the event."""
+    import json
+    import logging
+
+    try:
+        cache().publish(EVENTS, json.dumps(event, default=str))
+    except Exception as exc:
+        logging.getLogger("dbfleet").warning("cannot publish a %s event: %s", event.get("type"), type(exc).__name__)
+
+
 def reset() -> None:
     """Forget the cached singletons (tests, or after DBFLEET_CONFIG changes)."""
-    for fn in (config, history, cache):
+    for fn in (config, history, cache, alert_store, evaluator):
         fn.cache_clear()

@@ -1,4 +1,4 @@
-"""The first health check: reachability, response time, version, role, size.
+"""Health reports: reachability, response time, version, role, size, then each kind's deep checks.
 
 Checks report into a collector (the barman shape) instead of raising: a database that
 cannot be reached yields a ``down`` report, not an exception.
@@ -6,6 +6,7 @@ cannot be reached yields a ``down`` report, not an exception.
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -71,9 +72,29 @@ def _collect(conn: Connector, db: DatabaseConfig, checks: list[CheckResult]) -> 
     return info.to_dict()
 
 
-def run_basic_health(db: DatabaseConfig,
-                     factory: Callable[[DatabaseConfig], Connector] = open_connector) -> HealthReport:
-    """Run the basic checks against ``db``; never raises for an unreachable server."""
+# kind -> module with CHECKS (a HealthChecks) for the deep checks; sqlite has none
+DEEP = {
+    "postgresql": "engines.health.postgres",
+    "mysql": "engines.health.mysql",
+    "redis": "engines.health.redis",
+    "mongodb": "engines.health.mongodb",
+    "elasticsearch": "engines.health.elasticsearch",
+}
+
+
+def _deep(conn: Connector, db: DatabaseConfig, memory: dict[str, Any]) -> list[CheckResult]:
+    from engines.health.deep import HealthContext
+
+    if db.kind not in DEEP:
+        return []
+    checks: list[CheckResult] = importlib.import_module(DEEP[db.kind]).CHECKS.run(HealthContext(conn, db, memory))
+    return checks
+
+
+def run_health(db: DatabaseConfig, factory: Callable[[DatabaseConfig], Connector] = open_connector,
+               memory: dict[str, Any] | None = None, deep: bool = True) -> HealthReport:
+    """Run the basic checks and (``deep``) the kind's own checks against ``db``; never raises for an unreachable
+    server. ``memory`` carries counters and query baselines from the previous run and is updated in place."""
     started = time.perf_counter()
     checks: list[CheckResult] = []
     server: dict[str, Any] = {}
@@ -81,6 +102,8 @@ def run_basic_health(db: DatabaseConfig,
     try:
         with factory(db) as conn:
             server = _collect(conn, db, checks)
+            if deep:
+                checks.extend(_deep(conn, db, memory if memory is not None else {}))
     except DbfleetError as exc:
         error = scrub(str(exc))
     except Exception as exc:  # a driver error we did not wrap: still a verdict, not a crash
@@ -95,3 +118,9 @@ def run_basic_health(db: DatabaseConfig,
         duration_ms=round((time.perf_counter() - started) * 1000, 3),
         checks=checks, server=server, error=error,
     )
+
+
+def run_basic_health(db: DatabaseConfig,
+                     factory: Callable[[DatabaseConfig], Connector] = open_connector) -> HealthReport:
+    """Only the basic checks (reachability, response time, version, role, size)."""
+    return run_health(db, factory, deep=False)

@@ -1,0 +1,132 @@
+"""Alert and silence state in the history database (SQLite or PostgreSQL): survives restarts and is
+shared by every worker and the API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Integer, String, Text, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from engines.history import HistoryStore
+
+PENDING, FIRING, RESOLVED = "pending", "firing", "resolved"
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite hands datetimes back naive; they were stored in UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _ts(value: datetime | None) -> str | None:
+    return None if value is None else _aware(value).isoformat(timespec="seconds")
+
+
+class Alert(_Base):
+    """One alert: a rule on a database. The id is stable across firings (rule + database)."""
+
+    __tablename__ = "dbfleet_alerts"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    rule: Mapped[str] = mapped_column(String(200), index=True)
+    database_id: Mapped[str] = mapped_column(String(200), index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    severity: Mapped[str] = mapped_column(String(16))
+    expr: Mapped[str] = mapped_column(Text)
+    labels: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    values: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    active_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    fired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_notified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    notifications: Mapped[int] = mapped_column(Integer, default=0)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    acknowledged_by: Mapped[str | None] = mapped_column(String(200))
+    ack_comment: Mapped[str | None] = mapped_column(Text)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {c.name: getattr(self, c.name) for c in self.__table__.columns}
+        for key, value in out.items():
+            if isinstance(value, datetime):
+                out[key] = _ts(value)
+        out["acknowledged"] = self.acknowledged_at is not None
+        return out
+
+
+class Silence(_Base):
+    """Mute notifications of matching alerts until ``ends_at`` (matchers: rule and/or database)."""
+
+    __tablename__ = "dbfleet_silences"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    rule: Mapped[str | None] = mapped_column(String(200))
+    database_id: Mapped[str | None] = mapped_column(String(200))
+    ends_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    created_by: Mapped[str | None] = mapped_column(String(200))
+    comment: Mapped[str | None] = mapped_column(Text)
+
+    def matches(self, rule: str, database_id: str, now: datetime) -> bool:
+        return _aware(self.ends_at) > now and self.rule in (None, rule) and self.database_id in (None, database_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "rule": self.rule, "database_id": self.database_id, "ends_at": _ts(self.ends_at),
+                "created_by": self.created_by, "comment": self.comment}
+
+
+class AlertStore:
+    """Sessions over the alert tables; the engine does its state changes inside :meth:`session`."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = HistoryStore._engine(url)
+        _Base.metadata.create_all(self.engine)
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    def get(self, alert_id: str) -> dict[str, Any] | None:
+        with self.session() as s:
+            row = s.get(Alert, alert_id)
+            return row.to_dict() if row else None
+
+    def active(self, database_id: str | None = None) -> list[dict[str, Any]]:
+        """Pending and firing alerts, firing first."""
+        stmt = select(Alert).where(Alert.state.in_([PENDING, FIRING]))
+        if database_id:
+            stmt = stmt.where(Alert.database_id == database_id)
+        with self.session() as s:
+            rows = [r.to_dict() for r in s.scalars(stmt)]
+        return sorted(rows, key=lambda r: (r["state"] != FIRING, r["rule"], r["database_id"]))
+
+    def acknowledge(self, alert_id: str, by: str | None, comment: str | None, now: datetime) -> dict[str, Any]:
+        """Stop repeats of a pending or firing alert until it resolves. KeyError: no such alert;
+        ValueError: it is not active."""
+        with self.session() as s, s.begin():
+            row = s.get(Alert, alert_id)
+            if row is None:
+                raise KeyError(alert_id)
+            if row.state not in (PENDING, FIRING):
+                raise ValueError(f"alert {alert_id} is {row.state}; only pending or firing alerts can be acknowledged")
+            row.acknowledged_at, row.acknowledged_by, row.ack_comment = now, by, comment
+            return row.to_dict()
+
+    def silence(self, rule: str | None, database_id: str | None, ends_at: datetime, by: str | None = None,
+                comment: str | None = None) -> dict[str, Any]:
+        if not (rule or database_id):
+            raise ValueError("a silence needs a rule or a database (or both)")
+        with self.session() as s, s.begin():
+            row = Silence(id=str(uuid.uuid4()), rule=rule, database_id=database_id, ends_at=ends_at,
+                          created_by=by, comment=comment)
+            s.add(row)
+            return row.to_dict()
+
+    def silences(self, now: datetime) -> list[Silence]:
+        """Silences that have not expired."""
+        with self.session() as s:
+            return [x for x in s.scalars(select(Silence)) if _aware(x.ends_at) > now]
+
+    def close(self) -> None:
+        self.engine.dispose()
