@@ -335,7 +335,8 @@ class MonitoringSection(BaseModel):
         kind, _, target = channel.partition(":")
         if kind not in CHANNEL_TYPES:
             raise ValueError(f"channel {channel!r}: unknown type {kind!r} (known: {', '.join(CHANNEL_TYPES)})")
-        table = {"slack": self.slack, "webhook": self.webhooks, "pagerduty": self.pagerduty}.get(kind)
+        tables: dict[str, dict[str, Any]] = {"slack": self.slack, "webhook": self.webhooks, "pagerduty": self.pagerduty}
+        table = tables.get(kind)
         if table is not None and target not in table:
             raise ValueError(f"channel {channel!r}: no monitoring.{kind if kind != 'webhook' else 'webhooks'}."
                              f"{target or '<name>'} is configured")

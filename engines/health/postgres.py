@@ -188,6 +188,6 @@ def query_performance(ctx: HealthContext) -> CheckResult:
             entry = prev  # not enough new calls: keep the old snapshot to measure a longer window
         state[qid] = entry
     regressed.sort(key=lambda r: r[2] / max(r[1], 1e-9), reverse=True)
-    hint = ("; ".join(f"queryid {q}: {b} ms -> {r} ms" for q, b, r in regressed[:3]) +
-            " (pg_stat_statements: SELECT query FROM pg_stat_statements WHERE queryid = ...)") if regressed else None
+    slower = "; ".join(f"queryid {q}: {b} ms -> {r} ms" for q, b, r in regressed[:3])
+    hint = f"{slower} (the text: pg_stat_statements by queryid)" if regressed else None
     return CheckResult("query_performance", WARNING if regressed else OK, round(worst, 1), "%", allowed, hint)

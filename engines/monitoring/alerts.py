@@ -79,7 +79,7 @@ class Notification:
         return "firing" if any(a["state"] == FIRING for a in self.alerts) else "resolved"
 
 
-Notify = Callable[[dict[str, Notification]], None]  # channel -> what to send; delivers them all
+Notify = Callable[[dict[str, Notification]], Any]  # channel -> what to send; delivers them all
 
 
 class Evaluator:
