@@ -44,7 +44,7 @@ def slow(ctx: HealthContext) -> CheckResult:
                  "queries slower than long_query_time: see the slow query log")
 
 
-@CHECKS.check("replication")
+@CHECKS.check("replication_lag")
 def replication(ctx: HealthContext) -> CheckResult:
     rows: list[dict[str, Any]] = []
     for stmt in ("SHOW REPLICA STATUS", "SHOW SLAVE STATUS"):

@@ -22,7 +22,8 @@ def _one(ctx: HealthContext, sql: str) -> tuple[Any, ...]:
 
 @CHECKS.check("connections")
 def connections(ctx: HealthContext) -> CheckResult:
-    used, limit = _one(ctx, "SELECT count(*), current_setting('max_connections')::int FROM pg_stat_activity")
+    used, limit = _one(ctx, "SELECT count(*), current_setting('max_connections')::int FROM pg_stat_activity"
+                            " WHERE backend_type = 'client backend'")
     pct = round(100.0 * used / limit, 1)
     warn = ctx.threshold("connections_percent", 80.0)
     r = result("connections", pct, "%", warn, max(warn, 95.0), f"{used} of {limit} connections in use: "
@@ -135,7 +136,7 @@ def dead_tuples(ctx: HealthContext) -> CheckResult:
     return result("dead_tuples", worst, "%", warn, max(warn, 50.0), hint)
 
 
-@CHECKS.check("table_sizes")
+@CHECKS.check("largest_table")
 def table_sizes(ctx: HealthContext) -> CheckResult:
     rows = _rows(ctx, "SELECT n.nspname || '.' || c.relname, pg_total_relation_size(c.oid) FROM pg_class c"
                       " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p', 'm')"

@@ -75,7 +75,7 @@ def clients(ctx: HealthContext) -> CheckResult:
                   f"{n} of {limit} clients: check for connection leaks")
 
 
-@CHECKS.check("replication")
+@CHECKS.check("replication_lag")
 def replication(ctx: HealthContext) -> CheckResult:
     info = _info(ctx)
     if info.get("role") != "slave":
