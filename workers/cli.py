@@ -251,9 +251,20 @@ def exporter(port: int | None, address: str | None) -> None:
 
 
 @cli.command()
+@click.option("--port", type=int, default=None)
+@click.option("--address", default=None)
+def api(port: int | None, address: str | None) -> None:
+    """Serve the monitoring REST + WebSocket API (OpenAPI at /docs)."""
+    from workers.api import serve
+
+    ac = _config().fleet.api
+    serve(address or ac.address, port or ac.port)
+
+
+@cli.command()
 @click.option("--groups", default=None, help="only these worker groups (comma-separated)")
 def up(groups: str | None) -> None:
-    """Run the whole fleet (workers per group, beat, flower, exporter) supervised, until Ctrl-C."""
+    """Run the whole fleet (workers per group, beat, flower, exporter, API) supervised, until Ctrl-C."""
     from engines.config import default_config_path
     from workers.supervisor import Supervisor, fleet_children
 

@@ -48,6 +48,7 @@ def demo_config(root: Path, redis: EmbeddedRedis, pg: EmbeddedPostgres) -> dict[
             "flower": {"port": free_port(), "user": "admin", "password_env": None,
                        "password_file": str(sec / "flower.password")},
             "exporter": {"port": free_port()},
+            "api": {"port": free_port()},
         },
         "databases": {
             DEMO_DB: {"kind": "postgresql", "host": "127.0.0.1", "port": pg.port, "dbname": DEMO_DB,

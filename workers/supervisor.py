@@ -1,4 +1,4 @@
-"""Run fleet processes (workers, beat, flower, exporter) as supervised children."""
+"""Run fleet processes (workers, beat, flower, exporter, API) as supervised children."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class Child:
 
 
 def fleet_children(cfg: Config, config_path: Path, groups: list[str] | None = None) -> list[Child]:
-    """One worker per queue group, beat, flower and the exporter, as `dbfleet` subcommands."""
+    """One worker per queue group, beat, flower, the exporter and the API, as `dbfleet` subcommands."""
     logs = cfg.fleet.state_path() / "logs"
     base = [sys.executable, "-m", "workers.cli", "--config", str(config_path)]
     out = []
@@ -49,6 +49,7 @@ def fleet_children(cfg: Config, config_path: Path, groups: list[str] | None = No
     out.append(Child("beat", [*base, "beat"], logs / "beat.log"))
     out.append(Child("flower", [*base, "flower"], logs / "flower.log"))
     out.append(Child("exporter", [*base, "exporter"], logs / "exporter.log"))
+    out.append(Child("api", [*base, "api"], logs / "api.log"))
     return out
 
 

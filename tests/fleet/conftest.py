@@ -78,7 +78,7 @@ def fleet_config(root: Path, redis: EmbeddedRedis, pg_port: int, extra_db: dict[
                   "broker_transport_options": {"unacked_restore_interval": 1,
                                                "unacked_restore_throttle": 1},
                   "flower": {"port": free_port(), "password_env": "DBFLEET_TEST_FLOWER_PW"},
-                  "exporter": {"port": free_port()}},
+                  "exporter": {"port": free_port()}, "api": {"port": free_port()}},
         "databases": dbs,
         "storage": {"repo": {"type": "filesystem", "path": str(root / "repo"), "key_env": "DBFLEET_TEST_REPO_KEY"}},
         "database_scripts": {"monitoring": {"enabled": False},

@@ -56,7 +56,7 @@ def test_up_supervises_the_fleet_and_stops_it_on_sigterm(fleet) -> None:
         wait_for(lambda: any(k.startswith("ops@") for k in fleet.ping()), 60, "ops worker from `up`")
         children = psutil.Process(proc.pid).children(recursive=True)
         names = " ".join(" ".join(c.cmdline()) for c in children)
-        for sub in ("worker", "beat", "flower", "exporter"):
+        for sub in ("worker", "beat", "flower", "exporter", "api"):
             assert f"workers.cli --config {fleet.config_path} {sub}" in names
     finally:
         if proc.poll() is None:

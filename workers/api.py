@@ -1,0 +1,181 @@
+"""The monitoring REST + WebSocket API (FastAPI): cached health, metrics, alerts, acknowledge, silences,
+and a realtime feed of health updates and alert transitions. `dbfleet api` serves it with uvicorn.
+
+It reads what workers cached and the alert store; it never connects to a registered database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from engines.config import Config
+from engines.monitoring.metrics import METRICS, from_report
+from engines.monitoring.rules import parse_duration
+from workers import runtime
+
+
+class AckRequest(BaseModel):
+    by: str | None = Field(default=None, max_length=200, description="who acknowledges")
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+class SilenceRequest(BaseModel):
+    rule: str | None = Field(default=None, max_length=200)
+    database_id: str | None = Field(default=None, max_length=200)
+    duration: str = Field(default="1h", description="30m, 2h, 1d ...")
+    by: str | None = Field(default=None, max_length=200)
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+def _token_ok(expected: str | None, header: str | None, query: str | None = None) -> bool:
+    if expected is None:
+        return True
+    given = query or (header[7:] if header and header.startswith("Bearer ") else None)
+    return given is not None and secrets.compare_digest(given.encode(), expected.encode())
+
+
+def create_api(cfg: Config | None = None, cache: Any = None, store: Any = None) -> FastAPI:
+    """The API app; ``cache`` (Redis) and ``store`` (AlertStore) default to this process's."""
+    cfg = cfg or runtime.config()
+    cache = cache if cache is not None else runtime.cache()
+    store = store if store is not None else runtime.alert_store()
+    token = cfg.fleet.api.token()
+    app = FastAPI(title="dbfleet monitoring API", version="1",
+                  description="Health, metrics and alerts of the databases in the dbfleet registry.")
+
+    @app.exception_handler(HTTPException)
+    async def _json_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    def auth(request: Request) -> None:
+        if not _token_ok(token, request.headers.get("authorization")):
+            raise HTTPException(401, "missing or wrong token: send Authorization: Bearer <token>",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    def database(db_id: str) -> Any:
+        if db_id not in cfg.databases:
+            known = ", ".join(sorted(cfg.databases)) or "none configured"
+            raise HTTPException(404, f"unknown database id {db_id!r} (known: {known})")
+        return cfg.databases[db_id]
+
+    def cached_health(db_id: str) -> dict[str, Any]:
+        database(db_id)
+        raw = cache.get(runtime.HEALTH_KEY.format(db_id))
+        if raw is None:
+            raise HTTPException(404, f"no health result for {db_id!r} yet: dbfleet run health-check {db_id}")
+        report: dict[str, Any] = json.loads(raw)
+        return report
+
+    guarded = [Depends(auth)]
+
+    @app.get("/api/monitoring/databases", dependencies=guarded)
+    def databases() -> list[dict[str, Any]]:
+        """Every registered database with the status of its last health check."""
+        raw = cache.mget([runtime.HEALTH_KEY.format(i) for i in cfg.databases]) if cfg.databases else []
+        out = []
+        for (db_id, db), blob in zip(cfg.databases.items(), raw, strict=True):
+            report = json.loads(blob) if blob else None
+            out.append({"id": db_id, "kind": db.kind, "tags": db.tags,
+                        "status": report["status"] if report else None,
+                        "checked_at": report["checked_at"] if report else None})
+        return out
+
+    @app.get("/api/monitoring/databases/{db_id}/health", dependencies=guarded)
+    def health(db_id: str) -> dict[str, Any]:
+        """The last health report of a database (checks with status, value, threshold, hint)."""
+        return cached_health(db_id)
+
+    @app.get("/api/monitoring/databases/{db_id}/metrics", dependencies=guarded)
+    def metrics(db_id: str) -> dict[str, Any]:
+        """The metrics alert rules can use, from the last health report, with their units."""
+        report = cached_health(db_id)
+        values = from_report(report)
+        return {"database_id": db_id, "checked_at": report["checked_at"],
+                "metrics": {k: {"value": v, "unit": METRICS.get(k, "number")} for k, v in sorted(values.items())}}
+
+    @app.get("/api/monitoring/alerts/active", dependencies=guarded)
+    def active(database_id: str | None = None) -> list[dict[str, Any]]:
+        """Pending and firing alerts, firing first."""
+        if database_id:
+            database(database_id)
+        rows: list[dict[str, Any]] = store.active(database_id)
+        return rows
+
+    @app.post("/api/monitoring/alerts/{alert_id}/acknowledge", dependencies=guarded)
+    def acknowledge(alert_id: str, body: AckRequest | None = None) -> dict[str, Any]:
+        """Stop repeat notifications of an alert until it resolves."""
+        body = body or AckRequest()
+        try:
+            row: dict[str, Any] = store.acknowledge(alert_id, body.by, body.comment, datetime.now(timezone.utc))
+        except KeyError:
+            raise HTTPException(404, f"unknown alert id {alert_id!r}") from None
+        except ValueError as exc:
+            raise HTTPException(409, str(exc)) from None
+        runtime.publish({"type": "alert", "id": alert_id, "rule": row["rule"], "database_id": row["database_id"],
+                         "from": row["state"], "to": row["state"], "acknowledged_by": body.by})
+        return row
+
+    @app.post("/api/monitoring/silences", dependencies=guarded, status_code=201)
+    def silence(body: SilenceRequest) -> dict[str, Any]:
+        """Mute notifications for a rule and/or a database for a while."""
+        if body.database_id:
+            database(body.database_id)
+        try:
+            ends = datetime.now(timezone.utc) + timedelta(seconds=parse_duration(body.duration))
+            row: dict[str, Any] = store.silence(body.rule, body.database_id, ends, body.by, body.comment)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return row
+
+    @app.get("/api/monitoring/silences", dependencies=guarded)
+    def silences() -> list[dict[str, Any]]:
+        """Silences that have not expired."""
+        return [s.to_dict() for s in store.silences(datetime.now(timezone.utc))]
+
+    @app.websocket("/monitoring/realtime")
+    async def realtime(ws: WebSocket) -> None:
+        """Health updates and alert transitions as JSON messages, as workers publish them."""
+        if not _token_ok(token, ws.headers.get("authorization"), ws.query_params.get("token")):
+            await ws.close(code=1008, reason="missing or wrong token")
+            return
+        await ws.accept()
+        await _forward(ws, cfg.fleet.resolved_cache())
+
+    return app
+
+
+async def _forward(ws: WebSocket, cache_url: str) -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(cache_url)
+    pubsub = client.pubsub()
+    await pubsub.subscribe(runtime.EVENTS)
+    await ws.send_json({"type": "hello", "channel": "realtime"})
+    try:
+        while True:
+            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if msg is not None:
+                await ws.send_text(msg["data"].decode() if isinstance(msg["data"], bytes) else str(msg["data"]))
+            elif ws.client_state.name != "CONNECTED":
+                break
+            await asyncio.sleep(0)
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        await pubsub.aclose()
+        await client.aclose()
+
+
+def serve(address: str, port: int) -> None:
+    """Serve the API with uvicorn until interrupted."""
+    import uvicorn
+
+    uvicorn.run(create_api(), host=address, port=port, log_level="warning")
