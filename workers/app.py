@@ -102,3 +102,4 @@ def _warn_on_eviction(sender: Any = None, **_: Any) -> None:
 
 
 app = create_app()
+from workers import telemetry  # noqa: E402,F401 - connects the telemetry signals in every process

@@ -5,22 +5,24 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from engines.config import Config
 from workers import runtime
 
 log = logging.getLogger("dbfleet.exporter")
+STATUS_CODES = {"ok": 0, "warning": 1, "critical": 2, "unknown": 3}
 
 
 class FleetCollector(Collector):
     """Database health from the worker cache, queue depths, script runs from history."""
 
-    def __init__(self, cfg: Config, cache: Any, history: Any) -> None:
-        self.cfg, self.cache, self.history = cfg, cache, history
+    def __init__(self, cfg: Config, cache: Any, history: Any, alerts: Any = None) -> None:
+        self.cfg, self.cache, self.history, self.alerts = cfg, cache, history, alerts
 
     def collect(self) -> Iterator[Any]:
         yield from self._databases()
@@ -28,37 +30,40 @@ class FleetCollector(Collector):
         yield from self._audits()
         yield from self._queues()
         yield from self._runs()
+        yield from self._tasks()
+        yield from self._alerts()
 
     def _databases(self) -> Iterator[Any]:
-        up = GaugeMetricFamily("dbfleet_database_up", "1 when the last health check reached the database",
-                               labels=["database", "kind"])
+        labels = ["database", "kind"]
+        up = GaugeMetricFamily("dbfleet_database_up", "1 when the last health check reached the database", labels=labels)
         rt = GaugeMetricFamily("dbfleet_database_response_seconds", "Round trip of the last health check",
-                               labels=["database", "kind"])
-        size = GaugeMetricFamily("dbfleet_database_size_bytes", "Database size seen by the last check",
-                                 labels=["database", "kind"])
-        ts = GaugeMetricFamily("dbfleet_health_last_check_timestamp_seconds",
-                               "When the last health check ran", labels=["database", "kind"])
-        keys = [runtime.HEALTH_KEY.format(i) for i in self.cfg.databases]
-        try:
-            raw = self.cache.mget(keys) if keys else []
-        except Exception as exc:
-            log.warning("cannot read the health cache: %s", type(exc).__name__)
-            raw = [None] * len(keys)
-        for (db_id, db), blob in zip(self.cfg.databases.items(), raw, strict=True):
-            if blob is None:
-                continue
-            report = json.loads(blob)
-            labels = [db_id, db.kind]
-            up.add_metric(labels, 0.0 if report["status"] == "down" else 1.0)
-            from datetime import datetime
-
-            ts.add_metric(labels, datetime.fromisoformat(report["checked_at"]).timestamp())
+                               labels=labels)
+        size = GaugeMetricFamily("dbfleet_database_size_bytes", "Database size seen by the last check", labels=labels)
+        conns = GaugeMetricFamily("dbfleet_database_connections_percent", "Connections in use, percent of the limit",
+                                  labels=labels)
+        lag = GaugeMetricFamily("dbfleet_database_replication_lag_seconds", "Replication lag seen by the last check",
+                                labels=labels)
+        ts = GaugeMetricFamily("dbfleet_health_last_check_timestamp_seconds", "When the last health check ran",
+                               labels=labels)
+        value = GaugeMetricFamily("dbfleet_health_check_value", "Value of each health check (in the check's unit)",
+                                  labels=[*labels, "check", "unit"])
+        status = GaugeMetricFamily("dbfleet_health_check_status", "Status of each health check: 0 ok, 1 warning, "
+                                   "2 critical, 3 unknown", labels=[*labels, "check"])
+        direct = {"response_time": (rt, 0.001), "database_size": (size, 1.0), "connections": (conns, 1.0),
+                  "replication_lag": (lag, 1.0)}
+        for db_id, kind, report in self._cached(runtime.HEALTH_KEY):
+            up.add_metric([db_id, kind], 0.0 if report["status"] == "down" else 1.0)
+            ts.add_metric([db_id, kind], datetime.fromisoformat(report["checked_at"]).timestamp())
             for c in report["checks"]:
-                if c["check"] == "response_time" and c["value"] is not None:
-                    rt.add_metric(labels, c["value"] / 1000.0)
-                if c["check"] == "database_size" and c["value"] is not None:
-                    size.add_metric(labels, float(c["value"]))
-        yield from (up, rt, size, ts)
+                status.add_metric([db_id, kind, c["check"]], float(STATUS_CODES.get(c["status"], 3)))
+                v = c.get("value")
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    continue
+                value.add_metric([db_id, kind, c["check"], c.get("unit") or ""], float(v))
+                if c["check"] in direct and (c["check"] != "connections" or c.get("unit") == "%"):
+                    family, scale = direct[c["check"]]
+                    family.add_metric([db_id, kind], float(v) * scale)
+        yield from (up, rt, size, conns, lag, ts, value, status)
 
     def _cached(self, key: str) -> list[tuple[str, str, dict[str, Any]]]:
         keys = [key.format(i) for i in self.cfg.databases]
@@ -79,8 +84,6 @@ class FleetCollector(Collector):
                                 "Bytes the last backup added to the repository (after dedup, zstd)", labels=labels)
         took = GaugeMetricFamily("dbfleet_backup_last_duration_seconds", "Wall time of the last backup", labels=labels)
         for db_id, kind, b in self._cached(runtime.BACKUP_KEY):
-            from datetime import datetime
-
             last.add_metric([db_id, kind], datetime.fromisoformat(b["finished_at"]).timestamp())
             size.add_metric([db_id, kind], float(b["total_bytes"]))
             new.add_metric([db_id, kind], float(b["stored_bytes"]))
@@ -110,8 +113,6 @@ class FleetCollector(Collector):
                                   labels=labels)
         when = GaugeMetricFamily("dbfleet_audit_last_run_timestamp_seconds", "When the last audit ran",
                                  labels=labels)
-        from datetime import datetime
-
         for db_id, kind, a in self._cached(runtime.AUDIT_KEY):
             for severity, n in a["failing"].items():
                 failing.add_metric([db_id, kind, severity], float(n))
@@ -142,21 +143,101 @@ class FleetCollector(Collector):
         yield runs
 
 
+    def _tasks(self) -> Iterator[Any]:
+        from workers.telemetry import BUCKETS, DURATION_KEY, TASKS_KEY, workers_online
+
+        tasks = CounterMetricFamily("dbfleet_tasks", "Finished Celery tasks by queue, task and final state",
+                                    labels=["queue", "task", "state"])
+        durations = HistogramMetricFamily("dbfleet_task_duration_seconds", "Wall time of finished Celery tasks",
+                                          labels=["queue", "task"])
+        online = GaugeMetricFamily("dbfleet_workers_online", "Workers with a heartbeat in the last 30 s")
+        try:
+            counts = self.cache.hgetall(TASKS_KEY)
+            buckets = self.cache.hgetall(DURATION_KEY)
+            online.add_metric([], float(workers_online(self.cache)))
+        except Exception as exc:
+            log.warning("cannot read task telemetry: %s", type(exc).__name__)
+            counts, buckets = {}, {}
+        for key, n in counts.items():
+            queue, task, state = key.decode().split("|")
+            tasks.add_metric([queue, task, state], float(n))
+        series: dict[tuple[str, str], dict[str, float]] = {}
+        for key, n in buckets.items():
+            queue, task, le = key.decode().rsplit("|", 2)
+            series.setdefault((queue, task), {})[le] = float(n)
+        for (queue, task), b in sorted(series.items()):
+            bounds = [(str(le), b.get(str(le), 0.0)) for le in BUCKETS] + [("+Inf", b.get("+Inf", 0.0))]
+            durations.add_metric([queue, task], bounds, sum_value=b.get("sum", 0.0))
+        yield from (tasks, durations, online)
+
+    def _alerts(self) -> Iterator[Any]:
+        alerts = GaugeMetricFamily("dbfleet_alerts", "Pending and firing alerts", labels=["state", "severity"])
+        try:
+            rows = self.alerts.active() if self.alerts is not None else []
+        except Exception as exc:
+            log.warning("cannot read alerts: %s", type(exc).__name__)
+            rows = []
+        counts: dict[tuple[str, str], int] = {}
+        for r in rows:
+            counts[(r["state"], r["severity"])] = counts.get((r["state"], r["severity"]), 0) + 1
+        for (state, severity), n in sorted(counts.items()):
+            alerts.add_metric([state, severity], float(n))
+        yield alerts
+
+
 def build_registry(cfg: Config | None = None) -> CollectorRegistry:
     """A registry holding only dbfleet's collector."""
     cfg = cfg or runtime.config()
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector(cfg, runtime.cache(), runtime.history()))
+    registry.register(FleetCollector(cfg, runtime.cache(), runtime.history(), runtime.alert_store()))
     return registry
 
 
+def auth_middleware(app: Any, cfg: Config) -> Any:
+    """Basic auth (exporter.user + password) and/or a bearer token (exporter.token_env), when configured."""
+    import base64
+    import secrets
+
+    from engines.secrets import resolve_secret
+
+    ec = cfg.fleet.exporter
+    password = resolve_secret("exporter", env=ec.password_env, file=ec.password_file) if ec.user else None
+    token = resolve_secret("exporter token", env=ec.token_env) if ec.token_env else None
+    if not (password or token):
+        return app
+    accepted = set()
+    if password:
+        accepted.add("Basic " + base64.b64encode(f"{ec.user}:{password}".encode()).decode())
+    if token:
+        accepted.add(f"Bearer {token}")
+
+    def guarded(environ: dict[str, Any], start_response: Any) -> Any:
+        given = environ.get("HTTP_AUTHORIZATION", "")
+        if any(secrets.compare_digest(given.encode(), a.encode()) for a in accepted):
+            return app(environ, start_response)
+        start_response("401 Unauthorized", [("Content-Type", "text/plain"),
+                                            ("WWW-Authenticate", 'Basic realm="dbfleet"')])
+        return [b"authentication required\n"]
+
+    return guarded
+
+
 def serve(address: str, port: int) -> None:
-    """Serve /metrics until interrupted."""
-    import time
+    """Serve /metrics until interrupted (threaded, so a slow scrape never blocks the next)."""
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-    from prometheus_client import start_http_server
+    from prometheus_client import make_wsgi_app
 
-    start_http_server(port, addr=address, registry=build_registry())
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    cfg = runtime.config()
+    app = auth_middleware(make_wsgi_app(build_registry(cfg)), cfg)
+    httpd = make_server(address, port, app, server_class=Server, handler_class=Quiet)
     log.info("exporter on http://%s:%s/metrics", address, port)
-    while True:
-        time.sleep(3600)
+    httpd.serve_forever()
