@@ -81,7 +81,9 @@ def fleet_config(root: Path, redis: EmbeddedRedis, pg_port: int, extra_db: dict[
                   "exporter": {"port": free_port()}, "api": {"port": free_port()}},
         "databases": dbs,
         "storage": {"repo": {"type": "filesystem", "path": str(root / "repo"), "key_env": "DBFLEET_TEST_REPO_KEY"}},
-        "database_scripts": {"monitoring": {"enabled": False},
+        "database_scripts": {"monitoring": {"enabled": False, "alert_channels": ["log"], "alert_rules": [
+                                 {"name": "pg18_has_clients", "expr": "connections > 0% AND up == 1",
+                                  "databases": ["pg18"], "severity": "info"}]},
                              "backup": {"retention": {"last": 1}}},
     }
 
