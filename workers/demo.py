@@ -53,14 +53,16 @@ def demo_config(root: Path, redis: EmbeddedRedis, pg: EmbeddedPostgres) -> dict[
         "databases": {
             DEMO_DB: {"kind": "postgresql", "host": "127.0.0.1", "port": pg.port, "dbname": DEMO_DB,
                       "user": "postgres", "password_file": str(sec / "postgres.password"),
-                      "tags": ["demo", "pii"]},
+                      "tags": ["demo", "pii"], "thresholds": {"long_running_query_seconds": 1}},
             "fleet_redis": {"kind": "redis", "host": "127.0.0.1", "port": redis.port, "tags": ["broker"]},
             "history_sqlite": {"kind": "sqlite", "path": str(root / "history.db"), "tags": ["dbfleet"]},
         },
         "storage": {"demo_repo": {"type": "filesystem", "path": str(root / "backups"),
                                   "key_file": str(sec / "repository.key")}},
         "database_scripts": {
-            "monitoring": {"enabled": True, "interval_seconds": 30},
+            "monitoring": {"enabled": True, "interval_seconds": 30, "alert_channels": ["log"], "alert_rules": [
+                {"name": "music_long_queries", "expr": "long_running_queries > 0", "severity": "warning",
+                 "databases": [DEMO_DB]}]},
             "backup": {"schedule": "0 2 * * *", "storage": "demo_repo", "backup_type": "incremental",
                        "retention": {"daily": 7, "weekly": 4, "monthly": 12}, "drill_schedule": "0 4 * * 0"},
         },
@@ -156,12 +158,47 @@ def _operations(cfg: Any, app: Any) -> tuple[list[list[str]], list[str], bool]:
         ok = ok and result["status"] != "down"
         rows.append(["health_check", db_id, styled(result["status"]),
                      f"{time.monotonic() - start:.2f}s", execution.task_id[:8]])
+    alert_rows, alert_ids, alert_ok = _alert_step(manager, cfg)
+    rows, ids, ok = rows + alert_rows, ids + alert_ids, ok and alert_ok
     for script, db_id, opts in BACKUP_STEPS:
         row, task_id, passed = _backup_step(manager, script, db_id, opts)
         rows.append(row)
         ids.append(task_id)
         ok = ok and passed
     return rows, ids, ok
+
+
+def _alert_step(manager: Any, cfg: Any) -> tuple[list[list[str]], list[str], bool]:
+    """A 3-second query makes the music_long_queries rule fire on the next health check, then resolve."""
+    import threading
+
+    import psycopg
+
+    from workers import runtime
+
+    db = cfg.databases[DEMO_DB]
+    password = db.password()
+
+    def slow_query() -> None:
+        with psycopg.connect(host=db.host, port=db.port, dbname=db.dbname, user=db.user, password=password) as c:
+            c.execute("SELECT pg_sleep(3) /* dbfleet demo: a long query */")
+
+    start = time.monotonic()
+    worker = threading.Thread(target=slow_query)
+    worker.start()
+    time.sleep(1.5)
+    first = manager.execute_script("health_check", DEMO_DB)
+    fired = [t for t in first.wait(timeout=120)["alerts"] if t["to"] == "firing"]
+    active = runtime.alert_store().active(DEMO_DB)
+    console.print(rows_table("alerts firing", ["id", "rule", "database", "state", "values"],
+                             [[a["id"], a["rule"], a["database_id"], styled(a["state"]), a["values"]] for a in active]))
+    worker.join()
+    second = manager.execute_script("health_check", DEMO_DB)
+    resolved = [t for t in second.wait(timeout=120)["alerts"] if t["to"] == "resolved"]
+    ok = bool(fired) and bool(resolved)
+    console.print(f"alert rule music_long_queries: {'fired, then resolved' if ok else 'did NOT fire and resolve'}")
+    return [["alert rule", DEMO_DB, styled("ok" if ok else "failed"), f"{time.monotonic() - start:.2f}s",
+             first.task_id[:8]]], [first.task_id, second.task_id], ok
 
 
 # through the fleet: backups of three kinds, a full read-back, a drill, a security audit of the sample database
@@ -199,6 +236,9 @@ def _summary(cfg: Any, root: Path, rows: list[list[str]], ids: list[str], starte
     console.print(f"Flower:   http://{fc.address}:{fc.port}  user [bold]{fc.user}[/bold] password "
                   f"[bold]{fc.password()}[/bold] (from {fc.password_file}); it shows {in_flower}/{len(ids)} tasks")
     console.print(f"Exporter: http://{ec.address}:{ec.port}/metrics  ({metrics} databases reported)")
+    api = cfg.fleet.api
+    console.print(f"API:      http://{api.address}:{api.port}/docs  (health, metrics, alerts; "
+                  f"ws://{api.address}:{api.port}/monitoring/realtime)")
     console.print(f"State:    {root}   history: dbfleet --config {root / 'dbfleet.yaml'} history")
     ok = in_flower == len(ids) and metrics == len(cfg.databases)
     console.print(f"demo {'finished' if ok else 'FAILED'} in {time.monotonic() - started:.1f}s")

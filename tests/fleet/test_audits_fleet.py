@@ -30,6 +30,17 @@ def test_audit_runs_on_the_audits_queue_and_diffs_with_the_previous_run(fleet: A
     assert second["diff"]["unchanged"] == _failing(first) == _failing(second)
     assert second["diff"]["new"] == [] and second["diff"]["fixed"] == []
     assert second["diff"]["previous"] == first["audited_at"]
+
+    from engines.monitoring import alert_id
+    from workers import runtime
+
+    critical = [f["check_id"] for f in first["findings"] if f["status"] == "fail" and f["severity"] == "critical"]
+    alert = runtime.alert_store().get(alert_id("security_audit_critical", "pg15"))
+    if critical:  # a new critical finding raised the monitoring engine's alert, with the findings as values
+        assert alert["state"] == "firing" and alert["values"] == {"critical_findings": critical}
+        assert "alert: [FIRING] security_audit_critical on pg15" in fleet.procs["main"].text()
+    else:
+        assert alert is None
     runs = manager.get_script_history(script_type="security_audit", database_id="pg15", limit=2)
     assert [r["queue"] for r in runs] == ["audits", "audits"] and runs[0]["status"] == "succeeded"
     assert runs[0]["summary"]["score"] == second["score"]
