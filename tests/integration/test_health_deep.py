@@ -184,3 +184,23 @@ def test_mariadb_checks_report(mariadb_canary_user: str, monkeypatch: pytest.Mon
                  "innodb_buffer_pool_hit_ratio"):
         assert report.check(name) is not None and report.check(name).status in ("ok", "warning", "unknown"), name
     assert report.check("slow_queries").value is not None  # the second run has a delta
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("DBFLEET_TEST_MONGODB_URL"),
+                    reason="no MongoDB server here: set DBFLEET_TEST_MONGODB_URL to run the MongoDB health checks")
+def test_mongodb_health_on_a_real_server() -> None:
+    import os
+
+    report = run_health(db("mongo", kind="mongodb", dsn=os.environ["DBFLEET_TEST_MONGODB_URL"]))
+    assert report.status in ("up", "degraded") and report.check("connections").unit == "%"
+    assert report.check("replication_lag") is not None
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("DBFLEET_TEST_ELASTICSEARCH_URL"),
+                    reason="no Elasticsearch here: set DBFLEET_TEST_ELASTICSEARCH_URL to run the ES health checks")
+def test_elasticsearch_health_on_a_real_server() -> None:
+    import os
+
+    report = run_health(db("es", kind="elasticsearch", dsn=os.environ["DBFLEET_TEST_ELASTICSEARCH_URL"]))
+    assert report.check("cluster_status").value in ("green", "yellow", "red")
+    assert report.check("heap").unit == "%" and report.check("disk").unit == "%"

@@ -26,7 +26,8 @@ def _parse(argv: list[str]) -> tuple[str, click.Context]:
 
 
 def test_compose_has_the_whole_fleet() -> None:
-    assert {"redis", "postgres", "mongo", "elasticsearch", "minio", "beat", "flower", "exporter"} <= set(SERVICES)
+    assert {"redis", "postgres", "mongo", "elasticsearch", "minio", "beat", "flower", "exporter", "api",
+            "prometheus"} <= set(SERVICES)
 
 
 def test_every_fleet_command_is_a_real_invocation_and_every_queue_is_consumed() -> None:
@@ -41,7 +42,7 @@ def test_every_fleet_command_is_a_real_invocation_and_every_queue_is_consumed() 
             consumed |= queues
         assert "./ops/compose/dbfleet.yaml:/etc/dbfleet/dbfleet.yaml:ro" in service["volumes"]
     assert consumed == set(QUEUES), f"no worker consumes {set(QUEUES) - consumed}"
-    assert {_parse(s["command"])[0] for s in fleet.values()} >= {"worker", "beat", "flower", "exporter"}
+    assert {_parse(s["command"])[0] for s in fleet.values()} >= {"worker", "beat", "flower", "exporter", "api"}
 
 
 def test_compose_holds_no_secret_values() -> None:
