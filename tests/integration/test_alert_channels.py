@@ -193,9 +193,10 @@ def test_wrong_smtp_password_is_logged_without_the_password(smtp_receiver: Any, 
     wrong = "wrong-smtp-Pw-77d1"
     remember(wrong)
     monkeypatch.setenv("T_SMTP_PW", wrong)
-    section = parse_config(f"database_scripts:\n  monitoring:\n    delivery_attempts: 2\n"
-                           f"    delivery_backoff_seconds: 0\n    smtp: {{host: 127.0.0.1, port: {smtp_port}, "
-                           "starttls: true, user: alerts, password_env: T_SMTP_PW, timeout: 2}\n").database_scripts.monitoring
+    cfg = parse_config(f"database_scripts:\n  monitoring:\n    delivery_attempts: 2\n"
+                       f"    delivery_backoff_seconds: 0\n    smtp: {{host: 127.0.0.1, port: {smtp_port}, "
+                       "starttls: true, user: alerts, password_env: T_SMTP_PW, timeout: 2}\n")
+    section = cfg.database_scripts.monitoring
     alert = {"id": "x", "rule": "r", "database_id": "d", "state": "firing", "severity": "warning", "expr": "up == 0",
              "values": {}, "fired_at": "t", "resolved_at": None, "labels": {}}
     with caplog.at_level(logging.WARNING, logger="dbfleet.alerts"):
