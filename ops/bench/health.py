@@ -22,7 +22,6 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -57,6 +56,22 @@ def _get(url: str) -> bytes:
         return body
 
 
+def scrape(url: str, runs: int) -> tuple[list[float], int]:
+    """Wait until ``url`` answers, then time ``runs`` scrapes; (seconds each, bytes of the last)."""
+    for _ in range(100):
+        try:
+            _get(url)
+            break
+        except OSError:
+            time.sleep(0.1)
+    took, size = [], 0
+    for _ in range(runs):
+        start = time.perf_counter()
+        size = len(_get(url))
+        took.append(time.perf_counter() - start)
+    return took, size
+
+
 def bench_scrape(n_db: int, runs: int, tmp: Path) -> float:
     redis = EmbeddedRedis(tmp / "redis").start()
     try:
@@ -76,18 +91,7 @@ def bench_scrape(n_db: int, runs: int, tmp: Path) -> float:
             report = run_health(db).to_dict()
             runtime.cache().set(runtime.HEALTH_KEY.format(db_id), json.dumps(report))
         threading.Thread(target=serve, args=("127.0.0.1", port), daemon=True).start()
-        url = f"http://127.0.0.1:{port}/metrics"
-        for _ in range(50):
-            try:
-                _get(url)
-                break
-            except OSError:
-                time.sleep(0.1)
-        took, size = [], 0
-        for _ in range(runs):
-            start = time.perf_counter()
-            size = len(_get(url))
-            took.append(time.perf_counter() - start)
+        took, size = scrape(f"http://127.0.0.1:{port}/metrics", runs)
         print(f"dbfleet exporter /metrics with {n_db} databases ({size} bytes), {runs} scrapes: {percentiles(took)}")
         return statistics.median(took)
     finally:
@@ -104,18 +108,7 @@ def bench_postgres_exporter(runs: int) -> float | None:
     proc = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{port}"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        url = f"http://127.0.0.1:{port}/metrics"
-        for _ in range(100):
-            try:
-                _get(url)
-                break
-            except OSError:
-                time.sleep(0.1)
-        took, size = [], 0
-        for _ in range(runs):
-            start = time.perf_counter()
-            size = len(_get(url))
-            took.append(time.perf_counter() - start)
+        took, size = scrape(f"http://127.0.0.1:{port}/metrics", runs)
         print(f"postgres_exporter /metrics for 1 database ({size} bytes, queried live), {runs} scrapes: "
               f"{percentiles(took)}")
         return statistics.median(took)
