@@ -27,6 +27,19 @@ class AckRequest(BaseModel):
     comment: str | None = Field(default=None, max_length=2000)
 
 
+class MigrationRequest(BaseModel):
+    source: str | dict[str, Any] = Field(description="a database id, or an inline config with password_env")
+    target: str | dict[str, Any]
+    type: str = Field(default="full", pattern="^(full|incremental)$")
+    batch_size: int = Field(default=1000, ge=1)
+    parallel_workers: int = Field(default=4, ge=1, le=64)
+    validation: bool = True
+    tables: list[str] | None = None
+    watermark: str | None = None
+    max_rejects: int = Field(default=0, ge=0)
+    start: bool = Field(default=False, description="start the run right after planning")
+
+
 class SilenceRequest(BaseModel):
     rule: str | None = Field(default=None, max_length=200)
     database_id: str | None = Field(default=None, max_length=200)
@@ -140,6 +153,48 @@ def create_api(cfg: Config | None = None, cache: Any = None, store: Any = None) 
         """Silences that have not expired."""
         return [s.to_dict() for s in store.silences(datetime.now(timezone.utc))]
 
+    @app.post("/api/migration/plan", dependencies=guarded)
+    def migration_plan(body: MigrationRequest) -> dict[str, Any]:
+        """Plan a migration on a worker of the migrations queue (and start it with ``start: true``)."""
+        from engines.errors import DbfleetError
+        from workers import migrations
+
+        options = body.model_dump(exclude={"source", "target", "start"}, exclude_none=True)
+        try:
+            plan = migrations.plan(body.source, body.target, **options)
+        except DbfleetError as exc:
+            raise HTTPException(422, str(exc)) from None
+        if body.start:
+            migrations.run(plan.id)
+        return {"migration_id": plan.id, "started": body.start, "plan": plan.to_dict()}
+
+    @app.get("/api/migration/{migration_id}/progress", dependencies=guarded)
+    def migration_progress(migration_id: str) -> dict[str, Any]:
+        """Batches done/total, rows, rows/s, ETA, per table; the validation report when finished."""
+        return _progress(migration_id)
+
+    @app.websocket("/migration/{migration_id}/progress")
+    async def migration_feed(ws: WebSocket, migration_id: str) -> None:
+        """Progress snapshots each time they change, until the migration ends."""
+        if not _token_ok(token, ws.headers.get("authorization"), ws.query_params.get("token")):
+            await ws.close(code=1008, reason="missing or wrong token")
+            return
+        await ws.accept()
+        last = None
+        while True:
+            try:
+                snap = await asyncio.to_thread(_progress, migration_id)
+            except HTTPException as exc:
+                await ws.send_json({"error": exc.detail})
+                break
+            if snap != last:
+                await ws.send_json(snap)
+                last = snap
+            if snap["status"] in ("completed", "failed", "rolled_back"):
+                break
+            await asyncio.sleep(1.0)
+        await ws.close()
+
     @app.websocket("/monitoring/realtime")
     async def realtime(ws: WebSocket) -> None:
         """Health updates and alert transitions as JSON messages, as workers publish them."""
@@ -150,6 +205,16 @@ def create_api(cfg: Config | None = None, cache: Any = None, store: Any = None) 
         await _forward(ws, cfg.fleet.resolved_cache())
 
     return app
+
+
+def _progress(migration_id: str) -> dict[str, Any]:
+    from engines.errors import DbfleetError
+    from workers.migrations import store
+
+    try:
+        return store().progress(migration_id)
+    except DbfleetError as exc:
+        raise HTTPException(404, str(exc)) from None
 
 
 async def _forward(ws: WebSocket, cache_url: str) -> None:

@@ -335,12 +335,14 @@ def schedule_remove(name: str) -> None:
 def _register() -> None:
     from workers.cli_audit import audit, audit_checks
     from workers.cli_backups import backups
+    from workers.cli_migrate import migrate
     from workers.cli_repo import repo
 
     cli.add_command(backups)
     cli.add_command(repo)
     cli.add_command(audit)
     cli.add_command(audit_checks)
+    cli.add_command(migrate)
 
 
 _register()

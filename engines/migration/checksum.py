@@ -1,0 +1,58 @@
+"""Order-independent checksums of rows: the sum, modulo 2**64, of a 64-bit hash of each row's canonical form.
+
+Adding is order-independent and additive, so batch checksums add up to the table's. Two implementations
+that agree with themselves, never with each other: ``python_checksum`` over Python values (MySQL ->
+PostgreSQL, read back from both sides through their drivers) and ``SQL_CHECKSUM`` inside PostgreSQL
+over each row's text (PostgreSQL -> PostgreSQL, same types on both sides).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import struct
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from typing import Any
+
+MOD = 2 ** 64
+# count and checksum of the rows of a subquery aliased r, computed by PostgreSQL itself
+SQL_CHECKSUM = ("SELECT count(*), coalesce(mod(sum(('x' || substr(md5(r::text), 1, 16))::bit(64)::bigint"
+                "::numeric + 9223372036854775808), 18446744073709551616), 0) FROM ({}) r")
+
+
+def canonical(value: Any, target_type: str = "") -> str:
+    """A stable text for one value as PostgreSQL will hold it."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, float):
+        if target_type == "real":
+            value = struct.unpack("f", struct.pack("f", value))[0]
+        return repr(float(value))
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f") if value == value else "NaN"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, (dt.date, dt.time, dt.timedelta)):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return "{" + ",".join(canonical(v) for v in value) + "}"
+    return str(value)
+
+
+def row_hash(row: Sequence[Any], types: Sequence[str]) -> int:
+    text = "\x1f".join(canonical(v, t) for v, t in zip(row, types, strict=True))
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+def python_checksum(rows: Iterable[Sequence[Any]], types: Sequence[str]) -> tuple[int, int]:
+    """(count, checksum) of ``rows`` whose columns will have PostgreSQL ``types``."""
+    n = total = 0
+    for row in rows:
+        n += 1
+        total += row_hash(row, types)
+    return n, total % MOD

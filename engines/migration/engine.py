@@ -1,0 +1,251 @@
+"""Migration operations, callable without Celery: plan, prepare, copy one batch, finalize, validate, rollback.
+
+The Celery side (workers/migrations.py) runs them as chain(prepare, chord(group(copy_batch ...),
+finalize), validate). Each function opens its own connections, so any worker can run any step.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from engines.config import DatabaseConfig
+from engines.connectors import open_connector
+from engines.errors import ConfigError, DbfleetError
+from engines.migration.checksum import SQL_CHECKSUM, python_checksum
+from engines.migration.model import Batch, MigrationPlan, MigrationType, Table
+from engines.migration.postgres_target import PostgresTarget, key_text
+from engines.migration.sources import MySQLSource, PostgresSource, my_ident, my_range, open_source, pg_ident, pg_range
+from engines.migration.types import converter
+
+TARGETS = ("postgresql",)
+
+
+class MigrationFailed(DbfleetError):
+    """A migration step failed in a way a retry will not fix (the message says what to do)."""
+
+
+def new_id() -> str:
+    return datetime.now(timezone.utc).strftime("mig-%Y%m%dT%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+@contextmanager
+def connections(source: DatabaseConfig, target: DatabaseConfig,
+                lock_timeout: float = 60.0) -> Iterator[tuple[Any, PostgresTarget]]:
+    if target.kind not in TARGETS:
+        raise ConfigError([("target", f"cannot migrate into {target.kind!r} here; targets: {', '.join(TARGETS)}"
+                                      " (MongoDB, Elasticsearch, ClickHouse writers: see docs/migration.md)")])
+    with open_connector(source) as s, open_connector(target) as t:
+        yield open_source(source.kind, s.conn), PostgresTarget(t.conn, lock_timeout)
+
+
+def plan_migration(source: DatabaseConfig, target: DatabaseConfig, kind: MigrationType = MigrationType.FULL,
+                   batch_size: int = 1000, parallel_workers: int = 4, validation: bool = True,
+                   tables: list[str] | None = None, watermark: str | None = None, max_rejects: int = 0,
+                   migration_id: str | None = None, base: MigrationPlan | None = None,
+                   lock_timeout: float = 60.0) -> MigrationPlan:
+    """Discover the source, map types, split every table into key ranges. Reads only; writes nothing."""
+    if batch_size < 1 or parallel_workers < 1:
+        raise ConfigError([("batch_size", "batch_size and parallel_workers must be at least 1")])
+    if kind == MigrationType.INCREMENTAL and not watermark:
+        raise ConfigError([("watermark", "an incremental migration needs a watermark column (e.g. updated_at)")])
+    with connections(source, target) as (src, tgt):
+        found = src.discover(tables)
+        batches: list[Batch] = []
+        for table in found:
+            batches += src.bounds(table, batch_size, len(batches))
+        path = "pg-pg" if source.kind == "postgresql" and kind == MigrationType.FULL else "rows"
+        plan = MigrationPlan(migration_id or new_id(), source.public(), target.public(), kind.value, batch_size,
+                             parallel_workers, validation, found, batches, path, watermark, max_rejects=max_rejects,
+                             lock_timeout=lock_timeout)
+        if kind == MigrationType.INCREMENTAL:
+            _incremental(plan, src, tgt, base)
+    return plan
+
+
+def _incremental(plan: MigrationPlan, src: Any, tgt: PostgresTarget, base: MigrationPlan | None) -> None:
+    plan.base_id = base.id if base else plan.id
+    plan.created = list(base.created) if base else []
+    for table in plan.tables:
+        if not table.key:
+            raise ConfigError([("tables", f"{table.source} has no primary key: incremental upserts need one")])
+        if plan.watermark not in {c.name for c in table.columns}:
+            raise ConfigError([("watermark", f"{table.source} has no column {plan.watermark!r}")])
+        try:
+            plan.since[table.source] = _last_watermark(tgt, plan.base_id, table)
+        except psycopg.errors.UndefinedTable:
+            plan.since[table.source] = None
+        plan.until[table.source] = _max_watermark(src, table, plan.watermark or "")
+
+
+def _last_watermark(tgt: PostgresTarget, base_id: str, table: Table) -> str | None:
+    row = tgt.conn.execute("SELECT value FROM _dbfleet_migration.watermarks WHERE migration_id = %s"
+                           " AND table_name = %s", (base_id, table.source)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _max_watermark(src: Any, table: Table, column: str) -> str | None:
+    if isinstance(src, PostgresSource):
+        value = src.conn.execute(sql.SQL("SELECT max({})::text FROM {}").format(
+            sql.Identifier(column), pg_ident(table))).fetchone()[0]
+    else:
+        value = src.query(f"SELECT CAST(max({my_ident(column)}) AS CHAR) FROM {my_ident(table.source_name)}")[0][0]  # noqa: S608
+    return None if value is None else str(value)
+
+
+def prepare(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig) -> MigrationPlan:
+    """Create the target schema (or check the existing one); records what it created for rollback."""
+    with connections(source, target) as (_, tgt):
+        plan.created = tgt.prepare(plan)
+    return plan
+
+
+def _source_rows(src: Any, plan: MigrationPlan, table: Table, batch: Batch) -> list[tuple[Any, ...]]:
+    if plan.type != MigrationType.INCREMENTAL.value:
+        return list(src.rows(table, batch))
+    since, until = plan.since.get(table.source), plan.until.get(table.source)
+    if until is None:
+        return []
+    col = plan.watermark or ""
+    if isinstance(src, PostgresSource):
+        where, params = pg_range(table.key, batch)
+        cond = sql.SQL("{} <= {}").format(sql.Identifier(col), sql.Placeholder())
+        params = [*params, until]
+        if since is not None:
+            cond = sql.SQL("{} AND {} > {}").format(cond, sql.Identifier(col), sql.Placeholder())
+            params.append(since)
+        cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
+        return list(src.conn.execute(sql.SQL("SELECT {} FROM {} WHERE {} AND {}").format(
+            cols, pg_ident(table), where, cond), params).fetchall())
+    assert isinstance(src, MySQLSource)
+    return _mysql_changed(src, table, batch, col, since, until)
+
+
+def _mysql_changed(src: MySQLSource, table: Table, batch: Batch, col: str, since: str | None,
+                   until: str) -> list[tuple[Any, ...]]:
+    in_range, args = my_range(table.key, batch)
+    changed, args = f"{my_ident(col)} <= %s", [*args, until]
+    if since is not None:
+        changed, args = changed + f" AND {my_ident(col)} > %s", [*args, since]
+    names = ", ".join(my_ident(c.name) for c in table.columns)
+    return src.query(f"SELECT {names} FROM {my_ident(table.source_name)} WHERE {in_range} AND {changed}",  # noqa: S608
+                     args)
+
+
+def copy_batch(plan: MigrationPlan, batch_id: int, source: DatabaseConfig, target: DatabaseConfig) -> dict[str, Any]:
+    """Copy one batch in one target transaction with its checkpoint; a batch already done is skipped."""
+    batch = next(b for b in plan.batches if b.id == batch_id)
+    table = plan.table(batch.table)
+    started = time.perf_counter()
+    with connections(source, target, plan.lock_timeout) as (src, tgt):
+        with tgt.conn.transaction():
+            if not tgt.claim(plan, batch):
+                return {"batch": batch.id, "table": table.source, "skipped": True, **(tgt.done(plan, batch) or {})}
+            upsert = plan.type == MigrationType.INCREMENTAL.value
+            tgt.clear_range(table, batch, upsert)
+            if plan.path == "pg-pg":
+                n, checksum, rejects = _copy_binary(src, tgt, table, batch)
+            else:
+                n, checksum, rejects = _copy_rows(src, tgt, plan, table, batch, upsert)
+            tgt.record(plan, batch, n, checksum, rejects)
+    return {"batch": batch.id, "table": table.source, "rows": n, "rejects": rejects, "skipped": False,
+            "seconds": round(time.perf_counter() - started, 3)}
+
+
+def _copy_binary(src: PostgresSource, tgt: PostgresTarget, table: Table, batch: Batch) -> tuple[int, int, int]:
+    conn = src.conn
+    conn.isolation_level, conn.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
+    with conn.transaction():  # the checksum and the rows come from one snapshot
+        query, params = src.select(table, batch)
+        n, checksum = conn.execute(sql.SQL(SQL_CHECKSUM).format(query), params).fetchone()
+        with conn.cursor().copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(
+                sql.SQL(psycopg.ClientCursor(conn).mogrify(query, params)))) as out:
+            tgt.copy_stream(table, out)
+    return int(n), int(checksum), 0
+
+
+def _copy_rows(src: Any, tgt: PostgresTarget, plan: MigrationPlan, table: Table, batch: Batch,
+               upsert: bool) -> tuple[int, int, int]:
+    convert = converter([c.cast for c in table.columns])
+    rows, bad = [], 0
+    for raw in _source_rows(src, plan, table, batch):
+        try:
+            rows.append(convert(raw))
+        except ValueError as exc:  # a value no PostgreSQL type can hold: a reject, like the target's own
+            bad += 1
+            tgt.conn.execute("INSERT INTO _dbfleet_migration.rejects (migration_id, batch_id, table_name, key, reason)"
+                             " VALUES (%s, %s, %s, %s, %s)", (plan.id, batch.id, table.source, key_text(table, raw),
+                                                              str(exc)))
+    written, rejected = tgt.copy_rows(plan, table, batch, rows, upsert)
+    n, checksum = python_checksum(written, [c.target_type for c in table.columns])
+    return n, checksum, bad + rejected
+
+
+def finalize(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig) -> dict[str, Any]:
+    """After every batch: identity sequences, statistics, reject threshold, incremental watermarks."""
+    with connections(source, target) as (_, tgt):
+        cps = tgt.checkpoints(plan)
+        missing = [b.id for b in plan.batches if b.id not in cps]
+        if missing:
+            raise MigrationFailed(f"migration {plan.id}: batches {missing[:10]} have no checkpoint; resume it")
+        rejects = sum(c["rejects"] for c in cps.values())
+        tgt.finalize(plan)
+        if plan.type == MigrationType.INCREMENTAL.value:
+            for table in plan.tables:
+                if plan.until.get(table.source) is not None:
+                    base = MigrationPlan(**{**plan.__dict__, "id": plan.base_id or plan.id})
+                    tgt.watermark(base, table, plan.until[table.source])
+    if rejects > plan.max_rejects:
+        raise MigrationFailed(f"migration {plan.id}: {rejects} rows rejected, more than max_rejects "
+                              f"{plan.max_rejects} (see dbfleet migrate status {plan.id} for the rejects)")
+    return {"rows": sum(c["rows"] for c in cps.values()), "rejects": rejects}
+
+
+def validate(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig) -> dict[str, Any]:
+    """Count and checksum every batch's range on the target against what copy_batch recorded from the source."""
+    report: dict[str, Any] = {"migration_id": plan.id, "tables": [], "ok": True}
+    with connections(source, target) as (_, tgt):
+        cps = tgt.checkpoints(plan)
+        for table in plan.tables:
+            batches = [b for b in plan.batches if b.table == table.source]
+            entry: dict[str, Any] = {"table": table.source, "target": table.target, "batches": len(batches),
+                                     "source_rows": sum(cps.get(b.id, {}).get("rows", 0) for b in batches),
+                                     "rejects": sum(cps.get(b.id, {}).get("rejects", 0) for b in batches),
+                                     "mismatched_ranges": []}
+            if plan.type == MigrationType.INCREMENTAL.value:
+                entry["target_rows"] = None  # upserts of changed rows: counts do not add up by design
+            elif table.key:
+                total = 0
+                for b in batches:
+                    n, checksum = tgt.measure(plan, table, b)
+                    total += n
+                    cp = cps.get(b.id, {"rows": 0, "checksum": 0})
+                    if (n, checksum) != (cp["rows"], cp["checksum"]):
+                        entry["mismatched_ranges"].append({"batch": b.id, "from": b.lo, "to": b.hi,
+                                                           "source_rows": cp["rows"], "target_rows": n})
+                entry["target_rows"] = total
+            else:
+                n, checksum = tgt.measure(plan, table, None)
+                want = (entry["source_rows"], sum(cps.get(b.id, {}).get("checksum", 0) for b in batches) % 2 ** 64)
+                entry["target_rows"] = n
+                if (n, checksum) != want:
+                    entry["mismatched_ranges"].append({"batch": None, "from": None, "to": None,
+                                                       "source_rows": want[0], "target_rows": n})
+            entry["ok"] = not entry["mismatched_ranges"]
+            report["ok"] = report["ok"] and entry["ok"]
+            report["tables"].append(entry)
+        report["rejects"] = tgt.rejects(plan)[:100]
+    return report
+
+
+def rollback(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig) -> list[str]:
+    """Drop the tables and types the migration created; restore tables it wrote into from their snapshots."""
+    with connections(source, target) as (_, tgt):
+        return tgt.rollback(plan)

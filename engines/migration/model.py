@@ -1,0 +1,86 @@
+"""What a migration is: tables with their keys and mapped columns, split into key-range batches."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class MigrationType(str, enum.Enum):
+    """FULL copies every row; INCREMENTAL copies rows whose watermark column moved since the last run."""
+
+    FULL = "full"
+    INCREMENTAL = "incremental"
+
+
+@dataclass
+class Column:
+    name: str
+    source_type: str
+    target_type: str
+    nullable: bool = True
+    cast: str | None = None  # a value converter name (engines/migration/types.py), None: as is
+    identity: bool = False
+
+
+@dataclass
+class Table:
+    """One source table and where it goes. ``key`` is empty for tables without a primary key."""
+
+    source: str  # schema.table (PostgreSQL) or table (MySQL), as shown
+    source_schema: str
+    source_name: str
+    target_schema: str
+    target_name: str
+    columns: list[Column]
+    key: list[str]
+    rows_estimate: int = 0
+    enums: dict[str, list[str]] = field(default_factory=dict)  # column -> values (MySQL ENUM -> a PostgreSQL type)
+
+    @property
+    def target(self) -> str:
+        return f"{self.target_schema}.{self.target_name}"
+
+
+@dataclass
+class Batch:
+    """Rows of ``table`` with key in [lo, hi) (None: unbounded), or CTID pages [lo, hi) for keyless tables."""
+
+    id: int
+    table: str  # Table.source
+    lo: list[Any] | None
+    hi: list[Any] | None
+    by: str = "key"  # key | ctid | all
+
+
+@dataclass
+class MigrationPlan:
+    id: str
+    source: dict[str, Any]  # the registry entry (public fields) or the inline config, never a secret value
+    target: dict[str, Any]
+    type: str
+    batch_size: int
+    parallel_workers: int
+    validation: bool
+    tables: list[Table]
+    batches: list[Batch]
+    path: str  # "pg-pg" (binary COPY pass-through, SQL checksums) or "rows" (Python rows, casts)
+    watermark: str | None = None  # incremental: the column that moves when a row changes
+    since: dict[str, str | None] = field(default_factory=dict)  # incremental: table -> last watermark copied
+    until: dict[str, str | None] = field(default_factory=dict)  # incremental: table -> watermark at plan time
+    base_id: str | None = None  # incremental: the migration whose watermarks this run continues
+    max_rejects: int = 0
+    lock_timeout: float = 60.0
+    created: list[str] = field(default_factory=list)  # objects prepare created (rollback drops them)
+
+    def table(self, source: str) -> Table:
+        return next(t for t in self.tables if t.source == source)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MigrationPlan:
+        tables = [Table(**{**t, "columns": [Column(**c) for c in t["columns"]]}) for t in d["tables"]]
+        return cls(**{**d, "tables": tables, "batches": [Batch(**b) for b in d["batches"]]})

@@ -1,0 +1,216 @@
+"""Migration sources: discover tables (keys, columns, row estimates), split them into key ranges, read a range.
+
+Identifiers are quoted by psycopg.sql for PostgreSQL; PyMySQL has no identifier quoting, so MySQL
+names are quoted with backticks (doubled inside), the server's own rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from psycopg import sql
+
+from engines.errors import ConfigError
+from engines.migration.model import Batch, Column, Table
+from engines.migration.types import enum_values, map_mysql
+
+SESSION = ("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 3; "
+           "SET bytea_output = 'hex'; SET IntervalStyle = 'postgres'")
+
+
+def _wanted(name: str, short: str, only: list[str] | None) -> bool:
+    return not only or name in only or short in only
+
+
+def batches_from_bounds(table: str, bounds: list[list[Any]], start_id: int) -> list[Batch]:
+    """[None, b1), [b1, b2), ... [bn, None): the whole key space, whatever is inserted later."""
+    if len(bounds) <= 1:
+        return [Batch(start_id, table, None, None, "key")]
+    edges: list[list[Any] | None] = [None, *bounds[1:], None]
+    return [Batch(start_id + i, table, edges[i], edges[i + 1], "key") for i in range(len(edges) - 1)]
+
+
+# ---------------------------------------------------------------- PostgreSQL
+def pg_ident(table: Table) -> sql.Composed:
+    return sql.SQL("{}.{}").format(sql.Identifier(table.source_schema), sql.Identifier(table.source_name))
+
+
+def pg_range(key: list[str], batch: Batch) -> tuple[sql.Composable, list[Any]]:
+    """A WHERE clause for ``batch`` and its parameters."""
+    if batch.by == "ctid":
+        parts, params = [], []
+        if batch.lo is not None:
+            parts.append(sql.SQL("ctid >= {}::tid").format(sql.Placeholder()))
+            params.append(f"({batch.lo[0]},0)")
+        if batch.hi is not None:
+            parts.append(sql.SQL("ctid < {}::tid").format(sql.Placeholder()))
+            params.append(f"({batch.hi[0]},0)")
+        return (sql.SQL(" AND ").join(parts) if parts else sql.SQL("true")), params
+    if batch.by == "all" or not key:
+        return sql.SQL("true"), []
+    cols = sql.SQL("({})").format(sql.SQL(", ").join(sql.Identifier(k) for k in key))
+    marks = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(key)))
+    parts, params = [], []
+    if batch.lo is not None:
+        parts.append(sql.SQL("{} >= {}").format(cols, marks))
+        params += batch.lo
+    if batch.hi is not None:
+        parts.append(sql.SQL("{} < {}").format(cols, marks))
+        params += batch.hi
+    return (sql.SQL(" AND ").join(parts) if parts else sql.SQL("true")), params
+
+
+class PostgresSource:
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        conn.execute(SESSION)
+
+    def discover(self, only: list[str] | None) -> list[Table]:
+        rows = self.conn.execute(
+            "SELECT n.nspname, c.relname, c.oid, greatest(c.reltuples, 0)::bigint FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p')"
+            " AND n.nspname NOT IN ('pg_catalog', 'information_schema', '_dbfleet_migration')"
+            " AND n.nspname !~ '^pg_' AND NOT c.relispartition ORDER BY 1, 2").fetchall()
+        tables = []
+        for schema, name, oid, estimate in rows:
+            if not _wanted(f"{schema}.{name}", name, only):
+                continue
+            cols = self.conn.execute(
+                "SELECT a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull,"
+                " a.attidentity <> '' OR coalesce(pg_get_expr(d.adbin, d.adrelid), '') LIKE 'nextval(%%',"
+                " t.typtype, format_type(t.typbasetype, t.typtypmod) FROM pg_attribute a"
+                " JOIN pg_type t ON t.oid = a.atttypid LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid"
+                " AND d.adnum = a.attnum WHERE a.attrelid = %s AND a.attnum > 0"
+                " AND NOT a.attisdropped ORDER BY a.attnum", (oid,)).fetchall()
+            key = [r[0] for r in self.conn.execute(
+                "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
+                " AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s AND i.indisprimary"
+                " ORDER BY array_position(i.indkey, a.attnum)", (oid,)).fetchall()]
+            columns = [Column(c, t, {"e": "text", "d": base}.get(kind, t), nullable, None, ident)
+                       for c, t, nullable, ident, kind, base in cols]
+            tables.append(Table(f"{schema}.{name}", schema, name, schema, name, columns, key, int(estimate)))
+        _check_found(only, tables)
+        return tables
+
+    def bounds(self, table: Table, batch_size: int, start_id: int) -> list[Batch]:
+        if not table.key:
+            return self._ctid_batches(table, batch_size, start_id)
+        keys = sql.SQL(", ").join(sql.Identifier(k) for k in table.key)
+        query = sql.SQL("SELECT {k} FROM (SELECT {k}, row_number() OVER (ORDER BY {k}) AS dbfleet_rn FROM {t}) s"
+                        " WHERE mod(dbfleet_rn, {n}) = 1 ORDER BY {k}").format(
+            k=keys, t=pg_ident(table), n=sql.Literal(batch_size))
+        return batches_from_bounds(table.source, [list(r) for r in self.conn.execute(query)], start_id)
+
+    def _ctid_batches(self, table: Table, batch_size: int, start_id: int) -> list[Batch]:
+        pages, rows = self.conn.execute(
+            sql.SQL("SELECT pg_relation_size({t}::regclass) / current_setting('block_size')::int,"
+                    " (SELECT count(*) FROM {i})").format(t=sql.Literal(f"{table.source_schema}.{table.source_name}"),
+                                                           i=pg_ident(table))).fetchone()
+        per_batch = max(1, int(pages * batch_size / max(rows, 1))) if rows else max(pages, 1)
+        edges: list[int | None] = [None, *range(per_batch, int(pages), per_batch), None]
+        return [Batch(start_id + i, table.source, None if lo is None else [lo], None if hi is None else [hi], "ctid")
+                for i, (lo, hi) in enumerate(zip(edges, edges[1:], strict=False))]
+
+    def select(self, table: Table, batch: Batch) -> tuple[sql.Composed, list[Any]]:
+        where, params = pg_range(table.key, batch)
+        cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
+        return sql.SQL("SELECT {} FROM {} WHERE {}").format(cols, pg_ident(table), where), params
+
+    def rows(self, table: Table, batch: Batch) -> Iterator[tuple[Any, ...]]:
+        query, params = self.select(table, batch)
+        with self.conn.cursor(name=f"dbfleet_batch_{batch.id}") as cur:
+            cur.itersize = 5000
+            cur.execute(query, params)
+            yield from cur
+
+
+# ---------------------------------------------------------------- MySQL / MariaDB
+def my_ident(*names: str) -> str:
+    """Backtick-quote MySQL identifiers (a backtick inside is doubled)."""
+    return ".".join("`" + n.replace("`", "``") + "`" for n in names)
+
+
+def my_range(key: list[str], batch: Batch) -> tuple[str, list[Any]]:
+    if batch.by == "all" or not key:
+        return "1=1", []
+    cols = "(" + ", ".join(my_ident(k) for k in key) + ")"
+    marks = "(" + ", ".join(["%s"] * len(key)) + ")"
+    parts, params = [], []
+    if batch.lo is not None:
+        parts.append(f"{cols} >= {marks}")
+        params += batch.lo
+    if batch.hi is not None:
+        parts.append(f"{cols} < {marks}")
+        params += batch.hi
+    return (" AND ".join(parts) or "1=1"), params
+
+
+class MySQLSource:
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.query("SET time_zone = '+00:00'")
+
+    def query(self, q: str, args: Any = None) -> list[tuple[Any, ...]]:
+        with self.conn.cursor() as cur:
+            cur.execute(q, args)
+            return list(cur.fetchall())
+
+    def discover(self, only: list[str] | None) -> list[Table]:
+        schema = self.query("SELECT DATABASE()")[0][0]
+        if not schema:
+            raise ConfigError([("dbname", "the MySQL source needs a database (dbname)")])
+        tables = []
+        for name, estimate in self.query("SELECT table_name, coalesce(table_rows, 0) FROM information_schema.tables"
+                                         " WHERE table_schema = %s AND table_type = 'BASE TABLE' ORDER BY 1",
+                                         (schema,)):
+            if not _wanted(name, name, only):
+                continue
+            columns, enums = [], {}
+            for col, data_type, column_type, nullable, extra in self.query(
+                    "SELECT column_name, data_type, column_type, is_nullable = 'YES', extra FROM"
+                    " information_schema.columns WHERE table_schema = %s AND table_name = %s"
+                    " ORDER BY ordinal_position", (schema, name)):
+                target, cast, identity, nullable = map_mysql(data_type, column_type, extra, bool(nullable))
+                if target == "enum":
+                    enums[col] = enum_values(column_type)
+                    target = f"{name}_{col}"[:63]
+                columns.append(Column(col, column_type, target, nullable, cast, identity))
+            key = [r[0] for r in self.query(
+                "SELECT column_name FROM information_schema.key_column_usage WHERE table_schema = %s"
+                " AND table_name = %s AND constraint_name = 'PRIMARY' ORDER BY ordinal_position", (schema, name))]
+            tables.append(Table(name, schema, name, "public", name, columns, key, int(estimate), enums))
+        _check_found(only, tables)
+        return tables
+
+    def bounds(self, table: Table, batch_size: int, start_id: int) -> list[Batch]:
+        if not table.key:
+            return [Batch(start_id, table.source, None, None, "all")]  # no key: one batch, read whole
+        keys = ", ".join(my_ident(k) for k in table.key)
+        query = (f"SELECT {keys} FROM (SELECT {keys}, row_number() OVER (ORDER BY {keys}) AS dbfleet_rn"  # noqa: S608
+                 f" FROM {my_ident(table.source_name)}) s WHERE mod(dbfleet_rn, %s) = 1 ORDER BY {keys}")
+        rows = self.query(query, (batch_size,))
+        return batches_from_bounds(table.source, [list(r) for r in rows], start_id)
+
+    def rows(self, table: Table, batch: Batch) -> Iterator[tuple[Any, ...]]:
+        where, params = my_range(table.key, batch)
+        cols = ", ".join(my_ident(c.name) for c in table.columns)
+        query = f"SELECT {cols} FROM {my_ident(table.source_name)} WHERE {where}"  # noqa: S608 - quoted names
+        yield from self.query(query, params)
+
+
+def _check_found(only: list[str] | None, tables: list[Table]) -> None:
+    if only:
+        found = {t.source for t in tables} | {t.source_name for t in tables}
+        missing = [t for t in only if t not in found]
+        if missing:
+            raise ConfigError([("tables_or_collections", f"no such source table: {', '.join(missing)}")])
+
+
+SOURCES = {"postgresql": PostgresSource, "mysql": MySQLSource}
+
+
+def open_source(kind: str, conn: Any) -> Any:
+    if kind not in SOURCES:
+        raise ConfigError([("source", f"cannot migrate from {kind!r}; sources: {', '.join(SOURCES)}")])
+    return SOURCES[kind](conn)

@@ -1,0 +1,198 @@
+"""`dbfleet migrate plan|run|status|resume|rollback|list`: cross-engine migrations through the fleet."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import click
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from workers.render import console, err_console, key_value_table, rows_table, styled
+
+
+def _ref(text: str) -> str | dict[str, Any]:
+    """A registry id, or inline YAML such as '{kind: postgresql, host: h, dbname: d, password_env: X}'."""
+    if text.strip().startswith("{"):
+        import yaml
+
+        value = yaml.safe_load(text)
+        if not isinstance(value, dict):
+            raise click.BadParameter("an inline config must be a mapping")
+        return value
+    return text
+
+
+def print_plan(plan: Any) -> None:
+    rows = []
+    for t in plan.tables:
+        n = sum(1 for b in plan.batches if b.table == t.source)
+        casts = sum(1 for c in t.columns if c.cast or c.source_type != c.target_type)
+        rows.append([escape(t.source), escape(t.target), escape(", ".join(t.key)) or "(none: " + (
+            "CTID ranges" if plan.path == "pg-pg" else "one batch") + ")", t.rows_estimate, n, casts])
+    console.print(rows_table(f"migration plan {plan.id} ({plan.type}, {plan.path})",
+                             ["source table", "target", "key", "rows (estimate)", "batches", "columns cast"], rows))
+    console.print(f"{len(plan.batches)} batches of up to {plan.batch_size} rows, {plan.parallel_workers} at a time; "
+                  f"validation {'on' if plan.validation else 'off'}; max rejects {plan.max_rejects}")
+
+
+def print_progress(p: dict[str, Any]) -> None:
+    console.print(key_value_table(f"migration {p['id']}", [
+        ("status", styled({"completed": "ok", "running": "running", "failed": "failed"}.get(p["status"], p["status"]))
+         + f" {p['status']}"), ("source -> target", f"{p['source']} -> {p['target']}"),
+        ("batches", f"{p['batches_done']} / {p['batches_total']}"), ("rows", p["rows"]),
+        ("rows/s", p["rows_per_second"]), ("elapsed", f"{p['elapsed_seconds']} s"),
+        ("ETA", "-" if p["eta_seconds"] is None else f"{p['eta_seconds']} s"), ("error", escape(p["error"] or "-"))]))
+    console.print(rows_table("tables", ["table", "batches", "rows", "rejects", "failed batches"],
+                             [[escape(t["table"]), f"{t['batches_done']}/{t['batches_total']}", t["rows"], t["rejects"],
+                               t["failed"]] for t in p["tables"]]))
+    report = p.get("report") or {}
+    if report.get("tables"):
+        console.print(rows_table("validation", ["table", "source rows", "target rows", "rejects", "result"],
+                                 [[escape(t["table"]), t["source_rows"], t["target_rows"], t["rejects"],
+                                   styled("ok" if t["ok"] else "failed") + (
+                                       "" if t["ok"] else f" ranges {t['mismatched_ranges']}")]
+                                  for t in report["tables"]]))
+
+
+def follow(migration_id: str, timeout: float) -> dict[str, Any]:
+    """A batch progress bar until the migration ends; returns the final progress."""
+    from workers.migrations import MigrationProgress
+
+    progress = MigrationProgress(migration_id)
+    deadline = time.monotonic() + timeout
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+               TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=err_console) as bar:
+        task = bar.add_task(f"migrate {migration_id}", total=None, rate="")
+        while True:
+            snap = progress.snapshot()
+            bar.update(task, total=snap["batches_total"] or None, completed=snap["batches_done"],
+                       rate=f"{snap['rows']} rows, {snap['rows_per_second']:.0f} rows/s")
+            if snap["status"] in ("completed", "failed", "rolled_back"):
+                return snap
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"migration {migration_id} still {snap['status']} after {timeout:.0f}s "
+                                   "(is a worker consuming the migrations queue? dbfleet status)")
+            time.sleep(0.5)
+
+
+@click.group("migrate")
+def migrate() -> None:
+    """Cross-engine migrations (MySQL/MariaDB -> PostgreSQL, PostgreSQL -> PostgreSQL) in batches."""
+
+
+def _plan_options(f: Any) -> Any:
+    for opt in reversed([
+        click.argument("source"), click.argument("target"),
+        click.option("--tables", help="comma-separated source tables (default: all)"),
+        click.option("--batch-size", type=int, default=10000, show_default=True),
+        click.option("--parallel", "parallel_workers", type=int, default=4, show_default=True,
+                     help="batches of this migration running at once"),
+        click.option("--no-validate", is_flag=True, help="skip the count + checksum comparison"),
+        click.option("--incremental", "base_id", default=None, metavar="MIGRATION_ID",
+                     help="copy rows changed since that migration's last run (needs --watermark)"),
+        click.option("--watermark", default=None, help="incremental: the column that moves on change"),
+        click.option("--max-rejects", type=int, default=0, show_default=True),
+        click.option("--id", "migration_id", default=None, help="choose the migration id"),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _make_plan(source: str, target: str, tables: str | None, batch_size: int, parallel_workers: int,
+               no_validate: bool, base_id: str | None, watermark: str | None, max_rejects: int,
+               migration_id: str | None) -> Any:
+    from workers.migrations import plan
+
+    options: dict[str, Any] = {"type": "incremental" if base_id or watermark else "full", "batch_size": batch_size,
+                               "parallel_workers": parallel_workers, "validation": not no_validate,
+                               "max_rejects": max_rejects}
+    for key, value in (("tables", tables.split(",") if tables else None), ("base_id", base_id),
+                       ("watermark", watermark), ("migration_id", migration_id)):
+        if value:
+            options[key] = value
+    with console.status("planning on a worker of the migrations queue"):
+        return plan(_ref(source), _ref(target), **options)
+
+
+@migrate.command("plan")
+@_plan_options
+def migrate_plan(**kw: Any) -> None:
+    """Discover SOURCE, map types, split into batches; store and show the plan (writes nothing)."""
+    plan = _make_plan(**kw)
+    print_plan(plan)
+    console.print(f"run it: dbfleet migrate run {plan.id}")
+
+
+@migrate.command("run")
+@click.argument("migration_id_or_source")
+@click.argument("target", required=False)
+@click.option("--timeout", default=24 * 3600.0, show_default=True)
+@click.pass_context
+def migrate_run(ctx: click.Context, migration_id_or_source: str, target: str | None, timeout: float) -> None:
+    """Run a planned migration (MIGRATION_ID), or plan and run SOURCE TARGET with default options."""
+    from workers.migrations import run
+
+    migration_id = migration_id_or_source
+    if target:
+        plan = _make_plan(migration_id_or_source, target, None, 10000, 4, False, None, None, 0, None)
+        print_plan(plan)
+        migration_id = plan.id
+    run(migration_id)
+    _finish(follow(migration_id, timeout))
+
+
+@migrate.command("resume")
+@click.argument("migration_id")
+@click.option("--timeout", default=24 * 3600.0, show_default=True)
+def migrate_resume(migration_id: str, timeout: float) -> None:
+    """Continue a failed or interrupted migration: completed batches are skipped."""
+    from workers.migrations import run
+
+    run(migration_id)
+    _finish(follow(migration_id, timeout))
+
+
+@migrate.command("status")
+@click.argument("migration_id")
+def migrate_status(migration_id: str) -> None:
+    """Progress per table, rows/s, ETA, validation report."""
+    from workers.migrations import store
+
+    p = store().progress(migration_id)
+    print_progress(p)
+    sys.exit(0 if p["status"] in ("completed", "running", "planned") else 1)
+
+
+@migrate.command("rollback")
+@click.argument("migration_id")
+@click.option("--timeout", default=3600.0, show_default=True)
+def migrate_rollback(migration_id: str, timeout: float) -> None:
+    """Drop the tables the migration created; restore tables it wrote into from their snapshots."""
+    from workers.migrations import rollback_task
+
+    result = rollback_task.apply_async(args=[migration_id]).get(timeout=timeout)
+    for obj in result["undone"]:
+        console.print(f"undone: {escape(obj)}")
+    console.print(f"migration {migration_id} rolled back")
+
+
+@migrate.command("list")
+def migrate_list() -> None:
+    """Recent migrations."""
+    from workers.migrations import store
+
+    console.print(rows_table("migrations", ["id", "status", "source", "target", "created", "error"],
+                             [[m["id"], styled(m["status"]), m["source"], m["target"], m["created_at"],
+                               escape((m["error"] or "")[:80])] for m in store().recent()]))
+
+
+def _finish(p: dict[str, Any]) -> None:
+    print_progress(p)
+    if p["status"] != "completed":
+        err_console.print(f"[red]migration {p['id']} {p['status']}[/red]: {escape(p['error'] or '')} "
+                          f"(fix the cause, then: dbfleet migrate resume {p['id']})")
+        sys.exit(1)

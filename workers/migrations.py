@@ -1,0 +1,231 @@
+"""Tasks of the ``migrations`` queue and the seed's Python API.
+
+A run is ``chain(prepare, chord(group(lane...), finalize), validate)``: the batches still pending are
+dealt round-robin into ``parallel_workers`` lanes, each lane a chain of copy_batch tasks, so at most
+that many batches of one migration run at once whatever the fleet size. Tasks carry the migration id
+and a batch id, never a database address or secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from celery import chain, chord, group
+
+from engines.config import DatabaseConfig
+from engines.errors import DbfleetError, ScriptFailed
+from engines.migration import engine
+from engines.migration.model import MigrationPlan, MigrationType
+from engines.migration.store import COMPLETED, FAILED, ROLLED_BACK, RUNNING, MigrationStore
+from engines.secrets import scrub
+from workers import runtime
+from workers.app import app
+from workers.manager import check_options
+
+log = logging.getLogger("dbfleet.tasks")
+DbRef = str | dict[str, Any]
+
+
+def store() -> MigrationStore:
+    return MigrationStore(runtime.config().fleet.resolved_history())
+
+
+def resolve(ref: DbRef) -> DatabaseConfig:
+    """A registry id, or an inline config whose secrets are references (password_env / password_file)."""
+    if isinstance(ref, str):
+        return runtime.config().database(ref)
+    check_options({k: v for k, v in ref.items() if k not in ("password_env", "password_file")})
+    db = DatabaseConfig.model_validate({k: v for k, v in ref.items() if k != "id"})
+    db.id = str(ref.get("id") or f"inline-{db.kind}-{db.dbname or db.host}")
+    return db
+
+
+def _dbs(plan: MigrationPlan) -> tuple[DatabaseConfig, DatabaseConfig]:
+    return resolve(plan.source.get("_ref", plan.source)), resolve(plan.target.get("_ref", plan.target))
+
+
+def _task_error(migration_id: str, what: str, exc: BaseException) -> ScriptFailed:
+    message = scrub(f"{what}: {type(exc).__name__}: {exc}")
+    log.error("migration %s: %s", migration_id, message)
+    return ScriptFailed(message)
+
+
+@app.task(name="migrations.plan", bind=True)
+def plan_task(self: Any, source: DbRef, target: DbRef, options: dict[str, Any]) -> dict[str, Any]:
+    """Discover the source, map types, split into batches; store and return the plan (writes nothing)."""
+    src, tgt = resolve(source), resolve(target)
+    base = store().plan(options["base_id"]) if options.get("base_id") else None
+    try:
+        plan = engine.plan_migration(
+            src, tgt, MigrationType(options.get("type", "full")), int(options.get("batch_size", 1000)),
+            int(options.get("parallel_workers", 4)), bool(options.get("validation", True)), options.get("tables"),
+            options.get("watermark"), int(options.get("max_rejects", 0)), options.get("migration_id"), base,
+            float(options.get("lock_timeout", 60)))
+    except DbfleetError as exc:
+        raise ScriptFailed(scrub(str(exc))) from None
+    plan.source["_ref"], plan.target["_ref"] = source, target
+    store().save_plan(plan, src.id, tgt.id)
+    return plan.to_dict()
+
+
+@app.task(name="migrations.prepare", bind=True)
+def prepare_task(self: Any, migration_id: str) -> dict[str, Any]:
+    plan = store().plan(migration_id)
+    try:
+        plan = engine.prepare(plan, *_dbs(plan))
+    except Exception as exc:
+        raise _task_error(migration_id, "prepare", exc) from None
+    store().save_plan(plan, None, None)
+    store().set_status(migration_id, RUNNING)
+    return {"migration_id": migration_id, "created": plan.created}
+
+
+@app.task(name="migrations.copy_batch", bind=True)
+def copy_batch_task(self: Any, migration_id: str, batch_id: int) -> dict[str, Any]:
+    """Copy one batch (idempotent: a batch whose checkpoint exists in the target is skipped)."""
+    plan = store().plan(migration_id)
+    try:
+        result = engine.copy_batch(plan, batch_id, *_dbs(plan))
+    except Exception as exc:
+        error = _task_error(migration_id, f"batch {batch_id}", exc)
+        store().batch_failed(migration_id, batch_id, str(error))
+        raise error from None
+    store().batch_done(migration_id, batch_id, int(result.get("rows", 0)), int(result.get("rejects", 0)),
+                       float(result.get("seconds", 0.0)))
+    return result
+
+
+@app.task(name="migrations.finalize", bind=True)
+def finalize_task(self: Any, migration_id: str) -> dict[str, Any]:
+    plan = store().plan(migration_id)
+    try:
+        return engine.finalize(plan, *_dbs(plan))
+    except Exception as exc:
+        raise _task_error(migration_id, "finalize", exc) from None
+
+
+@app.task(name="migrations.validate", bind=True)
+def validate_task(self: Any, migration_id: str) -> dict[str, Any]:
+    """Compare every range's target count and checksum with the source's; fail naming the ranges."""
+    plan = store().plan(migration_id)
+    if not plan.validation:
+        store().set_status(migration_id, COMPLETED, report={"validation": "disabled"})
+        return {"migration_id": migration_id, "validation": "disabled"}
+    try:
+        report = engine.validate(plan, *_dbs(plan))
+    except Exception as exc:
+        raise _task_error(migration_id, "validate", exc) from None
+    if not report["ok"]:
+        bad = [f"{t['table']} ranges {[(m['from'], m['to']) for m in t['mismatched_ranges']]}"
+               for t in report["tables"] if not t["ok"]]
+        message = f"validation failed: {'; '.join(bad)}"
+        store().set_status(migration_id, FAILED, message, report)
+        raise ScriptFailed(message)
+    store().set_status(migration_id, COMPLETED, report=report)
+    return report
+
+
+@app.task(name="migrations.mark_failed", bind=True)
+def mark_failed(self: Any, migration_id: str) -> None:
+    """Error callback of a run: the migration is failed, with the failing batch's cause."""
+    info = store().get(migration_id) or {}
+    if info.get("status") == FAILED and info.get("error"):
+        return
+    progress = store().progress(migration_id)
+    causes = [t["table"] for t in progress["tables"] if t["failed"]]
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from engines.migration.store import MigrationBatch
+
+    with Session(store().engine) as s:
+        errors = [b.error for b in s.scalars(select(MigrationBatch).where(
+            MigrationBatch.migration_id == migration_id, MigrationBatch.status == "failed")) if b.error]
+    cause = errors[0] if errors else f"a step failed (tables {causes or 'none failed'}): see dbfleet history"
+    store().set_status(migration_id, FAILED, cause)
+
+
+@app.task(name="migrations.rollback", bind=True)
+def rollback_task(self: Any, migration_id: str) -> dict[str, Any]:
+    plan = store().plan(migration_id)
+    try:
+        undone = engine.rollback(plan, *_dbs(plan))
+    except Exception as exc:
+        raise _task_error(migration_id, "rollback", exc) from None
+    store().set_status(migration_id, ROLLED_BACK)
+    return {"migration_id": migration_id, "undone": undone}
+
+
+def workflow(migration_id: str) -> Any:
+    """chain(prepare, chord(group(lanes of copy_batch), finalize), validate) for the batches still pending."""
+    plan = store().plan(migration_id)
+    pending = sorted(store().pending(migration_id))
+    lanes = [pending[i::plan.parallel_workers] for i in range(plan.parallel_workers)]
+    header = group(chain(*(copy_batch_task.si(migration_id, b) for b in lane)) for lane in lanes if lane)
+    steps = [prepare_task.si(migration_id)]
+    steps.append(chord(header, finalize_task.si(migration_id)) if pending else finalize_task.si(migration_id))
+    steps.append(validate_task.si(migration_id))
+    return chain(*steps).on_error(mark_failed.si(migration_id))
+
+
+def run(migration_id: str) -> Any:
+    """Start (or resume) a planned migration; completed batches are skipped."""
+    store().set_status(migration_id, RUNNING)
+    return workflow(migration_id).apply_async()
+
+
+class MigrationProgress:
+    """Progress of a running migration: ``snapshot()``, or ``await progress.wait()``."""
+
+    def __init__(self, migration_id: str) -> None:
+        self.migration_id = migration_id
+
+    def snapshot(self) -> dict[str, Any]:
+        return store().progress(self.migration_id)
+
+    def wait_sync(self, timeout: float = 3600, poll: float = 0.5) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            snap = self.snapshot()
+            if snap["status"] in (COMPLETED, FAILED, ROLLED_BACK):
+                return snap
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"migration {self.migration_id} still {snap['status']} after {timeout:.0f}s")
+            time.sleep(poll)
+
+    async def wait(self, timeout: float = 3600, poll: float = 0.5) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            snap = await asyncio.to_thread(self.snapshot)
+            if snap["status"] in (COMPLETED, FAILED, ROLLED_BACK):
+                return snap
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"migration {self.migration_id} still {snap['status']} after {timeout:.0f}s")
+            await asyncio.sleep(poll)
+
+
+def plan(source: DbRef, target: DbRef, timeout: float = 600, **options: Any) -> MigrationPlan:
+    """Plan on a worker of the migrations queue (it holds the secrets) and return the stored plan."""
+    result = plan_task.apply_async(args=[source, target, options])
+    try:
+        return MigrationPlan.from_dict(result.get(timeout=timeout))
+    except ScriptFailed:
+        raise
+    except Exception as exc:
+        raise ScriptFailed(scrub(str(exc))) from None
+
+
+async def migrate_database(source_config: DbRef, target_config: DbRef,
+                           migration_type: MigrationType = MigrationType.FULL, batch_size: int = 1000,
+                           parallel_workers: int = 4, validation_enabled: bool = True,
+                           tables_or_collections: list[str] | None = None, **options: Any
+                           ) -> tuple[MigrationPlan, MigrationProgress]:
+    """The seed's API: plan (on a worker), start the run, return (plan, progress)."""
+    migration_plan = await asyncio.to_thread(
+        plan, source_config, target_config, type=MigrationType(migration_type).value, batch_size=batch_size,
+        parallel_workers=parallel_workers, validation=validation_enabled, tables=tables_or_collections, **options)
+    await asyncio.to_thread(run, migration_plan.id)
+    return migration_plan, MigrationProgress(migration_plan.id)
