@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import struct
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
@@ -39,6 +40,9 @@ def canonical(value: Any, target_type: str = "") -> str:
         return value.isoformat()
     if isinstance(value, (dt.date, dt.time, dt.timedelta)):
         return str(value)
+    if target_type in ("json", "jsonb") or isinstance(value, dict):
+        obj = getattr(value, "obj", value)  # psycopg's Json/Jsonb wrappers keep the object in .obj
+        return json.dumps(json.loads(obj) if isinstance(obj, str) else obj, sort_keys=True)
     if isinstance(value, (list, tuple)):
         return "{" + ",".join(canonical(v) for v in value) + "}"
     return str(value)

@@ -42,6 +42,15 @@ class Table:
     def target(self) -> str:
         return f"{self.target_schema}.{self.target_name}"
 
+    @property
+    def ranges_portable(self) -> bool:
+        """True when a key range means the same rows on both sides: no text-like key (collations differ
+        between servers, so 'a' < 'ä' may hold on one and not the other). Otherwise the target is never
+        deleted by range and validation compares whole tables (checksums add up, so that stays exact)."""
+        types = {c.name: c.target_type.lower() for c in self.columns}
+        textual = ("text", "char", "varchar", "character", "citext", "name", "json", "xml")
+        return bool(self.key) and not any(types[k].startswith(textual) or k in self.enums for k in self.key)
+
 
 @dataclass
 class Batch:

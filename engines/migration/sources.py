@@ -87,7 +87,8 @@ class PostgresSource:
                 "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
                 " AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s AND i.indisprimary"
                 " ORDER BY array_position(i.indkey, a.attnum)", (oid,)).fetchall()]
-            columns = [Column(c, t, {"e": "text", "d": base}.get(kind, t), nullable, None, ident)
+            columns = [Column(c, t, {"e": "text", "d": base}.get(kind, t), nullable,
+                              "json" if t in ("json", "jsonb") else None, ident)
                        for c, t, nullable, ident, kind, base in cols]
             tables.append(Table(f"{schema}.{name}", schema, name, schema, name, columns, key, int(estimate)))
         _check_found(only, tables)

@@ -86,7 +86,17 @@ def _set(v: Any) -> Any:
     return [p for p in str(v).split(",") if p]
 
 
+def _json(v: Any) -> Any:
+    """dicts and lists from a PostgreSQL json/jsonb column; text (MySQL's JSON) goes as is."""
+    if v is None or isinstance(v, str):
+        return v
+    from psycopg.types.json import Jsonb
+
+    return Jsonb(v)
+
+
 CASTS: dict[str, Callable[[Any], Any]] = {
+    "json": _json,
     "bool": lambda v: None if v is None else bool(v),
     "bit_bool": lambda v: None if v is None else (int.from_bytes(v, "big") != 0 if isinstance(v, bytes) else bool(v)),
     "zero_date": _zero_date,

@@ -15,7 +15,8 @@ from tests.fleet.procs import Proc, child_env, wait_for, write_config
 from tests.servers import CANARY, CANARY_WRONG, require
 
 FLOWER_PW = "flower-test-pw-5b1e"
-MAIN_QUEUES = "health,audits,migrations,compliance"  # tuning: left unconsumed; dr, backups: kill tests
+# tuning: left unconsumed; dr, backups, migrations: their tests start (and kill) their own workers
+MAIN_QUEUES = "health,audits,compliance"
 REPO_KEY = "fleet-repo-key-3c1d"
 
 

@@ -1,0 +1,236 @@
+"""The migration engine against real servers, without Celery: MariaDB -> PostgreSQL 15 and PostgreSQL 18 ->
+PostgreSQL 15 with tricky data, rejects, validation that catches a tampered row, idempotent batches,
+rollback to the exact previous state, and incremental runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import pymysql
+import pytest
+
+from engines.errors import ConfigError
+from engines.migration import engine
+from engines.migration.engine import MigrationFailed
+from engines.migration.model import MigrationType
+from tests.conftest import db
+from tests.integration.backup_cases import pg_admin
+from tests.servers import CANARY, require
+
+pytestmark = pytest.mark.integration
+
+
+def _pg15(name: str) -> Any:
+    return db(name, kind="postgresql", host="127.0.0.1", dbname=name, user="postgres")
+
+
+@pytest.fixture
+def pg15_target() -> Iterator[Any]:
+    require("postgresql15")
+    name = f"mig_t_{uuid.uuid4().hex[:8]}"
+    with pg_admin() as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield _pg15(name)
+    with pg_admin() as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _rows(target: Any, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname=target.dbname) as c:
+        return c.execute(query, params).fetchall()
+
+
+def _exec(target: Any, statement: str) -> None:
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname=target.dbname, autocommit=True) as c:
+        c.execute(statement)
+
+
+def _run(plan: Any, source: Any, target: Any) -> dict[str, Any]:
+    plan = engine.prepare(plan, source, target)
+    for b in plan.batches:
+        engine.copy_batch(plan, b.id, source, target)
+    engine.finalize(plan, source, target)
+    return engine.validate(plan, source, target)
+
+
+MARIA_SETUP = [
+    "SET SESSION sql_mode = ''",
+    "CREATE TABLE items (id INT UNSIGNED AUTO_INCREMENT PRIMARY KEY, flag TINYINT(1), small TINYINT UNSIGNED,"
+    " big BIGINT UNSIGNED, price DECIMAL(10,2), d DATE NOT NULL, dt DATETIME, t TIME, kind ENUM('a','b''c','x;y'),"
+    " tags SET('red','green','blue'), body LONGTEXT, blobby LONGBLOB, name VARCHAR(40))",
+    "INSERT INTO items (flag, small, big, price, d, dt, t, kind, tags, body, blobby, name) VALUES"
+    " (1, 255, 18446744073709551615, 12.34, '0000-00-00', '0000-00-00 00:00:00', '12:34:56', 'b''c', 'red,blue',"
+    "  REPEAT('ü', 70000), REPEAT(UNHEX('00FF'), 300000), 'naïve ☃'),"
+    " (0, 0, 0, -1.00, '2024-02-29', '2024-02-29 23:59:59', '838:59:59', 'x;y', '', NULL, NULL, NULL),"
+    " (NULL, NULL, NULL, NULL, '2020-01-01', NULL, NULL, NULL, NULL, 'bad\\0nul', NULL, 'ok')",
+    "INSERT INTO items (d, name) SELECT '2021-01-01', CONCAT('n', seq) FROM seq_1_to_40",
+    "CREATE TABLE `odd``; name` (`k 1` INT, `k;2` VARCHAR(10), `v\"q` TEXT, PRIMARY KEY (`k 1`, `k;2`))",
+    "INSERT INTO `odd``; name` VALUES (1,'a','x'),(1,'b',NULL),(2,'a','z'),(3,'ä','☃')",
+    "CREATE TABLE nokey (a INT, b TEXT)",
+    "INSERT INTO nokey VALUES (1,'x'),(1,'x'),(NULL,NULL)",
+]
+
+
+@pytest.fixture
+def maria_source() -> Iterator[Any]:
+    host, port = require("mariadb")
+    name = f"mig_s_{uuid.uuid4().hex[:8]}"
+    conn = pymysql.connect(host=host, port=port, user="root", autocommit=True, charset="utf8mb4")
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+        cur.execute(f"USE `{name}`")
+        for stmt in MARIA_SETUP:
+            cur.execute(stmt)
+    yield db("maria_src", kind="mariadb", host=host, dbname=name, user="root")
+    with conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE `{name}`")
+    conn.close()
+
+
+def test_mariadb_to_postgresql_with_pgloader_casts_rejects_and_validation(maria_source: Any, pg15_target: Any) -> None:
+    plan = engine.plan_migration(maria_source, pg15_target, batch_size=7, max_rejects=5)
+    types = {c.name: c.target_type for c in plan.table("items").columns}
+    assert types["flag"] == "boolean" and types["big"] == "numeric(20)" and types["small"] == "smallint"
+    assert types["dt"] == "timestamp" and types["tags"] == "text[]" and types["blobby"] == "bytea"
+    assert plan.table("items").columns[0].identity and plan.table("nokey").key == []
+    report = _run(plan, maria_source, pg15_target)
+    assert report["ok"], report
+    by_table = {t["table"]: t for t in report["tables"]}
+    assert by_table["items"]["source_rows"] == by_table["items"]["target_rows"] == 41  # 43 read, 2 rejected
+    assert by_table["odd`; name"]["target_rows"] == 4 and by_table["nokey"]["target_rows"] == 3
+    reasons = {r["key"]: r["reason"] for r in report["rejects"]}
+    assert "outside 00:00..24:00" in reasons["[2]"] and "NUL" in reasons["[3]"]
+    first = _rows(pg15_target, "SELECT flag, small, big, price, d, dt, t, kind::text, tags, length(body),"
+                               " length(blobby), name FROM items WHERE id = 1")[0]
+    assert first == (True, 255, Decimal("18446744073709551615"), Decimal("12.34"), None, None, dt.time(12, 34, 56),
+                     "b'c", ["red", "blue"], 70000, 600000, "naïve ☃")
+    assert _rows(pg15_target, 'SELECT "k 1", "k;2", "v""q" FROM "odd`; name" ORDER BY 1, 2') == [
+        (1, "a", "x"), (1, "b", None), (2, "a", "z"), (3, "ä", "☃")]
+    # identity continues after the copied keys
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname=pg15_target.dbname, autocommit=True) as c:
+        assert c.execute("INSERT INTO items (d) VALUES ('2022-02-02') RETURNING id").fetchone()[0] == 44
+    strict = engine.plan_migration(maria_source, pg15_target, batch_size=100, max_rejects=0,
+                                   tables=["items"], migration_id="strict-" + uuid.uuid4().hex[:6])
+    strict = engine.prepare(strict, maria_source, pg15_target)
+    for b in strict.batches:
+        engine.copy_batch(strict, b.id, maria_source, pg15_target)
+    with pytest.raises(MigrationFailed, match="2 rows rejected, more than max_rejects 0"):
+        engine.finalize(strict, maria_source, pg15_target)
+
+
+PG18_SETUP = [
+    "CREATE TABLE users (id bigserial PRIMARY KEY, email text UNIQUE, name text NOT NULL, born date,"
+    " seen timestamptz, score numeric(12,3), tags text[], meta jsonb, avatar bytea)",
+    "INSERT INTO users (email, name, born, seen, score, tags, meta, avatar) SELECT 'u' || g || '@example.com',"
+    " 'Nàme ☃ ' || g, date '1980-01-01' + g, timestamptz '2026-01-01 00:00+02' + g * interval '1 minute',"
+    " g / 7.0, ARRAY['a', 'b' || g], jsonb_build_object('g', g), decode(md5(g::text), 'hex')"
+    " FROM generate_series(1, 3000) g",
+    "UPDATE users SET born = NULL, seen = NULL, tags = NULL WHERE id % 10 = 0",
+    'CREATE TABLE "we;ird ""t" ("a b" int, "c""d" text, "big" text, PRIMARY KEY ("a b", "c""d"))',
+    'INSERT INTO "we;ird ""t" SELECT g % 13, \'v\' || g, repeat(\'ß\', 20000) FROM generate_series(1, 400) g',
+    "CREATE TABLE events (at timestamptz, what text)",
+    "INSERT INTO events SELECT now() - g * interval '1 s', md5(g::text) FROM generate_series(1, 5000) g",
+]
+
+
+@pytest.fixture
+def pg18_source(embedded_pg: Any) -> Iterator[Any]:
+    name = f"mig_s_{uuid.uuid4().hex[:8]}"
+    with pg_admin(embedded_pg.port, CANARY) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    with psycopg.connect(host="127.0.0.1", port=embedded_pg.port, user="postgres", password=CANARY, dbname=name,
+                         autocommit=True) as c:
+        for stmt in PG18_SETUP:
+            c.execute(stmt)
+    yield db("pg18_src", kind="postgresql", host="127.0.0.1", port=embedded_pg.port, dbname=name, user="postgres",
+             password_env="DBFLEET_TEST_CANARY")
+    with pg_admin(embedded_pg.port, CANARY) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _fingerprint(database: Any, port: int = 5432, password: str | None = None) -> dict[str, str]:
+    queries = {"users": "SELECT md5(string_agg(u::text, '|' ORDER BY id)) FROM users u",
+               "weird": 'SELECT md5(string_agg(w::text, \'|\' ORDER BY "a b", "c""d")) FROM "we;ird ""t" w',
+               "events": "SELECT md5(string_agg(e::text, '|' ORDER BY at, what)) FROM events e"}
+    with psycopg.connect(host="127.0.0.1", port=port, user="postgres", password=password, dbname=database.dbname) as c:
+        c.execute("SET TimeZone = 'UTC'")
+        return {k: c.execute(q).fetchone()[0] for k, q in queries.items()}
+
+
+def test_postgresql_18_to_15_binary_copy_exact_rows_tamper_and_idempotence(pg18_source: Any, pg15_target: Any,
+                                                                          embedded_pg: Any) -> None:
+    plan = engine.plan_migration(pg18_source, pg15_target, batch_size=700)
+    assert plan.path == "pg-pg" and {b.by for b in plan.batches} == {"key", "ctid"}
+    report = _run(plan, pg18_source, pg15_target)
+    assert report["ok"], report
+    assert _fingerprint(pg15_target) == _fingerprint(pg18_source, embedded_pg.port, CANARY)
+    again = engine.copy_batch(plan, 0, pg18_source, pg15_target)
+    assert again["skipped"] and _rows(pg15_target, "SELECT count(*) FROM users")[0][0] == 3000
+    _exec(pg15_target, "UPDATE users SET name = 'tampered' WHERE id = 1500")
+    bad = engine.validate(plan, pg18_source, pg15_target)
+    users = next(t for t in bad["tables"] if t["table"] == "public.users")
+    assert not bad["ok"] and len(users["mismatched_ranges"]) == 1
+    rng = users["mismatched_ranges"][0]
+    assert rng["from"][0] <= 1500 < rng["to"][0]
+    _exec(pg15_target, "DELETE FROM events WHERE ctid IN (SELECT ctid FROM events LIMIT 1)")
+    keyless = next(t for t in engine.validate(plan, pg18_source, pg15_target)["tables"] if t["table"] == "public.events")
+    assert not keyless["ok"] and keyless["target_rows"] == 4999
+
+
+def test_rollback_restores_the_target_exactly(pg18_source: Any, pg15_target: Any) -> None:
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname=pg15_target.dbname, autocommit=True) as c:
+        c.execute("CREATE TABLE events (at timestamptz, what text)")
+        c.execute("INSERT INTO events VALUES ('2020-01-01', 'was here before')")
+    before = _rows(pg15_target, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+    plan = engine.plan_migration(pg18_source, pg15_target, batch_size=1000)
+    report = {t["table"]: t for t in _run(plan, pg18_source, pg15_target)["tables"]}
+    assert report["public.users"]["ok"] and report["public.we;ird \"t"]["ok"]
+    # the keyless table was appended to: validation counts the row that was there before
+    assert not report["public.events"]["ok"] and report["public.events"]["target_rows"] == 5001
+    plan = engine.prepare(plan, pg18_source, pg15_target)  # what the run recorded
+    assert _rows(pg15_target, "SELECT count(*) FROM events")[0][0] == 5001  # appended to the existing table
+    undone = engine.rollback(plan, pg18_source, pg15_target)
+    assert "snapshot:public.events" in undone and "table:public.users" in undone
+    assert _rows(pg15_target, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1") == before
+    assert _rows(pg15_target, "SELECT what FROM events") == [("was here before",)]
+    assert _rows(pg15_target, "SELECT count(*) FROM _dbfleet_migration.checkpoints")[0][0] == 0
+
+
+def test_incremental_copies_changed_rows_by_watermark(pg18_source: Any, pg15_target: Any, embedded_pg: Any) -> None:
+    with psycopg.connect(host="127.0.0.1", port=embedded_pg.port, user="postgres", password=CANARY,
+                         dbname=pg18_source.dbname, autocommit=True) as c:
+        c.execute("ALTER TABLE users ADD COLUMN updated_at timestamptz NOT NULL DEFAULT '2026-01-01'")
+        full = engine.plan_migration(pg18_source, pg15_target, tables=["users"], batch_size=1000)
+        assert _run(full, pg18_source, pg15_target)["ok"]
+        base = engine.prepare(full, pg18_source, pg15_target)
+        first = engine.plan_migration(pg18_source, pg15_target, MigrationType.INCREMENTAL, tables=["users"],
+                                      watermark="updated_at", base=base, batch_size=1000)
+        _run(first, pg18_source, pg15_target)  # records the watermark; every row is at it already
+        c.execute("UPDATE users SET name = 'changed', updated_at = '2026-06-01' WHERE id IN (5, 2500)")
+        c.execute("INSERT INTO users (email, name, updated_at) VALUES ('new@example.com', 'new', '2026-06-02')")
+    second = engine.plan_migration(pg18_source, pg15_target, MigrationType.INCREMENTAL, tables=["users"],
+                                   watermark="updated_at", base=base, batch_size=1000)
+    assert second.since["public.users"].startswith("2026-01-01") and second.path == "rows"
+    plan = engine.prepare(second, pg18_source, pg15_target)
+    copied = sum(engine.copy_batch(plan, b.id, pg18_source, pg15_target)["rows"] for b in plan.batches)
+    engine.finalize(plan, pg18_source, pg15_target)
+    assert copied == 3
+    assert _rows(pg15_target, "SELECT name FROM users WHERE id IN (5, 2500, 3001) ORDER BY id") == [
+        ("changed",), ("changed",), ("new",)]
+    assert _rows(pg15_target, "SELECT count(*) FROM users")[0][0] == 3001
+
+
+def test_bad_requests_are_clear(pg18_source: Any, pg15_target: Any) -> None:
+    with pytest.raises(ConfigError, match="no such source table: nope"):
+        engine.plan_migration(pg18_source, pg15_target, tables=["nope"])
+    with pytest.raises(ConfigError, match="cannot migrate into 'redis'"):
+        engine.plan_migration(pg18_source, db("r", kind="redis", host="127.0.0.1"))
+    with pytest.raises(ConfigError, match="needs a watermark"):
+        engine.plan_migration(pg18_source, pg15_target, MigrationType.INCREMENTAL)
+    with pytest.raises(ConfigError, match="has no primary key"):
+        engine.plan_migration(pg18_source, pg15_target, MigrationType.INCREMENTAL, tables=["events"], watermark="at")
