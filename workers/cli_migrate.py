@@ -172,9 +172,9 @@ def migrate_status(migration_id: str) -> None:
 @click.option("--timeout", default=3600.0, show_default=True)
 def migrate_rollback(migration_id: str, timeout: float) -> None:
     """Drop the tables the migration created; restore tables it wrote into from their snapshots."""
-    from workers.migrations import rollback_task
+    from workers.migrations import celery_app
 
-    result = rollback_task.apply_async(args=[migration_id]).get(timeout=timeout)
+    result = celery_app().send_task("migrations.rollback", args=[migration_id]).get(timeout=timeout)
     for obj in result["undone"]:
         console.print(f"undone: {escape(obj)}")
     console.print(f"migration {migration_id} rolled back")

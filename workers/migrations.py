@@ -47,9 +47,12 @@ def _dbs(plan: MigrationPlan) -> tuple[DatabaseConfig, DatabaseConfig]:
     return resolve(plan.source.get("_ref", plan.source)), resolve(plan.target.get("_ref", plan.target))
 
 
-def _task_error(migration_id: str, what: str, exc: BaseException) -> ScriptFailed:
-    message = scrub(f"{what}: {type(exc).__name__}: {exc}")
+def _task_error(migration_id: str, what: str, exc: BaseException, fails_run: bool = True) -> ScriptFailed:
+    """A scrubbed error; a failing prepare/finalize/validate marks the migration failed with it at once."""
+    message = scrub(f"{what}: {type(exc).__name__}: {exc}".strip())
     log.error("migration %s: %s", migration_id, message)
+    if fails_run:
+        store().set_status(migration_id, FAILED, message)
     return ScriptFailed(message)
 
 
@@ -90,7 +93,7 @@ def copy_batch_task(self: Any, migration_id: str, batch_id: int) -> dict[str, An
     try:
         result = engine.copy_batch(plan, batch_id, *_dbs(plan))
     except Exception as exc:
-        error = _task_error(migration_id, f"batch {batch_id}", exc)
+        error = _task_error(migration_id, f"batch {batch_id}", exc, fails_run=False)
         store().batch_failed(migration_id, batch_id, str(error))
         raise error from None
     store().batch_done(migration_id, batch_id, int(result.get("rows", 0)), int(result.get("rejects", 0)),
@@ -159,16 +162,35 @@ def rollback_task(self: Any, migration_id: str) -> dict[str, Any]:
     return {"migration_id": migration_id, "undone": undone}
 
 
+_apps: dict[int, Any] = {}
+
+
+def celery_app() -> Any:
+    """The Celery app of the config this process uses now (the module-level app keeps the config it was
+    imported with; application code may point DBFLEET_CONFIG elsewhere later)."""
+    from workers.app import create_app
+
+    cfg = runtime.config()
+    if id(cfg) not in _apps:
+        _apps.clear()
+        _apps[id(cfg)] = create_app(cfg)
+    return _apps[id(cfg)]
+
+
+def _sig(name: str, *args: Any) -> Any:
+    return celery_app().signature(f"migrations.{name}", args=list(args), immutable=True)
+
+
 def workflow(migration_id: str) -> Any:
     """chain(prepare, chord(group(lanes of copy_batch), finalize), validate) for the batches still pending."""
     plan = store().plan(migration_id)
     pending = sorted(store().pending(migration_id))
     lanes = [pending[i::plan.parallel_workers] for i in range(plan.parallel_workers)]
-    header = group(chain(*(copy_batch_task.si(migration_id, b) for b in lane)) for lane in lanes if lane)
-    steps = [prepare_task.si(migration_id)]
-    steps.append(chord(header, finalize_task.si(migration_id)) if pending else finalize_task.si(migration_id))
-    steps.append(validate_task.si(migration_id))
-    return chain(*steps).on_error(mark_failed.si(migration_id))
+    header = group(chain(*(_sig("copy_batch", migration_id, b) for b in lane)) for lane in lanes if lane)
+    steps = [_sig("prepare", migration_id)]
+    steps.append(chord(header, _sig("finalize", migration_id)) if pending else _sig("finalize", migration_id))
+    steps.append(_sig("validate", migration_id))
+    return chain(*steps).on_error(_sig("mark_failed", migration_id))
 
 
 def run(migration_id: str) -> Any:
@@ -209,11 +231,16 @@ class MigrationProgress:
 
 def plan(source: DbRef, target: DbRef, timeout: float = 600, **options: Any) -> MigrationPlan:
     """Plan on a worker of the migrations queue (it holds the secrets) and return the stored plan."""
-    result = plan_task.apply_async(args=[source, target, options])
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    result = celery_app().send_task("migrations.plan", args=[source, target, options])
     try:
         return MigrationPlan.from_dict(result.get(timeout=timeout))
     except ScriptFailed:
         raise
+    except CeleryTimeout:
+        raise TimeoutError(f"no plan after {timeout:.0f}s: is a worker consuming the migrations queue? "
+                           "(dbfleet worker --queues migrations; dbfleet status)") from None
     except Exception as exc:
         raise ScriptFailed(scrub(str(exc))) from None
 

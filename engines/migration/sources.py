@@ -15,8 +15,10 @@ from engines.errors import ConfigError
 from engines.migration.model import Batch, Column, Table
 from engines.migration.types import enum_values, map_mysql
 
+# the same text forms on both sides (checksums compare row text); no statement timeout: a batch is bounded
+# by its size, and the task's time limit bounds the rest
 SESSION = ("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 3; "
-           "SET bytea_output = 'hex'; SET IntervalStyle = 'postgres'")
+           "SET bytea_output = 'hex'; SET IntervalStyle = 'postgres'; SET statement_timeout = 0")
 
 
 def _wanted(name: str, short: str, only: list[str] | None) -> bool:

@@ -142,6 +142,7 @@ class MigrationStore:
             batches = list(s.scalars(select(MigrationBatch).where(MigrationBatch.migration_id == migration_id)))
             mig = s.get(Migration, migration_id)
             estimates = {t["source"]: t["rows_estimate"] for t in (mig.plan["tables"] if mig else [])}
+            started, end = (_aware(mig.started_at), _aware(mig.finished_at)) if mig else (None, None)
         tables: dict[str, dict[str, Any]] = {}
         for b in batches:
             t = tables.setdefault(b.table_name, {"table": b.table_name, "batches_done": 0, "batches_total": 0,
@@ -155,8 +156,6 @@ class MigrationStore:
         done = sum(t["batches_done"] for t in tables.values())
         total = sum(t["batches_total"] for t in tables.values())
         rows = sum(t["rows"] for t in tables.values())
-        started = _aware(datetime.fromisoformat(info["started_at"])) if info["started_at"] else None
-        end = _aware(datetime.fromisoformat(info["finished_at"])) if info["finished_at"] else None
         end = end or _now()
         elapsed = (end - started).total_seconds() if started else 0.0
         rate = rows / elapsed if elapsed > 0 else 0.0
