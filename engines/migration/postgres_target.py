@@ -25,6 +25,7 @@ DDL = [
     "CREATE TABLE IF NOT EXISTS _dbfleet_migration.checkpoints (migration_id text, batch_id int, table_name text,"
     " rows bigint, checksum numeric, rejects int DEFAULT 0, finished_at timestamptz DEFAULT now(),"
     " PRIMARY KEY (migration_id, batch_id))",
+    "ALTER TABLE _dbfleet_migration.checkpoints ADD COLUMN IF NOT EXISTS target_checksum numeric",
     "CREATE TABLE IF NOT EXISTS _dbfleet_migration.rejects (migration_id text, batch_id int, table_name text,"
     " key text, reason text, row_text text, at timestamptz DEFAULT now())",
     "CREATE TABLE IF NOT EXISTS _dbfleet_migration.watermarks (migration_id text, table_name text, value text,"
@@ -153,10 +154,11 @@ class PostgresTarget:
             where, params = pg_range(table.key, batch)
             self.conn.execute(sql.SQL("DELETE FROM {} WHERE {}").format(target_ident(table), where), params)
 
-    def record(self, plan: MigrationPlan, batch: Batch, rows: int, checksum: int, rejects: int) -> None:
+    def record(self, plan: MigrationPlan, batch: Batch, rows: int, checksum: int, rejects: int,
+               target_checksum: int | None = None) -> None:
         self.conn.execute("UPDATE _dbfleet_migration.checkpoints SET rows = %s, checksum = %s, rejects = %s,"
-                          " finished_at = now() WHERE migration_id = %s AND batch_id = %s",
-                          (rows, checksum, rejects, plan.id, batch.id))
+                          " target_checksum = %s, finished_at = now() WHERE migration_id = %s AND batch_id = %s",
+                          (rows, checksum, rejects, target_checksum, plan.id, batch.id))
 
     def copy_stream(self, table: Table, chunks: Iterable[bytes]) -> None:
         """Binary COPY pass-through (PostgreSQL source: same types on both sides)."""
@@ -223,12 +225,13 @@ class PostgresTarget:
                         sql.Identifier(c.name), target_ident(table)))
             self.conn.execute(sql.SQL("ANALYZE {}").format(target_ident(table)))
 
-    def measure(self, plan: MigrationPlan, table: Table, batch: Batch | None) -> tuple[int, int]:
-        """(count, checksum) of the target rows of ``batch`` (None: the whole table)."""
+    def measure(self, plan: MigrationPlan, table: Table, batch: Batch | None, method: str = "sql") -> tuple[int, int]:
+        """(count, checksum) of the target rows of ``batch`` (None: the whole table), computed by the server
+        (``sql``, over each row's text) or here over the driver's values (``python``)."""
         where, params = (pg_range(table.key, batch) if batch else (sql.SQL("true"), []))
         cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
         select = sql.SQL("SELECT {} FROM {} WHERE {}").format(cols, target_ident(table), where)
-        if plan.path == "pg-pg":
+        if method == "sql":
             n, checksum = self.conn.execute(sql.SQL(SQL_CHECKSUM).format(select), params).fetchone()
             return int(n), int(checksum)
         with self.conn.cursor() as cur:
@@ -236,9 +239,12 @@ class PostgresTarget:
             return python_checksum(cur, [c.target_type for c in table.columns])
 
     def checkpoints(self, plan: MigrationPlan) -> dict[int, dict[str, int]]:
-        return {int(b): {"rows": int(r), "checksum": int(c), "rejects": int(x)} for b, r, c, x in self.conn.execute(
-            "SELECT batch_id, rows, checksum, rejects FROM _dbfleet_migration.checkpoints WHERE migration_id = %s",
-            (plan.id,)).fetchall()}
+        """batch id -> rows, source checksum, rejects, and the server-side checksum of the range at write time
+        (PostgreSQL -> PostgreSQL: the source's, computed the same way)."""
+        rows = self.conn.execute("SELECT batch_id, rows, checksum, rejects, coalesce(target_checksum, checksum)"
+                                 " FROM _dbfleet_migration.checkpoints WHERE migration_id = %s", (plan.id,)).fetchall()
+        return {int(b): {"rows": int(r), "checksum": int(c), "rejects": int(x), "written": int(w)}
+                for b, r, c, x, w in rows}
 
     def rejects(self, plan: MigrationPlan) -> list[dict[str, Any]]:
         cur = self.conn.execute("SELECT table_name, key, reason FROM _dbfleet_migration.rejects"

