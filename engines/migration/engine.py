@@ -152,7 +152,7 @@ def copy_batch(plan: MigrationPlan, batch_id: int, source: DatabaseConfig, targe
             tgt.clear_range(table, batch, upsert)
             written = None
             if plan.path == "pg-pg":
-                n, checksum, rejects = _copy_binary(src, tgt, table, batch)
+                n, checksum, rejects = _copy_binary(src, tgt, table, batch, plan.validation)
             else:
                 n, checksum, rejects = _copy_rows(src, tgt, plan, table, batch, upsert)
                 if table.ranges_portable and not upsert:
@@ -162,16 +162,19 @@ def copy_batch(plan: MigrationPlan, batch_id: int, source: DatabaseConfig, targe
             "seconds": round(time.perf_counter() - started, 3)}
 
 
-def _copy_binary(src: PostgresSource, tgt: PostgresTarget, table: Table, batch: Batch) -> tuple[int, int, int]:
+def _copy_binary(src: PostgresSource, tgt: PostgresTarget, table: Table, batch: Batch,
+                 checksums: bool) -> tuple[int, int, int]:
     conn = src.conn
     conn.isolation_level, conn.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
     with conn.transaction():  # the checksum and the rows come from one snapshot
         query, params = src.select(table, batch)
-        n, checksum = conn.execute(sql.SQL(SQL_CHECKSUM).format(query), params).fetchone()
+        n, checksum = conn.execute(sql.SQL(SQL_CHECKSUM).format(query), params).fetchone() if checksums else (0, 0)
         with conn.cursor().copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(
                 sql.SQL(psycopg.ClientCursor(conn).mogrify(query, params)))) as out:
-            tgt.copy_stream(table, out)
-    return int(n), int(checksum), 0
+            copied = tgt.copy_stream(table, out)
+    if checksums and copied != n:
+        raise MigrationFailed(f"batch {batch.id} of {table.source}: {n} rows counted, {copied} copied")
+    return copied, int(checksum), 0
 
 
 def _copy_rows(src: Any, tgt: PostgresTarget, plan: MigrationPlan, table: Table, batch: Batch,

@@ -160,13 +160,14 @@ class PostgresTarget:
                           " target_checksum = %s, finished_at = now() WHERE migration_id = %s AND batch_id = %s",
                           (rows, checksum, rejects, target_checksum, plan.id, batch.id))
 
-    def copy_stream(self, table: Table, chunks: Iterable[bytes]) -> None:
-        """Binary COPY pass-through (PostgreSQL source: same types on both sides)."""
+    def copy_stream(self, table: Table, chunks: Iterable[bytes]) -> int:
+        """Binary COPY pass-through (PostgreSQL source: same types on both sides); returns the rows copied."""
         cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
-        with self.conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
-                target_ident(table), cols)) as copy:
+        cur = self.conn.cursor()
+        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(target_ident(table), cols)) as copy:
             for chunk in chunks:
                 copy.write(chunk)
+        return int(cur.rowcount)
 
     def copy_rows(self, plan: MigrationPlan, table: Table, batch: Batch, rows: list[tuple[Any, ...]],
                   upsert: bool = False) -> tuple[list[tuple[Any, ...]], int]:
