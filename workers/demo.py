@@ -19,6 +19,7 @@ from engines.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from workers.render import console, err_console, health_table, rows_table, styled
 
 DEMO_DB = "music"
+COPY_DB = "music_copy"  # the migration step's target
 
 
 def state_dir() -> Path:
@@ -54,6 +55,8 @@ def demo_config(root: Path, redis: EmbeddedRedis, pg: EmbeddedPostgres) -> dict[
             DEMO_DB: {"kind": "postgresql", "host": "127.0.0.1", "port": pg.port, "dbname": DEMO_DB,
                       "user": "postgres", "password_file": str(sec / "postgres.password"),
                       "tags": ["demo", "pii"], "thresholds": {"long_running_query_seconds": 1}},
+            COPY_DB: {"kind": "postgresql", "host": "127.0.0.1", "port": pg.port, "dbname": COPY_DB,
+                      "user": "postgres", "password_file": str(sec / "postgres.password"), "tags": ["demo"]},
             "fleet_redis": {"kind": "redis", "host": "127.0.0.1", "port": redis.port, "tags": ["broker"]},
             "history_sqlite": {"kind": "sqlite", "path": str(root / "history.db"), "tags": ["dbfleet"]},
         },
@@ -86,8 +89,31 @@ def _prepare_music(pg: EmbeddedPostgres, password: str, scale: int, fresh: bool)
             admin.execute(f"DROP DATABASE {DEMO_DB} WITH (FORCE)")  # constant name, not input
         admin.execute(f"CREATE DATABASE {DEMO_DB}")
         admin.execute(f"COMMENT ON DATABASE {DEMO_DB} IS '{marker}'")  # scale is an int
+        admin.execute(f"DROP DATABASE IF EXISTS {COPY_DB} WITH (FORCE)")  # constant name, not input
+        admin.execute(f"CREATE DATABASE {COPY_DB}")
     with psycopg.connect(dbname=DEMO_DB, autocommit=True, **kw) as conn:
         return generate_music_database(conn, scale)
+
+
+def _migration_step() -> tuple[list[list[str]], bool]:
+    """Migrate the music database into music_copy through the fleet and show the validation report."""
+    from engines.errors import DbfleetError
+    from workers import migrations
+    from workers.cli_migrate import follow, print_plan, print_progress
+
+    start = time.monotonic()
+    try:
+        plan = migrations.plan(DEMO_DB, COPY_DB, batch_size=50_000, parallel_workers=2, timeout=300)
+        print_plan(plan)
+        migrations.run(plan.id)
+        final = follow(plan.id, timeout=1800)
+    except (DbfleetError, TimeoutError) as exc:
+        err_console.print(f"[red]migration failed: {exc}[/red]")
+        return [["migration", f"{DEMO_DB} -> {COPY_DB}", styled("failed"), f"{time.monotonic() - start:.2f}s", "-"]], False
+    print_progress(final)
+    ok = final["status"] == "completed"
+    return [["migration", f"{DEMO_DB} -> {COPY_DB}", styled("ok" if ok else "failed"),
+             f"{time.monotonic() - start:.2f}s", plan.id[-6:]]], ok
 
 
 def _wait_for_workers(app: Any, expected: int, timeout: float = 90.0) -> dict[str, list[str]]:
@@ -160,6 +186,8 @@ def _operations(cfg: Any, app: Any) -> tuple[list[list[str]], list[str], bool]:
                      f"{time.monotonic() - start:.2f}s", execution.task_id[:8]])
     alert_rows, alert_ids, alert_ok = _alert_step(manager, cfg)
     rows, ids, ok = rows + alert_rows, ids + alert_ids, ok and alert_ok
+    migration_rows, migrated = _migration_step()
+    rows, ok = rows + migration_rows, ok and migrated
     for script, db_id, opts in BACKUP_STEPS:
         row, task_id, passed = _backup_step(manager, script, db_id, opts)
         rows.append(row)

@@ -193,10 +193,27 @@ def workflow(migration_id: str) -> Any:
     return chain(*steps).on_error(_sig("mark_failed", migration_id))
 
 
-def run(migration_id: str) -> Any:
-    """Start (or resume) a planned migration; completed batches are skipped."""
+@app.task(name="migrations.start", bind=True)
+def start_task(self: Any, migration_id: str) -> dict[str, Any]:
+    """Send the run's workflow from a worker (clients then never hold the chain's results)."""
     store().set_status(migration_id, RUNNING)
-    return workflow(migration_id).apply_async()
+    pending = len(store().pending(migration_id))
+    workflow(migration_id).apply_async()
+    return {"migration_id": migration_id, "pending_batches": pending}
+
+
+def run(migration_id: str, timeout: float = 120) -> dict[str, Any]:
+    """Start (or resume) a planned migration on the fleet; completed batches are skipped. Progress: the store."""
+    store().plan(migration_id)  # unknown ids fail here, clearly
+    result = celery_app().send_task("migrations.start", args=[migration_id])
+    try:
+        started: dict[str, Any] = result.get(timeout=timeout)
+        return started
+    except Exception as exc:
+        if "Timeout" in type(exc).__name__:
+            raise TimeoutError(f"migration {migration_id} not started after {timeout:.0f}s: is a worker consuming "
+                               "the migrations queue?") from None
+        raise ScriptFailed(scrub(str(exc))) from None
 
 
 class MigrationProgress:

@@ -35,7 +35,7 @@ def dbs(fleet: Any, embedded_pg: Any) -> Iterator[tuple[dict[str, Any], dict[str
     with psycopg.connect(host="127.0.0.1", port=embedded_pg.port, user="postgres", password=CANARY, dbname=src,
                          autocommit=True) as c:
         c.execute("CREATE TABLE plays (id bigint PRIMARY KEY, user_id int, track text, at timestamptz)")
-        c.execute("INSERT INTO plays SELECT g, g % 977, 'track ' || md5(g::text), now() - g * interval '1 s'"
+        c.execute("INSERT INTO plays SELECT g, g %% 977, 'track ' || md5(g::text), now() - g * interval '1 s'"
                   " FROM generate_series(1, %s) g", (ROWS,))
     with pg_admin() as admin:
         admin.execute(f'CREATE DATABASE "{dst}"')
