@@ -20,12 +20,13 @@ from engines.config import DatabaseConfig
 from engines.connectors import open_connector
 from engines.errors import ConfigError, DbfleetError
 from engines.migration.checksum import SQL_CHECKSUM, python_checksum
+from engines.migration.document_targets import ClickHouseTarget, DocumentTarget, ElasticsearchTarget, MongoTarget
 from engines.migration.model import Batch, MigrationPlan, MigrationType, Table
 from engines.migration.postgres_target import PostgresTarget, key_text
 from engines.migration.sources import MySQLSource, PostgresSource, my_ident, my_range, open_source, pg_ident, pg_range
 from engines.migration.types import converter
 
-TARGETS = ("postgresql",)
+TARGETS = ("postgresql", "mongodb", "elasticsearch", "clickhouse")
 
 
 class MigrationFailed(DbfleetError):
@@ -38,12 +39,22 @@ def new_id() -> str:
 
 @contextmanager
 def connections(source: DatabaseConfig, target: DatabaseConfig,
-                lock_timeout: float = 60.0) -> Iterator[tuple[Any, PostgresTarget]]:
+                lock_timeout: float = 60.0) -> Iterator[tuple[Any, Any]]:
+    """(source, target): a PostgresTarget, or a DocumentTarget for MongoDB, Elasticsearch, ClickHouse."""
     if target.kind not in TARGETS:
-        raise ConfigError([("target", f"cannot migrate into {target.kind!r} here; targets: {', '.join(TARGETS)}"
-                                      " (MongoDB, Elasticsearch, ClickHouse writers: see docs/migration.md)")])
-    with open_connector(source) as s, open_connector(target) as t:
-        yield open_source(source.kind, s.conn), PostgresTarget(t.conn, lock_timeout)
+        raise ConfigError([("target", f"cannot migrate into {target.kind!r}; targets: {', '.join(TARGETS)}")])
+    with open_connector(source) as s:
+        if target.kind == "clickhouse":
+            url = target.dsn or f"http://{target.host}:{target.port}"
+            yield open_source(source.kind, s.conn), ClickHouseTarget(url, target.user, target.password(),
+                                                                     target.query_timeout * 3)
+            return
+        with open_connector(target) as t:
+            if target.kind == "postgresql":
+                yield open_source(source.kind, s.conn), PostgresTarget(t.conn, lock_timeout)
+            else:
+                cls = MongoTarget if target.kind == "mongodb" else ElasticsearchTarget
+                yield open_source(source.kind, s.conn), cls(t.conn)
 
 
 def plan_migration(source: DatabaseConfig, target: DatabaseConfig, kind: MigrationType = MigrationType.FULL,
@@ -61,11 +72,14 @@ def plan_migration(source: DatabaseConfig, target: DatabaseConfig, kind: Migrati
         batches: list[Batch] = []
         for table in found:
             batches += src.bounds(table, batch_size, len(batches))
-        path = "pg-pg" if source.kind == "postgresql" and kind == MigrationType.FULL else "rows"
+        path = ("pg-pg" if source.kind == "postgresql" and target.kind == "postgresql" and kind == MigrationType.FULL
+                else "rows")
         plan = MigrationPlan(migration_id or new_id(), source.public(), target.public(), kind.value, batch_size,
                              parallel_workers, validation, found, batches, path, watermark, max_rejects=max_rejects,
                              lock_timeout=lock_timeout)
         if kind == MigrationType.INCREMENTAL:
+            if not isinstance(tgt, PostgresTarget):
+                raise ConfigError([("type", "incremental migrations write into PostgreSQL only in this version")])
             _incremental(plan, src, tgt, base)
     return plan
 
@@ -145,6 +159,8 @@ def copy_batch(plan: MigrationPlan, batch_id: int, source: DatabaseConfig, targe
     table = plan.table(batch.table)
     started = time.perf_counter()
     with connections(source, target, plan.lock_timeout) as (src, tgt):
+        if isinstance(tgt, DocumentTarget):
+            return _copy_documents(src, tgt, plan, table, batch, started)
         with tgt.conn.transaction():
             if not tgt.claim(plan, batch):
                 return {"batch": batch.id, "table": table.source, "skipped": True, **(tgt.done(plan, batch) or {})}
@@ -194,6 +210,19 @@ def _copy_rows(src: Any, tgt: PostgresTarget, plan: MigrationPlan, table: Table,
     return n, checksum, bad + rejected
 
 
+def _copy_documents(src: Any, tgt: DocumentTarget, plan: MigrationPlan, table: Table, batch: Batch,
+                    started: float) -> dict[str, Any]:
+    """Idempotent writes by document id, then the checkpoint (a rerun rewrites the same ids)."""
+    done = tgt.done(plan, batch.id)
+    if done is not None:
+        return {"batch": batch.id, "table": table.source, "skipped": True, "rows": int(done.get("rows", 0))}
+    convert = converter([c.cast for c in table.columns])
+    rows = [convert(r) for r in _source_rows(src, plan, table, batch)]
+    n = tgt.write(plan, table, batch.id, rows)
+    return {"batch": batch.id, "table": table.source, "rows": n, "rejects": 0, "skipped": False,
+            "seconds": round(time.perf_counter() - started, 3)}
+
+
 def _verify_written(plan: MigrationPlan, tgt: PostgresTarget, table: Table, batch: Batch, n: int,
                     checksum: int) -> int:
     """Read the range back inside the batch's transaction: the target must hold exactly the mapped source
@@ -212,7 +241,9 @@ def finalize(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig
         missing = [b.id for b in plan.batches if b.id not in cps]
         if missing:
             raise MigrationFailed(f"migration {plan.id}: batches {missing[:10]} have no checkpoint; resume it")
-        rejects = sum(c["rejects"] for c in cps.values())
+        rejects = sum(c.get("rejects", 0) for c in cps.values())
+        if isinstance(tgt, DocumentTarget):
+            return {"rows": sum(c["rows"] for c in cps.values()), "rejects": 0}
         tgt.finalize(plan)
         if plan.type == MigrationType.INCREMENTAL.value:
             for table in plan.tables:
@@ -230,6 +261,8 @@ def validate(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig
     report: dict[str, Any] = {"migration_id": plan.id, "tables": [], "ok": True}
     with connections(source, target) as (_, tgt):
         cps = tgt.checkpoints(plan)
+        if isinstance(tgt, DocumentTarget):
+            return _validate_documents(plan, tgt, cps, report)
         for table in plan.tables:
             batches = [b for b in plan.batches if b.table == table.source]
             entry: dict[str, Any] = {"table": table.source, "target": table.target, "batches": len(batches),
@@ -259,6 +292,24 @@ def validate(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig
             report["ok"] = report["ok"] and entry["ok"]
             report["tables"].append(entry)
         report["rejects"] = tgt.rejects(plan)[:100]
+    return report
+
+
+def _validate_documents(plan: MigrationPlan, tgt: DocumentTarget, cps: dict[int, dict[str, int]],
+                        report: dict[str, Any]) -> dict[str, Any]:
+    """Per table: the documents' count and id checksum against what the batches wrote."""
+    for table in plan.tables:
+        batches = [b.id for b in plan.batches if b.table == table.source]
+        want = (sum(cps.get(b, {}).get("rows", 0) for b in batches),
+                sum(cps.get(b, {}).get("checksum", 0) for b in batches) % 2 ** 64)
+        n, checksum = tgt.measure(plan, table)
+        ok = (n, checksum) == want
+        report["tables"].append({"table": table.source, "target": table.target_name, "batches": len(batches),
+                                 "source_rows": want[0], "target_rows": n, "rejects": 0, "ok": ok,
+                                 "mismatched_ranges": [] if ok else [{"batch": None, "from": None, "to": None,
+                                                                      "source_rows": want[0], "target_rows": n}]})
+        report["ok"] = report["ok"] and ok
+    report["rejects"] = []
     return report
 
 

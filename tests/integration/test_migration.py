@@ -234,3 +234,29 @@ def test_bad_requests_are_clear(pg18_source: Any, pg15_target: Any) -> None:
         engine.plan_migration(pg18_source, pg15_target, MigrationType.INCREMENTAL)
     with pytest.raises(ConfigError, match="has no primary key"):
         engine.plan_migration(pg18_source, pg15_target, MigrationType.INCREMENTAL, tables=["events"], watermark="at")
+
+
+DOC_TARGETS = {
+    "mongodb": ("DBFLEET_TEST_MONGODB_URL", "MongoDB"),
+    "elasticsearch": ("DBFLEET_TEST_ELASTICSEARCH_URL", "Elasticsearch"),
+    "clickhouse": ("DBFLEET_TEST_CLICKHOUSE_URL", "ClickHouse (HTTP, e.g. http://127.0.0.1:8123)"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(DOC_TARGETS))
+def test_postgresql_into_a_document_store(kind: str, pg18_source: Any) -> None:
+    import os
+
+    env, name = DOC_TARGETS[kind]
+    if not os.environ.get(env):
+        pytest.skip(f"no {name} server here: set {env} to run PostgreSQL -> {kind}")
+    target = db(f"{kind}_t", kind=kind, dsn=os.environ[env], dbname=f"dbfleet_mig_{uuid.uuid4().hex[:6]}")
+    plan = engine.plan_migration(pg18_source, target, tables=["users", "we;ird \"t"], batch_size=700)
+    try:
+        report = _run(plan, pg18_source, target)
+        assert report["ok"], report
+        assert {t["table"]: t["target_rows"] for t in report["tables"]} == {"public.users": 3000,
+                                                                          'public.we;ird "t': 400}
+        assert engine.copy_batch(plan, 0, pg18_source, target)["skipped"]
+    finally:
+        engine.rollback(engine.prepare(plan, pg18_source, target), pg18_source, target)
