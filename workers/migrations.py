@@ -37,8 +37,16 @@ def resolve(ref: DbRef) -> DatabaseConfig:
     """A registry id, or an inline config whose secrets are references (password_env / password_file)."""
     if isinstance(ref, str):
         return runtime.config().database(ref)
+    from pydantic import ValidationError
+
+    from engines.errors import ConfigError
+
     check_options({k: v for k, v in ref.items() if k not in ("password_env", "password_file")})
-    db = DatabaseConfig.model_validate({k: v for k, v in ref.items() if k != "id"})
+    try:
+        db = DatabaseConfig.model_validate({k: v for k, v in ref.items() if k != "id"})
+    except ValidationError as exc:
+        raise ConfigError([(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()],
+                          "inline database config") from None
     db.id = str(ref.get("id") or f"inline-{db.kind}-{db.dbname or db.host}")
     return db
 
@@ -250,6 +258,10 @@ def plan(source: DbRef, target: DbRef, timeout: float = 600, **options: Any) -> 
     """Plan on a worker of the migrations queue (it holds the secrets) and return the stored plan."""
     from celery.exceptions import TimeoutError as CeleryTimeout
 
+    for ref in (source, target):  # refuse inline secrets here, before anything reaches the broker
+        if isinstance(ref, dict):
+            resolve(ref)
+    check_options(options)
     result = celery_app().send_task("migrations.plan", args=[source, target, options])
     try:
         return MigrationPlan.from_dict(result.get(timeout=timeout))
