@@ -71,3 +71,17 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float = 120) -> subpr
     env = dict(env, COLUMNS="200", NO_COLOR="1", TERM="dumb")
     return subprocess.run([sys.executable, "-m", "workers.cli", *args], env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def leak_haystack(fleet: Any) -> dict[str, str]:
+    """Everything a secret could leak into: worker logs, the result backend, the history database."""
+    import sqlite3
+
+    import redis
+
+    haystack = {"logs": "".join(p.text() for p in fleet.procs.values())}
+    backend = redis.Redis.from_url(fleet.config.fleet.resolved_backend())
+    haystack["result backend"] = "".join(str(backend.dump(k)) for k in backend.keys("*"))
+    with sqlite3.connect(fleet.root / "history.db") as conn:
+        haystack["history"] = "\n".join(conn.iterdump())
+    return haystack

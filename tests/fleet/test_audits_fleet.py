@@ -4,15 +4,13 @@ history, the exporter's metrics, the CLI's HTML report, and no canary anywhere."
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 import pytest
-import redis
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.fleet.procs import run_cli
+from tests.fleet.procs import leak_haystack, run_cli
 from tests.servers import CANARY
 
 pytestmark = pytest.mark.fleet
@@ -75,11 +73,7 @@ def test_audit_of_a_canary_account_leaks_nothing(fleet: Any) -> None:
     failed = down.wait(timeout=120)  # like a health check of a down database: a result saying why
     assert failed["findings"] == [] and "password authentication failed" in failed["error"]
     assert manager.get_script_history(database_id="pg18_badpw", limit=1)[0]["status"] == "failed"
-    haystack = {"results": json.dumps([result, failed]), "logs": "".join(p.text() for p in fleet.procs.values())}
-    backend = redis.Redis.from_url(fleet.config.fleet.resolved_backend())
-    haystack["result backend"] = "".join(str(backend.dump(k)) for k in backend.keys("*"))
-    with sqlite3.connect(fleet.root / "history.db") as conn:
-        haystack["history"] = "\n".join(conn.iterdump())
+    haystack = {"results": json.dumps([result, failed]), **leak_haystack(fleet)}
     for where, text in haystack.items():
         assert CANARY not in text, f"canary password leaked into {where}"
     assert "security_audit" in haystack["history"]

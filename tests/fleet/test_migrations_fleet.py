@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +16,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from tests.fleet.procs import run_cli, wait_for
+from tests.fleet.procs import leak_haystack, run_cli, wait_for
 from tests.integration.backup_cases import pg_admin
 from tests.servers import CANARY
 
@@ -173,12 +171,7 @@ def test_cli_plan_run_rollback_and_no_canary(fleet: Any, dbs: Any) -> None:
     assert out.returncode == 0 and "table:public.plays" in out.stdout
     with _target(dst) as c:
         assert c.execute("SELECT to_regclass('public.plays')").fetchone()[0] is None
-    haystack = {"logs": "".join(p.text() for p in fleet.procs.values())}
-    backend = redis.Redis.from_url(fleet.config.fleet.resolved_backend())
-    haystack["result backend"] = "".join(str(backend.dump(k)) for k in backend.keys("*"))
-    with sqlite3.connect(fleet.root / "history.db") as conn:
-        haystack["history"] = "\n".join(conn.iterdump())
+    haystack = leak_haystack(fleet)
     for where, text in haystack.items():
         assert CANARY not in text, f"canary password leaked into {where}"
     assert "dbfleet_migrations" in haystack["history"]
-    time.sleep(0)
