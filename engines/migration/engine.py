@@ -19,10 +19,11 @@ from psycopg import sql
 from engines.config import DatabaseConfig
 from engines.connectors import open_connector
 from engines.errors import ConfigError, DbfleetError
+from engines.migration import textpath
 from engines.migration.checksum import SQL_CHECKSUM, python_checksum
 from engines.migration.document_targets import ClickHouseTarget, DocumentTarget, ElasticsearchTarget, MongoTarget
 from engines.migration.model import Batch, MigrationPlan, MigrationType, Table
-from engines.migration.postgres_target import PostgresTarget, key_text
+from engines.migration.postgres_target import PostgresTarget, key_text, target_ident
 from engines.migration.sources import MySQLSource, PostgresSource, my_ident, my_range, open_source, pg_ident, pg_range
 from engines.migration.types import converter
 
@@ -169,6 +170,8 @@ def copy_batch(plan: MigrationPlan, batch_id: int, source: DatabaseConfig, targe
             written = None
             if plan.path == "pg-pg":
                 n, checksum, rejects = _copy_binary(src, tgt, table, batch, plan.validation)
+            elif (spec := text_spec(plan, table)) is not None:
+                n, checksum, rejects, written = _copy_text(src, tgt, plan, table, batch, spec)
             else:
                 n, checksum, rejects = _copy_rows(src, tgt, plan, table, batch, upsert)
                 if table.ranges_portable and not upsert:
@@ -208,6 +211,37 @@ def _copy_rows(src: Any, tgt: PostgresTarget, plan: MigrationPlan, table: Table,
     written, rejected = tgt.copy_rows(plan, table, batch, rows, upsert)
     n, checksum = python_checksum(written, [c.target_type for c in table.columns])
     return n, checksum, bad + rejected
+
+
+def text_spec(plan: MigrationPlan, table: Table) -> Any:
+    """The text path's column handling when it applies (MySQL -> PostgreSQL, full copy, supported types)."""
+    if plan.source.get("kind") != "mysql" or plan.target.get("kind") != "postgresql" or \
+            plan.type != MigrationType.FULL.value:
+        return None
+    return textpath.plan_text(table)
+
+
+def _copy_text(src: MySQLSource, tgt: PostgresTarget, plan: MigrationPlan, table: Table, batch: Batch,
+               spec: Any) -> tuple[int, int, int, int | None]:
+    """Read as text, COPY as text, checksum as text; PostgreSQL recomputes the range's checksum inside the
+    batch's transaction and it must match the source's."""
+    decoders, src.conn.decoders = src.conn.decoders, {}
+    try:
+        raw = list(src.rows(table, batch))
+    finally:
+        src.conn.decoders = decoders
+    rows, hashes = textpath.source_rows(raw, spec)
+    written, rejected = tgt.copy_rows(plan, table, batch, rows)
+    kept = {id(r) for r in written} if rejected else None
+    checksum = sum(h for r, h in zip(rows, hashes, strict=True) if kept is None or id(r) in kept) % 2 ** 64
+    if not table.ranges_portable:
+        return len(written), checksum, rejected, None
+    where, params = pg_range(table.key, batch)
+    n, target = tgt.conn.execute(textpath.checksum_sql(spec, target_ident(table), where), params).fetchone()
+    if (int(n), int(target)) != (len(written), checksum):
+        raise MigrationFailed(f"batch {batch.id} of {table.source}: the target range holds {n} rows with another "
+                              f"checksum than the {len(written)} source rows just written")
+    return len(written), checksum, rejected, int(target)
 
 
 def _copy_documents(src: Any, tgt: DocumentTarget, plan: MigrationPlan, table: Table, batch: Batch,
@@ -273,14 +307,30 @@ def validate(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig
                 entry["target_rows"] = None  # upserts of changed rows: counts do not add up by design
             elif table.ranges_portable:
                 total = 0
+                spec = text_spec(plan, table)
                 for b in batches:  # server-side checksums: cheap, and they catch any change since the write
-                    n, checksum = tgt.measure(plan, table, b, "sql")
+                    if spec is not None:
+                        where, params = pg_range(table.key, b)
+                        n, checksum = tgt.conn.execute(textpath.checksum_sql(spec, target_ident(table), where),
+                                                       params).fetchone()
+                        n, checksum = int(n), int(checksum)
+                    else:
+                        n, checksum = tgt.measure(plan, table, b, "sql")
                     total += n
                     cp = cps.get(b.id, {"rows": 0, "written": 0})
                     if (n, checksum) != (cp["rows"], cp["written"]):
                         entry["mismatched_ranges"].append({"batch": b.id, "from": b.lo, "to": b.hi,
                                                            "source_rows": cp["rows"], "target_rows": n})
                 entry["target_rows"] = total
+            elif (spec := text_spec(plan, table)) is not None:  # not portable: the whole table, as text
+                n, checksum = tgt.conn.execute(textpath.checksum_sql(spec, target_ident(table), sql.SQL("true")),
+                                               ()).fetchone()
+                n, checksum = int(n), int(checksum)
+                want = (entry["source_rows"], sum(cps.get(b.id, {}).get("checksum", 0) for b in batches) % 2 ** 64)
+                entry["target_rows"] = n
+                if (n, checksum) != want:
+                    entry["mismatched_ranges"].append({"batch": None, "from": None, "to": None,
+                                                       "source_rows": want[0], "target_rows": n})
             else:  # ranges are not portable (no key, or a text key): compare the whole table
                 n, checksum = tgt.measure(plan, table, None, "sql" if plan.path == "pg-pg" else "python")
                 want = (entry["source_rows"], sum(cps.get(b.id, {}).get("checksum", 0) for b in batches) % 2 ** 64)
