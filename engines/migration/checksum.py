@@ -2,7 +2,7 @@
 
 Adding is order-independent and additive, so batch checksums add up to the table's. Two implementations
 that agree with themselves, never with each other: ``python_checksum`` over Python values (MySQL ->
-PostgreSQL, read back from both sides through their drivers) and ``SQL_CHECKSUM`` inside PostgreSQL
+PostgreSQL, read back from both sides through their drivers) and ``sql_checksum`` inside PostgreSQL
 over each row's text (PostgreSQL -> PostgreSQL, same types on both sides).
 """
 
@@ -17,10 +17,21 @@ from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
+from psycopg import sql
+
 MOD = 2 ** 64
-# count and checksum of the rows of a subquery aliased r, computed by PostgreSQL itself
-SQL_CHECKSUM = ("SELECT count(*), coalesce(mod(sum(('x' || substr(md5(r::text), 1, 16))::bit(64)::bigint"
-                "::numeric + 9223372036854775808), 18446744073709551616), 0) FROM ({}) r")
+
+
+def sql_aggregate(row_text: sql.Composable) -> sql.Composed:
+    """Select items ``count(*), checksum`` computed by PostgreSQL over each row's text: the same sum of the
+    first 64 bits of md5 (shifted by 2**63, as PostgreSQL's bigint is signed), modulo 2**64."""
+    return sql.SQL("count(*), coalesce(mod(sum(('x' || substr(md5({}), 1, 16))::bit(64)::bigint::numeric"
+                   " + 9223372036854775808), 18446744073709551616), 0)").format(row_text)
+
+
+def sql_checksum(select: sql.Composable) -> sql.Composed:
+    """count and checksum of the rows of ``select``, over each row's text (``r::text``)."""
+    return sql.SQL("SELECT {} FROM ({}) r").format(sql_aggregate(sql.SQL("r::text")), select)
 
 
 def canonical(value: Any, target_type: str = "") -> str:

@@ -20,7 +20,7 @@ from engines.config import DatabaseConfig
 from engines.connectors import open_connector
 from engines.errors import ConfigError, DbfleetError
 from engines.migration import textpath
-from engines.migration.checksum import SQL_CHECKSUM, python_checksum
+from engines.migration.checksum import python_checksum, sql_aggregate, sql_checksum
 from engines.migration.document_targets import ClickHouseTarget, DocumentTarget, ElasticsearchTarget, MongoTarget
 from engines.migration.model import Batch, MigrationPlan, MigrationType, Table
 from engines.migration.postgres_target import PostgresTarget, key_text, target_ident
@@ -45,17 +45,16 @@ def connections(source: DatabaseConfig, target: DatabaseConfig,
     if target.kind not in TARGETS:
         raise ConfigError([("target", f"cannot migrate into {target.kind!r}; targets: {', '.join(TARGETS)}")])
     with open_connector(source) as s:
-        if target.kind == "clickhouse":
+        src = open_source(source.kind, s.conn)
+        if target.kind == "clickhouse":  # over HTTP: no connector
             url = target.dsn or f"http://{target.host}:{target.port}"
-            yield open_source(source.kind, s.conn), ClickHouseTarget(url, target.user, target.password(),
-                                                                     target.query_timeout * 3)
+            yield src, ClickHouseTarget(url, target.user, target.password(), target.query_timeout * 3)
             return
         with open_connector(target) as t:
             if target.kind == "postgresql":
-                yield open_source(source.kind, s.conn), PostgresTarget(t.conn, lock_timeout)
+                yield src, PostgresTarget(t.conn, lock_timeout)
             else:
-                cls = MongoTarget if target.kind == "mongodb" else ElasticsearchTarget
-                yield open_source(source.kind, s.conn), cls(t.conn)
+                yield src, (MongoTarget if target.kind == "mongodb" else ElasticsearchTarget)(t.conn)
 
 
 def plan_migration(source: DatabaseConfig, target: DatabaseConfig, kind: MigrationType = MigrationType.FULL,
@@ -94,16 +93,10 @@ def _incremental(plan: MigrationPlan, src: Any, tgt: PostgresTarget, base: Migra
         if plan.watermark not in {c.name for c in table.columns}:
             raise ConfigError([("watermark", f"{table.source} has no column {plan.watermark!r}")])
         try:
-            plan.since[table.source] = _last_watermark(tgt, plan.base_id, table)
-        except psycopg.errors.UndefinedTable:
+            plan.since[table.source] = tgt.watermark(plan.base_id, table.source)
+        except psycopg.errors.UndefinedTable:  # no earlier run has prepared this target
             plan.since[table.source] = None
         plan.until[table.source] = _max_watermark(src, table, plan.watermark or "")
-
-
-def _last_watermark(tgt: PostgresTarget, base_id: str, table: Table) -> str | None:
-    row = tgt.conn.execute("SELECT value FROM _dbfleet_migration.watermarks WHERE migration_id = %s"
-                           " AND table_name = %s", (base_id, table.source)).fetchone()
-    return None if row is None else str(row[0])
 
 
 def _max_watermark(src: Any, table: Table, column: str) -> str | None:
@@ -187,7 +180,7 @@ def _copy_binary(src: PostgresSource, tgt: PostgresTarget, table: Table, batch: 
     conn.isolation_level, conn.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
     with conn.transaction():  # the checksum and the rows come from one snapshot
         query, params = src.select(table, batch)
-        n, checksum = conn.execute(sql.SQL(SQL_CHECKSUM).format(query), params).fetchone() if checksums else (0, 0)
+        n, checksum = conn.execute(sql_checksum(query), params).fetchone() if checksums else (0, 0)
         with conn.cursor().copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(
                 sql.SQL(psycopg.ClientCursor(conn).mogrify(query, params)))) as out:
             copied = tgt.copy_stream(table, out)
@@ -225,23 +218,17 @@ def _copy_text(src: MySQLSource, tgt: PostgresTarget, plan: MigrationPlan, table
                spec: Any) -> tuple[int, int, int, int | None]:
     """Read as text, COPY as text, checksum as text; PostgreSQL recomputes the range's checksum inside the
     batch's transaction and it must match the source's."""
-    decoders, src.conn.decoders = src.conn.decoders, {}
-    try:
-        raw = list(src.rows(table, batch))
-    finally:
-        src.conn.decoders = decoders
-    rows, hashes = textpath.source_rows(raw, spec)
+    rows, hashes = textpath.source_rows(list(src.rows(table, batch, as_text=True)), spec)
     written, rejected = tgt.copy_rows(plan, table, batch, rows)
     kept = {id(r) for r in written} if rejected else None
     checksum = sum(h for r, h in zip(rows, hashes, strict=True) if kept is None or id(r) in kept) % 2 ** 64
     if not table.ranges_portable:
         return len(written), checksum, rejected, None
-    where, params = pg_range(table.key, batch)
-    n, target = tgt.conn.execute(textpath.checksum_sql(spec, target_ident(table), where), params).fetchone()
-    if (int(n), int(target)) != (len(written), checksum):
+    n, target = _measure(plan, tgt, table, batch)
+    if (n, target) != (len(written), checksum):
         raise MigrationFailed(f"batch {batch.id} of {table.source}: the target range holds {n} rows with another "
                               f"checksum than the {len(written)} source rows just written")
-    return len(written), checksum, rejected, int(target)
+    return len(written), checksum, rejected, target
 
 
 def _copy_documents(src: Any, tgt: DocumentTarget, plan: MigrationPlan, table: Table, batch: Batch,
@@ -282,8 +269,7 @@ def finalize(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig
         if plan.type == MigrationType.INCREMENTAL.value:
             for table in plan.tables:
                 if plan.until.get(table.source) is not None:
-                    base = MigrationPlan(**{**plan.__dict__, "id": plan.base_id or plan.id})
-                    tgt.watermark(base, table, plan.until[table.source])
+                    tgt.watermark(plan.base_id or plan.id, table.source, plan.until[table.source])
     if rejects > plan.max_rejects:
         raise MigrationFailed(f"migration {plan.id}: {rejects} rows rejected, more than max_rejects "
                               f"{plan.max_rejects} (see dbfleet migrate status {plan.id} for the rejects)")
@@ -314,17 +300,8 @@ def validate(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig
                         entry["mismatched_ranges"].append({"batch": b.id, "from": b.lo, "to": b.hi,
                                                            "source_rows": cp["rows"], "target_rows": n})
                 entry["target_rows"] = sum(v[0] for v in measured.values())
-            elif (spec := text_spec(plan, table)) is not None:  # not portable: the whole table, as text
-                n, checksum = tgt.conn.execute(textpath.checksum_sql(spec, target_ident(table), sql.SQL("true")),
-                                               ()).fetchone()
-                n, checksum = int(n), int(checksum)
-                want = (entry["source_rows"], sum(cps.get(b.id, {}).get("checksum", 0) for b in batches) % 2 ** 64)
-                entry["target_rows"] = n
-                if (n, checksum) != want:
-                    entry["mismatched_ranges"].append({"batch": None, "from": None, "to": None,
-                                                       "source_rows": want[0], "target_rows": n})
             else:  # ranges are not portable (no key, or a text key): compare the whole table
-                n, checksum = tgt.measure(plan, table, None, "sql" if plan.path == "pg-pg" else "python")
+                n, checksum = _measure(plan, tgt, table, None, "sql" if plan.path == "pg-pg" else "python")
                 want = (entry["source_rows"], sum(cps.get(b.id, {}).get("checksum", 0) for b in batches) % 2 ** 64)
                 entry["target_rows"] = n
                 if (n, checksum) != want:
@@ -341,35 +318,34 @@ def _measure_ranges(plan: MigrationPlan, tgt: PostgresTarget, table: Table, batc
                     ) -> dict[int, tuple[int, int]]:
     """batch id -> (count, checksum) on the target. A single-column key is measured in one scan, rows
     bucketed by the batch boundaries (width_bucket); other keys range by range."""
-    spec = text_spec(plan, table)
     if len(table.key) != 1 or len(batches) < 2:
-        out = {}
-        for b in batches:
-            where, params = pg_range(table.key, b)
-            if spec is not None:
-                n, c = tgt.conn.execute(textpath.checksum_sql(spec, target_ident(table), where), params).fetchone()
-                out[b.id] = (int(n), int(c))
-            else:
-                out[b.id] = tgt.measure(plan, table, b, "sql")
-        return out
+        return {b.id: _measure(plan, tgt, table, b) for b in batches}
     ordered = sorted(batches, key=lambda b: b.id)
     thresholds = [b.lo[0] for b in ordered[1:] if b.lo is not None]
+    spec = text_spec(plan, table)
     key: sql.Composable = sql.Identifier(table.key[0])
-    row_text: sql.Composable
-    source: sql.Composable
+    text: sql.Composable
     if spec is not None:
-        row_text = sql.SQL("concat_ws(chr(31), {})").format(
-            sql.SQL(", ").join(sql.SQL("coalesce({}, '\\N')").format(e) for _, _, e in spec))
-        source = target_ident(table)
+        text, source = textpath.row_text(spec), target_ident(table)
     else:
         cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
-        row_text, source = sql.SQL("r::text"), sql.SQL("(SELECT {} FROM {}) r").format(cols, target_ident(table))
+        text, source = sql.SQL("r::text"), sql.SQL("(SELECT {} FROM {}) r").format(cols, target_ident(table))
         key = sql.SQL("r.{}").format(key)
-    query = sql.SQL("SELECT width_bucket({k}, %s), count(*), coalesce(mod(sum(('x' || substr(md5({t}), 1, 16))"
-                    "::bit(64)::bigint::numeric + 9223372036854775808), 18446744073709551616), 0)"
-                    " FROM {s} GROUP BY 1").format(k=key, t=row_text, s=source)
+    query = sql.SQL("SELECT width_bucket({}, %s), {} FROM {} GROUP BY 1").format(key, sql_aggregate(text), source)
     found = {int(bucket): (int(n), int(c)) for bucket, n, c in tgt.conn.execute(query, (thresholds,)).fetchall()}
     return {b.id: found.get(i, (0, 0)) for i, b in enumerate(ordered)}
+
+
+def _measure(plan: MigrationPlan, tgt: PostgresTarget, table: Table, batch: Batch | None,
+             method: str = "sql") -> tuple[int, int]:
+    """(count, checksum) of the target rows of ``batch`` (None: the whole table), the way the batch's
+    checkpoint was computed: canonical text (text path), row text (``sql``) or driver values (``python``)."""
+    spec = text_spec(plan, table)
+    if spec is None:
+        return tgt.measure(plan, table, batch, method)
+    where, params = pg_range(table.key, batch) if batch else (sql.SQL("true"), [])
+    n, checksum = tgt.conn.execute(textpath.checksum_sql(spec, target_ident(table), where), params).fetchone()
+    return int(n), int(checksum)
 
 
 def _validate_documents(plan: MigrationPlan, tgt: DocumentTarget, cps: dict[int, dict[str, int]],

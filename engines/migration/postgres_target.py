@@ -9,13 +9,13 @@ checksum. A worker killed mid-batch rolls the whole transaction back: nothing ha
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from engines.migration.checksum import SQL_CHECKSUM, python_checksum
+from engines.migration.checksum import python_checksum, sql_checksum
 from engines.migration.model import Batch, MigrationPlan, Table
 from engines.migration.sources import SESSION, pg_range
 
@@ -233,7 +233,7 @@ class PostgresTarget:
         cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
         select = sql.SQL("SELECT {} FROM {} WHERE {}").format(cols, target_ident(table), where)
         if method == "sql":
-            n, checksum = self.conn.execute(sql.SQL(SQL_CHECKSUM).format(select), params).fetchone()
+            n, checksum = self.conn.execute(sql_checksum(select), params).fetchone()
             return int(n), int(checksum)
         with self.conn.cursor() as cur:
             cur.execute(select, params)
@@ -252,17 +252,13 @@ class PostgresTarget:
                                 " WHERE migration_id = %s ORDER BY at", (plan.id,))
         return [{"table": t, "key": k, "reason": r} for t, k, r in cur.fetchall()]
 
-    def watermark(self, plan: MigrationPlan, table: Table, value: str | None = None) -> str | None:
+    def watermark(self, migration_id: str, table: str, value: str | None = None) -> str | None:
+        """Read (or, with ``value``, record) the last watermark an incremental run of ``migration_id`` copied."""
         if value is not None:
             self.conn.execute("INSERT INTO _dbfleet_migration.watermarks VALUES (%s, %s, %s) ON CONFLICT"
                               " (migration_id, table_name) DO UPDATE SET value = EXCLUDED.value",
-                              (plan.id, table.source, value))
+                              (migration_id, table, value))
             return value
         row = self.conn.execute("SELECT value FROM _dbfleet_migration.watermarks WHERE migration_id = %s"
-                                " AND table_name = %s", (plan.id, table.source)).fetchone()
+                                " AND table_name = %s", (migration_id, table)).fetchone()
         return None if row is None else str(row[0])
-
-
-def in_transaction(conn: Any, fn: Callable[[], Any]) -> Any:
-    with conn.transaction():
-        return fn()

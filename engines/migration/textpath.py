@@ -17,6 +17,7 @@ from typing import Any
 
 from psycopg import sql
 
+from engines.migration.checksum import sql_aggregate
 from engines.migration.model import Table
 
 HALF = 2 ** 63
@@ -93,10 +94,13 @@ def source_rows(rows: Sequence[tuple[Any, ...]], spec: list[tuple[Norm | None, N
     return out, hashes
 
 
+def row_text(spec: list[tuple[Any, Any, sql.Composable]]) -> sql.Composed:
+    """The PostgreSQL expression of a row's canonical text (columns joined by U+001F, NULL as \\N)."""
+    return sql.SQL("concat_ws(chr(31), {})").format(
+        sql.SQL(", ").join(sql.SQL("coalesce({}, '\\N')").format(e) for _, _, e in spec))
+
+
 def checksum_sql(spec: list[tuple[Any, Any, sql.Composable]], source: sql.Composable,
                  where: sql.Composable) -> sql.Composed:
     """count and checksum of the canonical text of ``source`` rows matching ``where``, computed by PostgreSQL."""
-    parts = sql.SQL(", ").join(sql.SQL("coalesce({}, '\\N')").format(e) for _, _, e in spec)
-    return sql.SQL("SELECT count(*), coalesce(mod(sum(('x' || substr(md5(concat_ws(chr(31), {})), 1, 16))"
-                   "::bit(64)::bigint::numeric + 9223372036854775808), 18446744073709551616), 0)"
-                   " FROM {} WHERE {}").format(parts, source, where)
+    return sql.SQL("SELECT {} FROM {} WHERE {}").format(sql_aggregate(row_text(spec)), source, where)
