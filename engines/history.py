@@ -41,15 +41,16 @@ class ScriptRun(_Base):
         out = {c.name: getattr(self, c.name) for c in self.__table__.columns}
         for key in ("started_at", "finished_at"):
             if out[key] is not None:
-                out[key] = _aware(out[key]).isoformat(timespec="seconds")
+                out[key] = as_utc(out[key]).isoformat(timespec="seconds")
         return out
 
 
-def _aware(ts: datetime) -> datetime:
+def as_utc(ts: datetime) -> datetime:
+    """SQLite hands datetimes back naive; they were stored in UTC."""
     return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
 
 
-def _now() -> datetime:
+def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
@@ -58,29 +59,31 @@ def _safe(data: Any) -> Any:
     return json.loads(scrub(json.dumps(data, default=str)))
 
 
+def sql_engine(url: str) -> Engine:
+    """A SQLAlchemy engine for the history database (SQLite in WAL mode, or PostgreSQL by URL); the alert
+    and migration stores share it."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _wal(dbapi_conn: Any, _rec: Any) -> None:
+            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+            dbapi_conn.execute("PRAGMA busy_timeout=30000")
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return create_engine(url, pool_pre_ping=True)
+
+
 class HistoryStore:
     """Record and query script runs. Safe to share between worker processes."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = self._engine(url)
+        self.engine = sql_engine(url)
         _Base.metadata.create_all(self.engine)
-
-    @staticmethod
-    def _engine(url: str) -> Engine:
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(url, connect_args={"timeout": 30})
-
-            @event.listens_for(engine, "connect")
-            def _wal(dbapi_conn: Any, _rec: Any) -> None:
-                dbapi_conn.execute("PRAGMA journal_mode=WAL")
-                dbapi_conn.execute("PRAGMA busy_timeout=30000")
-
-            return engine
-        if url.startswith("postgresql://"):
-            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-        return create_engine(url, pool_pre_ping=True)
 
     def start(self, run_id: str, script_type: str, database_id: str | None,
               options: dict[str, Any] | None = None, queue: str | None = None,
@@ -91,10 +94,10 @@ class HistoryStore:
             if run is None:
                 s.add(ScriptRun(id=run_id, script_type=script_type, database_id=database_id,
                                 options=_safe(options or {}), queue=queue, worker=worker,
-                                status=RUNNING, attempts=1, started_at=_now()))
+                                status=RUNNING, attempts=1, started_at=utcnow()))
             else:
                 run.attempts += 1
-                run.status, run.worker, run.started_at = RUNNING, worker, _now()
+                run.status, run.worker, run.started_at = RUNNING, worker, utcnow()
                 run.finished_at, run.error = None, None
 
     def finish(self, run_id: str, status: str, summary: dict[str, Any] | None = None,
@@ -104,7 +107,7 @@ class HistoryStore:
             run = s.get(ScriptRun, run_id)
             if run is None:
                 return
-            run.status, run.finished_at = status, _now()
+            run.status, run.finished_at = status, utcnow()
             run.summary = _safe(summary) if summary is not None else None
             run.error = scrub(error) if error else None
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -37,10 +36,7 @@ def _cache_summary(report: Any) -> None:
             "failing": counts[FAIL], "unknown": sum(counts["unknown"].values()),
             "new_failing": {s: sum(1 for f in report.failing() if f.check_id in new and f.severity == s)
                             for s in SEVERITIES}}
-    try:
-        runtime.cache().set(runtime.AUDIT_KEY.format(report.database_id), json.dumps(data), ex=runtime.RESULT_TTL)
-    except Exception as exc:
-        log.warning("cannot cache the audit of %s: %s", report.database_id, type(exc).__name__)
+    runtime.remember(runtime.AUDIT_KEY, report.database_id, data)
 
 
 def do_audit(db: DatabaseConfig, options: dict[str, Any], progress: Any = None) -> Result:

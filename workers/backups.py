@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -51,14 +50,6 @@ class ProgressReporter:
                                                        "percent": percent})
 
 
-def _remember(key: str, database_id: str, data: dict[str, Any]) -> None:
-    """Cache a small summary for the exporter; a cache outage must not fail the run."""
-    try:
-        runtime.cache().set(key.format(database_id), json.dumps(data), ex=runtime.RESULT_TTL)
-    except Exception as exc:
-        log.warning("cannot cache %s of %s: %s", key.split(":")[1], database_id, type(exc).__name__)
-
-
 def _level(options: dict[str, Any]) -> int | None:
     section = runtime.config().database_scripts.backup
     compression = options.get("compression", section.compression)
@@ -74,7 +65,7 @@ def do_backup(db: DatabaseConfig, opts: dict[str, Any], progress: Progress | Non
     result = run_backup(repo, db, level=_level(opts), workdir=_workdir(opts), progress=progress,
                         options={"backup_type": cfg.database_scripts.backup.backup_type,
                                  "storage": opts.get("storage")})
-    _remember(runtime.BACKUP_KEY, db.id, {"finished_at": result["finished_at"], "kind": db.kind,
+    runtime.remember(runtime.BACKUP_KEY, db.id, {"finished_at": result["finished_at"], "kind": db.kind,
                                           "duration_seconds": result["duration_seconds"], **result["stats"]})
     return result, True, None
 
@@ -102,7 +93,7 @@ def do_drill(db: DatabaseConfig, opts: dict[str, Any], progress: Progress | None
     """Restore the latest backup into a scratch target, compare row counts, measure RTO and RPO."""
     repo = open_repository(runtime.config(), opts.get("storage"))
     report = run_drill(repo, db, backup_id=opts.get("backup_id"), spool_dir=_workdir(opts), progress=progress)
-    _remember(runtime.DRILL_KEY, db.id, {k: report[k] for k in ("ok", "rto_seconds", "rpo_seconds", "kind")}
+    runtime.remember(runtime.DRILL_KEY, db.id, {k: report[k] for k in ("ok", "rto_seconds", "rpo_seconds", "kind")}
               | {"at": time.time()})
     error = None if report["ok"] else f"row counts differ in {len(report['mismatches'])} tables"
     return report, report["ok"], error

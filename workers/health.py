@@ -24,16 +24,6 @@ def _load_memory(db_id: str) -> dict[str, Any]:
     return json.loads(raw) if raw else {}
 
 
-def _remember(db_id: str, report: dict[str, Any], memory: dict[str, Any]) -> None:
-    """Cache the report (the exporter and the API read it) and the memory for the next run."""
-    try:
-        cache = runtime.cache()
-        cache.set(runtime.HEALTH_KEY.format(db_id), json.dumps(report), ex=runtime.HEALTH_TTL)
-        cache.set(runtime.HEALTH_MEMORY_KEY.format(db_id), json.dumps(memory), ex=runtime.RESULT_TTL)
-    except Exception as exc:  # a cache outage must not fail the check
-        log.warning("cannot cache health of %s: %s", db_id, type(exc).__name__)
-
-
 def evaluate_alerts(db: DatabaseConfig, report: dict[str, Any]) -> list[dict[str, Any]]:
     """Run the alert rules on a report; transitions go to the realtime feed. Never fails the check."""
     if not runtime.config().database_scripts.monitoring.alert_rules:
@@ -52,7 +42,8 @@ def _health(db: DatabaseConfig, options: dict[str, Any]) -> tuple[dict[str, Any]
     memory = _load_memory(db.id)
     report = run_health(db, memory=memory, deep=str(options.get("deep", True)).lower() not in ("0", "false", "no"))
     result = report.to_dict()
-    _remember(db.id, result, memory)
+    runtime.remember(runtime.HEALTH_KEY, db.id, result, runtime.HEALTH_TTL)  # the exporter and the API read it
+    runtime.remember(runtime.HEALTH_MEMORY_KEY, db.id, memory)  # counters and baselines for the next run
     runtime.publish({"type": "health", **result})
     result["alerts"] = evaluate_alerts(db, result)
     return result, result["status"] != "down", result["error"]

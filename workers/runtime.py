@@ -58,6 +58,18 @@ def evaluator() -> Any:
     return Evaluator(alert_store(), compile_rules(section), notify=lambda out: deliver_all(section, out))
 
 
+def remember(key: str, database_id: str, data: dict[str, Any], ttl: int = RESULT_TTL) -> None:
+    """Cache a small result for the exporter and the API; a cache outage must not fail the run."""
+    import json
+    import logging
+
+    try:
+        cache().set(key.format(database_id), json.dumps(data), ex=ttl)
+    except Exception as exc:
+        logging.getLogger("dbfleet").warning("cannot cache %s of %s: %s", key.split(":")[1], database_id,
+                                             type(exc).__name__)
+
+
 def publish(event: dict[str, Any]) -> None:
     """Send an event to the realtime feed; a cache outage only loses the event."""
     import json

@@ -6,13 +6,13 @@ this store mirrors it for progress (CLI, REST, WebSocket) without touching the t
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Float, Integer, String, Text, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from engines.history import HistoryStore
+from engines.history import as_utc, sql_engine, utcnow
 from engines.migration.model import MigrationPlan
 
 PLANNED, RUNNING, FAILED, COMPLETED, ROLLED_BACK = "planned", "running", "failed", "completed", "rolled_back"
@@ -22,12 +22,8 @@ class _Base(DeclarativeBase):
     pass
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 def _aware(ts: datetime | None) -> datetime | None:
-    return None if ts is None else (ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc))
+    return None if ts is None else as_utc(ts)
 
 
 class Migration(_Base):
@@ -59,7 +55,7 @@ class MigrationBatch(_Base):
 
 class MigrationStore:
     def __init__(self, url: str) -> None:
-        self.engine = HistoryStore._engine(url)
+        self.engine = sql_engine(url)
         _Base.metadata.create_all(self.engine)
 
     def save_plan(self, plan: MigrationPlan, source_id: str | None, target_id: str | None) -> None:
@@ -67,7 +63,7 @@ class MigrationStore:
             row = s.get(Migration, plan.id)
             if row is None:
                 s.add(Migration(id=plan.id, status=PLANNED, plan=plan.to_dict(), source_id=source_id,
-                                target_id=target_id, created_at=_now()))
+                                target_id=target_id, created_at=utcnow()))
             else:
                 row.plan = plan.to_dict()
             for b in plan.batches:
@@ -108,9 +104,9 @@ class MigrationStore:
             if report is not None:
                 row.report = report
             if status == RUNNING:
-                row.started_at, row.finished_at = row.started_at or _now(), None
+                row.started_at, row.finished_at = row.started_at or utcnow(), None
             elif status in (FAILED, COMPLETED, ROLLED_BACK):
-                row.finished_at = _now()
+                row.finished_at = utcnow()
 
     def batch_done(self, migration_id: str, batch_id: int, rows: int, rejects: int, seconds: float) -> None:
         self._batch(migration_id, batch_id, "done", rows=rows, rejects=rejects, seconds=seconds, error=None)
@@ -122,7 +118,7 @@ class MigrationStore:
         with Session(self.engine) as s, s.begin():
             row = s.get(MigrationBatch, (migration_id, batch_id))
             if row is not None:
-                row.status, row.finished_at = status, _now()
+                row.status, row.finished_at = status, utcnow()
                 for k, v in fields.items():
                     setattr(row, k, v)
 
@@ -156,7 +152,7 @@ class MigrationStore:
         done = sum(t["batches_done"] for t in tables.values())
         total = sum(t["batches_total"] for t in tables.values())
         rows = sum(t["rows"] for t in tables.values())
-        end = end or _now()
+        end = end or utcnow()
         elapsed = (end - started).total_seconds() if started else 0.0
         rate = rows / elapsed if elapsed > 0 else 0.0
         eta = (elapsed / done * (total - done)) if done and total > done and info["status"] == RUNNING else None

@@ -15,9 +15,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from engines.config import AlertRuleConfig, MonitoringSection
+from engines.history import as_utc
 from engines.monitoring.metrics import from_report, known_metrics
 from engines.monitoring.rules import Node, metric_names, parse, parse_duration
-from engines.monitoring.store import FIRING, PENDING, RESOLVED, Alert, AlertStore, _aware
+from engines.monitoring.store import FIRING, PENDING, RESOLVED, Alert, AlertStore
 
 log = logging.getLogger("dbfleet.alerts")
 
@@ -144,9 +145,9 @@ class Evaluator:
             row.state, row.active_since, row.fired_at, row.resolved_at = PENDING, now, None, None
             row.last_notified_at, row.notifications = None, 0
         row.severity, row.expr, row.labels, row.values = rule.severity, rule.expr, rule.labels, values
-        if row.state == PENDING and now - _aware(row.active_since or now) >= timedelta(seconds=rule.for_seconds):
+        if row.state == PENDING and now - as_utc(row.active_since or now) >= timedelta(seconds=rule.for_seconds):
             row.state, row.fired_at = FIRING, now
             return row, True
         if row.state == FIRING and row.acknowledged_at is None and row.last_notified_at is not None:
-            return row, now - _aware(row.last_notified_at) >= timedelta(seconds=rule.repeat_seconds)
+            return row, now - as_utc(row.last_notified_at) >= timedelta(seconds=rule.repeat_seconds)
         return row, row.state == FIRING and row.last_notified_at is None

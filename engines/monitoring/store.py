@@ -4,13 +4,13 @@ shared by every worker and the API."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Integer, String, Text, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from engines.history import HistoryStore
+from engines.history import as_utc, sql_engine
 
 PENDING, FIRING, RESOLVED = "pending", "firing", "resolved"
 
@@ -19,13 +19,8 @@ class _Base(DeclarativeBase):
     pass
 
 
-def _aware(value: datetime) -> datetime:
-    """SQLite hands datetimes back naive; they were stored in UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-
-
 def _ts(value: datetime | None) -> str | None:
-    return None if value is None else _aware(value).isoformat(timespec="seconds")
+    return None if value is None else as_utc(value).isoformat(timespec="seconds")
 
 
 class Alert(_Base):
@@ -70,7 +65,7 @@ class Silence(_Base):
     comment: Mapped[str | None] = mapped_column(Text)
 
     def matches(self, rule: str, database_id: str, now: datetime) -> bool:
-        return _aware(self.ends_at) > now and self.rule in (None, rule) and self.database_id in (None, database_id)
+        return as_utc(self.ends_at) > now and self.rule in (None, rule) and self.database_id in (None, database_id)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "rule": self.rule, "database_id": self.database_id, "ends_at": _ts(self.ends_at),
@@ -81,7 +76,7 @@ class AlertStore:
     """Sessions over the alert tables; the engine does its state changes inside :meth:`session`."""
 
     def __init__(self, url: str) -> None:
-        self.engine = HistoryStore._engine(url)
+        self.engine = sql_engine(url)
         _Base.metadata.create_all(self.engine)
 
     def session(self) -> Session:
@@ -126,7 +121,7 @@ class AlertStore:
     def silences(self, now: datetime) -> list[Silence]:
         """Silences that have not expired."""
         with self.session() as s:
-            return [x for x in s.scalars(select(Silence)) if _aware(x.ends_at) > now]
+            return [x for x in s.scalars(select(Silence)) if as_utc(x.ends_at) > now]
 
     def close(self) -> None:
         self.engine.dispose()
