@@ -243,4 +243,5 @@ def serve(address: str, port: int) -> None:
     """Serve the API with uvicorn until interrupted."""
     import uvicorn
 
-    uvicorn.run(create_api(), host=address, port=port, log_level="warning")
+    # no access log: a WebSocket client may pass its token as ?token=, which must not reach a log
+    uvicorn.run(create_api(), host=address, port=port, log_level="warning", access_log=False)

@@ -112,11 +112,11 @@ def test_seed_api_runs_a_chord_and_reports_progress(fleet: Any, dbs: Any) -> Non
     assert api.get("/api/migration/nope/progress").status_code == 404
     with api.websocket_connect(f"/migration/{plan.id}/progress") as ws:
         assert ws.receive_json()["status"] == "completed"
-    history = [r["name"] for r in _flower_free_task_names(fleet, plan.id)]
+    history = [r["name"] for r in _task_names_from_backend(fleet, plan.id)]
     assert {"migrations.prepare", "migrations.copy_batch", "migrations.finalize", "migrations.validate"} <= set(history)
 
 
-def _flower_free_task_names(fleet: Any, migration_id: str) -> list[dict[str, Any]]:
+def _task_names_from_backend(fleet: Any, migration_id: str) -> list[dict[str, Any]]:
     """Task names of the run, read from the result backend (result_extended keeps name and args)."""
     backend = redis.Redis.from_url(fleet.config.fleet.resolved_backend())
     out = []
