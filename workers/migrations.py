@@ -9,6 +9,7 @@ and a batch id, never a database address or secret.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import Any
@@ -30,7 +31,13 @@ DbRef = str | dict[str, Any]
 
 
 def store() -> MigrationStore:
-    return MigrationStore(runtime.config().fleet.resolved_history())
+    """This process's migration store (one engine per history URL, not one per call)."""
+    return _store(runtime.config().fleet.resolved_history())
+
+
+@functools.lru_cache(maxsize=2)
+def _store(url: str) -> MigrationStore:
+    return MigrationStore(url)
 
 
 def resolve(ref: DbRef) -> DatabaseConfig:
@@ -145,18 +152,8 @@ def mark_failed(self: Any, migration_id: str) -> None:
     info = store().get(migration_id) or {}
     if info.get("status") == FAILED and info.get("error"):
         return
-    progress = store().progress(migration_id)
-    causes = [t["table"] for t in progress["tables"] if t["failed"]]
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
-
-    from engines.migration.store import MigrationBatch
-
-    with Session(store().engine) as s:
-        errors = [b.error for b in s.scalars(select(MigrationBatch).where(
-            MigrationBatch.migration_id == migration_id, MigrationBatch.status == "failed")) if b.error]
-    cause = errors[0] if errors else f"a step failed (tables {causes or 'none failed'}): see dbfleet history"
-    store().set_status(migration_id, FAILED, cause)
+    errors = store().batch_errors(migration_id)
+    store().set_status(migration_id, FAILED, errors[0] if errors else "a step failed: see dbfleet history")
 
 
 @app.task(name="migrations.rollback", bind=True)

@@ -122,6 +122,12 @@ class MigrationStore:
                 for k, v in fields.items():
                     setattr(row, k, v)
 
+    def batch_errors(self, migration_id: str) -> list[str]:
+        """The errors of the failed batches of a migration."""
+        with Session(self.engine) as s:
+            return [b.error for b in s.scalars(select(MigrationBatch).where(
+                MigrationBatch.migration_id == migration_id, MigrationBatch.status == "failed")) if b.error]
+
     def pending(self, migration_id: str) -> list[int]:
         with Session(self.engine) as s:
             return [b.batch_id for b in s.scalars(select(MigrationBatch).where(
