@@ -203,6 +203,6 @@ def test_rabbitmq_broker(fleet, tmp_path) -> None:
     try:
         res = app.send_task("health.check", args=["pg18"], queue="audits")
         result = res.get(timeout=90)
-        assert result["status"] == "up" and result["server"]["version"].startswith("18.")
+        assert result["status"] in ("up", "degraded") and result["server"]["version"].startswith("18.")
     finally:
         worker.stop()

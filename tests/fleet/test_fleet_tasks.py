@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ from engines.errors import ConfigError, UnknownDatabaseError, UnknownScriptError
 from tests.fleet.procs import run_cli
 
 pytestmark = pytest.mark.fleet
+UP = ("up", "degraded")  # reachable
 
 
 def test_health_check_runs_on_a_worker_and_is_recorded(fleet) -> None:
@@ -18,11 +20,12 @@ def test_health_check_runs_on_a_worker_and_is_recorded(fleet) -> None:
 
     run = fleet.manager().execute_script(ScriptType.HEALTH_CHECK, "pg18")
     result = run.wait(timeout=60)
-    assert result["status"] == "up" and result["server"]["version"].startswith("18.")
+    # reachable; a real warning (say a cold cache hit ratio) may make it "degraded": test_health_deep covers verdicts
+    assert result["status"] in UP and result["server"]["version"].startswith("18.")
     row = fleet.manager().get_script_history(database_id="pg18", limit=5)[0]
     assert row["id"] == run.task_id and row["status"] == "succeeded"
     assert row["worker"].startswith("main@") and row["queue"] == "health"
-    assert row["summary"]["status"] == "up"
+    assert row["summary"]["status"] == result["status"]
 
 
 def test_awaitable_facade(fleet) -> None:
@@ -52,7 +55,8 @@ def test_documented_signature_from_application_code(fleet) -> None:
 def test_cli_run_wait_prints_the_result_table(fleet) -> None:
     out = run_cli(["run", "health-check", "maria", "--wait"], fleet.env)
     assert out.returncode == 0, out.stderr
-    assert "maria (mysql): up" in out.stdout and "MariaDB" in out.stdout and "response_time" in out.stdout
+    assert re.search(r"maria \(mysql\): (up|degraded)", out.stdout)
+    assert "MariaDB" in out.stdout and "response_time" in out.stdout
 
 
 def test_cli_run_down_database_exits_non_zero(fleet) -> None:
