@@ -36,6 +36,8 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path) -> None:
     for words in ("music database", "play_events", "demo summary", "health_check", "Flower:",
                   "│ backup │ music │ ok", "│ backup │ fleet_redis │ ok", "│ backup │ history_sqlite │ ok",
                   "│ backup_verify │ music │ ok", "│ restore_drill │ music │ ok", "measured RTO",
+                  "alert rule music_long_queries: fired, then resolved", "│ security_audit │ music │ ok",
+                  "│ status │ ok completed │",  # the migration into music_copy, validated
                   "it shows 12/12 tasks", "(4 databases reported)", "demo finished"):
         assert words in text, words
     assert _procs_mentioning(str(state)) == []
