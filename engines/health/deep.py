@@ -35,6 +35,13 @@ class HealthContext:
     db: DatabaseConfig
     memory: dict[str, Any] = field(default_factory=dict)
     now: float = field(default_factory=time.time)
+    scratch: dict[str, Any] = field(default_factory=dict)  # this run only (one SHOW STATUS / INFO for all checks)
+
+    def once(self, name: str, read: Callable[[], Any]) -> Any:
+        """``read()`` the first time a check of this run asks for ``name``; the same answer afterwards."""
+        if name not in self.scratch:
+            self.scratch[name] = read()
+        return self.scratch[name]
 
     def threshold(self, name: str, default: float) -> float:
         """A threshold from the database's ``thresholds`` (the seed's table gives the defaults)."""

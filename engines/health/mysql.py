@@ -10,9 +10,7 @@ CHECKS = HealthChecks()
 
 
 def _status(ctx: HealthContext) -> dict[str, str]:
-    if "_status" not in ctx.memory:
-        ctx.memory["_status"] = dict(ctx.conn._query("SHOW GLOBAL STATUS"))
-    status: dict[str, str] = ctx.memory["_status"]
+    status: dict[str, str] = ctx.once("status", lambda: dict(ctx.conn._query("SHOW GLOBAL STATUS")))
     return status
 
 
@@ -79,12 +77,6 @@ def buffer_pool(ctx: HealthContext) -> CheckResult:
     warn = ctx.threshold("cache_hit_ratio_percent", 95.0)
     return result("innodb_buffer_pool_hit_ratio", round(100.0 * (1 - reads / requests), 2), "%", warn, warn - 15,
                   "reads miss the buffer pool: raise innodb_buffer_pool_size", higher_is_worse=False)
-
-
-@CHECKS.check("_done")
-def _forget(ctx: HealthContext) -> list[CheckResult]:
-    ctx.memory.pop("_status", None)  # a snapshot per run, never carried to the next
-    return []
 
 
 __all__ = ["CHECKS", "WARNING"]

@@ -14,9 +14,7 @@ CHECKS = HealthChecks()
 
 
 def _info(ctx: HealthContext) -> dict[str, Any]:
-    if "_info" not in ctx.memory:
-        ctx.memory["_info"] = ctx.conn.info()
-    info: dict[str, Any] = ctx.memory["_info"]
+    info: dict[str, Any] = ctx.once("info", ctx.conn.info)
     return info
 
 
@@ -98,8 +96,3 @@ def cpu(ctx: HealthContext) -> CheckResult:
     return result("cpu_usage", round(100.0 * spent / wall, 2), "%", warn, max(warn, 95.0),
                   "Redis is single-threaded: a busy core means slow commands (SLOWLOG GET)")
 
-
-@CHECKS.check("_done")
-def _forget(ctx: HealthContext) -> list[CheckResult]:
-    ctx.memory.pop("_info", None)
-    return []
