@@ -18,8 +18,7 @@ from engines.security.versions import check_version
 CHECKS = CheckSet("postgresql")
 postgres_settings.register(CHECKS)
 
-RISKY_EXTENSIONS = ("adminpack", "dblink", "file_fdw", "plperlu", "plpython3u", "plpythonu", "pltclu",
-                    "lo", "pg_execute_server_program")
+RISKY_EXTENSIONS = ("adminpack", "dblink", "file_fdw", "plperlu", "plpython3u", "plpythonu", "pltclu")
 RISKY_FUNCTIONS = ("pg_read_file", "pg_read_binary_file", "pg_ls_dir", "pg_stat_file", "lo_import",
                    "lo_export", "pg_file_write", "pg_file_unlink", "pg_file_rename", "dblink_connect_u",
                    "pg_reload_conf", "pg_rotate_logfile", "pg_promote", "pg_ls_logdir", "pg_ls_waldir")
