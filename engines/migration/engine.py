@@ -45,16 +45,20 @@ def connections(source: DatabaseConfig, target: DatabaseConfig,
     if target.kind not in TARGETS:
         raise ConfigError([("target", f"cannot migrate into {target.kind!r}; targets: {', '.join(TARGETS)}")])
     with open_connector(source) as s:
-        src = open_source(source.kind, s.conn)
-        if target.kind == "clickhouse":  # over HTTP: no connector
-            url = target.dsn or f"http://{target.host}:{target.port}"
-            yield src, ClickHouseTarget(url, target.user, target.password(), target.query_timeout * 3)
-            return
-        with open_connector(target) as t:
-            if target.kind == "postgresql":
-                yield src, PostgresTarget(t.conn, lock_timeout)
-            else:
-                yield src, (MongoTarget if target.kind == "mongodb" else ElasticsearchTarget)(t.conn)
+        src = open_source(source.kind, s.conn, source)
+        try:
+            if target.kind == "clickhouse":  # over HTTP: no connector
+                url = target.dsn or f"http://{target.host}:{target.port}"
+                yield src, ClickHouseTarget(url, target.user, target.password(), target.query_timeout * 3)
+                return
+            with open_connector(target) as t:
+                if target.kind == "postgresql":
+                    yield src, PostgresTarget(t.conn, lock_timeout)
+                else:
+                    yield src, (MongoTarget if target.kind == "mongodb" else ElasticsearchTarget)(t.conn)
+        finally:
+            if isinstance(src, MySQLSource):
+                src.close()
 
 
 def plan_migration(source: DatabaseConfig, target: DatabaseConfig, kind: MigrationType = MigrationType.FULL,
@@ -216,19 +220,28 @@ def text_spec(plan: MigrationPlan, table: Table) -> Any:
 
 def _copy_text(src: MySQLSource, tgt: PostgresTarget, plan: MigrationPlan, table: Table, batch: Batch,
                spec: Any) -> tuple[int, int, int, int | None]:
-    """Read as text, COPY as text, checksum as text; PostgreSQL recomputes the range's checksum inside the
-    batch's transaction and it must match the source's."""
-    rows, hashes = textpath.source_rows(list(src.rows(table, batch, as_text=True)), spec)
-    written, rejected = tgt.copy_rows(plan, table, batch, rows)
-    kept = {id(r) for r in written} if rejected else None
-    checksum = sum(h for r, h in zip(rows, hashes, strict=True) if kept is None or id(r) in kept) % 2 ** 64
-    if not table.ranges_portable:
-        return len(written), checksum, rejected, None
-    n, target = _measure(plan, tgt, table, batch)
-    if (n, target) != (len(written), checksum):
-        raise MigrationFailed(f"batch {batch.id} of {table.source}: the target range holds {n} rows with another "
-                              f"checksum than the {len(written)} source rows just written")
-    return len(written), checksum, rejected, target
+    """Raw rows -> COPY text lines streamed into the target as they are read (PostgreSQL parses one chunk
+    while the next is fetched). The checksum hashes the lines written; validation has PostgreSQL rebuild
+    the same lines from the stored rows. If the target rejects the batch, the kept lines are bisected to
+    find the bad rows."""
+    encoder = textpath.Encoder(spec, hashing=plan.validation)
+    lines: list[bytes] = []
+    hashes: list[int] = []
+    raws: list[tuple[bytes | None, ...]] = []
+
+    def chunks() -> Iterator[bytes]:
+        for rows in src.raw_chunks(table, batch):
+            data, chunk_lines, chunk_hashes = encoder.encode(rows)
+            lines.extend(chunk_lines)
+            hashes.extend(chunk_hashes)
+            raws.extend(rows)
+            yield data
+
+    rejected = tgt.copy_text(plan, table, batch, chunks(), lines, lambda i: key_text(table, raws[i]))
+    if rejected:
+        bad = set(rejected)
+        hashes = [h for i, h in enumerate(hashes) if i not in bad]
+    return len(lines) - len(rejected), textpath.checksum(hashes), len(rejected), None
 
 
 def _copy_documents(src: Any, tgt: DocumentTarget, plan: MigrationPlan, table: Table, batch: Batch,
@@ -326,7 +339,7 @@ def _measure_ranges(plan: MigrationPlan, tgt: PostgresTarget, table: Table, batc
     key: sql.Composable = sql.Identifier(table.key[0])
     text: sql.Composable
     if spec is not None:
-        text, source = textpath.row_text(spec), target_ident(table)
+        text, source = textpath.row_line(spec), target_ident(table)
     else:
         cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
         text, source = sql.SQL("r::text"), sql.SQL("(SELECT {} FROM {}) r").format(cols, target_ident(table))

@@ -9,7 +9,7 @@ checksum. A worker killed mid-batch rolls the whole transaction back: nothing ha
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import psycopg
@@ -33,9 +33,10 @@ DDL = [
 ]
 
 
-def key_text(table: Table, row: tuple[Any, ...]) -> str:
-    """The row's key as JSON (for the reject table)."""
-    return json.dumps([row[i] for i, c in enumerate(table.columns) if c.name in table.key], default=str)
+def key_text(table: Table, row: Sequence[Any]) -> str:
+    """The row's key as JSON (for the reject table); raw bytes are shown as text."""
+    return json.dumps([row[i].decode(errors="replace") if isinstance(row[i], bytes) else row[i]
+                       for i, c in enumerate(table.columns) if c.name in table.key], default=str)
 
 
 def target_ident(table: Table) -> sql.Composed:
@@ -187,12 +188,45 @@ class PostgresTarget:
                 good.append(row)
             except (psycopg.DataError, psycopg.IntegrityError) as exc:
                 bad += 1
-                key = key_text(table, row)
-                self.conn.execute("INSERT INTO _dbfleet_migration.rejects (migration_id, batch_id, table_name, key,"
-                                  " reason, row_text) VALUES (%s, %s, %s, %s, %s, %s)",
-                                  (plan.id, batch.id, table.source, key, str(exc).splitlines()[0][:500],
-                                   json.dumps(row, default=str)[:2000].replace("\x00", "\\u0000")))
+                self._reject(plan, batch, table, key_text(table, row), exc, json.dumps(row, default=str))
         return good, bad
+
+    def _reject(self, plan: MigrationPlan, batch: Batch, table: Table, key: str, exc: Exception, row: str) -> None:
+        self.conn.execute("INSERT INTO _dbfleet_migration.rejects (migration_id, batch_id, table_name, key,"
+                          " reason, row_text) VALUES (%s, %s, %s, %s, %s, %s)",
+                          (plan.id, batch.id, table.source, key, str(exc).splitlines()[0][:500],
+                           row[:2000].replace("\x00", "\\u0000")))
+
+    def copy_text(self, plan: MigrationPlan, table: Table, batch: Batch, chunks: Iterable[bytes],
+                  lines: list[bytes], key_of: Callable[[int], str]) -> list[int]:
+        """COPY text ``chunks`` as they come. If the target rejects them, the lines the chunks were made of
+        (``lines``, filled as they are produced) are bisected: good halves are written, each bad line goes
+        to the reject table. Returns the indexes of the rejected lines."""
+        cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
+        stmt = sql.SQL("COPY {} ({}) FROM STDIN").format(target_ident(table), cols)
+        try:
+            with self.conn.transaction(), self.conn.cursor().copy(stmt) as copy:
+                for chunk in chunks:
+                    copy.write(chunk)
+            return []
+        except (psycopg.DataError, psycopg.IntegrityError):
+            for _ in chunks:  # read the rest of the batch: every line is needed to find the bad ones
+                pass
+        bad: list[int] = []
+        pending = [(0, len(lines))]
+        while pending:
+            lo, hi = pending.pop()
+            try:
+                with self.conn.transaction(), self.conn.cursor().copy(stmt) as copy:
+                    copy.write(b"\n".join(lines[lo:hi]) + b"\n")
+            except (psycopg.DataError, psycopg.IntegrityError) as exc:
+                if hi - lo == 1:
+                    bad.append(lo)
+                    self._reject(plan, batch, table, key_of(lo), exc, lines[lo].decode(errors="replace"))
+                else:
+                    mid = (lo + hi) // 2
+                    pending += [(mid, hi), (lo, mid)]
+        return sorted(bad)
 
     def _copy(self, table: Table, rows: list[tuple[Any, ...]], upsert: bool) -> None:
         cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)

@@ -6,11 +6,13 @@ names are quoted with backticks (doubled inside), the server's own rule.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
 from psycopg import sql
 
+from engines.config import DatabaseConfig
 from engines.errors import ConfigError
 from engines.migration.model import Batch, Column, Table
 from engines.migration.types import enum_values, map_mysql
@@ -172,10 +174,35 @@ def my_range(key: list[str], batch: Batch) -> tuple[str, list[Any]]:
     return (" AND ".join(parts) or "1=1"), params
 
 
+def mysql_driver() -> str:
+    """The driver raw reads use: mysqlclient (C, about 5x faster) when installed, else PyMySQL.
+    ``DBFLEET_MYSQL_DRIVER=pymysql`` forces PyMySQL; ``=mysqlclient`` fails when it is missing."""
+    wanted = os.environ.get("DBFLEET_MYSQL_DRIVER", "auto").lower()
+    if wanted not in ("auto", "mysqlclient", "pymysql"):
+        raise ConfigError([("DBFLEET_MYSQL_DRIVER", f"{wanted!r}: use auto, mysqlclient or pymysql")])
+    if wanted == "pymysql":
+        return wanted
+    try:
+        import MySQLdb._mysql  # noqa: F401
+    except ImportError:
+        if wanted == "mysqlclient":
+            raise ConfigError([("DBFLEET_MYSQL_DRIVER", "mysqlclient is not installed: pip install mysqlclient"
+                                " (it builds against libmariadb-dev and pkg-config)")]) from None
+        return "pymysql"
+    return "mysqlclient"
+
+
 class MySQLSource:
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, db: DatabaseConfig | None = None) -> None:
         self.conn = conn
+        self.db = db
+        self._raw: Any = None
         self.query("SET time_zone = '+00:00'")
+
+    def close(self) -> None:
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
 
     def query(self, q: str, args: Any = None) -> list[tuple[Any, ...]]:
         with self.conn.cursor() as cur:
@@ -225,20 +252,74 @@ class MySQLSource:
         rows = self.query(query, (batch_size,))
         return batches_from_bounds(table.source, [list(r) for r in rows], start_id)
 
-    def rows(self, table: Table, batch: Batch, as_text: bool = False) -> Iterator[tuple[Any, ...]]:
-        """The batch's rows; ``as_text``: values as the server sends them (str, bytes for binary columns),
-        without building Python values (PyMySQL's decoders, most of its cost, are skipped)."""
+    def rows(self, table: Table, batch: Batch) -> Iterator[tuple[Any, ...]]:
+        """The batch's rows as Python values (the typed path)."""
         where, params = my_range(table.key, batch)
         cols = ", ".join(my_ident(c.name) for c in table.columns)
-        query = f"SELECT {cols} FROM {my_ident(table.source_name)} WHERE {where}"  # noqa: S608 - quoted names
-        decoders = self.conn.decoders
-        if as_text:
-            self.conn.decoders = {}
+        yield from self.query(f"SELECT {cols} FROM {my_ident(table.source_name)} WHERE {where}", params)  # noqa: S608
+
+    def raw_chunks(self, table: Table, batch: Batch, size: int = 10000) -> Iterator[list[tuple[bytes | None, ...]]]:
+        """The batch's rows as the server sends them (bytes, None for NULL), ``size`` rows at a time, on a
+        second connection that converts nothing (mysqlclient's C reader, or PyMySQL without decoding)."""
+        where, params = my_range(table.key, batch)
+        cols = ", ".join(my_ident(c.name) for c in table.columns)
+        with self.conn.cursor() as cur:  # PyMySQL escapes the range's values for either driver
+            query = cur.mogrify(f"SELECT {cols} FROM {my_ident(table.source_name)} WHERE {where}", params)  # noqa: S608
+        if self._raw is None:
+            self._raw = self._open_raw()
+        if isinstance(self._raw, _RawPyMySQL):
+            yield from self._raw.chunks(query, size)
+            return
+        self._raw.query(query.encode())
+        result = self._raw.use_result()
+        while True:
+            rows = result.fetch_row(maxrows=size)
+            if not rows:
+                return
+            yield list(rows)
+
+    def _open_raw(self) -> Any:
+        db = self.db
+        if db is None:
+            return _RawPyMySQL(self.conn)
+        kwargs = {"host": db.host, "port": db.port or 3306, "user": db.user or "root", "password": db.password() or "",
+                  "database": db.dbname, "connect_timeout": int(db.connect_timeout), "charset": "utf8mb4"}
+        if mysql_driver() == "pymysql":
+            import pymysql
+
+            return _RawPyMySQL(pymysql.connect(**kwargs, read_timeout=db.query_timeout, use_unicode=False,
+                                               autocommit=True), own=True)
+        from MySQLdb import _mysql
+
+        raw = _mysql.connect(**kwargs, read_timeout=int(db.query_timeout))
+        raw.query(b"SET time_zone = '+00:00'")
+        return raw
+
+
+class _RawPyMySQL:
+    """PyMySQL reading bytes: no decoders, no text decoding."""
+
+    def __init__(self, conn: Any, own: bool = False) -> None:
+        self.conn, self.own = conn, own
+        if own:
+            with conn.cursor() as cur:
+                cur.execute("SET time_zone = '+00:00'")
+
+    def chunks(self, query: str, size: int) -> Iterator[list[tuple[bytes | None, ...]]]:
+        import pymysql
+
+        decoders, self.conn.decoders = self.conn.decoders, {}
         try:
-            rows = self.query(query, params)
+            with self.conn.cursor(pymysql.cursors.SSCursor) as cur:
+                cur.execute(query)
+                while rows := cur.fetchmany(size):
+                    yield [tuple(v.encode() if isinstance(v, str) else v for v in r) for r in rows]
         finally:
             self.conn.decoders = decoders
-        yield from rows
+
+    def close(self) -> None:
+        if self.own:
+            self.conn.close()
 
 
 def _check_found(only: list[str] | None, tables: list[Table]) -> None:
@@ -252,7 +333,7 @@ def _check_found(only: list[str] | None, tables: list[Table]) -> None:
 SOURCES = {"postgresql": PostgresSource, "mysql": MySQLSource}
 
 
-def open_source(kind: str, conn: Any) -> Any:
+def open_source(kind: str, conn: Any, db: DatabaseConfig | None = None) -> Any:
     if kind not in SOURCES:
         raise ConfigError([("source", f"cannot migrate from {kind!r}; sources: {', '.join(SOURCES)}")])
-    return SOURCES[kind](conn)
+    return MySQLSource(conn, db) if kind == "mysql" else PostgresSource(conn)

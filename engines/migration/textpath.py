@@ -1,11 +1,16 @@
-"""MySQL -> PostgreSQL without building Python values: rows are read as text (PyMySQL decoders off),
-written as text through COPY, and checksummed as text on both sides.
+"""MySQL -> PostgreSQL as COPY text lines, without building Python values.
 
-Each supported column has a source normaliser (MySQL's text -> the canonical text) and a PostgreSQL
-expression producing the same canonical text from the stored value, so PostgreSQL itself computes the
-target's checksum (``md5`` of the row's canonical text joined with U+001F, NULL as ``\\N``). A table
-with any other column type (floats, whose text forms differ between the servers; fractional-second
-datetimes; json...) takes the typed path instead.
+Rows arrive as the server's bytes (``MySQLSource.raw_chunks``: mysqlclient when it is installed, PyMySQL
+otherwise). Each column either passes through untouched or goes through a small byte encoder (booleans,
+zero dates, blobs to ``\\x`` hex, sets to array literals); a row becomes one line of PostgreSQL's COPY
+text format. Escaping is checked per chunk with four byte counts: a chunk whose fields hold no tab,
+newline, carriage return or backslash is sent as joined (the usual case); any other chunk is re-encoded
+with every field escaped.
+
+The batch checksum hashes those same lines (md5, first 64 bits, summed modulo 2**64), and PostgreSQL
+rebuilds each stored row's COPY line with ``row_line`` to recompute it: both sides hash the same text
+without a second read of the source. A table with any other column type (floats, whose text forms differ
+between the servers; fractional-second datetimes; json...) takes the typed path instead.
 """
 
 from __future__ import annotations
@@ -20,87 +25,145 @@ from psycopg import sql
 from engines.migration.checksum import sql_aggregate
 from engines.migration.model import Table
 
-HALF = 2 ** 63
-Norm = Callable[[Any], Any]
+TAB, NL, NULL = b"\t", b"\n", b"\\N"
+Encode = Callable[[bytes], "bytes | None"]
 
 
-def _zero(v: Any) -> Any:
-    return None if v is None or str(v).startswith("0000-00-00") else v
+def escape(v: bytes) -> bytes:
+    """A field as COPY text: backslash, tab, newline and carriage return escaped."""
+    return v.replace(b"\\", b"\\\\").replace(b"\t", b"\\t").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
 
 
-def _bool(v: Any) -> Any:
-    if v is None:
-        return None
-    if isinstance(v, bytes):  # bit(1)
-        return "1" if int.from_bytes(v, "big") else "0"
-    return "0" if str(v) in ("0", "-0") else "1"
+def _zero(v: bytes) -> bytes | None:
+    return None if v.startswith(b"0000-00-00") else v
 
 
-def _set_array(v: Any) -> Any:
-    if v is None:
-        return None
-    parts = [p for p in str(v).split(",") if p]
-    return "{" + ",".join('"' + p.replace("\\", "\\\\").replace('"', '\\"') + '"' for p in parts) + "}"
+def _bool(v: bytes) -> bytes:  # as boolean::text prints it
+    return b"false" if v in (b"0", b"-0") else b"true"
 
 
-def _column(table: Table, i: int) -> tuple[Norm | None, Norm | None, sql.Composable] | None:
-    """(text normaliser for the checksum, value for COPY, PostgreSQL canonical-text expression) or None."""
+def _bit_bool(v: bytes) -> bytes:
+    return b"true" if int.from_bytes(v, "big") else b"false"
+
+
+def _hex(v: bytes) -> bytes:
+    return b"\\x" + v.hex().encode()
+
+
+_ARRAY_SPECIAL = re.compile(rb'[{},"\\\s]')
+
+
+def _set_array(v: bytes) -> bytes:
+    """A MySQL SET ('a,b') as PostgreSQL prints a text[] (elements quoted only where it would quote them)."""
+    out = []
+    for p in (p for p in v.split(b",") if p):
+        if _ARRAY_SPECIAL.search(p) or p.upper() == b"NULL":
+            p = b'"' + p.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+        out.append(p)
+    return b"{" + b",".join(out) + b"}"
+
+
+_ESCAPED = "replace(replace(replace(replace({}, E'\\\\', E'\\\\\\\\'), E'\\t', E'\\\\t'), E'\\n', E'\\\\n')," \
+           " E'\\r', E'\\\\r')"
+
+
+def _column(table: Table, i: int) -> tuple[Encode | None, sql.Composable] | None:
+    """(byte encoder or None for pass-through, PostgreSQL expression of the field as COPY writes it) or None."""
     c = table.columns[i]
     col = sql.Identifier(c.name)
     source, target = c.source_type.lower(), c.target_type
-    if c.cast in ("bool", "bit_bool"):
-        return _bool, _bool, sql.SQL("CASE WHEN {0} THEN '1' WHEN NOT {0} THEN '0' END").format(col)
+    text = sql.SQL("{}::text").format(col)  # numbers, dates, times, booleans: nothing to escape
+    escaped = sql.SQL(_ESCAPED).format(text)
+    if c.cast == "bool":
+        return _bool, text
+    if c.cast == "bit_bool":
+        return _bit_bool, text
     if c.cast == "set":
-        return None, _set_array, sql.SQL("array_to_string({}, ',')").format(col)
+        return _set_array, escaped
     if target == "bytea":
-        return (lambda v: None if v is None else bytes(v).hex()), None, sql.SQL("encode({}, 'hex')").format(col)
-    if c.cast == "zero_date" and source == "date":
-        return _zero, _zero, sql.SQL("{}::text").format(col)
-    if c.cast == "zero_date" and source == "datetime":
-        return _zero, _zero, sql.SQL("to_char({}, 'YYYY-MM-DD HH24:MI:SS')").format(col)
+        return _hex, sql.SQL("'\\\\x' || encode({}, 'hex')").format(col)
+    if c.cast == "zero_date" and source in ("date", "datetime"):
+        return _zero, text
     if c.cast == "zero_date_utc" and source == "timestamp":
-        return _zero, _zero, sql.SQL("to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')").format(col)
+        return _zero, sql.SQL("({} AT TIME ZONE 'UTC')::text").format(col)
     if source == "time":
-        return None, None, sql.SQL("{}::text").format(col)
-    if c.cast is None and (re.match(r"^(smallint|integer|bigint|text|varchar\(\d+\)|numeric\(\d+(,\d+)?\))$", target)
-                           or c.name in table.enums):
-        return None, None, sql.SQL("{}::text").format(col)
+        return None, text
+    if c.cast is None and re.match(r"^(smallint|integer|bigint|numeric\(\d+(,\d+)?\))$", target):
+        return None, text
+    if c.cast is None and (re.match(r"^(text|varchar\(\d+\))$", target) or c.name in table.enums):
+        return None, escaped
     return None
 
 
-def plan_text(table: Table) -> list[tuple[Norm | None, Norm | None, sql.Composable]] | None:
+def plan_text(table: Table) -> list[tuple[Encode | None, sql.Composable]] | None:
     """The per-column text handling of ``table``, or None when a column needs the typed path."""
     cols = [_column(table, i) for i in range(len(table.columns))]
     return None if any(c is None for c in cols) else [c for c in cols if c is not None]
 
 
-def source_rows(rows: Sequence[tuple[Any, ...]], spec: list[tuple[Norm | None, Norm | None, Any]]
-                ) -> tuple[list[tuple[Any, ...]], list[int]]:
-    """(rows to COPY, each row's hash of its canonical text) from rows read as text. A batch's checksum
-    is the sum of the hashes of the rows written, modulo 2**64."""
-    norms = [(i, n) for i, (n, _, _) in enumerate(spec) if n]
-    writes = [(i, w) for i, (_, w, _) in enumerate(spec) if w]
-    md5, hashes, out = hashlib.md5, [], []
-    for raw in rows:
-        canon = list(raw)
-        for i, n in norms:
-            canon[i] = n(canon[i])
-        text = "\x1f".join("\\N" if v is None else (v if isinstance(v, str) else str(v)) for v in canon)
-        hashes.append(int(md5(text.encode(), usedforsecurity=False).hexdigest()[:16], 16) + HALF)
-        row = list(raw)
-        for i, w in writes:
-            row[i] = w(row[i])
-        out.append(tuple(row))
-    return out, hashes
+class Encoder:
+    """Raw MySQL rows -> COPY text lines (and, when validating, each line's 64-bit hash)."""
+
+    def __init__(self, spec: Sequence[tuple[Encode | None, Any]], hashing: bool = True) -> None:
+        # zero dates are rare: their encoder runs only on chunks where the bytes 0000-00-00 appear at all
+        self.encoders = [(i, f) for i, (f, _) in enumerate(spec) if f is not None and f is not _zero]
+        self.zero_dates = [(i, f) for i, (f, _) in enumerate(spec) if f is _zero]
+        self.width = len(spec)
+        self.hashing = hashing
+
+    @staticmethod
+    def _apply(row: Sequence[bytes | None], encoders: Sequence[tuple[int, Encode]]) -> list[bytes | None]:
+        out = list(row)
+        for i, f in encoders:
+            v = out[i]
+            if v is not None:
+                out[i] = f(v)
+        return out
+
+    def encode(self, rows: Sequence[Sequence[bytes | None]]) -> tuple[bytes, list[bytes], list[int]]:
+        """(COPY payload, its lines, their hashes) for one chunk of rows."""
+        if self.encoders:
+            rows = [self._apply(r, self.encoders) for r in rows]
+        data, lines = self._join(rows)
+        if self.zero_dates and b"0000-00-00" in data:
+            rows = [self._apply(r, self.zero_dates) for r in rows]
+            data, lines = self._join(rows)
+        md5 = hashlib.md5
+        hashes = [int.from_bytes(md5(line, usedforsecurity=False).digest()[:8], "big") for line in lines] \
+            if self.hashing else []
+        return data, lines, hashes
+
+    def _join(self, rows: Sequence[Sequence[bytes | None]]) -> tuple[bytes, list[bytes]]:
+        lines: list[bytes] = []
+        append, nulls = lines.append, 0
+        for row in rows:
+            try:
+                append(TAB.join(row))  # type: ignore[arg-type]  # None raises: the row has NULLs
+            except TypeError:
+                nulls += row.count(None)
+                append(TAB.join([NULL if v is None else v for v in row]))
+        data = NL.join(lines)
+        n = len(lines)
+        if n and (data.count(TAB) != n * (self.width - 1) or data.count(NL) != n - 1
+                  or data.count(b"\\") != nulls or b"\r" in data):
+            lines = [TAB.join([NULL if v is None else escape(v) for v in row]) for row in rows]
+            data = NL.join(lines)
+        return (data + NL if n else data), lines
 
 
-def row_text(spec: list[tuple[Any, Any, sql.Composable]]) -> sql.Composed:
-    """The PostgreSQL expression of a row's canonical text (columns joined by U+001F, NULL as \\N)."""
-    return sql.SQL("concat_ws(chr(31), {})").format(
-        sql.SQL(", ").join(sql.SQL("coalesce({}, '\\N')").format(e) for _, _, e in spec))
+def checksum(hashes: Sequence[int]) -> int:
+    """The batch checksum of line hashes, as ``sql_aggregate`` computes it (each hash read as a signed bigint
+    and shifted by 2**63, which adds 2**63 per row modulo 2**64)."""
+    return (sum(hashes) + len(hashes) * 2 ** 63) % 2 ** 64
 
 
-def checksum_sql(spec: list[tuple[Any, Any, sql.Composable]], source: sql.Composable,
+def row_line(spec: Sequence[tuple[Any, sql.Composable]]) -> sql.Composed:
+    """The PostgreSQL expression of a stored row's COPY text line (what ``Encoder`` hashed)."""
+    return sql.SQL("concat_ws(E'\\t', {})").format(sql.SQL(", ").join(
+        sql.SQL("coalesce({}, E'\\\\N')").format(e) for _, e in spec))
+
+
+def checksum_sql(spec: Sequence[tuple[Any, sql.Composable]], source: sql.Composable,
                  where: sql.Composable) -> sql.Composed:
-    """count and checksum of the canonical text of ``source`` rows matching ``where``, computed by PostgreSQL."""
-    return sql.SQL("SELECT {} FROM {} WHERE {}").format(sql_aggregate(row_text(spec)), source, where)
+    """count and checksum of the COPY lines of ``source`` rows matching ``where``, computed by PostgreSQL."""
+    return sql.SQL("SELECT {} FROM {} WHERE {}").format(sql_aggregate(row_line(spec)), source, where)
