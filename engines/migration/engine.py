@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -290,51 +292,85 @@ def finalize(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig
 
 
 def validate(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig) -> dict[str, Any]:
-    """Count and checksum every batch's range on the target against what copy_batch recorded from the source."""
+    """Count and checksum every batch's range on the target against what copy_batch recorded from the source.
+
+    The target is read once: a table with a single-column key in one scan per part, rows bucketed by the
+    batch boundaries (width_bucket); the parts (and the tables) are measured on ``parallel_workers``
+    connections at once (at most 4), so PostgreSQL checksums on as many cores."""
     report: dict[str, Any] = {"migration_id": plan.id, "tables": [], "ok": True}
     with connections(source, target) as (_, tgt):
         cps = tgt.checkpoints(plan)
         if isinstance(tgt, DocumentTarget):
             return _validate_documents(plan, tgt, cps, report)
+        jobs: list[tuple[str, Callable[[PostgresTarget], dict[int | None, tuple[int, int]]]]] = []
+        if plan.type != MigrationType.INCREMENTAL.value:
+            for table in plan.tables:
+                batches = sorted((b for b in plan.batches if b.table == table.source), key=lambda b: b.id)
+                jobs += [(table.source, job) for job in _measure_jobs(plan, table, batches)]
+        measured: dict[str, dict[int | None, tuple[int, int]]] = {t.source: {} for t in plan.tables}
+        with ThreadPoolExecutor(max(1, min(plan.parallel_workers, 4, len(jobs)))) as pool:
+            for (name, _), found in zip(jobs, pool.map(lambda j: _on_new_connection(target, plan, j[1]), jobs),
+                                        strict=True):
+                measured[name].update(found)
         for table in plan.tables:
-            batches = [b for b in plan.batches if b.table == table.source]
-            entry: dict[str, Any] = {"table": table.source, "target": table.target, "batches": len(batches),
-                                     "source_rows": sum(cps.get(b.id, {}).get("rows", 0) for b in batches),
-                                     "rejects": sum(cps.get(b.id, {}).get("rejects", 0) for b in batches),
-                                     "mismatched_ranges": []}
-            if plan.type == MigrationType.INCREMENTAL.value:
-                entry["target_rows"] = None  # upserts of changed rows: counts do not add up by design
-            elif table.ranges_portable:
-                measured = _measure_ranges(plan, tgt, table, batches)
-                for b in batches:  # server-side checksums: they catch any change since the write
-                    cp = cps.get(b.id, {"rows": 0, "written": 0})
-                    n = measured.get(b.id, (0, 0))[0]
-                    if measured.get(b.id, (0, 0)) != (cp["rows"], cp["written"]):
-                        entry["mismatched_ranges"].append({"batch": b.id, "from": b.lo, "to": b.hi,
-                                                           "source_rows": cp["rows"], "target_rows": n})
-                entry["target_rows"] = sum(v[0] for v in measured.values())
-            else:  # ranges are not portable (no key, or a text key): compare the whole table
-                n, checksum = _measure(plan, tgt, table, None, "sql" if plan.path == "pg-pg" else "python")
-                want = (entry["source_rows"], sum(cps.get(b.id, {}).get("checksum", 0) for b in batches) % 2 ** 64)
-                entry["target_rows"] = n
-                if (n, checksum) != want:
-                    entry["mismatched_ranges"].append({"batch": None, "from": None, "to": None,
-                                                       "source_rows": want[0], "target_rows": n})
-            entry["ok"] = not entry["mismatched_ranges"]
-            report["ok"] = report["ok"] and entry["ok"]
-            report["tables"].append(entry)
+            report["tables"].append(_table_report(plan, table, cps, measured[table.source]))
+            report["ok"] = report["ok"] and report["tables"][-1]["ok"]
         report["rejects"] = tgt.rejects(plan)[:100]
     return report
 
 
-def _measure_ranges(plan: MigrationPlan, tgt: PostgresTarget, table: Table, batches: list[Batch]
-                    ) -> dict[int, tuple[int, int]]:
-    """batch id -> (count, checksum) on the target. A single-column key is measured in one scan, rows
-    bucketed by the batch boundaries (width_bucket); other keys range by range."""
+def _on_new_connection(target: DatabaseConfig, plan: MigrationPlan, job: Callable[[PostgresTarget], Any]) -> Any:
+    with open_connector(target) as t:
+        return job(PostgresTarget(t.conn, plan.lock_timeout))
+
+
+def _table_report(plan: MigrationPlan, table: Table, cps: dict[int, dict[str, int]],
+                  measured: dict[int | None, tuple[int, int]]) -> dict[str, Any]:
+    batches = [b for b in plan.batches if b.table == table.source]
+    entry: dict[str, Any] = {"table": table.source, "target": table.target, "batches": len(batches),
+                             "source_rows": sum(cps.get(b.id, {}).get("rows", 0) for b in batches),
+                             "rejects": sum(cps.get(b.id, {}).get("rejects", 0) for b in batches),
+                             "mismatched_ranges": []}
+    if plan.type == MigrationType.INCREMENTAL.value:
+        entry["target_rows"] = None  # upserts of changed rows: counts do not add up by design
+    elif table.ranges_portable:
+        for b in batches:  # server-side checksums: they catch any change since the write
+            cp = cps.get(b.id, {"rows": 0, "written": 0})
+            n = measured.get(b.id, (0, 0))[0]
+            if measured.get(b.id, (0, 0)) != (cp["rows"], cp["written"]):
+                entry["mismatched_ranges"].append({"batch": b.id, "from": b.lo, "to": b.hi,
+                                                   "source_rows": cp["rows"], "target_rows": n})
+        entry["target_rows"] = sum(v[0] for v in measured.values())
+    else:  # ranges are not portable (no key, or a text key): compare the whole table
+        n, checksum = measured[None]
+        want = (entry["source_rows"], sum(cps.get(b.id, {}).get("checksum", 0) for b in batches) % 2 ** 64)
+        entry["target_rows"] = n
+        if (n, checksum) != want:
+            entry["mismatched_ranges"].append({"batch": None, "from": None, "to": None,
+                                               "source_rows": want[0], "target_rows": n})
+    entry["ok"] = not entry["mismatched_ranges"]
+    return entry
+
+
+def _measure_jobs(plan: MigrationPlan, table: Table, batches: list[Batch]
+                  ) -> list[Callable[[PostgresTarget], dict[int | None, tuple[int, int]]]]:
+    """Measurements of the target, each on its own connection: batch id (None: the whole table) ->
+    (count, checksum). A single-column key: the batches split into up to ``parallel_workers`` parts of
+    consecutive ranges, each part one bucketed scan; other portable keys range by range."""
+    if not table.ranges_portable:
+        method = "sql" if plan.path == "pg-pg" else "python"
+        return [lambda tgt: {None: _measure(plan, tgt, table, None, method)}]
     if len(table.key) != 1 or len(batches) < 2:
-        return {b.id: _measure(plan, tgt, table, b) for b in batches}
-    ordered = sorted(batches, key=lambda b: b.id)
-    thresholds = [b.lo[0] for b in ordered[1:] if b.lo is not None]
+        return [lambda tgt: {b.id: _measure(plan, tgt, table, b) for b in batches}]
+    parts = min(plan.parallel_workers, 4, len(batches))
+    size = -(-len(batches) // parts)
+    return [partial(_measure_part, plan, table, batches[i:i + size]) for i in range(0, len(batches), size)]
+
+
+def _measure_part(plan: MigrationPlan, table: Table, part: list[Batch], tgt: PostgresTarget
+                  ) -> dict[int | None, tuple[int, int]]:
+    """One scan of consecutive batches' key ranges, rows bucketed by the batch boundaries (width_bucket)."""
+    thresholds = [b.lo[0] for b in part[1:] if b.lo is not None]
     spec = text_spec(plan, table)
     key: sql.Composable = sql.Identifier(table.key[0])
     text: sql.Composable
@@ -344,9 +380,18 @@ def _measure_ranges(plan: MigrationPlan, tgt: PostgresTarget, table: Table, batc
         cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
         text, source = sql.SQL("r::text"), sql.SQL("(SELECT {} FROM {}) r").format(cols, target_ident(table))
         key = sql.SQL("r.{}").format(key)
-    query = sql.SQL("SELECT width_bucket({}, %s), {} FROM {} GROUP BY 1").format(key, sql_aggregate(text), source)
-    found = {int(bucket): (int(n), int(c)) for bucket, n, c in tgt.conn.execute(query, (thresholds,)).fetchall()}
-    return {b.id: found.get(i, (0, 0)) for i, b in enumerate(ordered)}
+    where: list[sql.Composable] = [sql.SQL("true")]
+    params: list[Any] = [thresholds]
+    if part[0].lo is not None:
+        where.append(sql.SQL("{} >= %s").format(key))
+        params.append(part[0].lo[0])
+    if part[-1].hi is not None:
+        where.append(sql.SQL("{} < %s").format(key))
+        params.append(part[-1].hi[0])
+    query = sql.SQL("SELECT width_bucket({}, %s), {} FROM {} WHERE {} GROUP BY 1").format(
+        key, sql_aggregate(text), source, sql.SQL(" AND ").join(where))
+    found = {int(bucket): (int(n), int(c)) for bucket, n, c in tgt.conn.execute(query, params).fetchall()}
+    return {b.id: found.get(i, (0, 0)) for i, b in enumerate(part)}
 
 
 def _measure(plan: MigrationPlan, tgt: PostgresTarget, table: Table, batch: Batch | None,

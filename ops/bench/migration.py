@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -72,6 +73,7 @@ class Fleet:
         self.config.write_text(yaml.safe_dump(cfg))
         os.environ["DBFLEET_CONFIG"] = str(self.config)
         self.log = open(root / "worker.log", "w")  # noqa: SIM115 - closed in stop()
+        self.seen = 0
         self.worker = subprocess.Popen([sys.executable, "-m", "workers.cli", "worker", "--queues", "migrations",
                                         "--concurrency", "2", "--name", "bench@%h"], stdout=self.log,
                                        stderr=subprocess.STDOUT, env=os.environ.copy())
@@ -90,9 +92,20 @@ class Fleet:
         final = migrations.MigrationProgress(plan.id).wait_sync(timeout=3600, poll=0.2)
         final["wall"] = time.perf_counter() - start
         final["plan_seconds"] = planned
+        print("   where the time went (task runtimes from the worker log):", self.task_times(plan.id))
         if final["status"] != "completed":
             raise SystemExit(f"dbfleet migration failed: {final['error']}")
         return final
+
+    def task_times(self, migration_id: str) -> str:
+        """Sum of runtimes per task name since the last call (Celery's 'succeeded in' log lines)."""
+        self.log.flush()
+        text = (self.config.parent / "worker.log").read_text()[self.seen:]
+        self.seen += len(text)
+        sums: dict[str, list[float]] = {}
+        for name, took in re.findall(r"Task migrations\.(\w+)\[[^\]]+\] succeeded in ([\d.]+)s", text):
+            sums.setdefault(name, []).append(float(took))
+        return ", ".join(f"{n} {sum(v):.1f} s" + (f" ({len(v)} tasks)" if len(v) > 1 else "") for n, v in sums.items())
 
     def stop(self) -> None:
         self.worker.terminate()
