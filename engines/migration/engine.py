@@ -6,11 +6,12 @@ finalize), validate). Each function opens its own connections, so any worker can
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from functools import partial
 from typing import Any
@@ -61,6 +62,53 @@ def connections(source: DatabaseConfig, target: DatabaseConfig,
         finally:
             if isinstance(src, MySQLSource):
                 src.close()
+
+
+_POOL: dict[str, tuple[ExitStack, Any, Any, float]] = {}
+POOL_IDLE_SECONDS = 300.0
+
+
+@contextmanager
+def batch_connections(source: DatabaseConfig, target: DatabaseConfig,
+                      lock_timeout: float = 60.0) -> Iterator[tuple[Any, Any]]:
+    """``connections`` kept open between the batches a worker process runs (PostgreSQL targets): a batch
+    then costs no connection set-up (PyMySQL builds a TLS context per connection). An entry is dropped
+    when its use raised, when a connection is no longer idle and open, or after POOL_IDLE_SECONDS unused."""
+    if target.kind != "postgresql":
+        with connections(source, target, lock_timeout) as pair:
+            yield pair
+        return
+    now = time.monotonic()
+    for stale in [k for k, e in _POOL.items() if now - e[3] > POOL_IDLE_SECONDS]:
+        _POOL.pop(stale)[0].close()
+    key = f"{os.getpid()}|{source.model_dump_json()}|{target.model_dump_json()}|{lock_timeout}"
+    entry = _POOL.pop(key, None)
+    if entry is not None and not _idle(entry[1], entry[2]):
+        entry[0].close()
+        entry = None
+    if entry is None:
+        stack = ExitStack()
+        try:
+            src, tgt = stack.enter_context(connections(source, target, lock_timeout))
+        except BaseException:
+            stack.close()
+            raise
+        entry = (stack, src, tgt, now)
+    try:
+        yield entry[1], entry[2]
+    except BaseException:
+        entry[0].close()  # the connections may be in any state: never reuse them
+        raise
+    _POOL[key] = (entry[0], entry[1], entry[2], time.monotonic())
+
+
+def _idle(src: Any, tgt: Any) -> bool:
+    idle = psycopg.pq.TransactionStatus.IDLE
+    if tgt.conn.closed or tgt.conn.info.transaction_status != idle:
+        return False
+    if isinstance(src, PostgresSource):
+        return not src.conn.closed and src.conn.info.transaction_status == idle
+    return bool(src.conn.open)
 
 
 def plan_migration(source: DatabaseConfig, target: DatabaseConfig, kind: MigrationType = MigrationType.FULL,
@@ -158,7 +206,7 @@ def copy_batch(plan: MigrationPlan, batch_id: int, source: DatabaseConfig, targe
     batch = next(b for b in plan.batches if b.id == batch_id)
     table = plan.table(batch.table)
     started = time.perf_counter()
-    with connections(source, target, plan.lock_timeout) as (src, tgt):
+    with batch_connections(source, target, plan.lock_timeout) as (src, tgt):
         if isinstance(tgt, DocumentTarget):
             return _copy_documents(src, tgt, plan, table, batch, started)
         with tgt.conn.transaction():
