@@ -16,7 +16,9 @@ between the servers; fractional-second datetimes; json...) takes the typed path 
 from __future__ import annotations
 
 import hashlib
+import operator
 import re
+import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,6 +28,11 @@ from engines.migration.checksum import sql_aggregate
 from engines.migration.model import Table
 
 TAB, NL, NULL = b"\t", b"\n", b"\\N"
+_COUNT_NONE = operator.methodcaller("count", None)
+try:  # CPython's own md5: for short inputs about 1.5x faster than OpenSSL's through hashlib
+    from _md5 import md5 as _md5
+except ImportError:  # pragma: no cover - other interpreters
+    _md5 = hashlib.md5
 Encode = Callable[[bytes], "bytes | None"]
 
 
@@ -128,20 +135,12 @@ class Encoder:
         if self.zero_dates and b"0000-00-00" in data:
             rows = [self._apply(r, self.zero_dates) for r in rows]
             data, lines = self._join(rows)
-        md5 = hashlib.md5
-        hashes = [int.from_bytes(md5(line, usedforsecurity=False).digest()[:8], "big") for line in lines] \
-            if self.hashing else []
-        return data, lines, hashes
+        return data, lines, (line_hashes(lines) if self.hashing else [])
 
     def _join(self, rows: Sequence[Sequence[bytes | None]]) -> tuple[bytes, list[bytes]]:
-        lines: list[bytes] = []
-        append, nulls = lines.append, 0
-        for row in rows:
-            try:
-                append(TAB.join(row))  # type: ignore[arg-type]  # None raises: the row has NULLs
-            except TypeError:
-                nulls += row.count(None)
-                append(TAB.join([NULL if v is None else v for v in row]))
+        lines = [TAB.join(row) if None not in row else  # type: ignore[arg-type]
+                 TAB.join([NULL if v is None else v for v in row]) for row in rows]
+        nulls = sum(map(_COUNT_NONE, rows))
         data = NL.join(lines)
         n = len(lines)
         if n and (data.count(TAB) != n * (self.width - 1) or data.count(NL) != n - 1
@@ -149,6 +148,12 @@ class Encoder:
             lines = [TAB.join([NULL if v is None else escape(v) for v in row]) for row in rows]
             data = NL.join(lines)
         return (data + NL if n else data), lines
+
+
+def line_hashes(lines: Sequence[bytes]) -> list[int]:
+    """The first 64 bits (big-endian) of each line's md5, as PostgreSQL's ``substr(md5(...), 1, 16)``."""
+    digests = b"".join([_md5(line).digest() for line in lines])
+    return list(struct.unpack(f">{2 * len(lines)}Q", digests)[::2])
 
 
 def checksum(hashes: Sequence[int]) -> int:

@@ -77,9 +77,13 @@ class Fleet:
         self.worker = subprocess.Popen([sys.executable, "-m", "workers.cli", "worker", "--queues", "migrations",
                                         "--concurrency", "2", "--name", "bench@%h"], stdout=self.log,
                                        stderr=subprocess.STDOUT, env=os.environ.copy())
-        from workers import runtime
+        from workers import migrations, runtime
 
         runtime.reset()
+        deadline = time.monotonic() + 120  # time migrations, not the worker's start
+        while not (migrations.celery_app().control.ping(timeout=1.0) or []):
+            if time.monotonic() > deadline or self.worker.poll() is not None:
+                raise SystemExit(f"the bench worker did not start: see {root / 'worker.log'}")
 
     def migrate(self, source: str, target: str, batch_size: int, validation: bool = True) -> dict[str, Any]:
         from workers import migrations
