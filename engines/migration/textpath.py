@@ -3,7 +3,7 @@
 Rows arrive as the server's bytes (``MySQLSource.raw_chunks``: mysqlclient when it is installed, PyMySQL
 otherwise). Each column either passes through untouched or goes through a small byte encoder (booleans,
 zero dates, blobs to ``\\x`` hex, sets to array literals); a row becomes one line of PostgreSQL's COPY
-text format. Escaping is checked per chunk with four byte counts: a chunk whose fields hold no tab,
+text format. Escaping is decided per chunk, on its fields' bytes joined: a chunk whose fields hold no tab,
 newline, carriage return or backslash is sent as joined (the usual case); any other chunk is re-encoded
 with every field escaped.
 
@@ -16,10 +16,10 @@ between the servers; fractional-second datetimes; json...) takes the typed path 
 from __future__ import annotations
 
 import hashlib
-import operator
 import re
 import struct
 from collections.abc import Callable, Sequence
+from itertools import chain
 from typing import Any
 
 from psycopg import sql
@@ -28,7 +28,6 @@ from engines.migration.checksum import sql_aggregate
 from engines.migration.model import Table
 
 TAB, NL, NULL = b"\t", b"\n", b"\\N"
-_COUNT_NONE = operator.methodcaller("count", None)
 try:  # CPython's own md5: for short inputs about 1.5x faster than OpenSSL's through hashlib
     from _md5 import md5 as _md5
 except ImportError:  # pragma: no cover - other interpreters
@@ -115,7 +114,6 @@ class Encoder:
         # zero dates are rare: their encoder runs only on chunks where the bytes 0000-00-00 appear at all
         self.encoders = [(i, f) for i, (f, _) in enumerate(spec) if f is not None and f is not _zero]
         self.zero_dates = [(i, f) for i, (f, _) in enumerate(spec) if f is _zero]
-        self.width = len(spec)
         self.hashing = hashing
 
     @staticmethod
@@ -137,17 +135,16 @@ class Encoder:
             data, lines = self._join(rows)
         return data, lines, (line_hashes(lines) if self.hashing else [])
 
-    def _join(self, rows: Sequence[Sequence[bytes | None]]) -> tuple[bytes, list[bytes]]:
-        lines = [TAB.join(row) if None not in row else  # type: ignore[arg-type]
-                 TAB.join([NULL if v is None else v for v in row]) for row in rows]
-        nulls = sum(map(_COUNT_NONE, rows))
-        data = NL.join(lines)
-        n = len(lines)
-        if n and (data.count(TAB) != n * (self.width - 1) or data.count(NL) != n - 1
-                  or data.count(b"\\") != nulls or b"\r" in data):
+    @staticmethod
+    def _join(rows: Sequence[Sequence[bytes | None]]) -> tuple[bytes, list[bytes]]:
+        """Rows joined as COPY lines; fields are escaped only when some field of the chunk needs it."""
+        fields = b"".join(filter(None, chain.from_iterable(rows)))  # type: ignore[arg-type]
+        if b"\\" in fields or b"\t" in fields or b"\n" in fields or b"\r" in fields:
             lines = [TAB.join([NULL if v is None else escape(v) for v in row]) for row in rows]
-            data = NL.join(lines)
-        return (data + NL if n else data), lines
+        else:
+            lines = [TAB.join(row) if None not in row else  # type: ignore[arg-type]
+                     TAB.join([NULL if v is None else v for v in row]) for row in rows]
+        return (NL.join(lines) + NL if lines else b""), lines
 
 
 def line_hashes(lines: Sequence[bytes]) -> list[int]:
