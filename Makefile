@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[fast]' >/dev/null 2>&1 || echo "note: mysqlclient did not build (it needs \
+	libmariadb-dev and pkg-config); migrations read MySQL through PyMySQL instead, about 5x slower"
 	touch $(STAMP)
 
 install: $(STAMP)

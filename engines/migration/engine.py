@@ -73,7 +73,7 @@ def batch_connections(source: DatabaseConfig, target: DatabaseConfig,
                       lock_timeout: float = 60.0) -> Iterator[tuple[Any, Any]]:
     """``connections`` kept open between the batches a worker process runs (PostgreSQL targets): a batch
     then costs no connection set-up (PyMySQL builds a TLS context per connection). An entry is dropped
-    when its use raised, when a connection is no longer idle and open, or after POOL_IDLE_SECONDS unused."""
+    when its use raised, when a connection is not idle or does not answer, or after POOL_IDLE_SECONDS unused."""
     if target.kind != "postgresql":
         with connections(source, target, lock_timeout) as pair:
             yield pair
@@ -83,7 +83,7 @@ def batch_connections(source: DatabaseConfig, target: DatabaseConfig,
         _POOL.pop(stale)[0].close()
     key = f"{os.getpid()}|{source.model_dump_json()}|{target.model_dump_json()}|{lock_timeout}"
     entry = _POOL.pop(key, None)
-    if entry is not None and not _idle(entry[1], entry[2]):
+    if entry is not None and not _usable(entry[1], entry[2]):
         entry[0].close()
         entry = None
     if entry is None:
@@ -102,13 +102,19 @@ def batch_connections(source: DatabaseConfig, target: DatabaseConfig,
     _POOL[key] = (entry[0], entry[1], entry[2], time.monotonic())
 
 
-def _idle(src: Any, tgt: Any) -> bool:
+def _usable(src: Any, tgt: Any) -> bool:
+    """Both connections idle and answering (a restarted server, or a database dropped since, fails here)."""
     idle = psycopg.pq.TransactionStatus.IDLE
-    if tgt.conn.closed or tgt.conn.info.transaction_status != idle:
+    try:
+        for conn in (tgt.conn, src.conn) if isinstance(src, PostgresSource) else (tgt.conn,):
+            if conn.closed or conn.info.transaction_status != idle:
+                return False
+            conn.execute("SELECT 1")
+        if isinstance(src, MySQLSource):
+            src.conn.ping(reconnect=False)
+        return True
+    except Exception:  # noqa: BLE001 - any failure means: open new connections
         return False
-    if isinstance(src, PostgresSource):
-        return not src.conn.closed and src.conn.info.transaction_status == idle
-    return bool(src.conn.open)
 
 
 def plan_migration(source: DatabaseConfig, target: DatabaseConfig, kind: MigrationType = MigrationType.FULL,

@@ -5,6 +5,7 @@ rollback to the exact previous state, and incremental runs."""
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import json
 import uuid
 from collections.abc import Iterator
@@ -98,7 +99,13 @@ def maria_source() -> Iterator[Any]:
     conn.close()
 
 
-def test_mariadb_to_postgresql_with_pgloader_casts_rejects_and_validation(maria_source: Any, pg15_target: Any) -> None:
+@pytest.mark.parametrize("driver", ["mysqlclient", "pymysql"])
+def test_mariadb_to_postgresql_with_pgloader_casts_rejects_and_validation(maria_source: Any, pg15_target: Any,
+                                                                          driver: str,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    if driver == "mysqlclient" and importlib.util.find_spec("MySQLdb") is None:
+        pytest.skip("mysqlclient is not installed (it builds against libmariadb-dev): the PyMySQL run covers the path")
+    monkeypatch.setenv("DBFLEET_MYSQL_DRIVER", driver)
     plan = engine.plan_migration(maria_source, pg15_target, batch_size=7, max_rejects=5)
     types = {c.name: c.target_type for c in plan.table("items").columns}
     assert types["flag"] == "boolean" and types["big"] == "numeric(20)" and types["small"] == "smallint"
@@ -135,6 +142,25 @@ def test_mariadb_to_postgresql_with_pgloader_casts_rejects_and_validation(maria_
         engine.copy_batch(strict, b.id, maria_source, pg15_target)
     with pytest.raises(MigrationFailed, match="2 rows rejected, more than max_rejects 0"):
         engine.finalize(strict, maria_source, pg15_target)
+
+
+def test_batches_reuse_connections_until_one_fails(maria_source: Any, pg15_target: Any) -> None:
+    plan = engine.plan_migration(maria_source, pg15_target, batch_size=10, tables=["texts"])
+    plan = engine.prepare(plan, maria_source, pg15_target)
+    pids = []
+    for b in plan.batches[:2]:
+        engine.copy_batch(plan, b.id, maria_source, pg15_target)
+        with engine.batch_connections(maria_source, pg15_target, plan.lock_timeout) as (_, tgt):
+            pids.append(tgt.conn.info.backend_pid)
+    assert pids[0] == pids[1]  # the same target session served both batches
+    with pytest.raises(RuntimeError), engine.batch_connections(maria_source, pg15_target, plan.lock_timeout):
+        raise RuntimeError("a batch failed half-way")
+    with engine.batch_connections(maria_source, pg15_target, plan.lock_timeout) as (_, tgt):
+        fresh = tgt.conn.info.backend_pid
+    assert fresh != pids[0]
+    _exec(pg15_target, f"SELECT pg_terminate_backend({fresh})")  # a server-side disconnect, found on reuse
+    engine.copy_batch(plan, plan.batches[2].id, maria_source, pg15_target)
+    assert _rows(pg15_target, "SELECT count(*) FROM _dbfleet_migration.checkpoints")[0][0] == 3
 
 
 PG18_SETUP = [

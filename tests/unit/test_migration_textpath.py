@@ -1,0 +1,78 @@
+"""The MySQL -> PostgreSQL text path without servers: COPY lines, escaping, casts and line hashes.
+(The same lines recomputed by PostgreSQL are checked against real servers in tests/integration.)"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from engines.errors import ConfigError
+from engines.migration import textpath
+from engines.migration.model import Column, Table
+from engines.migration.sources import mysql_driver
+
+
+def _table(*cols: tuple[str, str, str, str | None]) -> Table:
+    columns = [Column(name, source, target, True, cast, False) for name, source, target, cast in cols]
+    return Table("t", "s", "t", "public", "t", columns, ["id"], 0)
+
+
+PLAIN = _table(("id", "int(11)", "integer", None), ("name", "varchar(20)", "varchar(20)", None),
+               ("note", "text", "text", None))
+
+
+def test_clean_rows_are_joined_and_nulls_become_the_copy_marker() -> None:
+    data, lines, hashes = textpath.Encoder(textpath.plan_text(PLAIN) or []).encode(
+        [(b"1", b"ann", None), (b"2", b"", b"x y")])
+    assert lines == [b"1\tann\t\\N", b"2\t\tx y"] and data == b"1\tann\t\\N\n2\t\tx y\n"
+    assert hashes == [int(hashlib.md5(line).hexdigest()[:16], 16) for line in lines]
+
+
+@pytest.mark.parametrize("dirty", [b"a\tb", b"a\nb", b"a\rb", b"a\\b", b"\\N"])
+def test_a_field_copy_must_escape_escapes_the_whole_chunk(dirty: bytes) -> None:
+    _, lines, _ = textpath.Encoder(textpath.plan_text(PLAIN) or []).encode(
+        [(b"1", b"plain", None), (b"2", dirty, b"end\\")])
+    assert lines[0] == b"1\tplain\t\\N"
+    assert lines[1] == b"2\t" + textpath.escape(dirty) + b"\tend\\\\"
+    assert b"\\N" not in lines[1].split(b"\t")  # a text '\N' never reads back as NULL
+
+
+def test_casts_booleans_zero_dates_blobs_and_sets() -> None:
+    table = _table(("id", "int(11)", "integer", None), ("flag", "tinyint(1)", "boolean", "bool"),
+                   ("bit", "bit(1)", "boolean", "bit_bool"), ("d", "date", "date", "zero_date"),
+                   ("ts", "datetime", "timestamp", "zero_date"), ("blob", "blob", "bytea", None),
+                   ("tags", "set('a b','NULL','x\"y','c')", "text[]", "set"))
+    spec = textpath.plan_text(table)
+    assert spec is not None
+    _, lines, _ = textpath.Encoder(spec).encode([
+        (b"1", b"5", b"\x01", b"0000-00-00", b"0000-00-00 00:00:00", b"\x00\xff", b"a b,x\"y"),
+        (b"2", b"0", b"\x00", b"2024-02-29", b"2024-02-29 23:59:59", None, b""),
+        (b"3", None, None, None, None, b"", b"NULL,c")])
+    # the blob's \x makes the chunk escape: backslashes doubled for COPY
+    assert lines[0] == b'1\ttrue\ttrue\t\\N\t\\N\t\\\\x00ff\t{"a b","x\\\\"y"}'
+    assert lines[1] == b"2\tfalse\tfalse\t2024-02-29\t2024-02-29 23:59:59\t\\N\t{}"
+    assert lines[2] == b'3\t\\N\t\\N\t\\N\t\\N\t\\\\x\t{"NULL",c}'
+
+
+def test_types_whose_text_differs_between_servers_take_the_typed_path() -> None:
+    for source, target, cast in (("double", "double precision", None), ("json", "jsonb", None),
+                                 ("datetime(6)", "timestamp", "zero_date")):
+        assert textpath.plan_text(_table(("id", "int(11)", "integer", None), ("v", source, target, cast))) is None
+
+
+def test_batch_checksum_matches_postgresqls_signed_sum() -> None:
+    hashes = [0, 2 ** 63, 2 ** 64 - 1, 12345]
+    signed = [h - 2 ** 64 if h >= 2 ** 63 else h for h in hashes]  # ('x' || ...)::bit(64)::bigint
+    assert textpath.checksum(hashes) == sum(s + 2 ** 63 for s in signed) % 2 ** 64
+    assert textpath.line_hashes([b"a", b"b"]) == [int(hashlib.md5(x).hexdigest()[:16], 16) for x in (b"a", b"b")]
+
+
+def test_driver_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DBFLEET_MYSQL_DRIVER", "pymysql")
+    assert mysql_driver() == "pymysql"
+    monkeypatch.setenv("DBFLEET_MYSQL_DRIVER", "oracle")
+    with pytest.raises(ConfigError, match="use auto, mysqlclient or pymysql"):
+        mysql_driver()
+    monkeypatch.setenv("DBFLEET_MYSQL_DRIVER", "auto")
+    assert mysql_driver() in ("mysqlclient", "pymysql")
