@@ -23,7 +23,7 @@ from engines.config import DatabaseConfig
 from engines.connectors import open_connector
 from engines.errors import ConfigError, DbfleetError
 from engines.migration import textpath
-from engines.migration.checksum import python_checksum, sql_aggregate, sql_checksum
+from engines.migration.checksum import python_checksum, sql_aggregate
 from engines.migration.document_targets import ClickHouseTarget, DocumentTarget, ElasticsearchTarget, MongoTarget
 from engines.migration.model import Batch, MigrationPlan, MigrationType, Table
 from engines.migration.postgres_target import PostgresTarget, key_text, target_ident
@@ -222,7 +222,7 @@ def copy_batch(plan: MigrationPlan, batch_id: int, source: DatabaseConfig, targe
             tgt.clear_range(table, batch, upsert)
             written = None
             if plan.path == "pg-pg":
-                n, checksum, rejects = _copy_binary(src, tgt, table, batch, plan.validation)
+                n, checksum, rejects = _copy_pg_text(src, tgt, table, batch, plan.validation)
             elif (spec := text_spec(plan, table)) is not None:
                 n, checksum, rejects, written = _copy_text(src, tgt, plan, table, batch, spec)
             else:
@@ -234,19 +234,33 @@ def copy_batch(plan: MigrationPlan, batch_id: int, source: DatabaseConfig, targe
             "seconds": round(time.perf_counter() - started, 3)}
 
 
-def _copy_binary(src: PostgresSource, tgt: PostgresTarget, table: Table, batch: Batch,
-                 checksums: bool) -> tuple[int, int, int]:
+def _copy_pg_text(src: PostgresSource, tgt: PostgresTarget, table: Table, batch: Batch,
+                  hashing: bool) -> tuple[int, int, int]:
+    """COPY the range out of the source as text and into the target as it comes; each line is hashed on the
+    way (the checksum costs no second read of the source) and validation has PostgreSQL rebuild the lines
+    from the stored rows (``textpath.pg_copy_spec``)."""
     conn = src.conn
-    conn.isolation_level, conn.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
-    with conn.transaction():  # the checksum and the rows come from one snapshot
-        query, params = src.select(table, batch)
-        n, checksum = conn.execute(sql_checksum(query), params).fetchone() if checksums else (0, 0)
-        with conn.cursor().copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(
+    query, params = src.select(table, batch)
+    hashes: list[int] = []
+    carry = b""
+
+    def lines() -> Iterator[Any]:
+        nonlocal carry
+        with conn.cursor().copy(sql.SQL("COPY ({}) TO STDOUT").format(
                 sql.SQL(psycopg.ClientCursor(conn).mogrify(query, params)))) as out:
-            copied = tgt.copy_stream(table, out)
-    if checksums and copied != n:
-        raise MigrationFailed(f"batch {batch.id} of {table.source}: {n} rows counted, {copied} copied")
-    return copied, int(checksum), 0
+            for data in out:  # the server sends a message per row: one line and its newline
+                if hashing:
+                    if not carry and data[-1:] == b"\n":
+                        hashes.append(textpath.line_hash(data[:-1]))
+                    else:  # a line split across messages: join, hash the complete lines
+                        carry += bytes(data)
+                        *complete, carry = carry.split(b"\n")
+                        hashes.extend(textpath.line_hashes(complete))
+                yield data
+    copied = tgt.copy_stream(table, lines(), binary=False)
+    if hashing and copied != len(hashes):
+        raise MigrationFailed(f"batch {batch.id} of {table.source}: {len(hashes)} lines read, {copied} copied")
+    return copied, textpath.checksum(hashes), 0
 
 
 def _copy_rows(src: Any, tgt: PostgresTarget, plan: MigrationPlan, table: Table, batch: Batch,
@@ -267,7 +281,10 @@ def _copy_rows(src: Any, tgt: PostgresTarget, plan: MigrationPlan, table: Table,
 
 
 def text_spec(plan: MigrationPlan, table: Table) -> Any:
-    """The text path's column handling when it applies (MySQL -> PostgreSQL, full copy, supported types)."""
+    """The COPY-line handling of ``table`` when its batches were checksummed as COPY text lines:
+    PostgreSQL -> PostgreSQL, and MySQL -> PostgreSQL full copies of supported types."""
+    if plan.path == "pg-pg":
+        return textpath.pg_copy_spec(table)
     if plan.source.get("kind") != "mysql" or plan.target.get("kind") != "postgresql" or \
             plan.type != MigrationType.FULL.value:
         return None

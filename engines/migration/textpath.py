@@ -147,10 +147,39 @@ class Encoder:
         return (NL.join(lines) + NL if lines else b""), lines
 
 
+def line_hash(line: Any) -> int:
+    return int.from_bytes(_md5(line).digest()[:8], "big")
+
+
 def line_hashes(lines: Sequence[bytes]) -> list[int]:
     """The first 64 bits (big-endian) of each line's md5, as PostgreSQL's ``substr(md5(...), 1, 16)``."""
     digests = b"".join([_md5(line).digest() for line in lines])
     return list(struct.unpack(f">{2 * len(lines)}Q", digests)[::2])
+
+
+# types whose text output holds no byte COPY escapes, and whose ::text cast is their output function
+_SAFE_PG = re.compile(r"^(smallint|integer|bigint|numeric(\(.*\))?|real|double precision|date|uuid|interval"
+                      r"|time(stamp)?( ?\(\d\))?( with(out)? time zone)?)$")
+# COPY TO escapes these (CopyAttributeOutText): backslash first, then \b \f \n \r \t \v
+_COPY_ESCAPES = [("E'\\\\'", "E'\\\\\\\\'"), ("chr(8)", "E'\\\\b'"), ("chr(12)", "E'\\\\f'"),
+                 ("chr(10)", "E'\\\\n'"), ("chr(13)", "E'\\\\r'"), ("chr(9)", "E'\\\\t'"),
+                 ("chr(11)", "E'\\\\v'")]
+
+
+def pg_copy_spec(table: Table) -> list[tuple[None, sql.Composable]]:
+    """For a PostgreSQL source: each column as ``COPY ... TO`` writes it in text format (the type's output
+    function, escaped), so PostgreSQL can rebuild the lines hashed while they streamed."""
+    spec: list[tuple[None, sql.Composable]] = []
+    for c in table.columns:
+        col = sql.Identifier(c.name)
+        if _SAFE_PG.match(c.target_type):
+            spec.append((None, sql.SQL("{}::text").format(col)))
+            continue
+        expr: sql.Composable = sql.SQL("CASE WHEN {0} IS NOT NULL THEN concat({0}) END").format(col)
+        for raw, escaped in _COPY_ESCAPES:
+            expr = sql.SQL("replace({}, {}, {})").format(expr, sql.SQL(raw), sql.SQL(escaped))
+        spec.append((None, expr))
+    return spec
 
 
 def checksum(hashes: Sequence[int]) -> int:

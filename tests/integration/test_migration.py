@@ -175,6 +175,10 @@ PG18_SETUP = [
     'INSERT INTO "we;ird ""t" SELECT g % 13, \'v\' || g, repeat(\'ß\', 20000) FROM generate_series(1, 400) g',
     "CREATE TABLE events (at timestamptz, what text)",
     "INSERT INTO events SELECT now() - g * interval '1 s', md5(g::text) FROM generate_series(1, 5000) g",
+    # every byte COPY text escapes, and types whose ::text differs from their output (bool, char(n), inet)
+    "CREATE TABLE odd_text (id int PRIMARY KEY, t text, ok boolean, c char(5), ip inet, arr text[])",
+    "INSERT INTO odd_text VALUES (1, E'tab\\there\\nnew\\\\back\\bbs\\fff\\vvt\\rcr \\\\N', true, 'ab',"
+    " '10.0.0.1', ARRAY[E'q\"t', 'a b', NULL]), (2, E'\\\\N', false, NULL, '::1', '{}'), (3, NULL, NULL, 'x', NULL, NULL)",
 ]
 
 
@@ -208,6 +212,9 @@ def test_postgresql_18_to_15_binary_copy_exact_rows_tamper_and_idempotence(pg18_
     assert plan.path == "pg-pg" and {b.by for b in plan.batches} == {"key", "ctid"}
     report = _run(plan, pg18_source, pg15_target)
     assert report["ok"], json.dumps(report["tables"], default=str)
+    assert _rows(pg15_target, "SELECT t, ok, c, ip::text, arr FROM odd_text ORDER BY id") == [
+        ("tab\there\nnew\\back\bbs\fff\vvt\rcr \\N", True, "ab   ", "10.0.0.1/32", ['q"t', "a b", None]),
+        ("\\N", False, None, "::1/128", []), (None, None, "x    ", None, None)]
     assert _fingerprint(pg15_target) == _fingerprint(pg18_source, embedded_pg.port, CANARY)
     again = engine.copy_batch(plan, 0, pg18_source, pg15_target)
     assert again["skipped"] and _rows(pg15_target, "SELECT count(*) FROM users")[0][0] == 3000
