@@ -242,21 +242,26 @@ def _copy_pg_text(src: PostgresSource, tgt: PostgresTarget, table: Table, batch:
     conn = src.conn
     query, params = src.select(table, batch)
     hashes: list[int] = []
+    pending: list[Any] = []
     carry = b""
 
-    def lines() -> Iterator[Any]:
+    def hash_pending() -> None:  # lines may span messages: join, split, keep the unfinished tail
         nonlocal carry
+        *complete, carry = (carry + b"".join(pending)).split(b"\n")
+        hashes.extend(textpath.line_hashes(complete))
+        pending.clear()
+
+    def lines() -> Iterator[Any]:
         with conn.cursor().copy(sql.SQL("COPY ({}) TO STDOUT").format(
                 sql.SQL(psycopg.ClientCursor(conn).mogrify(query, params)))) as out:
-            for data in out:  # the server sends a message per row: one line and its newline
+            for data in out:
                 if hashing:
-                    if not carry and data[-1:] == b"\n":
-                        hashes.append(textpath.line_hash(data[:-1]))
-                    else:  # a line split across messages: join, hash the complete lines
-                        carry += bytes(data)
-                        *complete, carry = carry.split(b"\n")
-                        hashes.extend(textpath.line_hashes(complete))
+                    pending.append(data)
+                    if len(pending) >= 5000:
+                        hash_pending()
                 yield data
+        if hashing:
+            hash_pending()
     copied = tgt.copy_stream(table, lines(), binary=False)
     if hashing and copied != len(hashes):
         raise MigrationFailed(f"batch {batch.id} of {table.source}: {len(hashes)} lines read, {copied} copied")

@@ -147,10 +147,6 @@ class Encoder:
         return (NL.join(lines) + NL if lines else b""), lines
 
 
-def line_hash(line: Any) -> int:
-    return int.from_bytes(_md5(line).digest()[:8], "big")
-
-
 def line_hashes(lines: Sequence[bytes]) -> list[int]:
     """The first 64 bits (big-endian) of each line's md5, as PostgreSQL's ``substr(md5(...), 1, 16)``."""
     digests = b"".join([_md5(line).digest() for line in lines])
