@@ -1,9 +1,10 @@
 """Order-independent checksums of rows: the sum, modulo 2**64, of a 64-bit hash of each row's canonical form.
 
-Adding is order-independent and additive, so batch checksums add up to the table's. Two implementations
-that agree with themselves, never with each other: ``python_checksum`` over Python values (MySQL ->
-PostgreSQL, read back from both sides through their drivers) and ``sql_checksum`` inside PostgreSQL
-over each row's text (PostgreSQL -> PostgreSQL, same types on both sides).
+Adding is order-independent and additive, so batch checksums add up to the table's. The streaming paths
+(PostgreSQL -> PostgreSQL, MySQL -> PostgreSQL text path) hash COPY text lines: ``textpath``, with
+``sql_aggregate`` rebuilding them in PostgreSQL. The typed path uses ``python_checksum`` over Python
+values (read back from both sides through their drivers) and, for later validation, ``sql_checksum``
+inside PostgreSQL over each stored row's text; the two agree with themselves, never with each other.
 """
 
 from __future__ import annotations

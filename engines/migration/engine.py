@@ -6,6 +6,7 @@ finalize), validate). Each function opens its own connections, so any worker can
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -65,6 +66,7 @@ def connections(source: DatabaseConfig, target: DatabaseConfig,
 
 
 _POOL: dict[str, tuple[ExitStack, Any, Any, float]] = {}
+_POOL_PID = os.getpid()
 POOL_IDLE_SECONDS = 300.0
 
 
@@ -78,10 +80,14 @@ def batch_connections(source: DatabaseConfig, target: DatabaseConfig,
         with connections(source, target, lock_timeout) as pair:
             yield pair
         return
+    global _POOL_PID
+    if os.getpid() != _POOL_PID:  # a forked child: the sockets are the parent's, forget them unclosed
+        _POOL.clear()
+        _POOL_PID = os.getpid()
     now = time.monotonic()
     for stale in [k for k, e in _POOL.items() if now - e[3] > POOL_IDLE_SECONDS]:
         _POOL.pop(stale)[0].close()
-    key = f"{os.getpid()}|{source.model_dump_json()}|{target.model_dump_json()}|{lock_timeout}"
+    key = json.dumps([source.public(), target.public(), lock_timeout], sort_keys=True, default=str)
     entry = _POOL.pop(key, None)
     if entry is not None and not _usable(entry[1], entry[2]):
         entry[0].close()
@@ -111,7 +117,7 @@ def _usable(src: Any, tgt: Any) -> bool:
                 return False
             conn.execute("SELECT 1")
         if isinstance(src, MySQLSource):
-            src.conn.ping(reconnect=False)
+            src.ping()
         return True
     except Exception:  # noqa: BLE001 - any failure means: open new connections
         return False
@@ -262,7 +268,7 @@ def _copy_pg_text(src: PostgresSource, tgt: PostgresTarget, table: Table, batch:
                 yield data
         if hashing:
             hash_pending()
-    copied = tgt.copy_stream(table, lines(), binary=False)
+    copied = tgt.copy_stream(table, lines())
     if hashing and copied != len(hashes):
         raise MigrationFailed(f"batch {batch.id} of {table.source}: {len(hashes)} lines read, {copied} copied")
     return copied, textpath.checksum(hashes), 0
@@ -433,9 +439,8 @@ def _measure_jobs(plan: MigrationPlan, table: Table, batches: list[Batch]
     """Measurements of the target, each on its own connection: batch id (None: the whole table) ->
     (count, checksum). A single-column key: the batches split into up to ``parallel_workers`` parts of
     consecutive ranges, each part one bucketed scan; other portable keys range by range."""
-    if not table.ranges_portable:
-        method = "sql" if plan.path == "pg-pg" else "python"
-        return [lambda tgt: {None: _measure(plan, tgt, table, None, method)}]
+    if not table.ranges_portable:  # typed path: checksummed over driver values (others rebuild COPY lines)
+        return [lambda tgt: {None: _measure(plan, tgt, table, None, "python")}]
     if len(table.key) != 1 or len(batches) < 2:
         return [lambda tgt: {b.id: _measure(plan, tgt, table, b) for b in batches}]
     parts = min(plan.parallel_workers, 4, len(batches))
@@ -448,24 +453,16 @@ def _measure_part(plan: MigrationPlan, table: Table, part: list[Batch], tgt: Pos
     """One scan of consecutive batches' key ranges, rows bucketed by the batch boundaries (width_bucket)."""
     thresholds = [b.lo[0] for b in part[1:] if b.lo is not None]
     spec = text_spec(plan, table)
-    key: sql.Composable = sql.Identifier(table.key[0])
     text: sql.Composable
     if spec is not None:
         text, source = textpath.row_line(spec), target_ident(table)
     else:
         cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
         text, source = sql.SQL("r::text"), sql.SQL("(SELECT {} FROM {}) r").format(cols, target_ident(table))
-        key = sql.SQL("r.{}").format(key)
-    where: list[sql.Composable] = [sql.SQL("true")]
-    params: list[Any] = [thresholds]
-    if part[0].lo is not None:
-        where.append(sql.SQL("{} >= %s").format(key))
-        params.append(part[0].lo[0])
-    if part[-1].hi is not None:
-        where.append(sql.SQL("{} < %s").format(key))
-        params.append(part[-1].hi[0])
+    where, params = pg_range(table.key, Batch(-1, table.source, part[0].lo, part[-1].hi, "key"))
     query = sql.SQL("SELECT width_bucket({}, %s), {} FROM {} WHERE {} GROUP BY 1").format(
-        key, sql_aggregate(text), source, sql.SQL(" AND ").join(where))
+        sql.Identifier(table.key[0]), sql_aggregate(text), source, where)
+    params = [thresholds, *params]
     found = {int(bucket): (int(n), int(c)) for bucket, n, c in tgt.conn.execute(query, params).fetchall()}
     return {b.id: found.get(i, (0, 0)) for i, b in enumerate(part)}
 

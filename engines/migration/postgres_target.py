@@ -161,12 +161,11 @@ class PostgresTarget:
                           " target_checksum = %s, finished_at = now() WHERE migration_id = %s AND batch_id = %s",
                           (rows, checksum, rejects, target_checksum, plan.id, batch.id))
 
-    def copy_stream(self, table: Table, chunks: Iterable[Any], binary: bool = False) -> int:
-        """COPY pass-through (PostgreSQL source: same types on both sides); returns the rows copied."""
+    def copy_stream(self, table: Table, chunks: Iterable[Any]) -> int:
+        """COPY text pass-through (PostgreSQL source: same types on both sides); returns the rows copied."""
         cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
         cur = self.conn.cursor()
-        fmt = sql.SQL(" (FORMAT binary)" if binary else "")
-        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN{}").format(target_ident(table), cols, fmt)) as copy:
+        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(target_ident(table), cols)) as copy:
             for chunk in chunks:
                 copy.write(chunk)
         return int(cur.rowcount)

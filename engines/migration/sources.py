@@ -193,7 +193,7 @@ def mysql_driver() -> str:
 
 
 class MySQLSource:
-    def __init__(self, conn: Any, db: DatabaseConfig | None = None) -> None:
+    def __init__(self, conn: Any, db: DatabaseConfig) -> None:
         self.conn = conn
         self.db = db
         self._raw: Any = None
@@ -203,6 +203,12 @@ class MySQLSource:
         if self._raw is not None:
             self._raw.close()
             self._raw = None
+
+    def ping(self) -> None:
+        """Raise unless both connections (queries, raw reads) still answer."""
+        self.conn.ping(reconnect=False)
+        if self._raw is not None:
+            self._raw.ping()
 
     def query(self, q: str, args: Any = None) -> list[tuple[Any, ...]]:
         with self.conn.cursor() as cur:
@@ -280,15 +286,13 @@ class MySQLSource:
 
     def _open_raw(self) -> Any:
         db = self.db
-        if db is None:
-            return _RawPyMySQL(self.conn)
         kwargs = {"host": db.host, "port": db.port or 3306, "user": db.user or "root", "password": db.password() or "",
                   "database": db.dbname, "connect_timeout": int(db.connect_timeout), "charset": "utf8mb4"}
         if mysql_driver() == "pymysql":
             import pymysql
 
             return _RawPyMySQL(pymysql.connect(**kwargs, read_timeout=db.query_timeout, use_unicode=False,
-                                               autocommit=True), own=True)
+                                               autocommit=True))
         from MySQLdb import _mysql
 
         raw = _mysql.connect(**kwargs, read_timeout=int(db.query_timeout))
@@ -297,29 +301,27 @@ class MySQLSource:
 
 
 class _RawPyMySQL:
-    """PyMySQL reading bytes: no decoders, no text decoding."""
+    """PyMySQL reading bytes: opened with use_unicode=False, read without decoders."""
 
-    def __init__(self, conn: Any, own: bool = False) -> None:
-        self.conn, self.own = conn, own
-        if own:
-            with conn.cursor() as cur:
-                cur.execute("SET time_zone = '+00:00'")
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        with conn.cursor() as cur:
+            cur.execute("SET time_zone = '+00:00'")
 
     def chunks(self, query: str, size: int) -> Iterator[list[tuple[bytes | None, ...]]]:
         import pymysql
 
-        decoders, self.conn.decoders = self.conn.decoders, {}
-        try:
-            with self.conn.cursor(pymysql.cursors.SSCursor) as cur:
-                cur.execute(query)
-                while rows := cur.fetchmany(size):
-                    yield [tuple(v.encode() if isinstance(v, str) else v for v in r) for r in rows]
-        finally:
-            self.conn.decoders = decoders
+        self.conn.decoders = {}
+        with self.conn.cursor(pymysql.cursors.SSCursor) as cur:
+            cur.execute(query)
+            while rows := cur.fetchmany(size):
+                yield list(rows)
+
+    def ping(self) -> None:
+        self.conn.ping(reconnect=False)
 
     def close(self) -> None:
-        if self.own:
-            self.conn.close()
+        self.conn.close()
 
 
 def _check_found(only: list[str] | None, tables: list[Table]) -> None:
@@ -333,7 +335,7 @@ def _check_found(only: list[str] | None, tables: list[Table]) -> None:
 SOURCES = {"postgresql": PostgresSource, "mysql": MySQLSource}
 
 
-def open_source(kind: str, conn: Any, db: DatabaseConfig | None = None) -> Any:
+def open_source(kind: str, conn: Any, db: DatabaseConfig) -> Any:
     if kind not in SOURCES:
         raise ConfigError([("source", f"cannot migrate from {kind!r}; sources: {', '.join(SOURCES)}")])
     return MySQLSource(conn, db) if kind == "mysql" else PostgresSource(conn)

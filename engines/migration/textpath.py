@@ -3,9 +3,9 @@
 Rows arrive as the server's bytes (``MySQLSource.raw_chunks``: mysqlclient when it is installed, PyMySQL
 otherwise). Each column either passes through untouched or goes through a small byte encoder (booleans,
 zero dates, blobs to ``\\x`` hex, sets to array literals); a row becomes one line of PostgreSQL's COPY
-text format. Escaping is decided per chunk, on its fields' bytes joined: a chunk whose fields hold no tab,
-newline, carriage return or backslash is sent as joined (the usual case); any other chunk is re-encoded
-with every field escaped.
+text format. Escaping is decided per chunk, on its fields' bytes joined: a chunk whose fields hold no byte
+COPY escapes (backslash, \\b \\f \\n \\r \\t \\v) is sent as joined (the usual case); any other chunk is
+re-encoded with every field escaped.
 
 The batch checksum hashes those same lines (md5, first 64 bits, summed modulo 2**64), and PostgreSQL
 rebuilds each stored row's COPY line with ``row_line`` to recompute it: both sides hash the same text
@@ -35,9 +35,24 @@ except ImportError:  # pragma: no cover - other interpreters
 Encode = Callable[[bytes], "bytes | None"]
 
 
+# What COPY TO writes escaped in text format (CopyAttributeOutText), backslash first: byte -> escape.
+# Both paths escape their lines with it and PostgreSQL rebuilds stored rows' lines with it (``_sql_escaped``).
+COPY_ESCAPES = [(b"\\", b"\\\\"), (b"\b", b"\\b"), (b"\f", b"\\f"), (b"\n", b"\\n"), (b"\r", b"\\r"),
+                (b"\t", b"\\t"), (b"\v", b"\\v")]
+
+
 def escape(v: bytes) -> bytes:
-    """A field as COPY text: backslash, tab, newline and carriage return escaped."""
-    return v.replace(b"\\", b"\\\\").replace(b"\t", b"\\t").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
+    """A field as COPY text writes it."""
+    for raw, escaped in COPY_ESCAPES:
+        v = v.replace(raw, escaped)
+    return v
+
+
+def _sql_escaped(expr: sql.Composable) -> sql.Composable:
+    """``expr`` (text) escaped as ``escape`` does, in PostgreSQL."""
+    for raw, escaped in COPY_ESCAPES:
+        expr = sql.SQL("replace({}, chr({}), {})").format(expr, sql.Literal(raw[0]), sql.Literal(escaped.decode()))
+    return expr
 
 
 def _zero(v: bytes) -> bytes | None:
@@ -69,17 +84,13 @@ def _set_array(v: bytes) -> bytes:
     return b"{" + b",".join(out) + b"}"
 
 
-_ESCAPED = "replace(replace(replace(replace({}, E'\\\\', E'\\\\\\\\'), E'\\t', E'\\\\t'), E'\\n', E'\\\\n')," \
-           " E'\\r', E'\\\\r')"
-
-
 def _column(table: Table, i: int) -> tuple[Encode | None, sql.Composable] | None:
     """(byte encoder or None for pass-through, PostgreSQL expression of the field as COPY writes it) or None."""
     c = table.columns[i]
     col = sql.Identifier(c.name)
     source, target = c.source_type.lower(), c.target_type
     text = sql.SQL("{}::text").format(col)  # numbers, dates, times, booleans: nothing to escape
-    escaped = sql.SQL(_ESCAPED).format(text)
+    escaped = _sql_escaped(text)
     if c.cast == "bool":
         return _bool, text
     if c.cast == "bit_bool":
@@ -139,7 +150,7 @@ class Encoder:
     def _join(rows: Sequence[Sequence[bytes | None]]) -> tuple[bytes, list[bytes]]:
         """Rows joined as COPY lines; fields are escaped only when some field of the chunk needs it."""
         fields = b"".join(filter(None, chain.from_iterable(rows)))  # type: ignore[arg-type]
-        if b"\\" in fields or b"\t" in fields or b"\n" in fields or b"\r" in fields:
+        if any(raw in fields for raw, _ in COPY_ESCAPES):
             lines = [TAB.join([NULL if v is None else escape(v) for v in row]) for row in rows]
         else:
             lines = [TAB.join(row) if None not in row else  # type: ignore[arg-type]
@@ -156,10 +167,6 @@ def line_hashes(lines: Sequence[bytes]) -> list[int]:
 # types whose text output holds no byte COPY escapes, and whose ::text cast is their output function
 _SAFE_PG = re.compile(r"^(smallint|integer|bigint|numeric(\(.*\))?|real|double precision|date|uuid|interval"
                       r"|time(stamp)?( ?\(\d\))?( with(out)? time zone)?)$")
-# COPY TO escapes these (CopyAttributeOutText): backslash first, then \b \f \n \r \t \v
-_COPY_ESCAPES = [("E'\\\\'", "E'\\\\\\\\'"), ("chr(8)", "E'\\\\b'"), ("chr(12)", "E'\\\\f'"),
-                 ("chr(10)", "E'\\\\n'"), ("chr(13)", "E'\\\\r'"), ("chr(9)", "E'\\\\t'"),
-                 ("chr(11)", "E'\\\\v'")]
 
 
 def pg_copy_spec(table: Table) -> list[tuple[None, sql.Composable]]:
@@ -171,10 +178,7 @@ def pg_copy_spec(table: Table) -> list[tuple[None, sql.Composable]]:
         if _SAFE_PG.match(c.target_type):
             spec.append((None, sql.SQL("{}::text").format(col)))
             continue
-        expr: sql.Composable = sql.SQL("CASE WHEN {0} IS NOT NULL THEN concat({0}) END").format(col)
-        for raw, escaped in _COPY_ESCAPES:
-            expr = sql.SQL("replace({}, {}, {})").format(expr, sql.SQL(raw), sql.SQL(escaped))
-        spec.append((None, expr))
+        spec.append((None, _sql_escaped(sql.SQL("CASE WHEN {0} IS NOT NULL THEN concat({0}) END").format(col))))
     return spec
 
 

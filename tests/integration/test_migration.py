@@ -78,7 +78,7 @@ MARIA_SETUP = [
     # bytes the COPY text format must escape, and text that looks like its NULL marker
     "CREATE TABLE texts (id INT PRIMARY KEY, s VARCHAR(50), t TEXT, st SET('a b','NULL','x\"y','c'))",
     "INSERT INTO texts VALUES (1, 'tab\there', 'line\nbreak\r\nand \\\\ backslash', 'a b,x\"y'),"
-    " (2, '\\\\N', 'ends with \\\\', 'NULL,c'), (3, 'plain', NULL, NULL)",
+    " (2, '\\\\N', 'ends with \\\\', 'NULL,c'), (3, 'bs\bff\fvt\v', NULL, NULL)",
     "INSERT INTO texts SELECT 10 + seq, CONCAT('s', seq), REPEAT('t', seq), 'c' FROM seq_1_to_30",
 ]
 
@@ -118,7 +118,7 @@ def test_mariadb_to_postgresql_with_pgloader_casts_rejects_and_validation(maria_
     assert by_table["odd`; name"]["target_rows"] == 4 and by_table["nokey"]["target_rows"] == 3
     assert _rows(pg15_target, "SELECT id, s, t, st FROM texts WHERE id < 10 ORDER BY id") == [
         (1, "tab\there", "line\nbreak\r\nand \\ backslash", ["a b", 'x"y']), (2, "\\N", "ends with \\", ["NULL", "c"]),
-        (3, "plain", None, None)]
+        (3, "bs\bff\fvt\v", None, None)]
     assert by_table["texts"]["target_rows"] == 33 and by_table["texts"]["batches"] == 5
     reasons = {str(json.loads(r["key"])[0]): r["reason"] for r in report["rejects"]}
     assert "838:59:59" in reasons["2"] and "0x00" in reasons["3"]  # an out-of-range TIME, a NUL byte

@@ -29,7 +29,7 @@ def test_clean_rows_are_joined_and_nulls_become_the_copy_marker() -> None:
     assert hashes == [int(hashlib.md5(line).hexdigest()[:16], 16) for line in lines]
 
 
-@pytest.mark.parametrize("dirty", [b"a\tb", b"a\nb", b"a\rb", b"a\\b", b"\\N"])
+@pytest.mark.parametrize("dirty", [b"a\tb", b"a\nb", b"a\rb", b"a\\b", b"\\N", b"a\bb", b"a\fb", b"a\vb"])
 def test_a_field_copy_must_escape_escapes_the_whole_chunk(dirty: bytes) -> None:
     _, lines, _ = textpath.Encoder(textpath.plan_text(PLAIN) or []).encode(
         [(b"1", b"plain", None), (b"2", dirty, b"end\\")])
