@@ -1,10 +1,15 @@
 """Order-independent checksums of rows: the sum, modulo 2**64, of a 64-bit hash of each row's canonical form.
 
-Adding is order-independent and additive, so batch checksums add up to the table's. The streaming paths
-(PostgreSQL -> PostgreSQL, MySQL -> PostgreSQL text path) hash COPY text lines: ``textpath``, with
-``sql_aggregate`` rebuilding them in PostgreSQL. The typed path uses ``python_checksum`` over Python
-values (read back from both sides through their drivers) and, for later validation, ``sql_checksum``
-inside PostgreSQL over each stored row's text; the two agree with themselves, never with each other.
+Adding is order-independent and additive, so batch checksums add up to the table's. Three ways:
+
+- PostgreSQL -> PostgreSQL: both servers hash each row themselves with ``hash_record_extended`` (the
+  types' own extended hash functions, PostgreSQL 14+, the functions hash partitioning relies on staying
+  the same across releases): ``pg_hash_items``. No row text is built and nothing is hashed in Python.
+- MySQL -> PostgreSQL text path: the worker hashes the COPY text lines it sends (``textpath``) and
+  ``sql_aggregate`` has PostgreSQL rebuild and hash the same lines from the stored rows.
+- The typed path: ``python_checksum`` over Python values (read back from both sides through their
+  drivers) and, for later validation, ``sql_checksum`` inside PostgreSQL over each stored row's text;
+  the two agree with themselves, never with each other.
 """
 
 from __future__ import annotations
@@ -28,6 +33,40 @@ def sql_aggregate(row_text: sql.Composable) -> sql.Composed:
     first 64 bits of md5 (shifted by 2**63, as PostgreSQL's bigint is signed), modulo 2**64."""
     return sql.SQL("count(*), coalesce(mod(sum(('x' || substr(md5({}), 1, 16))::bit(64)::bigint::numeric"
                    " + 9223372036854775808), 18446744073709551616), 0)").format(row_text)
+
+
+# types with an extended hash function whose value does not depend on the server (an enum hashes its
+# OID, json has no hash function: those are hashed as text); arrays of them too
+_HASHABLE = re.compile(r"^(smallint|integer|bigint|numeric(\(\d+(,\d+)?\))?|real|double precision|boolean|bytea"
+                       r"|date|time(\(\d\))? without time zone|timestamp(\(\d\))? with(out)? time zone|interval"
+                       r"|uuid|inet|cidr|macaddr|jsonb|text|character varying(\(\d+\))?|character(\(\d+\))?)(\[\])?$")
+_COLLATABLE = re.compile(r"^(text|character varying(\(\d+\))?|character(\(\d+\))?)(\[\])?$")
+PG_HASH_MIN_VERSION = 140000  # hash_record_extended
+
+
+def pg_row_hash(columns: Sequence[Any], source: bool = False) -> sql.Composed:
+    """PostgreSQL expression: a 64-bit hash of a row of ``columns`` (``Column``s), computed by the server.
+
+    Columns are read as their target type (``source=True`` casts a source column whose type the
+    migration maps, e.g. an enum or a domain, to it), text in the "C" collation (its hash is the bytes'
+    hash whatever the column's collation); types without a server-independent hash as their text."""
+    items = []
+    for c in columns:
+        expr: sql.Composable = sql.Identifier(c.name)
+        if source and c.source_type != c.target_type:
+            expr = sql.SQL("{}::{}").format(expr, sql.SQL(c.target_type))
+        if not _HASHABLE.match(c.target_type):
+            expr = sql.SQL("{}::text COLLATE \"C\"").format(expr)
+        elif _COLLATABLE.match(c.target_type):
+            expr = sql.SQL("{} COLLATE \"C\"").format(expr)
+        items.append(expr)
+    return sql.SQL("hash_record_extended(ROW({}), 0)").format(sql.SQL(", ").join(items))
+
+
+def pg_hash_items(columns: Sequence[Any], source: bool = False) -> sql.Composed:
+    """Select items ``count(*), checksum``: the sum of ``pg_row_hash`` modulo 2**64 (non-negative)."""
+    return sql.SQL("count(*), coalesce(mod(mod(sum({}), 18446744073709551616) + 18446744073709551616,"
+                   " 18446744073709551616), 0)").format(pg_row_hash(columns, source))
 
 
 def sql_checksum(select: sql.Composable) -> sql.Composed:

@@ -24,7 +24,7 @@ from engines.config import DatabaseConfig
 from engines.connectors import open_connector
 from engines.errors import ConfigError, DbfleetError
 from engines.migration import textpath
-from engines.migration.checksum import python_checksum, sql_aggregate
+from engines.migration.checksum import PG_HASH_MIN_VERSION, pg_hash_items, python_checksum, sql_aggregate
 from engines.migration.document_targets import ClickHouseTarget, DocumentTarget, ElasticsearchTarget, MongoTarget
 from engines.migration.model import Batch, MigrationPlan, MigrationType, Table
 from engines.migration.postgres_target import PostgresTarget, key_text, target_ident
@@ -140,6 +140,8 @@ def plan_migration(source: DatabaseConfig, target: DatabaseConfig, kind: Migrati
             batches += src.bounds(table, batch_size, len(batches))
         path = ("pg-pg" if source.kind == "postgresql" and target.kind == "postgresql" and kind == MigrationType.FULL
                 else "rows")
+        if path == "pg-pg" and validation:
+            _check_hashable(src.conn, tgt.conn)
         plan = MigrationPlan(migration_id or new_id(), source.public(), target.public(), kind.value, batch_size,
                              parallel_workers, validation, found, batches, path, watermark, max_rejects=max_rejects,
                              lock_timeout=lock_timeout)
@@ -148,6 +150,17 @@ def plan_migration(source: DatabaseConfig, target: DatabaseConfig, kind: Migrati
                 raise ConfigError([("type", "incremental migrations write into PostgreSQL only in this version")])
             _incremental(plan, src, tgt, base)
     return plan
+
+
+def _check_hashable(*conns: Any) -> None:
+    """Validating PostgreSQL -> PostgreSQL has both servers hash rows with hash_record_extended (14+)."""
+    for side, conn in zip(("source", "target"), conns, strict=True):
+        version = conn.info.server_version
+        if version < PG_HASH_MIN_VERSION:
+            raise ConfigError([("validation", f"the {side} runs PostgreSQL {version // 10000}: validating a PostgreSQL"
+                                              " -> PostgreSQL migration needs 14 or later on both sides"
+                                              " (hash_record_extended); migrate with validation disabled"
+                                              " (--no-validate) and compare counts yourself")])
 
 
 def _incremental(plan: MigrationPlan, src: Any, tgt: PostgresTarget, base: MigrationPlan | None) -> None:
@@ -228,7 +241,7 @@ def copy_batch(plan: MigrationPlan, batch_id: int, source: DatabaseConfig, targe
             tgt.clear_range(table, batch, upsert)
             written = None
             if plan.path == "pg-pg":
-                n, checksum, rejects = _copy_pg_text(src, tgt, table, batch, plan.validation)
+                n, checksum, rejects = _copy_pg(src, tgt, table, batch, plan.validation)
             elif (spec := text_spec(plan, table)) is not None:
                 n, checksum, rejects, written = _copy_text(src, tgt, plan, table, batch, spec)
             else:
@@ -240,38 +253,33 @@ def copy_batch(plan: MigrationPlan, batch_id: int, source: DatabaseConfig, targe
             "seconds": round(time.perf_counter() - started, 3)}
 
 
-def _copy_pg_text(src: PostgresSource, tgt: PostgresTarget, table: Table, batch: Batch,
+def _copy_pg(src: PostgresSource, tgt: PostgresTarget, table: Table, batch: Batch,
                   hashing: bool) -> tuple[int, int, int]:
-    """COPY the range out of the source as text and into the target as it comes; each line is hashed on the
-    way (the checksum costs no second read of the source) and validation has PostgreSQL rebuild the lines
-    from the stored rows (``textpath.pg_copy_spec``)."""
+    """COPY the range out of the source as text and into the target as it comes (same types on both sides:
+    nothing to convert). When validating, the source server first counts and hashes the range
+    (``pg_hash_items``) in the same snapshot as the COPY; validation has the target hash its rows the
+    same way."""
     conn = src.conn
     query, params = src.select(table, batch)
-    hashes: list[int] = []
-    pending: list[Any] = []
-    carry = b""
-
-    def hash_pending() -> None:  # lines may span messages: join, split, keep the unfinished tail
-        nonlocal carry
-        *complete, carry = (carry + b"".join(pending)).split(b"\n")
-        hashes.extend(textpath.line_hashes(complete))
-        pending.clear()
-
-    def lines() -> Iterator[Any]:
-        with conn.cursor().copy(sql.SQL("COPY ({}) TO STDOUT").format(
-                sql.SQL(psycopg.ClientCursor(conn).mogrify(query, params)))) as out:
-            for data in out:
-                if hashing:
-                    pending.append(data)
-                    if len(pending) >= 5000:
-                        hash_pending()
-                yield data
+    expected = None
+    with conn.transaction():  # one snapshot for the checksum and the rows copied
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         if hashing:
-            hash_pending()
-    copied = tgt.copy_stream(table, lines())
-    if hashing and copied != len(hashes):
-        raise MigrationFailed(f"batch {batch.id} of {table.source}: {len(hashes)} lines read, {copied} copied")
-    return copied, textpath.checksum(hashes), 0
+            where, args = pg_range(table.key, batch)
+            n, checksum = conn.execute(sql.SQL("SELECT {} FROM {} WHERE {}").format(
+                pg_hash_items(table.columns, source=True), pg_ident(table), where), args).fetchone()
+            expected = (int(n), int(checksum))
+
+        def messages() -> Iterator[Any]:
+            with conn.cursor().copy(sql.SQL("COPY ({}) TO STDOUT").format(
+                    sql.SQL(psycopg.ClientCursor(conn).mogrify(query, params)))) as out:
+                yield from out
+        copied = tgt.copy_stream(table, messages())
+    if expected is None:
+        return copied, 0, 0
+    if copied != expected[0]:
+        raise MigrationFailed(f"batch {batch.id} of {table.source}: {expected[0]} rows counted, {copied} copied")
+    return copied, expected[1], 0
 
 
 def _copy_rows(src: Any, tgt: PostgresTarget, plan: MigrationPlan, table: Table, batch: Batch,
@@ -292,10 +300,10 @@ def _copy_rows(src: Any, tgt: PostgresTarget, plan: MigrationPlan, table: Table,
 
 
 def text_spec(plan: MigrationPlan, table: Table) -> Any:
-    """The COPY-line handling of ``table`` when its batches were checksummed as COPY text lines:
-    PostgreSQL -> PostgreSQL, and MySQL -> PostgreSQL full copies of supported types."""
+    """The COPY-line handling of ``table`` when its batches are copied and checksummed as COPY text lines
+    the worker encodes: MySQL -> PostgreSQL full copies of supported types."""
     if plan.path == "pg-pg":
-        return textpath.pg_copy_spec(table)
+        return None
     if plan.source.get("kind") != "mysql" or plan.target.get("kind") != "postgresql" or \
             plan.type != MigrationType.FULL.value:
         return None
@@ -452,16 +460,14 @@ def _measure_part(plan: MigrationPlan, table: Table, part: list[Batch], tgt: Pos
                   ) -> dict[int | None, tuple[int, int]]:
     """One scan of consecutive batches' key ranges, rows bucketed by the batch boundaries (width_bucket)."""
     thresholds = [b.lo[0] for b in part[1:] if b.lo is not None]
-    spec = text_spec(plan, table)
-    text: sql.Composable
-    if spec is not None:
-        text, source = textpath.row_line(spec), target_ident(table)
-    else:
+    items = checksum_items(plan, table)
+    source: sql.Composable = target_ident(table)
+    if items is None:
         cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
-        text, source = sql.SQL("r::text"), sql.SQL("(SELECT {} FROM {}) r").format(cols, target_ident(table))
+        items, source = sql_aggregate(sql.SQL("r::text")), sql.SQL("(SELECT {} FROM {}) r").format(cols, source)
     where, params = pg_range(table.key, Batch(-1, table.source, part[0].lo, part[-1].hi, "key"))
     query = sql.SQL("SELECT width_bucket({}, %s), {} FROM {} WHERE {} GROUP BY 1").format(
-        sql.Identifier(table.key[0]), sql_aggregate(text), source, where)
+        sql.Identifier(table.key[0]), items, source, where)
     params = [thresholds, *params]
     found = {int(bucket): (int(n), int(c)) for bucket, n, c in tgt.conn.execute(query, params).fetchall()}
     return {b.id: found.get(i, (0, 0)) for i, b in enumerate(part)}
@@ -470,13 +476,24 @@ def _measure_part(plan: MigrationPlan, table: Table, part: list[Batch], tgt: Pos
 def _measure(plan: MigrationPlan, tgt: PostgresTarget, table: Table, batch: Batch | None,
              method: str = "sql") -> tuple[int, int]:
     """(count, checksum) of the target rows of ``batch`` (None: the whole table), the way the batch's
-    checkpoint was computed: canonical text (text path), row text (``sql``) or driver values (``python``)."""
-    spec = text_spec(plan, table)
-    if spec is None:
+    checkpoint was computed: server-side row hashes (PostgreSQL -> PostgreSQL), COPY lines (MySQL text
+    path), row text (``sql``) or driver values (``python``)."""
+    items = checksum_items(plan, table)
+    if items is None:
         return tgt.measure(plan, table, batch, method)
     where, params = pg_range(table.key, batch) if batch else (sql.SQL("true"), [])
-    n, checksum = tgt.conn.execute(textpath.checksum_sql(spec, target_ident(table), where), params).fetchone()
+    n, checksum = tgt.conn.execute(sql.SQL("SELECT {} FROM {} WHERE {}").format(
+        items, target_ident(table), where), params).fetchone()
     return int(n), int(checksum)
+
+
+def checksum_items(plan: MigrationPlan, table: Table) -> sql.Composable | None:
+    """Select items ``count(*), checksum`` over the target table's rows, computed the way the batches'
+    checkpoints were; None for the typed path (its own two ways: ``PostgresTarget.measure``)."""
+    if plan.path == "pg-pg":
+        return pg_hash_items(table.columns)
+    spec = text_spec(plan, table)
+    return None if spec is None else sql_aggregate(textpath.row_line(spec))
 
 
 def _validate_documents(plan: MigrationPlan, tgt: DocumentTarget, cps: dict[int, dict[str, int]],

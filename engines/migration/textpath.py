@@ -24,7 +24,6 @@ from typing import Any
 
 from psycopg import sql
 
-from engines.migration.checksum import sql_aggregate
 from engines.migration.model import Table
 
 TAB, NL, NULL = b"\t", b"\n", b"\\N"
@@ -164,24 +163,6 @@ def line_hashes(lines: Sequence[bytes]) -> list[int]:
     return list(struct.unpack(f">{2 * len(lines)}Q", digests)[::2])
 
 
-# types whose text output holds no byte COPY escapes, and whose ::text cast is their output function
-_SAFE_PG = re.compile(r"^(smallint|integer|bigint|numeric(\(.*\))?|real|double precision|date|uuid|interval"
-                      r"|time(stamp)?( ?\(\d\))?( with(out)? time zone)?)$")
-
-
-def pg_copy_spec(table: Table) -> list[tuple[None, sql.Composable]]:
-    """For a PostgreSQL source: each column as ``COPY ... TO`` writes it in text format (the type's output
-    function, escaped), so PostgreSQL can rebuild the lines hashed while they streamed."""
-    spec: list[tuple[None, sql.Composable]] = []
-    for c in table.columns:
-        col = sql.Identifier(c.name)
-        if _SAFE_PG.match(c.target_type):
-            spec.append((None, sql.SQL("{}::text").format(col)))
-            continue
-        spec.append((None, _sql_escaped(sql.SQL("CASE WHEN {0} IS NOT NULL THEN concat({0}) END").format(col))))
-    return spec
-
-
 def checksum(hashes: Sequence[int]) -> int:
     """The batch checksum of line hashes, as ``sql_aggregate`` computes it (each hash read as a signed bigint
     and shifted by 2**63, which adds 2**63 per row modulo 2**64)."""
@@ -192,9 +173,3 @@ def row_line(spec: Sequence[tuple[Any, sql.Composable]]) -> sql.Composed:
     """The PostgreSQL expression of a stored row's COPY text line (what ``Encoder`` hashed)."""
     return sql.SQL("concat_ws(E'\\t', {})").format(sql.SQL(", ").join(
         sql.SQL("coalesce({}, E'\\\\N')").format(e) for _, e in spec))
-
-
-def checksum_sql(spec: Sequence[tuple[Any, sql.Composable]], source: sql.Composable,
-                 where: sql.Composable) -> sql.Composed:
-    """count and checksum of the COPY lines of ``source`` rows matching ``where``, computed by PostgreSQL."""
-    return sql.SQL("SELECT {} FROM {} WHERE {}").format(sql_aggregate(row_line(spec)), source, where)

@@ -179,6 +179,15 @@ PG18_SETUP = [
     "CREATE TABLE odd_text (id int PRIMARY KEY, t text, ok boolean, c char(5), ip inet, arr text[])",
     "INSERT INTO odd_text VALUES (1, E'tab\\there\\nnew\\\\back\\bbs\\fff\\vvt\\rcr \\\\N', true, 'ab',"
     " '10.0.0.1', ARRAY[E'q\"t', 'a b', NULL]), (2, E'\\\\N', false, NULL, '::1', '{}'), (3, NULL, NULL, 'x', NULL, NULL)",
+    # types the servers hash as text (enum: its OID differs per database; json, point: no hash function),
+    # a domain, floats, a column in another collation
+    "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy')",
+    "CREATE DOMAIN cents AS numeric(12,2) CHECK (VALUE >= 0)",
+    'CREATE TABLE hashed (id int PRIMARY KEY, m mood, j json, p point, c cents, f float8, r real,'
+    ' s text COLLATE "C", ts timestamp(3), tt timetz)',
+    "INSERT INTO hashed SELECT g, (ARRAY['sad','ok','happy'])[g % 3 + 1]::mood, json_build_object('g', g, 'z', NULL),"
+    " point(g, -g), g * 1.25, g / 3.0, g / 7.0, 'ß' || g, timestamp '2026-01-01 00:00:00.123' + g * interval '1 s',"
+    " timetz '12:00+02' FROM generate_series(1, 2500) g",
 ]
 
 
@@ -218,6 +227,12 @@ def test_postgresql_18_to_15_binary_copy_exact_rows_tamper_and_idempotence(pg18_
     assert _fingerprint(pg15_target) == _fingerprint(pg18_source, embedded_pg.port, CANARY)
     again = engine.copy_batch(plan, 0, pg18_source, pg15_target)
     assert again["skipped"] and _rows(pg15_target, "SELECT count(*) FROM users")[0][0] == 3000
+    assert _rows(pg15_target, "SELECT m, j::text, p::text, c, ts FROM hashed WHERE id = 2") == [
+        ("happy", '{"g" : 2, "z" : null}', "(2,-2)", Decimal("2.50"), dt.datetime(2026, 1, 1, 0, 0, 2, 123000))]
+    _exec(pg15_target, "UPDATE hashed SET p = point(0, 0) WHERE id = 2100")  # a column hashed as text
+    hashed = next(t for t in engine.validate(plan, pg18_source, pg15_target)["tables"]
+                  if t["table"] == "public.hashed")
+    assert [r["from"][0] <= 2100 < r["to"][0] for r in hashed["mismatched_ranges"]] == [True]
     _exec(pg15_target, "UPDATE users SET name = 'tampered' WHERE id = 1500")
     bad = engine.validate(plan, pg18_source, pg15_target)
     users = next(t for t in bad["tables"] if t["table"] == "public.users")

@@ -76,3 +76,31 @@ def test_driver_choice(monkeypatch: pytest.MonkeyPatch) -> None:
         mysql_driver()
     monkeypatch.setenv("DBFLEET_MYSQL_DRIVER", "auto")
     assert mysql_driver() in ("mysqlclient", "pymysql")
+
+
+def test_server_side_row_hash_reads_target_types_and_hashes_the_rest_as_text() -> None:
+    from psycopg import sql as _sql
+
+    from engines.migration.checksum import pg_row_hash
+
+    cols = [Column("id", "bigint", "bigint"), Column("m", "mood", "text"), Column("j", "json", "json"),
+            Column("s", "character varying(9)", "character varying(9)"), Column("a", "integer[]", "integer[]")]
+    source = pg_row_hash(cols, source=True).as_string(None)  # type: ignore[arg-type]
+    target = pg_row_hash(cols).as_string(None)  # type: ignore[arg-type]
+    assert source == ('hash_record_extended(ROW("id", "m"::text COLLATE "C", "j"::text COLLATE "C",'
+                      ' "s" COLLATE "C", "a"), 0)')
+    assert target == source.replace('"m"::text', '"m"')
+    assert isinstance(pg_row_hash(cols), _sql.Composed)
+
+
+def test_validating_postgresql_to_postgresql_needs_version_14_on_both_sides() -> None:
+    from types import SimpleNamespace
+
+    from engines.migration.engine import _check_hashable
+
+    def server(version: int) -> SimpleNamespace:  # just what the check reads of a psycopg connection
+        return SimpleNamespace(info=SimpleNamespace(server_version=version))
+
+    _check_hashable(server(150004), server(180001))
+    with pytest.raises(ConfigError, match="the target runs PostgreSQL 13.*--no-validate"):
+        _check_hashable(server(170000), server(130012))
