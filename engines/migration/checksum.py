@@ -5,11 +5,12 @@ Adding is order-independent and additive, so batch checksums add up to the table
 - PostgreSQL -> PostgreSQL: both servers hash each row themselves with ``hash_record_extended`` (the
   types' own extended hash functions, PostgreSQL 14+, the functions hash partitioning relies on staying
   the same across releases): ``pg_hash_items``. No row text is built and nothing is hashed in Python.
-- MySQL -> PostgreSQL text path: the worker hashes the COPY text lines it sends (``textpath``) and
-  ``sql_aggregate`` has PostgreSQL rebuild and hash the same lines from the stored rows.
+- MySQL -> PostgreSQL text path: the worker hashes the COPY text lines it sends with PostgreSQL's
+  ``hashtextextended`` (``linehash``, in C) and ``line_hash_items`` has PostgreSQL rebuild and hash the
+  same lines from the stored rows.
 - The typed path: ``python_checksum`` over Python values (read back from both sides through their
-  drivers) and, for later validation, ``sql_checksum`` inside PostgreSQL over each stored row's text;
-  the two agree with themselves, never with each other.
+  drivers) and, for later validation, ``sql_checksum`` inside PostgreSQL over each stored row's text
+  (``hashtextextended``); the two agree with themselves, never with each other.
 """
 
 from __future__ import annotations
@@ -26,13 +27,6 @@ from typing import Any
 from psycopg import sql
 
 MOD = 2 ** 64
-
-
-def sql_aggregate(row_text: sql.Composable) -> sql.Composed:
-    """Select items ``count(*), checksum`` computed by PostgreSQL over each row's text: the same sum of the
-    first 64 bits of md5 (shifted by 2**63, as PostgreSQL's bigint is signed), modulo 2**64."""
-    return sql.SQL("count(*), coalesce(mod(sum(('x' || substr(md5({}), 1, 16))::bit(64)::bigint::numeric"
-                   " + 9223372036854775808), 18446744073709551616), 0)").format(row_text)
 
 
 # types with an extended hash function whose value does not depend on the server (an enum hashes its
@@ -63,15 +57,25 @@ def pg_row_hash(columns: Sequence[Any], source: bool = False) -> sql.Composed:
     return sql.SQL("hash_record_extended(ROW({}), 0)").format(sql.SQL(", ").join(items))
 
 
-def pg_hash_items(columns: Sequence[Any], source: bool = False) -> sql.Composed:
-    """Select items ``count(*), checksum``: the sum of ``pg_row_hash`` modulo 2**64 (non-negative)."""
+def hash_sum_items(hash_expr: sql.Composable) -> sql.Composed:
+    """Select items ``count(*), checksum``: the sum of a bigint hash per row, modulo 2**64 (non-negative)."""
     return sql.SQL("count(*), coalesce(mod(mod(sum({}), 18446744073709551616) + 18446744073709551616,"
-                   " 18446744073709551616), 0)").format(pg_row_hash(columns, source))
+                   " 18446744073709551616), 0)").format(hash_expr)
+
+
+def pg_hash_items(columns: Sequence[Any], source: bool = False) -> sql.Composed:
+    """``hash_sum_items`` of ``pg_row_hash``: PostgreSQL -> PostgreSQL batches."""
+    return hash_sum_items(pg_row_hash(columns, source))
+
+
+def line_hash_items(line: sql.Composable) -> sql.Composed:
+    """``hash_sum_items`` of ``hashtextextended(line, 0)``: what ``linehash.sum_lines`` computes."""
+    return hash_sum_items(sql.SQL("hashtextextended({}, 0)").format(line))
 
 
 def sql_checksum(select: sql.Composable) -> sql.Composed:
     """count and checksum of the rows of ``select``, over each row's text (``r::text``)."""
-    return sql.SQL("SELECT {} FROM ({}) r").format(sql_aggregate(sql.SQL("r::text")), select)
+    return sql.SQL("SELECT {} FROM ({}) r").format(line_hash_items(sql.SQL("r::text")), select)
 
 
 def canonical(value: Any, target_type: str = "") -> str:

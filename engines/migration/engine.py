@@ -24,8 +24,14 @@ from engines.config import DatabaseConfig
 from engines.connectors import open_connector
 from engines.errors import ConfigError, DbfleetError
 from engines.migration import textpath
-from engines.migration.checksum import PG_HASH_MIN_VERSION, pg_hash_items, python_checksum, sql_aggregate
+from engines.migration.checksum import (
+    PG_HASH_MIN_VERSION,
+    line_hash_items,
+    pg_hash_items,
+    python_checksum,
+)
 from engines.migration.document_targets import ClickHouseTarget, DocumentTarget, ElasticsearchTarget, MongoTarget
+from engines.migration.linehash import line_hash
 from engines.migration.model import Batch, MigrationPlan, MigrationType, Table
 from engines.migration.postgres_target import PostgresTarget, key_text, target_ident
 from engines.migration.sources import MySQLSource, PostgresSource, my_ident, my_range, open_source, pg_ident, pg_range
@@ -318,22 +324,22 @@ def _copy_text(src: MySQLSource, tgt: PostgresTarget, plan: MigrationPlan, table
     find the bad rows."""
     encoder = textpath.Encoder(spec, hashing=plan.validation)
     lines: list[bytes] = []
-    hashes: list[int] = []
+    total = 0
     raws: list[tuple[bytes | None, ...]] = []
 
     def chunks() -> Iterator[bytes]:
+        nonlocal total
         for rows in src.raw_chunks(table, batch):
-            data, chunk_lines, chunk_hashes = encoder.encode(rows)
+            data, chunk_lines, chunk_sum = encoder.encode(rows)
             lines.extend(chunk_lines)
-            hashes.extend(chunk_hashes)
+            total += chunk_sum
             raws.extend(rows)
             yield data
 
     rejected = tgt.copy_text(plan, table, batch, chunks(), lines, lambda i: key_text(table, raws[i]))
-    if rejected:
-        bad = set(rejected)
-        hashes = [h for i, h in enumerate(hashes) if i not in bad]
-    return len(lines) - len(rejected), textpath.checksum(hashes), len(rejected), None
+    if plan.validation:
+        total -= sum(line_hash(lines[i]) for i in rejected)
+    return len(lines) - len(rejected), total % 2 ** 64, len(rejected), None
 
 
 def _copy_documents(src: Any, tgt: DocumentTarget, plan: MigrationPlan, table: Table, batch: Batch,
@@ -464,7 +470,7 @@ def _measure_part(plan: MigrationPlan, table: Table, part: list[Batch], tgt: Pos
     source: sql.Composable = target_ident(table)
     if items is None:
         cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
-        items, source = sql_aggregate(sql.SQL("r::text")), sql.SQL("(SELECT {} FROM {}) r").format(cols, source)
+        items, source = line_hash_items(sql.SQL("r::text")), sql.SQL("(SELECT {} FROM {}) r").format(cols, source)
     where, params = pg_range(table.key, Batch(-1, table.source, part[0].lo, part[-1].hi, "key"))
     query = sql.SQL("SELECT width_bucket({}, %s), {} FROM {} WHERE {} GROUP BY 1").format(
         sql.Identifier(table.key[0]), items, source, where)
@@ -493,7 +499,7 @@ def checksum_items(plan: MigrationPlan, table: Table) -> sql.Composable | None:
     if plan.path == "pg-pg":
         return pg_hash_items(table.columns)
     spec = text_spec(plan, table)
-    return None if spec is None else sql_aggregate(textpath.row_line(spec))
+    return None if spec is None else line_hash_items(textpath.row_line(spec))
 
 
 def _validate_documents(plan: MigrationPlan, tgt: DocumentTarget, cps: dict[int, dict[str, int]],

@@ -7,30 +7,26 @@ text format. Escaping is decided per chunk, on its fields' bytes joined: a chunk
 COPY escapes (backslash, \\b \\f \\n \\r \\t \\v) is sent as joined (the usual case); any other chunk is
 re-encoded with every field escaped.
 
-The batch checksum hashes those same lines (md5, first 64 bits, summed modulo 2**64), and PostgreSQL
-rebuilds each stored row's COPY line with ``row_line`` to recompute it: both sides hash the same text
-without a second read of the source. A table with any other column type (floats, whose text forms differ
-between the servers; fractional-second datetimes; json...) takes the typed path instead.
+The batch checksum hashes those same lines with PostgreSQL's own ``hashtextextended`` (``linehash``: in C
+over the whole payload, summed modulo 2**64), and PostgreSQL rebuilds each stored row's COPY line with
+``row_line`` to recompute it: both sides hash the same text without a second read of the source. A table
+with any other column type (floats, whose text forms differ between the servers; fractional-second
+datetimes; json...) takes the typed path instead.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
-import struct
 from collections.abc import Callable, Sequence
 from itertools import chain
 from typing import Any
 
 from psycopg import sql
 
+from engines.migration.linehash import sum_lines
 from engines.migration.model import Table
 
 TAB, NL, NULL = b"\t", b"\n", b"\\N"
-try:  # CPython's own md5: for short inputs about 1.5x faster than OpenSSL's through hashlib
-    from _md5 import md5 as _md5
-except ImportError:  # pragma: no cover - other interpreters
-    _md5 = hashlib.md5
 Encode = Callable[[bytes], "bytes | None"]
 
 
@@ -118,7 +114,7 @@ def plan_text(table: Table) -> list[tuple[Encode | None, sql.Composable]] | None
 
 
 class Encoder:
-    """Raw MySQL rows -> COPY text lines (and, when validating, each line's 64-bit hash)."""
+    """Raw MySQL rows -> COPY text lines (and, when validating, their count and hash sum)."""
 
     def __init__(self, spec: Sequence[tuple[Encode | None, Any]], hashing: bool = True) -> None:
         # zero dates are rare: their encoder runs only on chunks where the bytes 0000-00-00 appear at all
@@ -135,15 +131,15 @@ class Encoder:
                 out[i] = f(v)
         return out
 
-    def encode(self, rows: Sequence[Sequence[bytes | None]]) -> tuple[bytes, list[bytes], list[int]]:
-        """(COPY payload, its lines, their hashes) for one chunk of rows."""
+    def encode(self, rows: Sequence[Sequence[bytes | None]]) -> tuple[bytes, list[bytes], int]:
+        """(COPY payload, its lines, the sum of their hashes modulo 2**64) for one chunk of rows."""
         if self.encoders:
             rows = [self._apply(r, self.encoders) for r in rows]
         data, lines = self._join(rows)
         if self.zero_dates and b"0000-00-00" in data:
             rows = [self._apply(r, self.zero_dates) for r in rows]
             data, lines = self._join(rows)
-        return data, lines, (line_hashes(lines) if self.hashing else [])
+        return data, lines, (sum_lines(data)[1] if self.hashing else 0)
 
     @staticmethod
     def _join(rows: Sequence[Sequence[bytes | None]]) -> tuple[bytes, list[bytes]]:
@@ -155,18 +151,6 @@ class Encoder:
             lines = [TAB.join(row) if None not in row else  # type: ignore[arg-type]
                      TAB.join([NULL if v is None else v for v in row]) for row in rows]
         return (NL.join(lines) + NL if lines else b""), lines
-
-
-def line_hashes(lines: Sequence[bytes]) -> list[int]:
-    """The first 64 bits (big-endian) of each line's md5, as PostgreSQL's ``substr(md5(...), 1, 16)``."""
-    digests = b"".join([_md5(line).digest() for line in lines])
-    return list(struct.unpack(f">{2 * len(lines)}Q", digests)[::2])
-
-
-def checksum(hashes: Sequence[int]) -> int:
-    """The batch checksum of line hashes, as ``sql_aggregate`` computes it (each hash read as a signed bigint
-    and shifted by 2**63, which adds 2**63 per row modulo 2**64)."""
-    return (sum(hashes) + len(hashes) * 2 ** 63) % 2 ** 64
 
 
 def row_line(spec: Sequence[tuple[Any, sql.Composable]]) -> sql.Composed:

@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 
 from engines.errors import ConfigError
-from engines.migration import textpath
+from engines.migration import linehash, textpath
 from engines.migration.model import Column, Table
 from engines.migration.sources import mysql_driver
 
@@ -23,10 +21,10 @@ PLAIN = _table(("id", "int(11)", "integer", None), ("name", "varchar(20)", "varc
 
 
 def test_clean_rows_are_joined_and_nulls_become_the_copy_marker() -> None:
-    data, lines, hashes = textpath.Encoder(textpath.plan_text(PLAIN) or []).encode(
+    data, lines, total = textpath.Encoder(textpath.plan_text(PLAIN) or []).encode(
         [(b"1", b"ann", None), (b"2", b"", b"x y")])
     assert lines == [b"1\tann\t\\N", b"2\t\tx y"] and data == b"1\tann\t\\N\n2\t\tx y\n"
-    assert hashes == [int(hashlib.md5(line).hexdigest()[:16], 16) for line in lines]
+    assert total == sum(linehash.py_hash(line) for line in lines) % 2 ** 64
 
 
 @pytest.mark.parametrize("dirty", [b"a\tb", b"a\nb", b"a\rb", b"a\\b", b"\\N", b"a\bb", b"a\fb", b"a\vb"])
@@ -61,11 +59,28 @@ def test_types_whose_text_differs_between_servers_take_the_typed_path() -> None:
         assert textpath.plan_text(_table(("id", "int(11)", "integer", None), ("v", source, target, cast))) is None
 
 
-def test_batch_checksum_matches_postgresqls_signed_sum() -> None:
-    hashes = [0, 2 ** 63, 2 ** 64 - 1, 12345]
-    signed = [h - 2 ** 64 if h >= 2 ** 63 else h for h in hashes]  # ('x' || ...)::bit(64)::bigint
-    assert textpath.checksum(hashes) == sum(s + 2 ** 63 for s in signed) % 2 ** 64
-    assert textpath.line_hashes([b"a", b"b"]) == [int(hashlib.md5(x).hexdigest()[:16], 16) for x in (b"a", b"b")]
+# PostgreSQL 15's own answers: SELECT hashtextextended(x, 0)
+KNOWN = {b"": -6939563903564495251, b"abcdefghijkl": -7556637188122330412}
+
+
+def test_line_hash_is_postgresqls_hashtextextended_in_c_and_in_python() -> None:
+    samples = [b"", b"a", b"abcd", b"abcdefgh", b"abcdefghijk", b"abcdefghijkl", b"1\tann\t\\N",
+               "ü☃ naïve".encode() * 7, bytes(b for b in range(256) if b != 10)]
+    for s in samples:
+        assert linehash.line_hash(s) == linehash.py_hash(s)
+        assert linehash.line_hash(s, 12345678901) == linehash.py_hash(s, 12345678901)
+    for s, want in KNOWN.items():
+        assert linehash.py_hash(s) == want
+    data = b"\n".join(samples[1:]) + b"\n"
+    assert linehash.sum_lines(data) == linehash.py_sum_lines(data) == (
+        len(samples) - 1, sum(linehash.py_hash(s) for s in samples[1:]) % 2 ** 64)
+    assert linehash.sum_lines(b"a\nb") == linehash.sum_lines(b"a\nb\n")  # a last line without its newline
+
+
+@pytest.mark.skipif(not linehash.ACCELERATED, reason="the C line hash was not compiled here (needs gcc and the "
+                                                      "Python headers): only the Python fallback runs")
+def test_the_compiled_line_hash_is_in_use() -> None:
+    assert linehash.sum_lines is not linehash.py_sum_lines
 
 
 def test_driver_choice(monkeypatch: pytest.MonkeyPatch) -> None:
