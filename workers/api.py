@@ -37,6 +37,8 @@ class MigrationRequest(BaseModel):
     tables: list[str] | None = None
     watermark: str | None = None
     max_rejects: int = Field(default=0, ge=0)
+    embed: dict[str, str | dict[str, str]] | None = Field(
+        default=None, description="MongoDB: child table -> parent table (or {into, as}), by foreign key")
     start: bool = Field(default=False, description="start the run right after planning")
 
 

@@ -34,6 +34,10 @@ def print_plan(plan: Any) -> None:
             "CTID ranges" if plan.path == "pg-pg" else "one batch") + ")", t.rows_estimate, n, casts])
     console.print(rows_table(f"migration plan {plan.id} ({plan.type}, {plan.path})",
                              ["source table", "target", "key", "rows (estimate)", "batches", "columns cast"], rows))
+    for t in plan.tables:
+        for e in t.embeds:
+            console.print(f"embedded: {escape(e.table)} rows -> array {escape(e.field)!r} of {escape(t.target_name)}"
+                          f" documents (foreign key {escape(', '.join(e.fk))})")
     console.print(f"{len(plan.batches)} batches of up to {plan.batch_size} rows, {plan.parallel_workers} at a time; "
                   f"validation {'on' if plan.validation else 'off'}; max rejects {plan.max_rejects}")
 
@@ -55,6 +59,13 @@ def print_progress(p: dict[str, Any]) -> None:
                                    styled("ok" if t["ok"] else "failed") + (
                                        "" if t["ok"] else f" ranges {t['mismatched_ranges']}")]
                                   for t in report["tables"]]))
+        embedded = [(t, e) for t in report["tables"] for e in t.get("embedded", [])]
+        if embedded:
+            console.print(rows_table("embedded child tables", ["child table", "into", "rows embedded",
+                                                               "found in documents", "not embeddable", "result"],
+                                     [[escape(e["table"]), escape(f"{t['target']}.{e['field']}"), e["source_rows"],
+                                       e["target_rows"], e["not_embedded"], styled("ok" if e["ok"] else "failed")]
+                                      for t, e in embedded]))
 
 
 def follow(migration_id: str, timeout: float) -> dict[str, Any]:
@@ -97,21 +108,35 @@ def _plan_options(f: Any) -> Any:
         click.option("--watermark", default=None, help="incremental: the column that moves on change"),
         click.option("--max-rejects", type=int, default=0, show_default=True),
         click.option("--id", "migration_id", default=None, help="choose the migration id"),
+        click.option("--embed", "embeds", multiple=True, metavar="CHILD=PARENT[:FIELD]",
+                     help="MongoDB: put CHILD's rows in an array of their PARENT's document (by foreign key)"),
     ]):
         f = opt(f)
     return f
 
 
+def parse_embeds(embeds: tuple[str, ...]) -> dict[str, Any]:
+    """``CHILD=PARENT[:FIELD]`` options -> the plan's ``embed`` mapping."""
+    out: dict[str, Any] = {}
+    for spec in embeds:
+        child, eq, parent = spec.partition("=")
+        if not eq or not child or not parent:
+            raise click.BadParameter(f"{spec!r}: write CHILD=PARENT or CHILD=PARENT:FIELD", param_hint="--embed")
+        parent, colon, field = parent.rpartition(":") if ":" in parent else (parent, "", "")
+        out[child] = {"into": parent, "as": field} if colon else parent
+    return out
+
+
 def _make_plan(source: str, target: str, tables: str | None, batch_size: int, parallel_workers: int,
                no_validate: bool, base_id: str | None, watermark: str | None, max_rejects: int,
-               migration_id: str | None) -> Any:
+               migration_id: str | None, embeds: tuple[str, ...] = ()) -> Any:
     from workers.migrations import plan
 
     options: dict[str, Any] = {"type": "incremental" if base_id or watermark else "full", "batch_size": batch_size,
                                "parallel_workers": parallel_workers, "validation": not no_validate,
                                "max_rejects": max_rejects}
     for key, value in (("tables", tables.split(",") if tables else None), ("base_id", base_id),
-                       ("watermark", watermark), ("migration_id", migration_id)):
+                       ("watermark", watermark), ("migration_id", migration_id), ("embed", parse_embeds(embeds))):
         if value:
             options[key] = value
     with console.status("planning on a worker of the migrations queue"):

@@ -28,6 +28,9 @@ from engines.migration.model import MigrationPlan, Table
 CONTROL = "_dbfleet_checkpoints"
 
 
+Embedded = dict[str, dict[tuple[Any, ...], list[dict[str, Any]]]]
+
+
 def doc_id(table: Table, row: tuple[Any, ...]) -> str:
     names = [c.name for c in table.columns]
     return "|".join(str(row[names.index(k)]) for k in table.key)
@@ -35,6 +38,11 @@ def doc_id(table: Table, row: tuple[Any, ...]) -> str:
 
 def id_checksum(ids: list[str]) -> int:
     return sum(int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8).digest(), "big") for i in ids) % MOD
+
+
+def embedded_checksum(entries: list[tuple[str, str, int]]) -> int:
+    """Embedded arrays, order-independently: (parent document id, field, number of sub-documents)."""
+    return id_checksum([f"{i}#{f}#{n}" for i, f, n in entries if n])
 
 
 def _require_keys(plan: MigrationPlan) -> None:
@@ -75,8 +83,10 @@ class DocumentTarget(abc.ABC):
         """The batch's checkpoint, or None."""
 
     @abc.abstractmethod
-    def write(self, plan: MigrationPlan, table: Table, batch_id: int, rows: list[tuple[Any, ...]]) -> int:
-        """Upsert the rows by id, then record the checkpoint; return the documents written."""
+    def write(self, plan: MigrationPlan, table: Table, batch_id: int, rows: list[tuple[Any, ...]],
+              embedded: Embedded | None = None) -> int:
+        """Upsert the rows by id, then record the checkpoint; return the documents written. ``embedded``
+        (MongoDB): field -> parent key -> sub-documents to put in each parent's document."""
 
     @abc.abstractmethod
     def measure(self, plan: MigrationPlan, table: Table) -> tuple[int, int]:
@@ -132,26 +142,47 @@ class MongoTarget(DocumentTarget):
         doc: dict[str, Any] | None = self.db(plan)[CONTROL].find_one({"_id": f"{plan.id}:{batch_id}"})
         return doc
 
-    def write(self, plan: MigrationPlan, table: Table, batch_id: int, rows: list[tuple[Any, ...]]) -> int:
+    def write(self, plan: MigrationPlan, table: Table, batch_id: int, rows: list[tuple[Any, ...]],
+              embedded: Embedded | None = None) -> int:
         from pymongo import ReplaceOne
 
         docs = self.documents(table, rows)
+        counts: dict[str, list[tuple[str, str, int]]] = {f: [] for f in embedded or {}}
+        if embedded:
+            names = [c.name for c in table.columns]
+            keys = [tuple(r[names.index(k)] for k in table.key) for r in rows]
+            for (i, d), key in zip(docs, keys, strict=True):
+                for field, by_key in embedded.items():
+                    subs = by_key.get(key, [])
+                    d[field] = [{k: self.value(v) for k, v in sub.items()} for sub in subs]
+                    counts[field].append((i, field, len(subs)))
         if docs:
             self.db(plan)[table.target_name].bulk_write(
                 [ReplaceOne({"_id": i}, {"_id": i, **d}, upsert=True) for i, d in docs], ordered=False)
         self.db(plan)[CONTROL].replace_one({"_id": f"{plan.id}:{batch_id}"}, {
             "_id": f"{plan.id}:{batch_id}", "migration_id": plan.id, "table": table.source, "rows": len(docs),
-            "checksum": str(id_checksum([i for i, _ in docs]))}, upsert=True)
+            "checksum": str(id_checksum([i for i, _ in docs])),
+            "embedded": {f: {"rows": sum(n for _, _, n in c), "checksum": str(embedded_checksum(c))}
+                         for f, c in counts.items()}}, upsert=True)
         return len(docs)
 
     def measure(self, plan: MigrationPlan, table: Table) -> tuple[int, int]:
         ids = [str(d["_id"]) for d in self.db(plan)[table.target_name].find({}, {"_id": 1})]
         return len(ids), id_checksum(ids)
 
-    def checkpoints(self, plan: MigrationPlan) -> dict[int, dict[str, int]]:
-        out = {}
+    def measure_embedded(self, plan: MigrationPlan, table: Table, field: str) -> tuple[int, int]:
+        """(sub-documents in ``field`` over the collection, ``embedded_checksum``), counted by the server."""
+        sizes = self.db(plan)[table.target_name].aggregate(
+            [{"$project": {"n": {"$size": {"$ifNull": ["$" + field, []]}}}}])
+        entries = [(str(d["_id"]), field, int(d["n"])) for d in sizes]
+        return sum(n for _, _, n in entries), embedded_checksum(entries)
+
+    def checkpoints(self, plan: MigrationPlan) -> dict[int, dict[str, Any]]:
+        out: dict[int, dict[str, Any]] = {}
         for d in self.db(plan)[CONTROL].find({"migration_id": plan.id}):
-            out[int(str(d["_id"]).rsplit(":", 1)[1])] = {"rows": int(d["rows"]), "checksum": int(d["checksum"])}
+            out[int(str(d["_id"]).rsplit(":", 1)[1])] = {
+                "rows": int(d["rows"]), "checksum": int(d["checksum"]),
+                "embedded": {f: (int(e["rows"]), int(e["checksum"])) for f, e in d.get("embedded", {}).items()}}
         return out
 
     def rollback(self, plan: MigrationPlan) -> list[str]:
@@ -213,7 +244,8 @@ class ElasticsearchTarget(DocumentTarget):
         found: dict[str, Any] = self.client.get(index=CONTROL, id=f"{plan.id}:{batch_id}")["_source"]
         return found
 
-    def write(self, plan: MigrationPlan, table: Table, batch_id: int, rows: list[tuple[Any, ...]]) -> int:
+    def write(self, plan: MigrationPlan, table: Table, batch_id: int, rows: list[tuple[Any, ...]],
+              embedded: Embedded | None = None) -> int:
         docs = self.documents(table, rows)
         index = self.index(plan, table)
         if docs:
@@ -332,7 +364,8 @@ class ClickHouseTarget(DocumentTarget):
                          f"'{_ch_str(plan.id)}' AND batch_id = {int(batch_id)} FORMAT JSONEachRow")
         return json.loads(out.splitlines()[0]) if out.strip() else None
 
-    def write(self, plan: MigrationPlan, table: Table, batch_id: int, rows: list[tuple[Any, ...]]) -> int:
+    def write(self, plan: MigrationPlan, table: Table, batch_id: int, rows: list[tuple[Any, ...]],
+              embedded: Embedded | None = None) -> int:
         docs = self.documents(table, rows)
         db = self.database(plan)
         if docs:

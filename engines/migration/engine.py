@@ -32,7 +32,7 @@ from engines.migration.checksum import (
 )
 from engines.migration.document_targets import ClickHouseTarget, DocumentTarget, ElasticsearchTarget, MongoTarget
 from engines.migration.linehash import line_hash
-from engines.migration.model import Batch, MigrationPlan, MigrationType, Table
+from engines.migration.model import Batch, Embed, MigrationPlan, MigrationType, Table
 from engines.migration.postgres_target import PostgresTarget, key_text, target_ident
 from engines.migration.sources import MySQLSource, PostgresSource, my_ident, my_range, open_source, pg_ident, pg_range
 from engines.migration.types import converter
@@ -133,14 +133,19 @@ def plan_migration(source: DatabaseConfig, target: DatabaseConfig, kind: Migrati
                    batch_size: int = 1000, parallel_workers: int = 4, validation: bool = True,
                    tables: list[str] | None = None, watermark: str | None = None, max_rejects: int = 0,
                    migration_id: str | None = None, base: MigrationPlan | None = None,
-                   lock_timeout: float = 60.0) -> MigrationPlan:
-    """Discover the source, map types, split every table into key ranges. Reads only; writes nothing."""
+                   lock_timeout: float = 60.0, embed: dict[str, Any] | None = None) -> MigrationPlan:
+    """Discover the source, map types, split every table into key ranges. Reads only; writes nothing.
+
+    ``embed`` (MongoDB targets): child table -> parent table (or ``{"into": parent, "as": field}``); the
+    child's rows go into an array in their parent's document, following the child's foreign key."""
     if batch_size < 1 or parallel_workers < 1:
         raise ConfigError([("batch_size", "batch_size and parallel_workers must be at least 1")])
     if kind == MigrationType.INCREMENTAL and not watermark:
         raise ConfigError([("watermark", "an incremental migration needs a watermark column (e.g. updated_at)")])
     with connections(source, target) as (src, tgt):
         found = src.discover(tables)
+        if embed:
+            found = _plan_embeds(src, source, target, kind, found, embed)
         batches: list[Batch] = []
         for table in found:
             batches += src.bounds(table, batch_size, len(batches))
@@ -156,6 +161,48 @@ def plan_migration(source: DatabaseConfig, target: DatabaseConfig, kind: Migrati
                 raise ConfigError([("type", "incremental migrations write into PostgreSQL only in this version")])
             _incremental(plan, src, tgt, base)
     return plan
+
+
+def _embed_spec(child: str, spec: Any) -> tuple[str, str | None]:
+    if isinstance(spec, str):
+        return spec, None
+    if isinstance(spec, dict) and isinstance(spec.get("into"), str) and set(spec) <= {"into", "as"}:
+        return spec["into"], spec.get("as")
+    raise ConfigError([(f"embed.{child}", "give the parent table, or {'into': parent, 'as': field}")])
+
+
+def _plan_embeds(src: Any, source: DatabaseConfig, target: DatabaseConfig, kind: MigrationType, found: list[Table],
+                 embed: dict[str, Any]) -> list[Table]:
+    """Attach each embedded child to its parent (by the child's foreign key); children get no batches."""
+    if target.kind != "mongodb":
+        raise ConfigError([("embed", f"embedding child tables is for MongoDB targets, not {target.kind}")])
+    if source.kind != "postgresql" or not isinstance(src, PostgresSource):
+        raise ConfigError([("embed", "embedding follows foreign keys of a PostgreSQL source")])
+    if kind != MigrationType.FULL:
+        raise ConfigError([("embed", "embedding is supported for full migrations only")])
+    specs = {child: _embed_spec(child, spec) for child, spec in embed.items()}
+    known = {t.source: t for t in src.discover([*specs, *(p for p, _ in specs.values())])}
+
+    def lookup(name: str) -> Table:
+        return next(t for t in known.values() if name in (t.source, t.source_name))
+
+    children = {lookup(c).source for c in specs}
+    for child_name, (parent_name, field) in specs.items():
+        child, parent = lookup(child_name), lookup(parent_name)
+        if parent.source in children:
+            raise ConfigError([(f"embed.{child_name}", f"{parent.source} is embedded itself: one level of embedding")])
+        mine = next((t for t in found if t.source == parent.source), None)
+        if mine is None:
+            raise ConfigError([(f"embed.{child_name}", f"{parent.source} is not among the migrated tables")])
+        field = field or child.source_name
+        if not field or field.startswith("$") or "." in field or "\x00" in field \
+                or field in {c.name for c in parent.columns} | {"_id"} | {e.field for e in mine.embeds}:
+            raise ConfigError([(f"embed.{child_name}", f"field {field!r} is not free in {parent.source}'s documents"
+                                                       " (a column's name, or has '.'/'$'): choose one with 'as'")])
+        fk = src.foreign_key(child, parent)
+        mine.embeds.append(Embed(child.source, child.source_schema, child.source_name, field, fk,
+                                 child.key or [c.name for c in child.columns], child.columns))
+    return [t for t in found if t.source not in children]
 
 
 def _check_hashable(*conns: Any) -> None:
@@ -349,10 +396,32 @@ def _copy_documents(src: Any, tgt: DocumentTarget, plan: MigrationPlan, table: T
     if done is not None:
         return {"batch": batch.id, "table": table.source, "skipped": True, "rows": int(done.get("rows", 0))}
     convert = converter([c.cast for c in table.columns])
-    rows = [convert(r) for r in _source_rows(src, plan, table, batch)]
-    n = tgt.write(plan, table, batch.id, rows)
+    embedded: dict[str, dict[tuple[Any, ...], list[dict[str, Any]]]] = {}
+    if table.embeds:  # parents and children from one snapshot
+        with src.conn.transaction():
+            src.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            rows = [convert(r) for r in _source_rows(src, plan, table, batch)]
+            for e in table.embeds:
+                embedded[e.field] = _children(src, e, batch)
+    else:
+        rows = [convert(r) for r in _source_rows(src, plan, table, batch)]
+    n = tgt.write(plan, table, batch.id, rows, embedded)
     return {"batch": batch.id, "table": table.source, "rows": n, "rejects": 0, "skipped": False,
+            "embedded": {f: sum(len(v) for v in by_key.values()) for f, by_key in embedded.items()},
             "seconds": round(time.perf_counter() - started, 3)}
+
+
+def _children(src: PostgresSource, embed: Embed, batch: Batch) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
+    """The batch's child rows as sub-documents (without the foreign key columns), by parent key."""
+    convert = converter([c.cast for c in embed.columns])
+    names = [c.name for c in embed.columns]
+    fk_at = [names.index(k) for k in embed.fk]
+    keep = [i for i, name in enumerate(names) if name not in embed.fk]
+    out: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for raw in src.children(embed, batch):
+        row = convert(raw)
+        out.setdefault(tuple(row[i] for i in fk_at), []).append({names[i]: row[i] for i in keep})
+    return out
 
 
 def _verify_written(plan: MigrationPlan, tgt: PostgresTarget, table: Table, batch: Batch, n: int,
@@ -394,10 +463,10 @@ def validate(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig
     batch boundaries (width_bucket); the parts (and the tables) are measured on ``parallel_workers``
     connections at once (at most 4), so PostgreSQL checksums on as many cores."""
     report: dict[str, Any] = {"migration_id": plan.id, "tables": [], "ok": True}
-    with connections(source, target) as (_, tgt):
+    with connections(source, target) as (src, tgt):
         cps = tgt.checkpoints(plan)
         if isinstance(tgt, DocumentTarget):
-            return _validate_documents(plan, tgt, cps, report)
+            return _validate_documents(plan, src, tgt, cps, report)
         jobs: list[tuple[str, Callable[[PostgresTarget], dict[int | None, tuple[int, int]]]]] = []
         if plan.type != MigrationType.INCREMENTAL.value:
             for table in plan.tables:
@@ -502,22 +571,45 @@ def checksum_items(plan: MigrationPlan, table: Table) -> sql.Composable | None:
     return None if spec is None else line_hash_items(textpath.row_line(spec))
 
 
-def _validate_documents(plan: MigrationPlan, tgt: DocumentTarget, cps: dict[int, dict[str, int]],
+def _validate_documents(plan: MigrationPlan, src: Any, tgt: DocumentTarget, cps: dict[int, dict[str, Any]],
                         report: dict[str, Any]) -> dict[str, Any]:
-    """Per table: the documents' count and id checksum against what the batches wrote."""
+    """Per table: the documents' count and id checksum against what the batches wrote; per embedded child
+    table, the sub-documents in each document against what the batches embedded, and the child rows that
+    could not be embedded (a NULL foreign key)."""
     for table in plan.tables:
         batches = [b.id for b in plan.batches if b.table == table.source]
         want = (sum(cps.get(b, {}).get("rows", 0) for b in batches),
                 sum(cps.get(b, {}).get("checksum", 0) for b in batches) % 2 ** 64)
         n, checksum = tgt.measure(plan, table)
         ok = (n, checksum) == want
-        report["tables"].append({"table": table.source, "target": table.target_name, "batches": len(batches),
-                                 "source_rows": want[0], "target_rows": n, "rejects": 0, "ok": ok,
-                                 "mismatched_ranges": [] if ok else [{"batch": None, "from": None, "to": None,
-                                                                      "source_rows": want[0], "target_rows": n}]})
+        entry: dict[str, Any] = {
+            "table": table.source, "target": table.target_name, "batches": len(batches), "source_rows": want[0],
+            "target_rows": n, "rejects": 0, "ok": ok,
+            "mismatched_ranges": [] if ok else [{"batch": None, "from": None, "to": None, "source_rows": want[0],
+                                                 "target_rows": n}]}
+        if table.embeds and isinstance(tgt, MongoTarget):
+            entry["embedded"] = [_embedded_report(plan, src, tgt, table, e, [cps.get(b, {}) for b in batches])
+                                 for e in table.embeds]
+            entry["ok"] = ok = ok and all(e["ok"] for e in entry["embedded"])
+        report["tables"].append(entry)
         report["ok"] = report["ok"] and ok
     report["rejects"] = []
     return report
+
+
+def _embedded_report(plan: MigrationPlan, src: Any, tgt: MongoTarget, table: Table, embed: Embed,
+                     cps: list[dict[str, Any]]) -> dict[str, Any]:
+    written = [cp.get("embedded", {}).get(embed.field, (0, 0)) for cp in cps]
+    want = (sum(w[0] for w in written), sum(w[1] for w in written) % 2 ** 64)
+    n, checksum = tgt.measure_embedded(plan, table, embed.field)
+    # child rows no document can hold: a NULL foreign key, or one whose parent row is missing (NOT VALID key)
+    match = sql.SQL(" AND ").join(sql.SQL("p.{} = c.{}").format(sql.Identifier(k), sql.Identifier(f))
+                                  for k, f in zip(table.key, embed.fk, strict=True))
+    orphans = src.conn.execute(sql.SQL("SELECT count(*) FROM {}.{} c WHERE NOT EXISTS (SELECT 1 FROM {} p WHERE {})")
+                               .format(sql.Identifier(embed.schema), sql.Identifier(embed.name), pg_ident(table),
+                                       match)).fetchone()[0]
+    return {"table": embed.table, "field": embed.field, "source_rows": want[0], "target_rows": n,
+            "not_embedded": int(orphans), "ok": (n, checksum) == want}
 
 
 def rollback(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig) -> list[str]:

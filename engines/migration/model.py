@@ -25,6 +25,20 @@ class Column:
 
 
 @dataclass
+class Embed:
+    """A child table embedded in its parent's documents (MongoDB): rows whose foreign key ``fk`` points at
+    the parent's primary key become an array ``field`` of sub-documents, in ``order`` (the child's key)."""
+
+    table: str  # the child's Table.source
+    schema: str
+    name: str
+    field: str
+    fk: list[str]  # child columns, in the order of the parent's key columns they reference
+    order: list[str]
+    columns: list[Column]
+
+
+@dataclass
 class Table:
     """One source table and where it goes. ``key`` is empty for tables without a primary key."""
 
@@ -37,6 +51,7 @@ class Table:
     key: list[str]
     rows_estimate: int = 0
     enums: dict[str, list[str]] = field(default_factory=dict)  # column -> values (MySQL ENUM -> a PostgreSQL type)
+    embeds: list[Embed] = field(default_factory=list)  # MongoDB: child tables embedded in this table's documents
 
     @property
     def target(self) -> str:
@@ -91,5 +106,7 @@ class MigrationPlan:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MigrationPlan:
-        tables = [Table(**{**t, "columns": [Column(**c) for c in t["columns"]]}) for t in d["tables"]]
+        tables = [Table(**{**t, "columns": [Column(**c) for c in t["columns"]],
+                           "embeds": [Embed(**{**e, "columns": [Column(**c) for c in e["columns"]]})
+                                      for e in t.get("embeds", [])]}) for t in d["tables"]]
         return cls(**{**d, "tables": tables, "batches": [Batch(**b) for b in d["batches"]]})

@@ -14,7 +14,7 @@ from psycopg import sql
 
 from engines.config import DatabaseConfig
 from engines.errors import ConfigError
-from engines.migration.model import Batch, Column, Table
+from engines.migration.model import Batch, Column, Embed, Table
 from engines.migration.types import enum_values, map_mysql
 
 # the same text forms on both sides (checksums compare row text); no statement timeout: a batch is bounded
@@ -151,6 +151,42 @@ class PostgresSource:
             cur.itersize = 5000
             cur.execute(query, params)
             yield from cur
+
+    def foreign_key(self, child: Table, parent: Table) -> list[str]:
+        """The child's columns of its one foreign key to ``parent``'s primary key, in the key's order."""
+        found = self.conn.execute(
+            "SELECT c.conname, (SELECT array_agg(a.attname ORDER BY array_position(c.confkey, r.attnum))"
+            " FROM unnest(c.conkey, c.confkey) AS k(attnum, refnum)"
+            " JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum"
+            " JOIN pg_attribute r ON r.attrelid = c.confrelid AND r.attnum = k.refnum),"
+            " (SELECT array_agg(r.attname ORDER BY array_position(c.confkey, r.attnum)) FROM pg_attribute r"
+            "  WHERE r.attrelid = c.confrelid AND r.attnum = ANY(c.confkey))"
+            " FROM pg_constraint c JOIN pg_class ct ON ct.oid = c.conrelid JOIN pg_namespace cn ON cn.oid = ct.relnamespace"
+            " JOIN pg_class pt ON pt.oid = c.confrelid JOIN pg_namespace pn ON pn.oid = pt.relnamespace"
+            " WHERE c.contype = 'f' AND cn.nspname = %s AND ct.relname = %s AND pn.nspname = %s AND pt.relname = %s",
+            (child.source_schema, child.source_name, parent.source_schema, parent.source_name)).fetchall()
+        if not found:
+            raise ConfigError([("embed", f"{child.source} has no foreign key to {parent.source}: embedding follows"
+                                         " a foreign key")])
+        if len(found) > 1:
+            raise ConfigError([("embed", f"{child.source} has {len(found)} foreign keys to {parent.source} "
+                                         f"({', '.join(r[0] for r in found)}): embedding needs exactly one")])
+        name, fk, ref = found[0]
+        if sorted(ref) != sorted(parent.key):
+            raise ConfigError([("embed", f"foreign key {name} of {child.source} references {', '.join(ref)}, not the"
+                                         f" primary key of {parent.source} (the document id)")])
+        by_ref = dict(zip(ref, fk, strict=True))
+        return [by_ref[k] for k in parent.key]
+
+    def children(self, embed: Embed, batch: Batch) -> list[tuple[Any, ...]]:
+        """The child rows whose foreign key falls in the parent batch's key range, in the child's order."""
+        where, params = pg_range(embed.fk, batch)
+        cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in embed.columns)
+        order = sql.SQL(", ").join(sql.Identifier(c) for c in embed.order)
+        query = sql.SQL("SELECT {} FROM {}.{} WHERE {} ORDER BY {}").format(
+            cols, sql.Identifier(embed.schema), sql.Identifier(embed.name), where, order)
+        return list(self.conn.execute(query, params).fetchall())
+
 
 
 # ---------------------------------------------------------------- MySQL / MariaDB

@@ -322,3 +322,121 @@ def test_postgresql_into_a_document_store(kind: str, pg18_source: Any) -> None:
         assert engine.copy_batch(plan, 0, pg18_source, target)["skipped"]
     finally:
         engine.rollback(engine.prepare(plan, pg18_source, target), pg18_source, target)
+
+
+EMBED_SETUP = [
+    "CREATE TABLE playlists (id int PRIMARY KEY, name text NOT NULL)",
+    "INSERT INTO playlists SELECT g, 'list ' || g FROM generate_series(1, 250) g",
+    'CREATE TABLE "line;items""" (id int PRIMARY KEY, playlist_id int REFERENCES playlists, track text,'
+    " added timestamptz, price numeric(6,2))",
+    # 3 items in each of the first 200 playlists (inserted out of order), 7 with no playlist at all
+    'INSERT INTO "line;items""" SELECT g, CASE WHEN g <= 600 THEN (g - 1) % 200 + 1 END, \'t\' || g,'
+    " timestamptz '2026-03-01 12:00:00+00' + g * interval '1 minute', g / 4.0 FROM generate_series(607, 1, -1) g",
+    # a composite key whose foreign key lists its columns in another order
+    "CREATE TABLE albums (artist text, no int, title text, PRIMARY KEY (artist, no))",
+    "INSERT INTO albums VALUES ('Ève', 1, 'first'), ('Ève', 2, 'second'), ('Zed', 1, 'only')",
+    "CREATE TABLE songs (id int PRIMARY KEY, no int, artist text, name text,"
+    " FOREIGN KEY (no, artist) REFERENCES albums (no, artist))",
+    "INSERT INTO songs VALUES (1, 1, 'Ève', 'a'), (2, 2, 'Ève', 'b'), (3, 1, 'Ève', 'c'), (4, 1, 'Zed', 'd')",
+]
+
+
+@pytest.fixture
+def mongo_stand_in(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """mongomock, an in-process stand-in for a MongoDB server (none can run here), behind the MongoDB
+    connector: the engine's MongoDB writer, embedding and validation run end to end against it."""
+    mongomock = pytest.importorskip("mongomock", reason="mongomock (test extra) is not installed")
+    from engines.connectors.mongodb import MongoConnector
+
+    builder = mongomock.collection.BulkOperationBuilder
+    replace = builder.add_replace
+    if "sort" not in replace.__code__.co_varnames:  # pymongo 4.11+ passes ReplaceOne's sort; mongomock predates it
+        monkeypatch.setattr(builder, "add_replace", lambda self, selector, doc, upsert, sort=None, **kw:
+                            replace(self, selector, doc, upsert, **kw))
+    client = mongomock.MongoClient()
+    monkeypatch.setattr(MongoConnector, "_connect", lambda self: client)
+    monkeypatch.setattr(MongoConnector, "_close", lambda self: None)
+    return client
+
+
+@pytest.fixture(params=["stand-in", "server"])
+def mongo_target(request: pytest.FixtureRequest) -> Iterator[tuple[Any, Any]]:
+    """(target config, pymongo-like client): mongomock behind the connector, or the MongoDB server at
+    DBFLEET_TEST_MONGODB_URL when one is given."""
+    import os
+
+    name = f"dbfleet_mig_{uuid.uuid4().hex[:6]}"
+    if request.param == "stand-in":
+        client = request.getfixturevalue("mongo_stand_in")
+        yield db("mongo_t", kind="mongodb", host="127.0.0.1", dbname=name), client
+        return
+    url = os.environ.get("DBFLEET_TEST_MONGODB_URL")
+    if not url:
+        pytest.skip("no MongoDB server here: set DBFLEET_TEST_MONGODB_URL to run embedding against a real one")
+    import pymongo
+
+    client = pymongo.MongoClient(url)
+    yield db("mongo_t", kind="mongodb", dsn=url, dbname=name), client
+    client.drop_database(name)
+    client.close()
+
+
+def test_postgresql_to_mongodb_embeds_child_tables_by_foreign_key(pg18_source: Any, embedded_pg: Any,
+                                                                   mongo_target: tuple[Any, Any]) -> None:
+    with psycopg.connect(host="127.0.0.1", port=embedded_pg.port, user="postgres", password=CANARY,
+                         dbname=pg18_source.dbname, autocommit=True) as c:
+        for stmt in EMBED_SETUP:
+            c.execute(stmt)
+    target, client = mongo_target
+    plan = engine.plan_migration(pg18_source, target, tables=["playlists", "albums"], batch_size=60,
+                                 embed={'line;items"': {"into": "playlists", "as": "items"}, "songs": "albums"})
+    assert [t.source for t in plan.tables] == ["public.albums", "public.playlists"]
+    assert {e.field: e.fk for t in plan.tables for e in t.embeds} == {"items": ["playlist_id"],
+                                                                    "songs": ["artist", "no"]}
+    assert len([b for b in plan.batches if b.table == "public.playlists"]) == 5
+    report = _run(plan, pg18_source, target)
+    assert report["ok"], json.dumps(report["tables"], default=str)
+    playlists = next(t for t in report["tables"] if t["table"] == "public.playlists")
+    assert playlists["target_rows"] == 250
+    assert playlists["embedded"] == [{"table": 'public.line;items"', "field": "items", "source_rows": 600,
+                                      "target_rows": 600, "not_embedded": 7, "ok": True}]
+    shop = client[target.dbname]
+    first = shop["playlists"].find_one({"_id": "1"})
+    assert first["name"] == "list 1" and [i["id"] for i in first["items"]] == [1, 201, 401]  # the child's key order
+    assert set(first["items"][0]) == {"id", "track", "added", "price"}  # the foreign key is the parent's id
+    assert str(first["items"][0]["price"]) == "0.25" and first["items"][0]["added"].minute == 1
+    assert shop["playlists"].find_one({"_id": "250"})["items"] == []
+    eve = shop["albums"].find_one({"_id": "Ève|1"})
+    assert [s["name"] for s in eve["songs"]] == ["a", "c"] and set(eve["songs"][0]) == {"id", "name"}
+    # a redelivered batch rewrites the same documents: nothing duplicated
+    batch = next(b for b in plan.batches if b.table == "public.playlists")
+    shop["_dbfleet_checkpoints"].delete_one({"_id": f"{plan.id}:{batch.id}"})
+    assert not engine.copy_batch(plan, batch.id, pg18_source, target)["skipped"]
+    assert engine.validate(plan, pg18_source, target)["ok"] and shop["playlists"].count_documents({}) == 250
+    # one sub-document lost: validation names the embedded table
+    shop["playlists"].update_one({"_id": "7"}, {"$pop": {"items": 1}})
+    bad = next(t for t in engine.validate(plan, pg18_source, target)["tables"] if t["table"] == "public.playlists")
+    assert not bad["ok"] and bad["embedded"][0]["target_rows"] == 599 and not bad["embedded"][0]["ok"]
+    engine.rollback(engine.prepare(plan, pg18_source, target), pg18_source, target)
+    assert "playlists" not in shop.list_collection_names()
+
+
+def test_embedding_requests_that_cannot_work_are_clear(pg18_source: Any, pg15_target: Any, embedded_pg: Any,
+                                                       mongo_stand_in: Any) -> None:
+    with psycopg.connect(host="127.0.0.1", port=embedded_pg.port, user="postgres", password=CANARY,
+                         dbname=pg18_source.dbname, autocommit=True) as c:
+        for stmt in EMBED_SETUP:
+            c.execute(stmt)
+    mongo = db("mongo_t", kind="mongodb", host="127.0.0.1", dbname="shop")
+    cases = [
+        (pg15_target, {"songs": "albums"}, "for MongoDB targets, not postgresql"),
+        (mongo, {"users": "playlists"}, "public.users has no foreign key to public.playlists"),
+        (mongo, {"songs": "nope"}, "no such source table: nope"),
+        (mongo, {"songs": {"into": "albums", "as": "title"}}, "field 'title' is not free"),
+        (mongo, {"songs": {"into": "albums", "as": "a.b"}}, "field 'a.b' is not free"),
+        (mongo, {"songs": {"parent": "albums"}}, "give the parent table"),
+        (mongo, {'line;items"': "playlists", "playlists": "users"}, "public.playlists is embedded itself"),
+    ]
+    for target, embed, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            engine.plan_migration(pg18_source, target, tables=["playlists", "albums", "users"], embed=embed)

@@ -21,3 +21,15 @@ def test_inline_password_is_refused_before_sending(monkeypatch: pytest.MonkeyPat
     with pytest.raises(ConfigError, match="options.api_key"):
         migrations.plan({"kind": "postgresql", "host": "h", "password_env": "PW"}, "t", api_key="x")
     assert sent == []
+
+
+def test_embed_options_from_the_command_line() -> None:
+    import click
+
+    from workers.cli_migrate import parse_embeds
+
+    assert parse_embeds(("line_items=orders", "notes=orders:remarks", 'we"ird=public.p')) == {
+        "line_items": "orders", "notes": {"into": "orders", "as": "remarks"}, 'we"ird': "public.p"}
+    for bad in ("orders", "=orders", "items="):
+        with pytest.raises(click.BadParameter, match="CHILD=PARENT"):
+            parse_embeds((bad,))
