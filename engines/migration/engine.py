@@ -292,16 +292,16 @@ def copy_batch(plan: MigrationPlan, batch_id: int, source: DatabaseConfig, targe
                 return {"batch": batch.id, "table": table.source, "skipped": True, **(tgt.done(plan, batch) or {})}
             upsert = plan.type == MigrationType.INCREMENTAL.value
             tgt.clear_range(table, batch, upsert)
-            written = None
+            written, escaped = None, True
             if plan.path == "pg-pg":
                 n, checksum, rejects = _copy_pg(src, tgt, table, batch, plan.validation)
             elif (spec := text_spec(plan, table)) is not None:
-                n, checksum, rejects, written = _copy_text(src, tgt, plan, table, batch, spec)
+                n, checksum, rejects, escaped = _copy_text(src, tgt, plan, table, batch, spec)
             else:
                 n, checksum, rejects = _copy_rows(src, tgt, plan, table, batch, upsert)
                 if table.ranges_portable and not upsert:
                     written = _verify_written(plan, tgt, table, batch, n, checksum)
-            tgt.record(plan, batch, n, checksum, rejects, written)
+            tgt.record(plan, batch, n, checksum, rejects, written, escaped)
     return {"batch": batch.id, "table": table.source, "rows": n, "rejects": rejects, "skipped": False,
             "seconds": round(time.perf_counter() - started, 3)}
 
@@ -364,11 +364,11 @@ def text_spec(plan: MigrationPlan, table: Table) -> Any:
 
 
 def _copy_text(src: MySQLSource, tgt: PostgresTarget, plan: MigrationPlan, table: Table, batch: Batch,
-               spec: Any) -> tuple[int, int, int, int | None]:
+               spec: Any) -> tuple[int, int, int, bool]:
     """Raw rows -> COPY text lines streamed into the target as they are read (PostgreSQL parses one chunk
     while the next is fetched). The checksum hashes the lines written; validation has PostgreSQL rebuild
-    the same lines from the stored rows. If the target rejects the batch, the kept lines are bisected to
-    find the bad rows."""
+    the same lines from the stored rows (escaped only when some line was). If the target rejects the
+    batch, the kept lines are bisected to find the bad rows. Returns (rows, checksum, rejects, escaped)."""
     encoder = textpath.Encoder(spec, hashing=plan.validation)
     lines: list[bytes] = []
     total = 0
@@ -386,7 +386,7 @@ def _copy_text(src: MySQLSource, tgt: PostgresTarget, plan: MigrationPlan, table
     rejected = tgt.copy_text(plan, table, batch, chunks(), lines, lambda i: key_text(table, raws[i]))
     if plan.validation:
         total -= sum(line_hash(lines[i]) for i in rejected)
-    return len(lines) - len(rejected), total % 2 ** 64, len(rejected), None
+    return len(lines) - len(rejected), total % 2 ** 64, len(rejected), encoder.escaped
 
 
 def _copy_documents(src: Any, tgt: DocumentTarget, plan: MigrationPlan, table: Table, batch: Batch,
@@ -471,7 +471,8 @@ def validate(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig
         if plan.type != MigrationType.INCREMENTAL.value:
             for table in plan.tables:
                 batches = sorted((b for b in plan.batches if b.table == table.source), key=lambda b: b.id)
-                jobs += [(table.source, job) for job in _measure_jobs(plan, table, batches)]
+                escaped = {b for b, cp in cps.items() if cp.get("escaped", True)}
+                jobs += [(table.source, job) for job in _measure_jobs(plan, table, batches, escaped)]
         measured: dict[str, dict[int | None, tuple[int, int]]] = {t.source: {} for t in plan.tables}
         with ThreadPoolExecutor(max(1, min(plan.parallel_workers, 4, len(jobs)))) as pool:
             for (name, _), found in zip(jobs, pool.map(lambda j: _on_new_connection(target, plan, j[1]), jobs),
@@ -517,43 +518,45 @@ def _table_report(plan: MigrationPlan, table: Table, cps: dict[int, dict[str, in
     return entry
 
 
-def _measure_jobs(plan: MigrationPlan, table: Table, batches: list[Batch]
+def _measure_jobs(plan: MigrationPlan, table: Table, batches: list[Batch], escaped: set[int]
                   ) -> list[Callable[[PostgresTarget], dict[int | None, tuple[int, int]]]]:
     """Measurements of the target, each on its own connection: batch id (None: the whole table) ->
     (count, checksum). A single-column key: the batches split into up to ``parallel_workers`` parts of
-    consecutive ranges, each part one bucketed scan; other portable keys range by range."""
+    consecutive ranges, each part one bucketed scan; other portable keys range by range. ``escaped``: the
+    batches whose COPY lines were escaped (MySQL text path)."""
     if not table.ranges_portable:  # typed path: checksummed over driver values (others rebuild COPY lines)
-        return [lambda tgt: {None: _measure(plan, tgt, table, None, "python")}]
+        anything = any(b.id in escaped for b in batches)
+        return [lambda tgt: {None: _measure(plan, tgt, table, None, "python", anything)}]
     if len(table.key) != 1 or len(batches) < 2:
-        return [lambda tgt: {b.id: _measure(plan, tgt, table, b) for b in batches}]
+        return [lambda tgt: {b.id: _measure(plan, tgt, table, b, "sql", b.id in escaped) for b in batches}]
     parts = min(plan.parallel_workers, 4, len(batches))
     size = -(-len(batches) // parts)
-    return [partial(_measure_part, plan, table, batches[i:i + size]) for i in range(0, len(batches), size)]
+    return [partial(_measure_part, plan, table, batches[i:i + size], escaped) for i in range(0, len(batches), size)]
 
 
-def _measure_part(plan: MigrationPlan, table: Table, part: list[Batch], tgt: PostgresTarget
+def _measure_part(plan: MigrationPlan, table: Table, part: list[Batch], escaped: set[int], tgt: PostgresTarget
                   ) -> dict[int | None, tuple[int, int]]:
     """One scan of consecutive batches' key ranges, rows bucketed by the batch boundaries (width_bucket)."""
     thresholds = [b.lo[0] for b in part[1:] if b.lo is not None]
-    items = checksum_items(plan, table)
+    bucket = sql.SQL("width_bucket({}, {})").format(sql.Identifier(table.key[0]), sql.Literal(thresholds))
+    dirty = [i for i, b in enumerate(part) if b.id in escaped]
+    items = checksum_items(plan, table, sql.SQL("{} = ANY({})").format(bucket, sql.Literal(dirty)))
     source: sql.Composable = target_ident(table)
     if items is None:
         cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
         items, source = line_hash_items(sql.SQL("r::text")), sql.SQL("(SELECT {} FROM {}) r").format(cols, source)
     where, params = pg_range(table.key, Batch(-1, table.source, part[0].lo, part[-1].hi, "key"))
-    query = sql.SQL("SELECT width_bucket({}, %s), {} FROM {} WHERE {} GROUP BY 1").format(
-        sql.Identifier(table.key[0]), items, source, where)
-    params = [thresholds, *params]
+    query = sql.SQL("SELECT {}, {} FROM {} WHERE {} GROUP BY 1").format(bucket, items, source, where)
     found = {int(bucket): (int(n), int(c)) for bucket, n, c in tgt.conn.execute(query, params).fetchall()}
     return {b.id: found.get(i, (0, 0)) for i, b in enumerate(part)}
 
 
 def _measure(plan: MigrationPlan, tgt: PostgresTarget, table: Table, batch: Batch | None,
-             method: str = "sql") -> tuple[int, int]:
+             method: str = "sql", escaped: bool = True) -> tuple[int, int]:
     """(count, checksum) of the target rows of ``batch`` (None: the whole table), the way the batch's
     checkpoint was computed: server-side row hashes (PostgreSQL -> PostgreSQL), COPY lines (MySQL text
     path), row text (``sql``) or driver values (``python``)."""
-    items = checksum_items(plan, table)
+    items = checksum_items(plan, table, sql.Literal(escaped))
     if items is None:
         return tgt.measure(plan, table, batch, method)
     where, params = pg_range(table.key, batch) if batch else (sql.SQL("true"), [])
@@ -562,13 +565,19 @@ def _measure(plan: MigrationPlan, tgt: PostgresTarget, table: Table, batch: Batc
     return int(n), int(checksum)
 
 
-def checksum_items(plan: MigrationPlan, table: Table) -> sql.Composable | None:
+def checksum_items(plan: MigrationPlan, table: Table, escaped: sql.Composable = sql.Literal(True)
+                   ) -> sql.Composable | None:
     """Select items ``count(*), checksum`` over the target table's rows, computed the way the batches'
-    checkpoints were; None for the typed path (its own two ways: ``PostgresTarget.measure``)."""
+    checkpoints were; None for the typed path (its own two ways: ``PostgresTarget.measure``).
+    ``escaped``: a condition true for rows whose batch's COPY lines were escaped (MySQL text path)."""
     if plan.path == "pg-pg":
         return pg_hash_items(table.columns)
     spec = text_spec(plan, table)
-    return None if spec is None else line_hash_items(textpath.row_line(spec))
+    if spec is None:
+        return None
+    line = sql.SQL("CASE WHEN {} THEN {} ELSE {} END").format(
+        escaped, textpath.row_line(spec), textpath.row_line(spec, escaped=False))
+    return line_hash_items(line)
 
 
 def _validate_documents(plan: MigrationPlan, src: Any, tgt: DocumentTarget, cps: dict[int, dict[str, Any]],

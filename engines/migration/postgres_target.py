@@ -26,6 +26,8 @@ DDL = [
     " rows bigint, checksum numeric, rejects int DEFAULT 0, finished_at timestamptz DEFAULT now(),"
     " PRIMARY KEY (migration_id, batch_id))",
     "ALTER TABLE _dbfleet_migration.checkpoints ADD COLUMN IF NOT EXISTS target_checksum numeric",
+    # False: the batch's COPY lines held no escaped byte (validation rebuilds them without escaping)
+    "ALTER TABLE _dbfleet_migration.checkpoints ADD COLUMN IF NOT EXISTS escaped boolean NOT NULL DEFAULT true",
     "CREATE TABLE IF NOT EXISTS _dbfleet_migration.rejects (migration_id text, batch_id int, table_name text,"
     " key text, reason text, row_text text, at timestamptz DEFAULT now())",
     "CREATE TABLE IF NOT EXISTS _dbfleet_migration.watermarks (migration_id text, table_name text, value text,"
@@ -156,10 +158,11 @@ class PostgresTarget:
             self.conn.execute(sql.SQL("DELETE FROM {} WHERE {}").format(target_ident(table), where), params)
 
     def record(self, plan: MigrationPlan, batch: Batch, rows: int, checksum: int, rejects: int,
-               target_checksum: int | None = None) -> None:
+               target_checksum: int | None = None, escaped: bool = True) -> None:
         self.conn.execute("UPDATE _dbfleet_migration.checkpoints SET rows = %s, checksum = %s, rejects = %s,"
-                          " target_checksum = %s, finished_at = now() WHERE migration_id = %s AND batch_id = %s",
-                          (rows, checksum, rejects, target_checksum, plan.id, batch.id))
+                          " target_checksum = %s, escaped = %s, finished_at = now()"
+                          " WHERE migration_id = %s AND batch_id = %s",
+                          (rows, checksum, rejects, target_checksum, escaped, plan.id, batch.id))
 
     def copy_stream(self, table: Table, chunks: Iterable[Any]) -> int:
         """COPY text pass-through (PostgreSQL source: same types on both sides); returns the rows copied."""
@@ -276,10 +279,11 @@ class PostgresTarget:
     def checkpoints(self, plan: MigrationPlan) -> dict[int, dict[str, int]]:
         """batch id -> rows, source checksum, rejects, and the server-side checksum of the range at write time
         (PostgreSQL -> PostgreSQL: the source's, computed the same way)."""
-        rows = self.conn.execute("SELECT batch_id, rows, checksum, rejects, coalesce(target_checksum, checksum)"
-                                 " FROM _dbfleet_migration.checkpoints WHERE migration_id = %s", (plan.id,)).fetchall()
-        return {int(b): {"rows": int(r), "checksum": int(c), "rejects": int(x), "written": int(w)}
-                for b, r, c, x, w in rows}
+        rows = self.conn.execute("SELECT batch_id, rows, checksum, rejects, coalesce(target_checksum, checksum),"
+                                 " escaped FROM _dbfleet_migration.checkpoints WHERE migration_id = %s",
+                                 (plan.id,)).fetchall()
+        return {int(b): {"rows": int(r), "checksum": int(c), "rejects": int(x), "written": int(w), "escaped": bool(e)}
+                for b, r, c, x, w, e in rows}
 
     def rejects(self, plan: MigrationPlan) -> list[dict[str, Any]]:
         cur = self.conn.execute("SELECT table_name, key, reason FROM _dbfleet_migration.rejects"

@@ -36,6 +36,9 @@ def batches_from_bounds(table: str, bounds: list[list[Any]], start_id: int) -> l
 
 
 INT_TYPES = ("smallint", "integer", "bigint")
+# MySQL tables estimated at least this large are split by the server's row estimate instead of count(*)
+# (a full index scan: 0.5 s per 2 M rows); batches may then hold somewhat more or fewer rows than asked
+ESTIMATED_ROWS = 200_000
 
 
 def dense_int_bounds(low: Any, high: Any, rows: int, batch_size: int) -> list[list[Any]] | None:
@@ -284,8 +287,13 @@ class MySQLSource:
         key_col = next(c for c in table.columns if c.name == table.key[0])
         if len(table.key) == 1 and key_col.target_type in (*INT_TYPES, "numeric(20)"):
             k = my_ident(key_col.name)
-            low, high, rows = self.query(f"SELECT min({k}), max({k}), count(*) FROM {my_ident(table.source_name)}")[0]  # noqa: S608
-            dense = dense_int_bounds(low, high, rows, batch_size)
+            if table.rows_estimate >= ESTIMATED_ROWS:  # InnoDB counts by scanning; its statistics size ranges well
+                low, high = self.query(f"SELECT min({k}), max({k}) FROM {my_ident(table.source_name)}")[0]  # noqa: S608
+                count = table.rows_estimate
+            else:
+                low, high, count = self.query(
+                    f"SELECT min({k}), max({k}), count(*) FROM {my_ident(table.source_name)}")[0]  # noqa: S608
+            dense = dense_int_bounds(low, high, count, batch_size)
             if dense is not None:
                 return batches_from_bounds(table.source, dense, start_id)
         keys = ", ".join(my_ident(k) for k in table.key)

@@ -132,6 +132,14 @@ def test_mariadb_to_postgresql_with_pgloader_casts_rejects_and_validation(maria_
     tampered = next(t for t in engine.validate(plan, maria_source, pg15_target)["tables"] if t["table"] == "items")
     assert [(m["from"], m["to"]) for m in tampered["mismatched_ranges"]] == [
         (b.lo, b.hi) for b in plan.batches if b.table == "items" and (b.lo or [0])[0] <= 20 < (b.hi or [99])[0]]
+    # batches whose lines held no escaped byte are rebuilt unescaped; a tab planted in one is still caught
+    texts = [b.id for b in plan.batches if b.table == "texts"]
+    flags = dict(_rows(pg15_target, "SELECT batch_id, escaped FROM _dbfleet_migration.checkpoints WHERE batch_id"
+                                    " = ANY(%s)", (texts,)))
+    assert flags[texts[0]] and not flags[texts[-1]]
+    _exec(pg15_target, "UPDATE texts SET s = E's40\\tx' WHERE id = 40")
+    tabbed = next(t for t in engine.validate(plan, maria_source, pg15_target)["tables"] if t["table"] == "texts")
+    assert [m["batch"] for m in tabbed["mismatched_ranges"]] == [texts[-1]]
     # identity continues after the copied keys
     with psycopg.connect(host="127.0.0.1", user="postgres", dbname=pg15_target.dbname, autocommit=True) as c:
         assert c.execute("INSERT INTO items (d) VALUES ('2022-02-02') RETURNING id").fetchone()[0] == 44

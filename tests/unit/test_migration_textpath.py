@@ -36,6 +36,18 @@ def test_a_field_copy_must_escape_escapes_the_whole_chunk(dirty: bytes) -> None:
     assert b"\\N" not in lines[1].split(b"\t")  # a text '\N' never reads back as NULL
 
 
+def test_the_encoder_remembers_whether_any_chunk_was_escaped() -> None:
+    encoder = textpath.Encoder(textpath.plan_text(PLAIN) or [])
+    encoder.encode([(b"1", b"plain", None)])
+    assert not encoder.escaped
+    encoder.encode([(b"2", b"a\tb", None)])
+    encoder.encode([(b"3", b"plain", None)])
+    assert encoder.escaped
+    spec = textpath.plan_text(PLAIN) or []
+    assert "replace(" in textpath.row_line(spec).as_string(None)  # type: ignore[arg-type]
+    assert "replace(" not in textpath.row_line(spec, escaped=False).as_string(None)  # type: ignore[arg-type]
+
+
 def test_casts_booleans_zero_dates_blobs_and_sets() -> None:
     table = _table(("id", "int(11)", "integer", None), ("flag", "tinyint(1)", "boolean", "bool"),
                    ("bit", "bit(1)", "boolean", "bit_bool"), ("d", "date", "date", "zero_date"),
