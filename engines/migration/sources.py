@@ -10,7 +10,8 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from psycopg import sql
+import psycopg
+from psycopg import pq, sql
 
 from engines.config import DatabaseConfig
 from engines.errors import ConfigError
@@ -148,6 +149,46 @@ class PostgresSource:
         cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
         return sql.SQL("SELECT {} FROM {} WHERE {}").format(cols, pg_ident(table), where), params
 
+    def copy_chunks(self, table: Table, batch: Batch, rows_per_chunk: int = 2000) -> Iterator[bytes]:
+        """The batch as COPY text, ``rows_per_chunk`` rows at a time. COPY TO sends a message per row: they
+        are read with libpq's own call in a plain loop (psycopg's Copy object costs ~1 us of Python per
+        message, as much as the server spends producing it). Closing the generator early cancels the COPY."""
+        query, params = self.select(table, batch)
+        statement = psycopg.ClientCursor(self.conn).mogrify(sql.SQL("COPY ({}) TO STDOUT").format(query), params)
+        pg, done = self.conn.pgconn, False
+        with self.conn.lock:
+            pg.send_query(statement.encode())
+            result = pg.get_result()
+            if result is None or result.status != pq.ExecStatus.COPY_OUT:
+                _drain(pg)
+                raise _result_error(result, pg)
+            try:
+                get, pending = pg.get_copy_data, []
+                while True:
+                    n, data = get(0)
+                    if n > 0:
+                        pending.append(data)
+                        if len(pending) >= rows_per_chunk:
+                            yield b"".join(pending)
+                            pending.clear()
+                    elif n == -1:
+                        break
+                    else:
+                        raise psycopg.OperationalError(f"COPY out of {table.source} failed: "
+                                                       f"{pg.error_message.decode(errors='replace')}")
+                if pending:
+                    yield b"".join(pending)
+                done = True
+                result = pg.get_result()
+                if result is None or result.status != pq.ExecStatus.COMMAND_OK:
+                    raise _result_error(result, pg)
+            finally:
+                if not done:  # the consumer stopped (or the copy broke): stop the server, leave the link usable
+                    self.conn.cancel()
+                    while get(0)[0] > 0:
+                        pass
+                _drain(pg)
+
     def rows(self, table: Table, batch: Batch) -> Iterator[tuple[Any, ...]]:
         query, params = self.select(table, batch)
         with self.conn.cursor(name=f"dbfleet_batch_{batch.id}") as cur:
@@ -190,6 +231,17 @@ class PostgresSource:
             cols, sql.Identifier(embed.schema), sql.Identifier(embed.name), where, order)
         return list(self.conn.execute(query, params).fetchall())
 
+
+
+def _drain(pg: Any) -> None:
+    while pg.get_result() is not None:
+        pass
+
+
+def _result_error(result: Any, pg: Any) -> Exception:
+    if result is None:
+        return psycopg.OperationalError(pg.error_message.decode(errors="replace"))
+    return psycopg.errors.error_from_result(result)
 
 
 # ---------------------------------------------------------------- MySQL / MariaDB
