@@ -1,7 +1,8 @@
 """Tasks of the ``migrations`` queue and the seed's Python API.
 
 A run is ``chain(prepare, chord(group(lane...), finalize), validate)``: the batches still pending are
-dealt round-robin into ``parallel_workers`` lanes, each lane a chain of copy_batch tasks, so at most
+dealt into ``parallel_workers`` lanes (largest first, each to the lane with the fewest rows so far), each
+lane a chain of copy_batch tasks, so at most
 that many batches of one migration run at once whatever the fleet size. Tasks carry the migration id
 and a batch id, never a database address or secret.
 """
@@ -186,11 +187,28 @@ def _sig(name: str, *args: Any) -> Any:
     return celery_app().signature(f"migrations.{name}", args=list(args), immutable=True)
 
 
+def deal(plan: MigrationPlan, pending: list[int]) -> list[list[int]]:
+    """Batch ids into ``parallel_workers`` lanes of about equal rows (by the tables' row estimates): the
+    largest batches first, each to the lane with the fewest rows so far, so no lane ends long after the
+    others on a table's small batches."""
+    per_table: dict[str, int] = {}
+    for b in plan.batches:
+        per_table[b.table] = per_table.get(b.table, 0) + 1
+    weight = {b.id: max(1, plan.table(b.table).rows_estimate) / per_table[b.table] for b in plan.batches}
+    lanes: list[list[int]] = [[] for _ in range(plan.parallel_workers)]
+    load = [0.0] * plan.parallel_workers
+    for batch_id in sorted(pending, key=lambda i: (-weight[i], i)):
+        lane = load.index(min(load))
+        lanes[lane].append(batch_id)
+        load[lane] += weight[batch_id]
+    return lanes
+
+
 def workflow(migration_id: str) -> Any:
     """chain(prepare, chord(group(lanes of copy_batch), finalize), validate) for the batches still pending."""
     plan = store().plan(migration_id)
-    pending = sorted(store().pending(migration_id))
-    lanes = [pending[i::plan.parallel_workers] for i in range(plan.parallel_workers)]
+    lanes = deal(plan, sorted(store().pending(migration_id)))
+    pending = [b for lane in lanes for b in lane]
     header = group(chain(*(_sig("copy_batch", migration_id, b) for b in lane)) for lane in lanes if lane)
     steps = [_sig("prepare", migration_id)]
     steps.append(chord(header, _sig("finalize", migration_id)) if pending else _sig("finalize", migration_id))

@@ -295,7 +295,7 @@ def copy_batch(plan: MigrationPlan, batch_id: int, source: DatabaseConfig, targe
             if not tgt.claim(plan, batch):
                 return {"batch": batch.id, "table": table.source, "skipped": True, **(tgt.done(plan, batch) or {})}
             upsert = plan.type == MigrationType.INCREMENTAL.value
-            tgt.clear_range(table, batch, upsert)
+            tgt.clear_range(plan, table, batch, upsert)
             written, escaped = None, True
             if plan.path == "pg-pg":
                 n, checksum, rejects = _copy_pg(src, tgt, table, batch, plan.validation)
@@ -434,7 +434,9 @@ def _verify_written(plan: MigrationPlan, tgt: PostgresTarget, table: Table, batc
 
 
 def finalize(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig) -> dict[str, Any]:
-    """After every batch: identity sequences, statistics, reject threshold, incremental watermarks."""
+    """After every batch: primary keys of the tables the migration created, identity sequences, statistics
+    (tables on ``parallel_workers`` connections at once, at most 4), reject threshold, incremental
+    watermarks."""
     with connections(source, target) as (_, tgt):
         cps = tgt.checkpoints(plan)
         missing = [b.id for b in plan.batches if b.id not in cps]
@@ -443,7 +445,11 @@ def finalize(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig
         rejects = sum(c.get("rejects", 0) for c in cps.values())
         if isinstance(tgt, DocumentTarget):
             return {"rows": sum(c["rows"] for c in cps.values()), "rejects": 0}
-        tgt.finalize(plan)
+        workers = max(1, min(plan.parallel_workers, 4, len(plan.tables)))
+        with ThreadPoolExecutor(workers) as pool:  # largest first: the key builds overlap best
+            tables = sorted(plan.tables, key=lambda t: -sum(cps[b.id]["rows"] for b in plan.batches
+                                                            if b.table == t.source))
+            list(pool.map(lambda t: _on_new_connection(target, plan, partial(_finalize_table, plan, t)), tables))
         if plan.type == MigrationType.INCREMENTAL.value:
             for table in plan.tables:
                 if plan.until.get(table.source) is not None:
@@ -481,6 +487,13 @@ def validate(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig
             report["ok"] = report["ok"] and report["tables"][-1]["ok"]
         report["rejects"] = tgt.rejects(plan)[:100]
     return report
+
+
+def _finalize_table(plan: MigrationPlan, table: Table, tgt: PostgresTarget) -> None:
+    try:
+        tgt.finalize_table(plan, table)
+    except DbfleetError as exc:
+        raise MigrationFailed(str(exc)) from None
 
 
 def _on_new_connection(target: DatabaseConfig, plan: MigrationPlan, job: Callable[[PostgresTarget], Any]) -> Any:

@@ -4,10 +4,16 @@ validation, finalize and rollback.
 Every batch runs in one target transaction: claim the checkpoint row (a redelivered or concurrent copy
 of the same batch finds it and skips), delete the batch's key range, COPY the rows, record count and
 checksum. A worker killed mid-batch rolls the whole transaction back: nothing half-written survives.
+
+Tables the migration creates get their primary key after the load (``add_key``, at finalize), as pg_dump
+and pgloader do: a btree built once from sorted rows costs less than one maintained row by row. Their
+batches skip the range delete: a batch without a checkpoint left nothing in a table only this migration
+writes (its rows and its checkpoint commit together).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -62,6 +68,9 @@ class PostgresTarget:
                 self.conn.execute(stmt)
             for table in plan.tables:
                 self._create(plan, table, created)
+        if plan.type == "incremental":  # upserts need the key; a base run that never finalized lacks it
+            for table in plan.tables:
+                self.add_key(dataclasses.replace(plan, created=created), table)
         return created
 
     def _create(self, plan: MigrationPlan, table: Table, created: list[str]) -> None:
@@ -95,8 +104,6 @@ class PostgresTarget:
             if not c.nullable:
                 parts.append(sql.SQL("NOT NULL"))
             cols.append(sql.SQL(" ").join(parts))
-        if table.key:
-            cols.append(sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(sql.Identifier(k) for k in table.key)))
         self.conn.execute(sql.SQL("CREATE TABLE {} ({})").format(ident, sql.SQL(", ").join(cols)))
         created.append(f"table:{table.target}")
 
@@ -151,9 +158,10 @@ class PostgresTarget:
                                 " WHERE migration_id = %s AND batch_id = %s", (plan.id, batch.id)).fetchone()
         return None if row is None else {"rows": int(row[0]), "checksum": int(row[1]), "rejects": int(row[2])}
 
-    def clear_range(self, table: Table, batch: Batch, upsert: bool) -> None:
-        """Delete what an earlier run left in the batch's key range (only where ranges are portable)."""
-        if table.ranges_portable and not upsert:
+    def clear_range(self, plan: MigrationPlan, table: Table, batch: Batch, upsert: bool) -> None:
+        """Delete what an earlier run left in the batch's key range (only where ranges are portable, and in
+        tables the migration did not create: those hold no rows of a batch without a checkpoint)."""
+        if table.ranges_portable and not upsert and f"table:{table.target}" not in plan.created:
             where, params = pg_range(table.key, batch)
             self.conn.execute(sql.SQL("DELETE FROM {} WHERE {}").format(target_ident(table), where), params)
 
@@ -252,16 +260,34 @@ class PostgresTarget:
             self.conn.execute(sql.SQL("TRUNCATE {}").format(dest))
 
     # ------------------------------------------------------------ finalize / validate
-    def finalize(self, plan: MigrationPlan) -> None:
-        """Move identity sequences past the copied keys; refresh planner statistics."""
-        for table in plan.tables:
-            for c in table.columns:
-                if c.identity:
-                    self.conn.execute(sql.SQL("SELECT setval(pg_get_serial_sequence({}, {}), coalesce(max({}), 0) + 1,"
-                                              " false) FROM {}").format(
-                        sql.Literal(f'"{table.target_schema}"."{table.target_name}"'), sql.Literal(c.name),
-                        sql.Identifier(c.name), target_ident(table)))
-            self.conn.execute(sql.SQL("ANALYZE {}").format(target_ident(table)))
+    def add_key(self, plan: MigrationPlan, table: Table) -> None:
+        """The primary key of a table this migration created, if it has none yet (built after the load)."""
+        if not table.key or f"table:{table.target}" not in plan.created or self._exists(
+                "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n"
+                " ON n.oid = c.relnamespace WHERE i.indisprimary AND n.nspname = %s AND c.relname = %s",
+                table.target_schema, table.target_name):
+            return
+        try:
+            self.conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
+                target_ident(table), sql.SQL(", ").join(sql.Identifier(k) for k in table.key)))
+        except (psycopg.errors.UniqueViolation, psycopg.errors.NotNullViolation) as exc:
+            from engines.errors import DbfleetError
+
+            detail = " ".join(filter(None, [str(exc).splitlines()[0], exc.diag.message_detail]))
+            raise DbfleetError(f"{table.target}: the copied rows cannot take the primary key "
+                               f"({', '.join(table.key)}): {detail}; fix the source rows, then roll the migration"
+                               " back and run it again") from None
+
+    def finalize_table(self, plan: MigrationPlan, table: Table) -> None:
+        """Primary key (tables this migration created), identity sequences past the copied keys, statistics."""
+        self.add_key(plan, table)
+        for c in table.columns:
+            if c.identity:
+                self.conn.execute(sql.SQL("SELECT setval(pg_get_serial_sequence({}, {}), coalesce(max({}), 0) + 1,"
+                                          " false) FROM {}").format(
+                    sql.Literal(f'"{table.target_schema}"."{table.target_name}"'), sql.Literal(c.name),
+                    sql.Identifier(c.name), target_ident(table)))
+        self.conn.execute(sql.SQL("ANALYZE {}").format(target_ident(table)))
 
     def measure(self, plan: MigrationPlan, table: Table, batch: Batch | None, method: str = "sql") -> tuple[int, int]:
         """(count, checksum) of the target rows of ``batch`` (None: the whole table), computed by the server

@@ -252,6 +252,42 @@ def test_postgresql_18_to_15_binary_copy_exact_rows_tamper_and_idempotence(pg18_
     assert not keyless["ok"] and keyless["target_rows"] == 4999
 
 
+def test_primary_keys_come_after_the_load_and_duplicates_fail_finalize(pg18_source: Any, pg15_target: Any) -> None:
+    plan = engine.prepare(engine.plan_migration(pg18_source, pg15_target, tables=["users", "events"],
+                                                batch_size=1000), pg18_source, pg15_target)
+    key = "SELECT count(*) FROM pg_index WHERE indrelid = 'users'::regclass AND indisprimary"
+    for b in plan.batches:
+        engine.copy_batch(plan, b.id, pg18_source, pg15_target)
+    assert _rows(pg15_target, key) == [(0,)]  # loaded without the key's index
+    _exec(pg15_target, "INSERT INTO users (id, name) VALUES (7, 'a second 7')")  # planted after the copy
+    with pytest.raises(MigrationFailed, match=r"public.users: the copied rows cannot take the primary key \(id\)"
+                                              r".*\(id\)=\(7\)"):
+        engine.finalize(plan, pg18_source, pg15_target)
+    _exec(pg15_target, "DELETE FROM users WHERE name = 'a second 7'")
+    engine.finalize(plan, pg18_source, pg15_target)
+    assert _rows(pg15_target, key) == [(1,)] and engine.validate(plan, pg18_source, pg15_target)["ok"]
+    engine.finalize(plan, pg18_source, pg15_target)  # again (a resumed run): the key is there, nothing to do
+
+
+def test_a_copy_stopped_midway_leaves_the_source_connection_usable(pg18_source: Any) -> None:
+    from engines.connectors import open_connector
+    from engines.migration.sources import PostgresSource
+
+    with open_connector(pg18_source) as connector:
+        src = PostgresSource(connector.conn)
+        users = next(t for t in src.discover(["users"]))
+        whole = engine.Batch(0, users.source, None, None)
+        chunks = src.copy_chunks(users, whole, rows_per_chunk=100)
+        assert next(chunks).count(b"\n") == 100
+        chunks.close()  # the target refused, say: the server's COPY is cancelled
+        assert src.conn.execute("SELECT count(*) FROM users").fetchone() == (3000,)
+        assert sum(c.count(b"\n") for c in src.copy_chunks(users, whole)) == 3000
+        gone = engine.Table("public.gone", "public", "gone", "public", "gone", users.columns, users.key)
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            next(src.copy_chunks(gone, whole))
+        assert src.conn.execute("SELECT 1").fetchone() == (1,)
+
+
 def test_rollback_restores_the_target_exactly(pg18_source: Any, pg15_target: Any) -> None:
     with psycopg.connect(host="127.0.0.1", user="postgres", dbname=pg15_target.dbname, autocommit=True) as c:
         c.execute("CREATE TABLE events (at timestamptz, what text)")

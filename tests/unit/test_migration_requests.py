@@ -33,3 +33,21 @@ def test_embed_options_from_the_command_line() -> None:
     for bad in ("orders", "=orders", "items="):
         with pytest.raises(click.BadParameter, match="CHILD=PARENT"):
             parse_embeds((bad,))
+
+
+def test_batches_are_dealt_into_lanes_of_about_equal_rows() -> None:
+    from engines.migration.model import Batch, Column, MigrationPlan, Table
+    from workers.migrations import deal
+
+    def table(name: str, rows: int) -> Table:
+        return Table(name, "public", name, "public", name, [Column("id", "integer", "integer")], ["id"], rows)
+
+    tables = [table("big", 400_000), table("a", 900), table("b", 800), table("c", 700)]
+    batches = [Batch(i, "big", None, None) for i in range(4)] + [Batch(4 + i, t, None, None) for i, t in
+                                                                  enumerate("abc")]
+    plan = MigrationPlan("m", {}, {}, "full", 100_000, 2, True, tables, batches, "pg-pg")
+    lanes = deal(plan, [0, 1, 2, 3, 4, 5, 6])
+    assert sorted(b for lane in lanes for b in lane) == [0, 1, 2, 3, 4, 5, 6]
+    assert [sorted(b for b in lane if b < 4) for lane in lanes] == [[0, 2], [1, 3]]  # the big ones split evenly
+    assert [len(lane) for lane in deal(plan, [5, 6])] == [1, 1]  # only what is pending, still spread
+    assert deal(plan, []) == [[], []]
