@@ -39,6 +39,7 @@ class MigrationRequest(BaseModel):
     max_rejects: int = Field(default=0, ge=0)
     embed: dict[str, str | dict[str, str]] | None = Field(
         default=None, description="MongoDB: child table -> parent table (or {into, as}), by foreign key")
+    indexes: bool = Field(default=True, description="PostgreSQL targets: rebuild secondary indexes and constraints")
     start: bool = Field(default=False, description="start the run right after planning")
 
 

@@ -34,6 +34,10 @@ def print_plan(plan: Any) -> None:
             "CTID ranges" if plan.path == "pg-pg" else "one batch") + ")", t.rows_estimate, n, casts])
     console.print(rows_table(f"migration plan {plan.id} ({plan.type}, {plan.path})",
                              ["source table", "target", "key", "rows (estimate)", "batches", "columns cast"], rows))
+    built = [f"{escape(t.target_name)}: " + ", ".join(f"{escape(o['name'])} ({o['kind']})" for o in t.schema)
+             for t in plan.tables if t.schema]
+    if built:
+        console.print("built after the load: " + "; ".join(built))
     for t in plan.tables:
         for e in t.embeds:
             console.print(f"embedded: {escape(e.table)} rows -> array {escape(e.field)!r} of {escape(t.target_name)}"
@@ -108,6 +112,8 @@ def _plan_options(f: Any) -> Any:
         click.option("--watermark", default=None, help="incremental: the column that moves on change"),
         click.option("--max-rejects", type=int, default=0, show_default=True),
         click.option("--id", "migration_id", default=None, help="choose the migration id"),
+        click.option("--no-indexes", is_flag=True,
+                     help="do not rebuild the source's secondary indexes and constraints on the target"),
         click.option("--embed", "embeds", multiple=True, metavar="CHILD=PARENT[:FIELD]",
                      help="MongoDB: put CHILD's rows in an array of their PARENT's document (by foreign key)"),
     ]):
@@ -129,12 +135,12 @@ def parse_embeds(embeds: tuple[str, ...]) -> dict[str, Any]:
 
 def _make_plan(source: str, target: str, tables: str | None, batch_size: int, parallel_workers: int,
                no_validate: bool, base_id: str | None, watermark: str | None, max_rejects: int,
-               migration_id: str | None, embeds: tuple[str, ...] = ()) -> Any:
+               migration_id: str | None, embeds: tuple[str, ...] = (), no_indexes: bool = False) -> Any:
     from workers.migrations import plan
 
     options: dict[str, Any] = {"type": "incremental" if base_id or watermark else "full", "batch_size": batch_size,
                                "parallel_workers": parallel_workers, "validation": not no_validate,
-                               "max_rejects": max_rejects}
+                               "max_rejects": max_rejects, "indexes": not no_indexes}
     for key, value in (("tables", tables.split(",") if tables else None), ("base_id", base_id),
                        ("watermark", watermark), ("migration_id", migration_id), ("embed", parse_embeds(embeds))):
         if value:

@@ -82,7 +82,7 @@ def plan_task(self: Any, source: DbRef, target: DbRef, options: dict[str, Any]) 
             src, tgt, MigrationType(options.get("type", "full")), int(options.get("batch_size", 1000)),
             int(options.get("parallel_workers", 4)), bool(options.get("validation", True)), options.get("tables"),
             options.get("watermark"), int(options.get("max_rejects", 0)), options.get("migration_id"), base,
-            float(options.get("lock_timeout", 60)), options.get("embed"))
+            float(options.get("lock_timeout", 60)), options.get("embed"), bool(options.get("indexes", True)))
     except DbfleetError as exc:
         raise ScriptFailed(scrub(str(exc))) from None
     plan.source["_ref"], plan.target["_ref"] = source, target

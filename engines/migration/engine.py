@@ -133,11 +133,14 @@ def plan_migration(source: DatabaseConfig, target: DatabaseConfig, kind: Migrati
                    batch_size: int = 1000, parallel_workers: int = 4, validation: bool = True,
                    tables: list[str] | None = None, watermark: str | None = None, max_rejects: int = 0,
                    migration_id: str | None = None, base: MigrationPlan | None = None,
-                   lock_timeout: float = 60.0, embed: dict[str, Any] | None = None) -> MigrationPlan:
+                   lock_timeout: float = 60.0, embed: dict[str, Any] | None = None,
+                   indexes: bool = True) -> MigrationPlan:
     """Discover the source, map types, split every table into key ranges. Reads only; writes nothing.
 
     ``embed`` (MongoDB targets): child table -> parent table (or ``{"into": parent, "as": field}``); the
-    child's rows go into an array in their parent's document, following the child's foreign key."""
+    child's rows go into an array in their parent's document, following the child's foreign key.
+    ``indexes`` (PostgreSQL targets): rebuild the source's secondary indexes and constraints (unique,
+    check, exclusion; foreign keys between migrated tables) on the tables the migration creates."""
     if batch_size < 1 or parallel_workers < 1:
         raise ConfigError([("batch_size", "batch_size and parallel_workers must be at least 1")])
     if kind == MigrationType.INCREMENTAL and not watermark:
@@ -146,6 +149,9 @@ def plan_migration(source: DatabaseConfig, target: DatabaseConfig, kind: Migrati
         found = src.discover(tables)
         if embed:
             found = _plan_embeds(src, source, target, kind, found, embed)
+        if indexes and target.kind == "postgresql":
+            for table in found:
+                table.schema = src.schema_objects(table, {t.source for t in found})
         batches: list[Batch] = []
         for table in found:
             batches += src.bounds(table, batch_size, len(batches))
@@ -446,10 +452,17 @@ def finalize(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig
         if isinstance(tgt, DocumentTarget):
             return {"rows": sum(c["rows"] for c in cps.values()), "rejects": 0}
         workers = max(1, min(plan.parallel_workers, 4, len(plan.tables)))
-        with ThreadPoolExecutor(workers) as pool:  # largest first: the key builds overlap best
+        with ThreadPoolExecutor(workers) as pool:  # largest first: the index builds overlap best
             tables = sorted(plan.tables, key=lambda t: -sum(cps[b.id]["rows"] for b in plan.batches
                                                             if b.table == t.source))
-            list(pool.map(lambda t: _on_new_connection(target, plan, partial(_finalize_table, plan, t)), tables))
+            failed: list[str] = [f for found in pool.map(
+                lambda t: _on_new_connection(target, plan, partial(_finalize_table, plan, t)), tables) for f in found]
+        for table in plan.tables:  # foreign keys last, one at a time (each locks both of its tables)
+            failed += tgt.build_schema(plan, table, foreign_keys=True)
+        if failed:
+            raise MigrationFailed(f"migration {plan.id}: the rows are copied, but {len(failed)} index(es) or"
+                                  f" constraint(s) could not be built on the target: {'; '.join(failed[:10])}."
+                                  f" Fix the target (or the rows) and resume it, or plan with --no-indexes")
         if plan.type == MigrationType.INCREMENTAL.value:
             for table in plan.tables:
                 if plan.until.get(table.source) is not None:
@@ -489,9 +502,9 @@ def validate(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig
     return report
 
 
-def _finalize_table(plan: MigrationPlan, table: Table, tgt: PostgresTarget) -> None:
+def _finalize_table(plan: MigrationPlan, table: Table, tgt: PostgresTarget) -> list[str]:
     try:
-        tgt.finalize_table(plan, table)
+        return tgt.finalize_table(plan, table)
     except DbfleetError as exc:
         raise MigrationFailed(str(exc)) from None
 

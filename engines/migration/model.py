@@ -52,6 +52,8 @@ class Table:
     rows_estimate: int = 0
     enums: dict[str, list[str]] = field(default_factory=dict)  # column -> values (MySQL ENUM -> a PostgreSQL type)
     embeds: list[Embed] = field(default_factory=list)  # MongoDB: child tables embedded in this table's documents
+    # PostgreSQL targets: secondary indexes and constraints, built after the load (see the sources' schema_objects)
+    schema: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def target(self) -> str:

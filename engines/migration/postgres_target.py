@@ -47,6 +47,19 @@ def key_text(table: Table, row: Sequence[Any]) -> str:
                        for i, c in enumerate(table.columns) if c.name in table.key], default=str)
 
 
+def index_name(table: Table, obj: dict[str, Any]) -> str:
+    """The target name of a schema object: PostgreSQL's own (its definition holds it); a MySQL index is named
+    per table there, so it becomes ``<table>_<index>`` (shortened with a hash to PostgreSQL's 63 bytes)."""
+    if "sql" in obj or obj["kind"] != "index":
+        return str(obj["name"])
+    name = f"{table.target_name}_{obj['name']}"
+    if len(name.encode()) <= 63:
+        return name
+    import hashlib
+
+    return name.encode()[:54].decode(errors="ignore") + "_" + hashlib.md5(name.encode()).hexdigest()[:8]  # noqa: S324
+
+
 def target_ident(table: Table) -> sql.Composed:
     return sql.SQL("{}.{}").format(sql.Identifier(table.target_schema), sql.Identifier(table.target_name))
 
@@ -123,21 +136,31 @@ class PostgresTarget:
     def rollback(self, plan: MigrationPlan) -> list[str]:
         """Drop what the migration created; restore tables it modified from their snapshots."""
         done = []
+
+        def ident(name: str) -> sql.Composed:
+            schema, _, rel = name.partition(".")
+            return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(rel))
+
         with self.conn.transaction():
+            tables = [obj for obj in reversed(plan.created) if obj.startswith("table:")]
+            if tables:  # in one statement: foreign keys between them do not hold the drop up
+                self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(
+                    sql.SQL(", ").join(ident(t.partition(":")[2]) for t in tables)))
+                done += tables
             for obj in reversed(plan.created):
                 kind, _, name = obj.partition(":")
-                schema, _, rel = name.partition(".")
-                target = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(rel))
-                if kind == "table":
-                    self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(target))
-                elif kind == "type":
-                    self.conn.execute(sql.SQL("DROP TYPE IF EXISTS {}").format(target))
+                rel = name.partition(".")[2]
+                if kind == "type":
+                    self.conn.execute(sql.SQL("DROP TYPE IF EXISTS {}").format(ident(name)))
                 elif kind == "snapshot":
+                    target = ident(name)
                     snap = sql.SQL("{}.{}").format(sql.Identifier(CONTROL), sql.Identifier(f"{plan.id}:{rel}"[:63]))
                     self.conn.execute(sql.SQL("TRUNCATE {}").format(target))
                     self.conn.execute(sql.SQL("INSERT INTO {} OVERRIDING SYSTEM VALUE SELECT * FROM {}").format(
                         target, snap))
                     self.conn.execute(sql.SQL("DROP TABLE {}").format(snap))
+                else:
+                    continue
                 done.append(obj)
             if self._exists("SELECT 1 FROM pg_namespace WHERE nspname = %s", CONTROL):
                 for t in ("checkpoints", "rejects", "watermarks"):
@@ -278,9 +301,58 @@ class PostgresTarget:
                                f"({', '.join(table.key)}): {detail}; fix the source rows, then roll the migration"
                                " back and run it again") from None
 
-    def finalize_table(self, plan: MigrationPlan, table: Table) -> None:
-        """Primary key (tables this migration created), identity sequences past the copied keys, statistics."""
+    def build_schema(self, plan: MigrationPlan, table: Table, foreign_keys: bool) -> list[str]:
+        """Secondary indexes and constraints (``foreign_keys``: only the foreign keys, else all but them) of a
+        table this migration created, those not there yet. Returns what failed, with the server's reason."""
+        if f"table:{table.target}" not in plan.created:
+            return []
+        failed = []
+        for obj in table.schema:
+            if (obj["kind"] == "fk") != foreign_keys:
+                continue
+            name = index_name(table, obj)
+            if obj["kind"] == "index":
+                there = self._exists("SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                                     " WHERE n.nspname = %s AND c.relname = %s", table.target_schema, name)
+            else:
+                there = self._exists("SELECT 1 FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN"
+                                     " pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND"
+                                     " c.relname = %s AND k.conname = %s", table.target_schema, table.target_name,
+                                     name)
+            if there:
+                continue
+            try:
+                self.conn.execute(self._schema_sql(plan, table, obj, name))
+            except psycopg.Error as exc:
+                failed.append(f"{table.target} {obj['kind']} {name}: {str(exc).splitlines()[0]}")
+        return failed
+
+    def _schema_sql(self, plan: MigrationPlan, table: Table, obj: dict[str, Any], name: str) -> sql.Composable:
+        ident = target_ident(table)
+        if "sql" in obj:  # a PostgreSQL source: the server's own definition (same names on both sides)
+            if obj["kind"] == "index":
+                return sql.SQL(obj["sql"])
+            return sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(ident, sql.Identifier(name),
+                                                                        sql.SQL(obj["sql"]))
+        if obj["kind"] == "index":
+            cols = [sql.SQL("(left({}, {}))").format(sql.Identifier(c), sql.Literal(obj["prefix"][c]))
+                    if c in obj["prefix"] else sql.Identifier(c) for c in obj["columns"]]
+            return sql.SQL("CREATE {}INDEX {} ON {} ({})").format(
+                sql.SQL("UNIQUE " if obj["unique"] else ""), sql.Identifier(name), ident, sql.SQL(", ").join(cols))
+        rules = ("CASCADE", "SET NULL", "SET DEFAULT", "RESTRICT", "NO ACTION")
+        actions = sql.SQL("").join(sql.SQL(" ON {} {}").format(sql.SQL(event), sql.SQL(obj[key]))
+                                   for event, key in (("UPDATE", "on_update"), ("DELETE", "on_delete"))
+                                   if obj.get(key) in rules)
+        return sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({}){}").format(
+            ident, sql.Identifier(name), sql.SQL(", ").join(sql.Identifier(c) for c in obj["columns"]),
+            target_ident(plan.table(obj["ref"])), sql.SQL(", ").join(sql.Identifier(c) for c in obj["ref_columns"]),
+            actions)
+
+    def finalize_table(self, plan: MigrationPlan, table: Table) -> list[str]:
+        """Primary key, secondary indexes and constraints but foreign keys (tables this migration created),
+        identity sequences past the copied keys, statistics. Returns the schema objects that failed."""
         self.add_key(plan, table)
+        failed = self.build_schema(plan, table, foreign_keys=False)
         for c in table.columns:
             if c.identity:
                 self.conn.execute(sql.SQL("SELECT setval(pg_get_serial_sequence({}, {}), coalesce(max({}), 0) + 1,"
@@ -288,6 +360,7 @@ class PostgresTarget:
                     sql.Literal(f'"{table.target_schema}"."{table.target_name}"'), sql.Literal(c.name),
                     sql.Identifier(c.name), target_ident(table)))
         self.conn.execute(sql.SQL("ANALYZE {}").format(target_ident(table)))
+        return failed
 
     def measure(self, plan: MigrationPlan, table: Table, batch: Batch | None, method: str = "sql") -> tuple[int, int]:
         """(count, checksum) of the target rows of ``batch`` (None: the whole table), computed by the server

@@ -196,6 +196,33 @@ class PostgresSource:
             cur.execute(query, params)
             yield from cur
 
+    def schema_objects(self, table: Table, migrated: set[str]) -> list[dict[str, Any]]:
+        """Secondary indexes and constraints (unique, check, exclusion, foreign keys to migrated tables) as
+        the server prints them (pg_get_indexdef, pg_get_constraintdef), for the target to build after the
+        load; NOT NULL and the primary key are part of the table already."""
+        objects: list[dict[str, Any]] = []
+        for name, definition in self.conn.execute(
+                "SELECT ic.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class ic"
+                " ON ic.oid = i.indexrelid JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n"
+                " ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s AND NOT i.indisprimary"
+                " AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid"
+                " AND k.conrelid = i.indrelid) ORDER BY 1", (table.source_schema, table.source_name)).fetchall():
+            objects.append({"kind": "index", "name": name, "sql": definition})
+        for name, kind, definition, ref_schema, ref_name in self.conn.execute(
+                "SELECT k.conname, k.contype, pg_get_constraintdef(k.oid), rn.nspname, r.relname"
+                " FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n"
+                " ON n.oid = c.relnamespace LEFT JOIN pg_class r ON r.oid = k.confrelid LEFT JOIN pg_namespace rn"
+                " ON rn.oid = r.relnamespace WHERE n.nspname = %s AND c.relname = %s AND k.contype IN"
+                " ('u', 'c', 'x', 'f') AND k.conislocal ORDER BY k.contype <> 'f' DESC, 1",
+                (table.source_schema, table.source_name)).fetchall():
+            if kind == "f":
+                if f"{ref_schema}.{ref_name}" not in migrated:
+                    continue  # the referenced table is not part of the migration
+                objects.append({"kind": "fk", "name": name, "sql": definition, "ref": f"{ref_schema}.{ref_name}"})
+            else:
+                objects.append({"kind": "constraint", "name": name, "sql": definition})
+        return objects
+
     def foreign_key(self, child: Table, parent: Table) -> list[str]:
         """The child's columns of its one foreign key to ``parent``'s primary key, in the key's order."""
         found = self.conn.execute(
@@ -332,6 +359,41 @@ class MySQLSource:
             tables.append(Table(name, schema, name, "public", name, columns, key, int(estimate), enums))
         _check_found(only, tables)
         return tables
+
+    def schema_objects(self, table: Table, migrated: set[str]) -> list[dict[str, Any]]:
+        """Secondary indexes (prefix indexes as ``left(col, n)``; FULLTEXT and SPATIAL have no PostgreSQL
+        equivalent and are left out) and foreign keys to migrated tables, as pgloader recreates them."""
+        objects: list[dict[str, Any]] = []
+        indexes: dict[str, dict[str, Any]] = {}
+        for name, non_unique, column, sub_part, kind in self.query(
+                "SELECT index_name, non_unique, column_name, sub_part, index_type FROM information_schema.statistics"
+                " WHERE table_schema = DATABASE() AND table_name = %s AND index_name <> 'PRIMARY'"
+                " ORDER BY index_name, seq_in_index", (table.source_name,)):
+            if kind in ("FULLTEXT", "SPATIAL") or column is None:
+                indexes[name] = {"skip": True}
+                continue
+            entry = indexes.setdefault(name, {"kind": "index", "name": name, "unique": not int(non_unique),
+                                              "columns": [], "prefix": {}})
+            if "skip" not in entry:
+                entry["columns"].append(column)
+                if sub_part is not None:
+                    entry["prefix"][column] = int(sub_part)
+        objects += [e for e in indexes.values() if "skip" not in e]
+        fks: dict[str, dict[str, Any]] = {}
+        for name, column, ref, ref_column, on_update, on_delete in self.query(
+                "SELECT k.constraint_name, k.column_name, k.referenced_table_name, k.referenced_column_name,"
+                " r.update_rule, r.delete_rule FROM information_schema.key_column_usage k JOIN"
+                " information_schema.referential_constraints r ON r.constraint_schema = k.constraint_schema"
+                " AND r.constraint_name = k.constraint_name AND r.table_name = k.table_name"
+                " WHERE k.table_schema = DATABASE() AND k.table_name = %s AND k.referenced_table_name IS NOT NULL"
+                " ORDER BY k.constraint_name, k.ordinal_position", (table.source_name,)):
+            if ref not in migrated:
+                continue
+            fk = fks.setdefault(name, {"kind": "fk", "name": name, "columns": [], "ref": ref, "ref_columns": [],
+                                       "on_update": on_update, "on_delete": on_delete})
+            fk["columns"].append(column)
+            fk["ref_columns"].append(ref_column)
+        return objects + list(fks.values())
 
     def bounds(self, table: Table, batch_size: int, start_id: int) -> list[Batch]:
         if not table.key:

@@ -80,6 +80,12 @@ MARIA_SETUP = [
     "INSERT INTO texts VALUES (1, 'tab\there', 'line\nbreak\r\nand \\\\ backslash', 'a b,x\"y'),"
     " (2, '\\\\N', 'ends with \\\\', 'NULL,c'), (3, 'bs\bff\fvt\v', NULL, NULL)",
     "INSERT INTO texts SELECT 10 + seq, CONCAT('s', seq), REPEAT('t', seq), 'c' FROM seq_1_to_30",
+    # secondary indexes (a prefix one, a FULLTEXT one PostgreSQL has no equal of) and a foreign key
+    "CREATE INDEX by_name ON items (name)", "CREATE INDEX by_body ON items (body(10))",
+    "CREATE FULLTEXT INDEX words ON items (body)", "CREATE UNIQUE INDEX by_s ON texts (s)",
+    "CREATE TABLE links (id INT PRIMARY KEY, item_id INT UNSIGNED, CONSTRAINT link_item FOREIGN KEY (item_id)"
+    " REFERENCES items (id) ON DELETE CASCADE)",
+    "INSERT INTO links VALUES (1, 1), (2, 5), (3, NULL)",
 ]
 
 
@@ -128,6 +134,13 @@ def test_mariadb_to_postgresql_with_pgloader_casts_rejects_and_validation(maria_
                      "b'c", ["red", "blue"], 70000, 600000, "naïve ☃")
     assert _rows(pg15_target, 'SELECT "k 1", "k;2", "v""q" FROM "odd`; name" ORDER BY 1, 2') == [
         (1, "a", "x"), (1, "b", None), (2, "a", "z"), (3, "ä", "☃")]
+    assert _rows(pg15_target, "SELECT indexname, indexdef FROM pg_indexes WHERE tablename IN ('items', 'texts')"
+                              " AND indexname NOT LIKE '%pkey' ORDER BY 1") == [
+        ("items_by_body", "CREATE INDEX items_by_body ON public.items USING btree (\"left\"(body, 10))"),
+        ("items_by_name", "CREATE INDEX items_by_name ON public.items USING btree (name)"),
+        ("texts_by_s", "CREATE UNIQUE INDEX texts_by_s ON public.texts USING btree (s)")]
+    assert _rows(pg15_target, "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'link_item'") == [
+        ("FOREIGN KEY (item_id) REFERENCES items(id) ON UPDATE RESTRICT ON DELETE CASCADE",)]
     _exec(pg15_target, "UPDATE items SET price = 99.99 WHERE id = 20")  # tampered after the copy
     tampered = next(t for t in engine.validate(plan, maria_source, pg15_target)["tables"] if t["table"] == "items")
     assert [(m["from"], m["to"]) for m in tampered["mismatched_ranges"]] == [
@@ -193,6 +206,10 @@ PG18_SETUP = [
     "CREATE DOMAIN cents AS numeric(12,2) CHECK (VALUE >= 0)",
     'CREATE TABLE hashed (id int PRIMARY KEY, m mood, j json, p point, c cents, f float8, r real,'
     ' s text COLLATE "C", ts timestamp(3), tt timetz)',
+    # built after the load: an expression index, a check, a foreign key with its action
+    "CREATE INDEX users_lower_name ON users (lower(name))",
+    "CREATE TABLE follows (id int PRIMARY KEY CHECK (id > 0), user_id bigint REFERENCES users ON DELETE CASCADE)",
+    "INSERT INTO follows SELECT g, g * 2 FROM generate_series(1, 50) g",
     "INSERT INTO hashed SELECT g, (ARRAY['sad','ok','happy'])[g % 3 + 1]::mood, json_build_object('g', g, 'z', NULL),"
     " point(g, -g), g * 1.25, g / 3.0, g / 7.0, 'ß' || g, timestamp '2026-01-01 00:00:00.123' + g * interval '1 s',"
     " timetz '12:00+02' FROM generate_series(1, 2500) g",
@@ -233,6 +250,13 @@ def test_postgresql_18_to_15_binary_copy_exact_rows_tamper_and_idempotence(pg18_
         ("tab\there\nnew\\back\bbs\fff\vvt\rcr \\N", True, "ab   ", "10.0.0.1/32", ['q"t', "a b", None]),
         ("\\N", False, None, "::1/128", []), (None, None, "x    ", None, None)]
     assert _fingerprint(pg15_target) == _fingerprint(pg18_source, embedded_pg.port, CANARY)
+    assert _rows(pg15_target, "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid IN"
+                              " ('users'::regclass, 'follows'::regclass) AND contype <> 'n' ORDER BY 1") == [
+        ("follows_id_check", "CHECK ((id > 0))"), ("follows_pkey", "PRIMARY KEY (id)"),
+        ("follows_user_id_fkey", "FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE"),
+        ("users_email_key", "UNIQUE (email)"), ("users_pkey", "PRIMARY KEY (id)")]
+    assert _rows(pg15_target, "SELECT indexdef FROM pg_indexes WHERE indexname = 'users_lower_name'") == [
+        ("CREATE INDEX users_lower_name ON public.users USING btree (lower(name))",)]
     again = engine.copy_batch(plan, 0, pg18_source, pg15_target)
     assert again["skipped"] and _rows(pg15_target, "SELECT count(*) FROM users")[0][0] == 3000
     assert _rows(pg15_target, "SELECT m, j::text, p::text, c, ts FROM hashed WHERE id = 2") == [
@@ -264,6 +288,12 @@ def test_primary_keys_come_after_the_load_and_duplicates_fail_finalize(pg18_sour
                                               r".*\(id\)=\(7\)"):
         engine.finalize(plan, pg18_source, pg15_target)
     _exec(pg15_target, "DELETE FROM users WHERE name = 'a second 7'")
+    _exec(pg15_target, "UPDATE users SET email = 'u1@example.com' WHERE id = 2")  # breaks the unique email
+    with pytest.raises(MigrationFailed, match=r"rows are copied, but 1 index\(es\) or constraint\(s\) could not be"
+                                              r" built on the target: public.users constraint users_email_key: could"
+                                              r" not create unique index .*resume it, or plan with --no-indexes"):
+        engine.finalize(plan, pg18_source, pg15_target)
+    _exec(pg15_target, "UPDATE users SET email = 'u2@example.com' WHERE id = 2")
     engine.finalize(plan, pg18_source, pg15_target)
     assert _rows(pg15_target, key) == [(1,)] and engine.validate(plan, pg18_source, pg15_target)["ok"]
     engine.finalize(plan, pg18_source, pg15_target)  # again (a resumed run): the key is there, nothing to do
