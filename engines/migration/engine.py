@@ -440,8 +440,8 @@ def _verify_written(plan: MigrationPlan, tgt: PostgresTarget, table: Table, batc
 
 
 def finalize(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig) -> dict[str, Any]:
-    """After every batch: primary keys of the tables the migration created, identity sequences, statistics
-    (tables on ``parallel_workers`` connections at once, at most 4), reject threshold, incremental
+    """After every batch: on the tables the migration created, primary keys, secondary indexes and
+    constraints (``_build_schema``); identity sequences, statistics, reject threshold, incremental
     watermarks."""
     with connections(source, target) as (_, tgt):
         cps = tgt.checkpoints(plan)
@@ -451,14 +451,7 @@ def finalize(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig
         rejects = sum(c.get("rejects", 0) for c in cps.values())
         if isinstance(tgt, DocumentTarget):
             return {"rows": sum(c["rows"] for c in cps.values()), "rejects": 0}
-        workers = max(1, min(plan.parallel_workers, 4, len(plan.tables)))
-        with ThreadPoolExecutor(workers) as pool:  # largest first: the index builds overlap best
-            tables = sorted(plan.tables, key=lambda t: -sum(cps[b.id]["rows"] for b in plan.batches
-                                                            if b.table == t.source))
-            failed: list[str] = [f for found in pool.map(
-                lambda t: _on_new_connection(target, plan, partial(_finalize_table, plan, t)), tables) for f in found]
-        for table in plan.tables:  # foreign keys last, one at a time (each locks both of its tables)
-            failed += tgt.build_schema(plan, table, foreign_keys=True)
+        failed = _build_schema(plan, target, tgt, cps)
         if failed:
             raise MigrationFailed(f"migration {plan.id}: the rows are copied, but {len(failed)} index(es) or"
                                   f" constraint(s) could not be built on the target: {'; '.join(failed[:10])}."
@@ -502,11 +495,40 @@ def validate(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig
     return report
 
 
-def _finalize_table(plan: MigrationPlan, table: Table, tgt: PostgresTarget) -> list[str]:
+def _build_schema(plan: MigrationPlan, target: DatabaseConfig, tgt: PostgresTarget,
+                  cps: dict[int, dict[str, Any]]) -> list[str]:
+    """Keys, indexes and constraints after the load, as pg_restore --jobs does: in phases whose locks do not
+    conflict, each phase's jobs on ``parallel_workers`` connections at once (at most 4), largest tables
+    first. 1: per table, primary key and constraints (ACCESS EXCLUSIVE); 2: every index on its own
+    (SHARE locks share); 3: foreign keys added NOT VALID, one at a time (brief); 4: per table, validate
+    them and ANALYZE. Returns what failed."""
+    rows = {t.source: sum(cps[b.id]["rows"] for b in plan.batches if b.table == t.source) for t in plan.tables}
+    tables = sorted(plan.tables, key=lambda t: -rows[t.source])
+
+    def run(jobs: list[Callable[[PostgresTarget], Any]]) -> list[Any]:
+        with ThreadPoolExecutor(max(1, min(plan.parallel_workers, 4, len(jobs) or 1))) as pool:
+            return list(pool.map(lambda job: _on_new_connection(target, plan, job), jobs))
+
     try:
-        return tgt.finalize_table(plan, table)
+        failed = [f for found in run([partial(_prepare_table, plan, t) for t in tables]) for f in found]
     except DbfleetError as exc:
         raise MigrationFailed(str(exc)) from None
+    failed += [f for f in run([partial(_build_one, plan, t, o) for t in tables for o in t.schema
+                               if o["kind"] == "index"]) if f]
+    failed += [f for t in tables for o in t.schema if o["kind"] == "fk" and (f := tgt.build(plan, t, o))]
+    return failed + [f for found in run([partial(_check_table, plan, t) for t in tables]) for f in found]
+
+
+def _prepare_table(plan: MigrationPlan, table: Table, tgt: PostgresTarget) -> list[str]:
+    return tgt.prepare_table(plan, table)
+
+
+def _build_one(plan: MigrationPlan, table: Table, obj: dict[str, Any], tgt: PostgresTarget) -> str | None:
+    return tgt.build(plan, table, obj)
+
+
+def _check_table(plan: MigrationPlan, table: Table, tgt: PostgresTarget) -> list[str]:
+    return tgt.check_table(plan, table)
 
 
 def _on_new_connection(target: DatabaseConfig, plan: MigrationPlan, job: Callable[[PostgresTarget], Any]) -> Any:

@@ -301,39 +301,34 @@ class PostgresTarget:
                                f"({', '.join(table.key)}): {detail}; fix the source rows, then roll the migration"
                                " back and run it again") from None
 
-    def build_schema(self, plan: MigrationPlan, table: Table, foreign_keys: bool) -> list[str]:
-        """Secondary indexes and constraints (``foreign_keys``: only the foreign keys, else all but them) of a
-        table this migration created, those not there yet. Returns what failed, with the server's reason."""
+    def build(self, plan: MigrationPlan, table: Table, obj: dict[str, Any]) -> str | None:
+        """One secondary index or constraint of a table this migration created, unless it is there (a
+        foreign key is added NOT VALID: ``check_table`` validates it). Returns why it failed, or None."""
         if f"table:{table.target}" not in plan.created:
-            return []
-        failed = []
-        for obj in table.schema:
-            if (obj["kind"] == "fk") != foreign_keys:
-                continue
-            name = index_name(table, obj)
-            if obj["kind"] == "index":
-                there = self._exists("SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-                                     " WHERE n.nspname = %s AND c.relname = %s", table.target_schema, name)
-            else:
-                there = self._exists("SELECT 1 FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN"
-                                     " pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND"
-                                     " c.relname = %s AND k.conname = %s", table.target_schema, table.target_name,
-                                     name)
-            if there:
-                continue
-            try:
-                self.conn.execute(self._schema_sql(plan, table, obj, name))
-            except psycopg.Error as exc:
-                failed.append(f"{table.target} {obj['kind']} {name}: {str(exc).splitlines()[0]}")
-        return failed
+            return None
+        name = index_name(table, obj)
+        if obj["kind"] == "index":
+            there = self._exists("SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                                 " WHERE n.nspname = %s AND c.relname = %s", table.target_schema, name)
+        else:
+            there = self._exists("SELECT 1 FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN"
+                                 " pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND"
+                                 " c.relname = %s AND k.conname = %s", table.target_schema, table.target_name, name)
+        if there:
+            return None
+        try:
+            self.conn.execute(self._schema_sql(plan, table, obj, name))
+        except psycopg.Error as exc:
+            return f"{table.target} {obj['kind']} {name}: {str(exc).splitlines()[0]}"
+        return None
 
     def _schema_sql(self, plan: MigrationPlan, table: Table, obj: dict[str, Any], name: str) -> sql.Composable:
         ident = target_ident(table)
         if "sql" in obj:  # a PostgreSQL source: the server's own definition (same names on both sides)
             if obj["kind"] == "index":
                 return sql.SQL(obj["sql"])
-            return sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(ident, sql.Identifier(name),
-                                                                        sql.SQL(obj["sql"]))
+            return sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}{}").format(
+                ident, sql.Identifier(name), sql.SQL(obj["sql"]), sql.SQL(" NOT VALID" if obj["kind"] == "fk" else ""))
         if obj["kind"] == "index":
             cols = [sql.SQL("(left({}, {}))").format(sql.Identifier(c), sql.Literal(obj["prefix"][c]))
                     if c in obj["prefix"] else sql.Identifier(c) for c in obj["columns"]]
@@ -343,22 +338,38 @@ class PostgresTarget:
         actions = sql.SQL("").join(sql.SQL(" ON {} {}").format(sql.SQL(event), sql.SQL(obj[key]))
                                    for event, key in (("UPDATE", "on_update"), ("DELETE", "on_delete"))
                                    if obj.get(key) in rules)
-        return sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({}){}").format(
+        return sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({}){} NOT VALID").format(
             ident, sql.Identifier(name), sql.SQL(", ").join(sql.Identifier(c) for c in obj["columns"]),
             target_ident(plan.table(obj["ref"])), sql.SQL(", ").join(sql.Identifier(c) for c in obj["ref_columns"]),
             actions)
 
-    def finalize_table(self, plan: MigrationPlan, table: Table) -> list[str]:
-        """Primary key, secondary indexes and constraints but foreign keys (tables this migration created),
-        identity sequences past the copied keys, statistics. Returns the schema objects that failed."""
+    def prepare_table(self, plan: MigrationPlan, table: Table) -> list[str]:
+        """Finalize, first step (ACCESS EXCLUSIVE on the table): the primary key, the constraints other than
+        foreign keys, identity sequences past the copied keys. Returns what failed."""
         self.add_key(plan, table)
-        failed = self.build_schema(plan, table, foreign_keys=False)
+        failed = [f for obj in table.schema if obj["kind"] == "constraint" and (f := self.build(plan, table, obj))]
         for c in table.columns:
             if c.identity:
                 self.conn.execute(sql.SQL("SELECT setval(pg_get_serial_sequence({}, {}), coalesce(max({}), 0) + 1,"
                                           " false) FROM {}").format(
                     sql.Literal(f'"{table.target_schema}"."{table.target_name}"'), sql.Literal(c.name),
                     sql.Identifier(c.name), target_ident(table)))
+        return failed
+
+    def check_table(self, plan: MigrationPlan, table: Table) -> list[str]:
+        """Finalize, last step (SHARE UPDATE EXCLUSIVE on the table): validate its foreign keys that are not
+        (added NOT VALID, or left so by an earlier failed run), then ANALYZE. Returns what failed."""
+        failed = []
+        if f"table:{table.target}" in plan.created:
+            for (name,) in self.conn.execute(
+                    "SELECT k.conname FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n"
+                    " ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s AND k.contype = 'f'"
+                    " AND NOT k.convalidated", (table.target_schema, table.target_name)).fetchall():
+                try:
+                    self.conn.execute(sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(
+                        target_ident(table), sql.Identifier(name)))
+                except psycopg.Error as exc:
+                    failed.append(f"{table.target} fk {name}: {str(exc).splitlines()[0]}")
         self.conn.execute(sql.SQL("ANALYZE {}").format(target_ident(table)))
         return failed
 

@@ -276,25 +276,31 @@ def test_postgresql_18_to_15_binary_copy_exact_rows_tamper_and_idempotence(pg18_
     assert not keyless["ok"] and keyless["target_rows"] == 4999
 
 
-def test_primary_keys_come_after_the_load_and_duplicates_fail_finalize(pg18_source: Any, pg15_target: Any) -> None:
-    plan = engine.prepare(engine.plan_migration(pg18_source, pg15_target, tables=["users", "events"],
+def test_keys_and_constraints_come_after_the_load_and_what_fails_is_named(pg18_source: Any, pg15_target: Any) -> None:
+    plan = engine.prepare(engine.plan_migration(pg18_source, pg15_target, tables=["users", "events", "follows"],
                                                 batch_size=1000), pg18_source, pg15_target)
     key = "SELECT count(*) FROM pg_index WHERE indrelid = 'users'::regclass AND indisprimary"
     for b in plan.batches:
         engine.copy_batch(plan, b.id, pg18_source, pg15_target)
     assert _rows(pg15_target, key) == [(0,)]  # loaded without the key's index
     _exec(pg15_target, "INSERT INTO users (id, name) VALUES (7, 'a second 7')")  # planted after the copy
+    _exec(pg15_target, "INSERT INTO follows VALUES (999, 99999)")  # and a follower of nobody
     with pytest.raises(MigrationFailed, match=r"public.users: the copied rows cannot take the primary key \(id\)"
                                               r".*\(id\)=\(7\)"):
         engine.finalize(plan, pg18_source, pg15_target)
     _exec(pg15_target, "DELETE FROM users WHERE name = 'a second 7'")
     _exec(pg15_target, "UPDATE users SET email = 'u1@example.com' WHERE id = 2")  # breaks the unique email
-    with pytest.raises(MigrationFailed, match=r"rows are copied, but 1 index\(es\) or constraint\(s\) could not be"
+    with pytest.raises(MigrationFailed, match=r"rows are copied, but 2 index\(es\) or constraint\(s\) could not be"
                                               r" built on the target: public.users constraint users_email_key: could"
-                                              r" not create unique index .*resume it, or plan with --no-indexes"):
+                                              r" not create unique index .*public.follows fk follows_user_id_fkey: .*"
+                                              r"violates foreign key.*resume it, or plan with --no-indexes"):
         engine.finalize(plan, pg18_source, pg15_target)
+    fk = "SELECT convalidated FROM pg_constraint WHERE conname = 'follows_user_id_fkey'"
+    assert _rows(pg15_target, fk) == [(False,)]  # added NOT VALID, left so: the next finalize validates it
     _exec(pg15_target, "UPDATE users SET email = 'u2@example.com' WHERE id = 2")
+    _exec(pg15_target, "DELETE FROM follows WHERE id = 999")
     engine.finalize(plan, pg18_source, pg15_target)
+    assert _rows(pg15_target, fk) == [(True,)]
     assert _rows(pg15_target, key) == [(1,)] and engine.validate(plan, pg18_source, pg15_target)["ok"]
     engine.finalize(plan, pg18_source, pg15_target)  # again (a resumed run): the key is there, nothing to do
 
