@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -304,7 +305,7 @@ def copy_batch(plan: MigrationPlan, batch_id: int, source: DatabaseConfig, targe
             tgt.clear_range(plan, table, batch, upsert)
             written, escaped = None, True
             if plan.path == "pg-pg":
-                n, checksum, rejects = _copy_pg(src, tgt, table, batch, plan.validation)
+                n, checksum, rejects = _copy_pg(src, tgt, plan, table, batch)
             elif (spec := text_spec(plan, table)) is not None:
                 n, checksum, rejects, escaped = _copy_text(src, tgt, plan, table, batch, spec)
             else:
@@ -316,27 +317,85 @@ def copy_batch(plan: MigrationPlan, batch_id: int, source: DatabaseConfig, targe
             "seconds": round(time.perf_counter() - started, 3)}
 
 
-def _copy_pg(src: PostgresSource, tgt: PostgresTarget, table: Table, batch: Batch,
-             hashing: bool) -> tuple[int, int, int]:
+def _copy_pg(src: PostgresSource, tgt: PostgresTarget, plan: MigrationPlan, table: Table,
+             batch: Batch) -> tuple[int, int, int]:
     """COPY the range out of the source as text and into the target as it comes (same types on both sides:
     nothing to convert). When validating, the source server first counts and hashes the range
     (``pg_hash_items``) in the same snapshot as the COPY; validation has the target hash its rows the
-    same way."""
+    same way. Rows the target refuses (an existing table's constraint) go to the rejects, and the
+    source hashes them again to take them out of the batch's checksum."""
     conn = src.conn
     expected = None
     with conn.transaction():  # one snapshot for the checksum and the rows copied
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        if hashing:
-            where, args = pg_range(table.key, batch)
+        where, args = pg_range(table.key, batch)
+        if plan.validation:
             n, checksum = conn.execute(sql.SQL("SELECT {} FROM {} WHERE {}").format(
                 pg_hash_items(table.columns, source=True), pg_ident(table), where), args).fetchone()
             expected = (int(n), int(checksum))
-        copied = tgt.copy_stream(table, src.copy_chunks(table, batch))
+        kept: list[bytes] = []
+        split: list[list[bytes]] = []
+
+        def lines() -> list[bytes]:  # only when the target refused some rows
+            if not split:
+                split.append([line for chunk in kept for line in chunk.split(b"\n")[:-1]])
+            return split[0]
+
+        def chunks() -> Iterator[bytes]:
+            for chunk in source:
+                kept.append(chunk)
+                yield chunk
+
+        source = src.copy_chunks(table, batch)
+        try:
+            rejected, copied = tgt.copy_text(plan, table, batch, chunks(), lines,
+                                             lambda i: json.dumps(_line_key(table, lines()[i])))
+        finally:
+            source.close()  # a COPY the target gave up on: cancelled, so the connection is free again
+        if rejected and expected is not None:
+            n, checksum = conn.execute(sql.SQL("SELECT {} FROM {} WHERE {} AND {}").format(
+                pg_hash_items(table.columns, source=True), pg_ident(table), where,
+                _rows_like(table, [lines()[i] for i in rejected])), args).fetchone()
+            expected = (expected[0] - int(n), (expected[1] - int(checksum)) % 2 ** 64)
     if expected is None:
-        return copied, 0, 0
+        return copied, 0, len(rejected)
     if copied != expected[0]:
         raise MigrationFailed(f"batch {batch.id} of {table.source}: {expected[0]} rows counted, {copied} copied")
-    return copied, expected[1], 0
+    return copied, expected[1], len(rejected)
+
+
+_COPY_UNESCAPE = {b"b": b"\b", b"f": b"\f", b"n": b"\n", b"r": b"\r", b"t": b"\t", b"v": b"\v"}
+
+
+def _field(raw: bytes) -> str | None:
+    """A field of a COPY TO text line as the text it stands for (None for \\N)."""
+    if raw == b"\\N":
+        return None
+    return re.sub(rb"\\(.)", lambda m: _COPY_UNESCAPE.get(m.group(1), m.group(1)), raw).decode()
+
+
+def _line_key(table: Table, line: bytes) -> list[str | None]:
+    """The key of a COPY line (every column for a table without one), as text."""
+    fields = line.split(b"\t")
+    names = [c.name for c in table.columns]
+    return [_field(fields[names.index(k)]) for k in (table.key or names)]
+
+
+def _rows_like(table: Table, lines: list[bytes]) -> sql.Composable:
+    """A condition matching the source rows the ``lines`` came from: by key, or by every column's text for a
+    table without one (each field read by its type's input function, as COPY read it)."""
+    cols = [c for c in table.columns if not table.key or c.name in table.key]
+    names = [c.name for c in table.columns]
+    row = sql.SQL("ROW({})").format(sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c.name))
+                                                       for c in cols))
+    wanted = []
+    for line in lines:
+        fields = line.split(b"\t")
+        wanted.append(sql.SQL("ROW({})").format(sql.SQL(", ").join(
+            sql.SQL("{}::{}::text").format(sql.Literal(_field(fields[names.index(c.name)])),
+                                           sql.SQL(c.source_type)) for c in cols)))
+    return sql.SQL("({})").format(sql.SQL(" OR ").join(sql.SQL("{} IS NOT DISTINCT FROM {}").format(row, w)
+                                                        for w in wanted))
 
 
 def _copy_rows(src: Any, tgt: PostgresTarget, plan: MigrationPlan, table: Table, batch: Batch,
@@ -387,7 +446,7 @@ def _copy_text(src: MySQLSource, tgt: PostgresTarget, plan: MigrationPlan, table
             raws.extend(rows)
             yield data
 
-    rejected = tgt.copy_text(plan, table, batch, chunks(), lines, lambda i: key_text(table, raws[i]))
+    rejected, _ = tgt.copy_text(plan, table, batch, chunks(), lambda: lines, lambda i: key_text(table, raws[i]))
     if plan.validation:
         total -= sum(line_hash(lines[i]) for i in rejected)
     return len(lines) - len(rejected), total % 2 ** 64, len(rejected), encoder.escaped

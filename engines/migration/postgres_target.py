@@ -195,15 +195,6 @@ class PostgresTarget:
                           " WHERE migration_id = %s AND batch_id = %s",
                           (rows, checksum, rejects, target_checksum, escaped, plan.id, batch.id))
 
-    def copy_stream(self, table: Table, chunks: Iterable[Any]) -> int:
-        """COPY text pass-through (PostgreSQL source: same types on both sides); returns the rows copied."""
-        cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
-        cur = self.conn.cursor()
-        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(target_ident(table), cols)) as copy:
-            for chunk in chunks:
-                copy.write(chunk)
-        return int(cur.rowcount)
-
     def copy_rows(self, plan: MigrationPlan, table: Table, batch: Batch, rows: list[tuple[Any, ...]],
                   upsert: bool = False) -> tuple[list[tuple[Any, ...]], int]:
         """COPY converted rows; if the target rejects the batch, find the bad rows one by one (this batch
@@ -232,35 +223,38 @@ class PostgresTarget:
                            row[:2000].replace("\x00", "\\u0000")))
 
     def copy_text(self, plan: MigrationPlan, table: Table, batch: Batch, chunks: Iterable[bytes],
-                  lines: list[bytes], key_of: Callable[[int], str]) -> list[int]:
+                  lines: Callable[[], list[bytes]], key_of: Callable[[int], str]) -> tuple[list[int], int]:
         """COPY text ``chunks`` as they come. If the target rejects them, the lines the chunks were made of
-        (``lines``, filled as they are produced) are bisected: good halves are written, each bad line goes
-        to the reject table. Returns the indexes of the rejected lines."""
+        (``lines()``, asked only then) are bisected: good halves are written, each bad line goes to the
+        reject table. Returns (indexes of the rejected lines, rows written)."""
         cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
         stmt = sql.SQL("COPY {} ({}) FROM STDIN").format(target_ident(table), cols)
         try:
-            with self.conn.transaction(), self.conn.cursor().copy(stmt) as copy:
-                for chunk in chunks:
-                    copy.write(chunk)
-            return []
+            with self.conn.transaction(), self.conn.cursor() as cur:
+                with cur.copy(stmt) as copy:
+                    for chunk in chunks:
+                        copy.write(chunk)
+                written = int(cur.rowcount)
+            return [], written
         except (psycopg.DataError, psycopg.IntegrityError):
             for _ in chunks:  # read the rest of the batch: every line is needed to find the bad ones
                 pass
+        every = lines()
         bad: list[int] = []
-        pending = [(0, len(lines))]
+        pending = [(0, len(every))]
         while pending:
             lo, hi = pending.pop()
             try:
                 with self.conn.transaction(), self.conn.cursor().copy(stmt) as copy:
-                    copy.write(b"\n".join(lines[lo:hi]) + b"\n")
+                    copy.write(b"\n".join(every[lo:hi]) + b"\n")
             except (psycopg.DataError, psycopg.IntegrityError) as exc:
                 if hi - lo == 1:
                     bad.append(lo)
-                    self._reject(plan, batch, table, key_of(lo), exc, lines[lo].decode(errors="replace"))
+                    self._reject(plan, batch, table, key_of(lo), exc, every[lo].decode(errors="replace"))
                 else:
                     mid = (lo + hi) // 2
                     pending += [(mid, hi), (lo, mid)]
-        return sorted(bad)
+        return sorted(bad), len(every) - len(bad)
 
     def _copy(self, table: Table, rows: list[tuple[Any, ...]], upsert: bool) -> None:
         cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)

@@ -7,7 +7,7 @@ names are quoted with backticks (doubled inside), the server's own rule.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import psycopg
@@ -149,7 +149,7 @@ class PostgresSource:
         cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
         return sql.SQL("SELECT {} FROM {} WHERE {}").format(cols, pg_ident(table), where), params
 
-    def copy_chunks(self, table: Table, batch: Batch, rows_per_chunk: int = 2000) -> Iterator[bytes]:
+    def copy_chunks(self, table: Table, batch: Batch, rows_per_chunk: int = 2000) -> Generator[bytes, None, None]:
         """The batch as COPY text, ``rows_per_chunk`` rows at a time. COPY TO sends a message per row: they
         are read with libpq's own call in a plain loop (psycopg's Copy object costs ~1 us of Python per
         message, as much as the server spends producing it). Closing the generator early cancels the COPY."""

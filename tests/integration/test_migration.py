@@ -305,6 +305,45 @@ def test_keys_and_constraints_come_after_the_load_and_what_fails_is_named(pg18_s
     engine.finalize(plan, pg18_source, pg15_target)  # again (a resumed run): the key is there, nothing to do
 
 
+def test_postgresql_rows_an_existing_table_refuses_are_rejects(pg18_source: Any, pg15_target: Any) -> None:
+    _exec(pg15_target, "CREATE TABLE odd_text (id int PRIMARY KEY, t text, ok boolean CHECK (ok IS NOT FALSE),"
+                       " c char(5), ip inet, arr text[])")
+    _exec(pg15_target, "CREATE TABLE events (at timestamptz, what text CHECK (what <> md5('7')))")
+    plan = engine.plan_migration(pg18_source, pg15_target, tables=["odd_text", "events"], batch_size=1000,
+                                 max_rejects=2)
+    report = _run(plan, pg18_source, pg15_target)
+    assert report["ok"], json.dumps(report["tables"], default=str)  # the rejected rows left the checksums too
+    assert {t["table"]: (t["source_rows"], t["target_rows"], t["rejects"]) for t in report["tables"]} == {
+        "public.odd_text": (2, 2, 1), "public.events": (4999, 4999, 1)}
+    reasons = {(r["table"], r["key"]): r["reason"] for r in report["rejects"]}
+    assert "odd_text_ok_check" in reasons[("public.odd_text", '["2"]')]
+    (key, reason), = [(k, v) for (t, k), v in reasons.items() if t == "public.events"]
+    assert json.loads(key)[1] == "8f14e45fceea167a5a36dedd4bea2543" and "events_what_check" in reason
+    assert _rows(pg15_target, "SELECT id FROM odd_text ORDER BY 1") == [(1,), (3,)]
+
+
+def test_a_batch_the_target_cannot_take_now_fails_cleanly_and_runs_later(pg18_source: Any, pg15_target: Any) -> None:
+    _exec(pg15_target, "CREATE TABLE users (id bigint PRIMARY KEY, email text, name text NOT NULL, born date,"
+                       " seen timestamptz, score numeric(12,3), tags text[], meta jsonb, avatar bytea)")
+    # a trigger that gives up in the middle of the stream, with an error that is not about the row
+    _exec(pg15_target, "CREATE FUNCTION busy() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN IF NEW.id = 700 THEN"
+                       " RAISE EXCEPTION 'busy now' USING ERRCODE = '55P03'; END IF; RETURN NEW; END $$")
+    _exec(pg15_target, "CREATE TRIGGER busy BEFORE INSERT ON users FOR EACH ROW EXECUTE FUNCTION busy()")
+    plan = engine.plan_migration(pg18_source, pg15_target, tables=["users"], batch_size=3000, lock_timeout=0.5)
+    plan = engine.prepare(plan, pg18_source, pg15_target)
+    with pytest.raises(psycopg.errors.LockNotAvailable, match="busy now"):  # the source COPY is cancelled
+        engine.copy_batch(plan, plan.batches[0].id, pg18_source, pg15_target)
+    _exec(pg15_target, "DROP TRIGGER busy ON users")
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname=pg15_target.dbname) as locker:
+        locker.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")  # e.g. someone's long ALTER TABLE
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            engine.copy_batch(plan, plan.batches[0].id, pg18_source, pg15_target)
+    for b in plan.batches:  # nothing was left behind: every batch runs
+        engine.copy_batch(plan, b.id, pg18_source, pg15_target)
+    engine.finalize(plan, pg18_source, pg15_target)
+    assert engine.validate(plan, pg18_source, pg15_target)["ok"]
+
+
 def test_a_copy_stopped_midway_leaves_the_source_connection_usable(pg18_source: Any) -> None:
     from engines.connectors import open_connector
     from engines.migration.sources import PostgresSource
