@@ -17,30 +17,21 @@ def _rot(x: int, k: int) -> int:
 
 
 def _mix(a: int, b: int, c: int) -> tuple[int, int, int]:
-    a = ((a - c) & _M32) ^ _rot(c, 4)
-    c = (c + b) & _M32
-    b = ((b - a) & _M32) ^ _rot(a, 6)
-    a = (a + c) & _M32
-    c = ((c - b) & _M32) ^ _rot(b, 8)
-    b = (b + a) & _M32
-    a = ((a - c) & _M32) ^ _rot(c, 16)
-    c = (c + b) & _M32
-    b = ((b - a) & _M32) ^ _rot(a, 19)
-    a = (a + c) & _M32
-    c = ((c - b) & _M32) ^ _rot(b, 4)
-    b = (b + a) & _M32
+    """lookup3's mix(): six steps ``x -= z; x ^= rot(z, r); z += y``, the roles turning a -> b -> c."""
+    for r in (4, 6, 8, 16, 19, 4):
+        a = ((a - c) & _M32) ^ _rot(c, r)
+        c = (c + b) & _M32
+        a, b, c = b, c, a
     return a, b, c
 
 
 def _final(a: int, b: int, c: int) -> tuple[int, int, int]:
-    c = ((c ^ b) - _rot(b, 14)) & _M32
-    a = ((a ^ c) - _rot(c, 11)) & _M32
-    b = ((b ^ a) - _rot(a, 25)) & _M32
-    c = ((c ^ b) - _rot(b, 16)) & _M32
-    a = ((a ^ c) - _rot(c, 4)) & _M32
-    b = ((b ^ a) - _rot(a, 14)) & _M32
-    c = ((c ^ b) - _rot(b, 24)) & _M32
-    return a, b, c
+    """lookup3's final(): seven steps ``x ^= y; x -= rot(y, r)`` on (c, b), (a, c), (b, a), (c, b) ..."""
+    v = [a, b, c]
+    for i, r in enumerate((14, 11, 25, 16, 4, 14, 24)):
+        x, y = ((2, 1), (0, 2), (1, 0))[i % 3]
+        v[x] = ((v[x] ^ v[y]) - _rot(v[y], r)) & _M32
+    return v[0], v[1], v[2]
 
 
 def py_hash(data: bytes, seed: int = 0) -> int:
