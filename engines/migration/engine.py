@@ -248,9 +248,15 @@ def _max_watermark(src: Any, table: Table, column: str) -> str | None:
 
 
 def prepare(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig) -> MigrationPlan:
-    """Create the target schema (or check the existing one); records what it created for rollback."""
+    """Create the target schema (or check the existing one); records what it created for rollback. Tables
+    copied by a streaming path get their primary key at finalize; the typed path reads each batch's range
+    back as it writes it, so its tables get the key (and its index) now."""
     with connections(source, target) as (_, tgt):
-        plan.created = tgt.prepare(plan)
+        if isinstance(tgt, PostgresTarget):
+            keyed_now = {t.source for t in plan.tables if plan.path != "pg-pg" and text_spec(plan, t) is None}
+            plan.created = tgt.prepare(plan, keyed_now)
+        else:
+            plan.created = tgt.prepare(plan)
     return plan
 
 

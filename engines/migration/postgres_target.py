@@ -73,20 +73,22 @@ class PostgresTarget:
         conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{int(lock_timeout * 1000)}ms")))
 
     # ------------------------------------------------------------ prepare / rollback
-    def prepare(self, plan: MigrationPlan) -> list[str]:
-        """Create the control tables, enum types and tables that do not exist; snapshot the ones that do."""
+    def prepare(self, plan: MigrationPlan, keyed_now: set[str] | frozenset[str] = frozenset()) -> list[str]:
+        """Create the control tables, enum types and tables that do not exist (with their primary key only
+        for the tables in ``keyed_now``; ``add_key`` builds the others' after the load); snapshot the ones
+        that do exist."""
         created: list[str] = list(plan.created)
         with self.conn.transaction():
             for stmt in DDL:
                 self.conn.execute(stmt)
             for table in plan.tables:
-                self._create(plan, table, created)
+                self._create(plan, table, created, table.source in keyed_now)
         if plan.type == "incremental":  # upserts need the key; a base run that never finalized lacks it
             for table in plan.tables:
                 self.add_key(dataclasses.replace(plan, created=created), table)
         return created
 
-    def _create(self, plan: MigrationPlan, table: Table, created: list[str]) -> None:
+    def _create(self, plan: MigrationPlan, table: Table, created: list[str], keyed: bool) -> None:
         for col, values in table.enums.items():
             type_name = next(c.target_type for c in table.columns if c.name == col)
             if not self._exists("SELECT 1 FROM pg_type WHERE typname = %s", type_name):
@@ -117,6 +119,8 @@ class PostgresTarget:
             if not c.nullable:
                 parts.append(sql.SQL("NOT NULL"))
             cols.append(sql.SQL(" ").join(parts))
+        if keyed and table.key:
+            cols.append(sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(sql.Identifier(k) for k in table.key)))
         self.conn.execute(sql.SQL("CREATE TABLE {} ({})").format(ident, sql.SQL(", ").join(cols)))
         created.append(f"table:{table.target}")
 

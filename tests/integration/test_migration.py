@@ -86,6 +86,10 @@ MARIA_SETUP = [
     "CREATE TABLE links (id INT PRIMARY KEY, item_id INT UNSIGNED, CONSTRAINT link_item FOREIGN KEY (item_id)"
     " REFERENCES items (id) ON DELETE CASCADE)",
     "INSERT INTO links VALUES (1, 1), (2, 5), (3, NULL)",
+    # types whose text differs between the servers: the typed path (Python values, read back per batch)
+    "CREATE TABLE measures (id INT PRIMARY KEY, f FLOAT, d DOUBLE, at DATETIME(6))",
+    "INSERT INTO measures SELECT seq, seq / 3, seq / 7, TIMESTAMP('2026-01-01 00:00:00.123456') + INTERVAL seq SECOND"
+    " FROM seq_1_to_30",
 ]
 
 
@@ -145,6 +149,12 @@ def test_mariadb_to_postgresql_with_pgloader_casts_rejects_and_validation(maria_
     tampered = next(t for t in engine.validate(plan, maria_source, pg15_target)["tables"] if t["table"] == "items")
     assert [(m["from"], m["to"]) for m in tampered["mismatched_ranges"]] == [
         (b.lo, b.hi) for b in plan.batches if b.table == "items" and (b.lo or [0])[0] <= 20 < (b.hi or [99])[0]]
+    assert engine.text_spec(plan, plan.table("measures")) is None and by_table["measures"]["target_rows"] == 30
+    assert _rows(pg15_target, "SELECT f, d, at FROM measures WHERE id = 3") == [
+        (1.0, 0.428571428, dt.datetime(2026, 1, 1, 0, 0, 3, 123456))]  # MariaDB divides to 9 decimals
+    _exec(pg15_target, "UPDATE measures SET d = 0.5 WHERE id = 12")
+    moved = next(t for t in engine.validate(plan, maria_source, pg15_target)["tables"] if t["table"] == "measures")
+    assert [(m["from"][0] or 0) <= 12 < (m["to"] or [99])[0] for m in moved["mismatched_ranges"]] == [True]
     # batches whose lines held no escaped byte are rebuilt unescaped; a tab planted in one is still caught
     texts = [b.id for b in plan.batches if b.table == "texts"]
     flags = dict(_rows(pg15_target, "SELECT batch_id, escaped FROM _dbfleet_migration.checkpoints WHERE batch_id"
