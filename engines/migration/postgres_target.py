@@ -14,6 +14,7 @@ writes (its rows and its checkpoint commit together).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from engines.errors import ConfigError, DbfleetError
 from engines.migration.checksum import python_checksum, sql_checksum
 from engines.migration.model import Batch, MigrationPlan, Table
 from engines.migration.sources import SESSION, pg_range
@@ -55,8 +57,6 @@ def index_name(table: Table, obj: dict[str, Any]) -> str:
     name = f"{table.target_name}_{obj['name']}"
     if len(name.encode()) <= 63:
         return name
-    import hashlib
-
     return name.encode()[:54].decode(errors="ignore") + "_" + hashlib.md5(name.encode()).hexdigest()[:8]  # noqa: S324
 
 
@@ -129,12 +129,11 @@ class PostgresTarget:
 
     def _check_columns(self, table: Table) -> None:
         have = {r[0] for r in self.conn.execute(
-            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
-            (f'"{table.target_schema}"."{table.target_name}"',)).fetchall()}
+            "SELECT a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n"
+            " ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0"
+            " AND NOT a.attisdropped", (table.target_schema, table.target_name)).fetchall()}
         missing = [c.name for c in table.columns if c.name not in have]
         if missing:
-            from engines.errors import ConfigError
-
             raise ConfigError([("target", f"existing table {table.target} lacks columns {', '.join(missing)}")])
 
     def rollback(self, plan: MigrationPlan) -> list[str]:
@@ -292,12 +291,10 @@ class PostgresTarget:
             self.conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
                 target_ident(table), sql.SQL(", ").join(sql.Identifier(k) for k in table.key)))
         except (psycopg.errors.UniqueViolation, psycopg.errors.NotNullViolation) as exc:
-            from engines.errors import DbfleetError
-
             detail = " ".join(filter(None, [str(exc).splitlines()[0], exc.diag.message_detail]))
             raise DbfleetError(f"{table.target}: the copied rows cannot take the primary key "
-                               f"({', '.join(table.key)}): {detail}; fix the source rows, then roll the migration"
-                               " back and run it again") from None
+                               f"({', '.join(table.key)}): {detail}; remove the duplicates from the target (and"
+                               " their cause) and resume the migration, or roll it back") from None
 
     def build(self, plan: MigrationPlan, table: Table, obj: dict[str, Any]) -> str | None:
         """One secondary index or constraint of a table this migration created, unless it is there (a
@@ -348,9 +345,9 @@ class PostgresTarget:
         failed = [f for obj in table.schema if obj["kind"] == "constraint" and (f := self.build(plan, table, obj))]
         for c in table.columns:
             if c.identity:
-                self.conn.execute(sql.SQL("SELECT setval(pg_get_serial_sequence({}, {}), coalesce(max({}), 0) + 1,"
-                                          " false) FROM {}").format(
-                    sql.Literal(f'"{table.target_schema}"."{table.target_name}"'), sql.Literal(c.name),
+                self.conn.execute(sql.SQL("SELECT setval(pg_get_serial_sequence(quote_ident({}) || '.' || quote_ident({}),"
+                                          " {}), coalesce(max({}), 0) + 1, false) FROM {}").format(
+                    sql.Literal(table.target_schema), sql.Literal(table.target_name), sql.Literal(c.name),
                     sql.Identifier(c.name), target_ident(table)))
         return failed
 
