@@ -29,9 +29,10 @@ from psycopg import sql
 MOD = 2 ** 64
 
 
-# types with an extended hash function whose value does not depend on the server (an enum hashes its
-# OID, json has no hash function: those are hashed as text); arrays of them too
-_HASHABLE = re.compile(r"^(smallint|integer|bigint|numeric(\(\d+(,\d+)?\))?|real|double precision|boolean|bytea"
+# built-in types with an extended hash function whose value does not depend on the server (an enum hashes
+# its OID, json has no hash function: those are hashed as text), and whose binary COPY format is the same on
+# every server (user types' arrays and composites carry OIDs): arrays of them too
+STABLE_TYPES = re.compile(r"^(smallint|integer|bigint|numeric(\(\d+(,\d+)?\))?|real|double precision|boolean|bytea"
                        r"|date|time(\(\d\))? without time zone|timestamp(\(\d\))? with(out)? time zone|interval"
                        r"|uuid|inet|cidr|macaddr|jsonb|text|character varying(\(\d+\))?|character(\(\d+\))?)(\[\])?$")
 _COLLATABLE = re.compile(r"^(text|character varying(\(\d+\))?|character(\(\d+\))?)(\[\])?$")
@@ -49,7 +50,7 @@ def pg_row_hash(columns: Sequence[Any], source: bool = False) -> sql.Composed:
         expr: sql.Composable = sql.Identifier(c.name)
         if source and c.source_type != c.target_type:
             expr = sql.SQL("{}::{}").format(expr, sql.SQL(c.target_type))
-        if not _HASHABLE.match(c.target_type):
+        if not STABLE_TYPES.match(c.target_type):
             expr = sql.SQL("{}::text COLLATE \"C\"").format(expr)
         elif _COLLATABLE.match(c.target_type):
             expr = sql.SQL("{} COLLATE \"C\"").format(expr)

@@ -226,15 +226,17 @@ class PostgresTarget:
                            row[:2000].replace("\x00", "\\u0000")))
 
     def copy_text(self, plan: MigrationPlan, table: Table, batch: Batch, chunks: Iterable[bytes],
-                  lines: Callable[[], list[bytes]], key_of: Callable[[int], str]) -> tuple[list[int], int]:
-        """COPY text ``chunks`` as they come. If the target rejects them, the lines the chunks were made of
-        (``lines()``, asked only then) are bisected: good halves are written, each bad line goes to the
-        reject table. Returns (indexes of the rejected lines, rows written)."""
+                  lines: Callable[[], list[bytes]], key_of: Callable[[int], str],
+                  binary: bool = False) -> tuple[list[int], int]:
+        """COPY ``chunks`` (text, or ``binary``) as they come. If the target rejects them, the batch's COPY
+        text lines (``lines()``, asked only then) are bisected: good halves are written, each bad line goes
+        to the reject table. Returns (indexes of the rejected lines, rows written)."""
         cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
         stmt = sql.SQL("COPY {} ({}) FROM STDIN").format(target_ident(table), cols)
+        first = sql.SQL("{} (FORMAT binary)").format(stmt) if binary else stmt
         try:
             with self.conn.transaction(), self.conn.cursor() as cur:
-                with cur.copy(stmt) as copy:
+                with cur.copy(first) as copy:
                     for chunk in chunks:
                         copy.write(chunk)
                 written = int(cur.rowcount)

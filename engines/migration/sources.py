@@ -149,12 +149,15 @@ class PostgresSource:
         cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
         return sql.SQL("SELECT {} FROM {} WHERE {}").format(cols, pg_ident(table), where), params
 
-    def copy_chunks(self, table: Table, batch: Batch, rows_per_chunk: int = 2000) -> Generator[bytes, None, None]:
-        """The batch as COPY text, ``rows_per_chunk`` rows at a time. COPY TO sends a message per row: they
-        are read with libpq's own call in a plain loop (psycopg's Copy object costs ~1 us of Python per
-        message, as much as the server spends producing it). Closing the generator early cancels the COPY."""
+    def copy_chunks(self, table: Table, batch: Batch, rows_per_chunk: int = 2000,
+                    binary: bool = False) -> Generator[bytes, None, None]:
+        """The batch as COPY text (or binary), ``rows_per_chunk`` rows at a time. COPY TO sends a message
+        per row: they are read with libpq's own call in a plain loop (psycopg's Copy object costs ~1 us of
+        Python per message, as much as the server spends producing it). Closing the generator early
+        cancels the COPY."""
         query, params = self.select(table, batch)
-        statement = psycopg.ClientCursor(self.conn).mogrify(sql.SQL("COPY ({}) TO STDOUT").format(query), params)
+        statement = psycopg.ClientCursor(self.conn).mogrify(sql.SQL("COPY ({}) TO STDOUT{}").format(
+            query, sql.SQL(" (FORMAT binary)" if binary else "")), params)
         pg, done = self.conn.pgconn, False
         with self.conn.lock:
             pg.send_query(statement.encode())
