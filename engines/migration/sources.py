@@ -160,7 +160,7 @@ class PostgresSource:
             query, sql.SQL(" (FORMAT binary)" if binary else "")), params)
         pg, done = self.conn.pgconn, False
         with self.conn.lock:
-            pg.send_query(statement.encode())
+            pg.send_query(statement.encode(self.conn.info.encoding))
             result = pg.get_result()
             if result is None or result.status != pq.ExecStatus.COPY_OUT:
                 _drain(pg)
