@@ -94,7 +94,7 @@ class Fleet:
                                validation=validation, indexes=indexes)
         planned = time.perf_counter() - start
         migrations.run(plan.id)
-        final = migrations.MigrationProgress(plan.id).wait_sync(timeout=3600, poll=0.2)
+        final = migrations.MigrationProgress(plan.id).wait_sync(timeout=3600, poll=0.05)
         final["wall"] = time.perf_counter() - start
         final["plan_seconds"] = planned
         print("   where the time went (task runtimes from the worker log):", self.task_times(plan.id))
