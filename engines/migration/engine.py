@@ -340,8 +340,10 @@ def _copy_pg(src: PostgresSource, tgt: PostgresTarget, plan: MigrationPlan, tabl
             n, checksum = conn.execute(sql.SQL("SELECT {} FROM {} WHERE {}").format(
                 pg_hash_items(table.columns, source=True), pg_ident(table), where), args).fetchone()
             expected = (int(n), int(checksum))
-        # binary COPY costs the target a third less than text; types whose binary form names OIDs go as text
-        binary = all(c.source_type == c.target_type and STABLE_TYPES.match(c.target_type) for c in table.columns)
+        # binary COPY costs the target a third less than text; types whose binary form names OIDs go as text,
+        # and so does a table that existed before (its column types may differ: binary would reinterpret)
+        binary = f"table:{table.target}" in plan.created and all(
+            c.source_type == c.target_type and STABLE_TYPES.match(c.target_type) for c in table.columns)
         kept: list[bytes] = []
         split: list[list[bytes]] = []
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -47,6 +47,10 @@ def key_text(table: Table, row: Sequence[Any]) -> str:
     """The row's key as JSON (for the reject table); raw bytes are shown as text."""
     return json.dumps([row[i].decode(errors="replace") if isinstance(row[i], bytes) else row[i]
                        for i, c in enumerate(table.columns) if c.name in table.key], default=str)
+
+
+class _SourceFailed(Exception):
+    """Carries an exception raised while reading the source out through the target's COPY."""
 
 
 def index_name(table: Table, obj: dict[str, Any]) -> str:
@@ -234,13 +238,22 @@ class PostgresTarget:
         cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
         stmt = sql.SQL("COPY {} ({}) FROM STDIN").format(target_ident(table), cols)
         first = sql.SQL("{} (FORMAT binary)").format(stmt) if binary else stmt
+
+        def from_source() -> Iterator[bytes]:  # the source's own errors are not rejects of the target
+            try:
+                yield from chunks
+            except Exception as exc:
+                raise _SourceFailed() from exc
+
         try:
             with self.conn.transaction(), self.conn.cursor() as cur:
                 with cur.copy(first) as copy:
-                    for chunk in chunks:
+                    for chunk in from_source():
                         copy.write(chunk)
                 written = int(cur.rowcount)
             return [], written
+        except _SourceFailed as failed:
+            raise failed.__cause__ from None  # type: ignore[misc]
         except (psycopg.DataError, psycopg.IntegrityError):
             for _ in chunks:  # read the rest of the batch: every line is needed to find the bad ones
                 pass

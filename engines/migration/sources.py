@@ -19,8 +19,9 @@ from engines.migration.model import Batch, Column, Embed, Table
 from engines.migration.types import enum_values, map_mysql
 
 # the same text forms on both sides (checksums compare row text); no statement timeout: a batch is bounded
-# by its size, and the task's time limit bounds the rest
-SESSION = ("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 3; "
+# by its size, and the task's time limit bounds the rest; UTF-8 on the wire whatever the database's encoding
+# (a SQL_ASCII database would otherwise make the driver send text parameters as bytes)
+SESSION = ("SET client_encoding = 'UTF8'; SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 3; "
            "SET bytea_output = 'hex'; SET IntervalStyle = 'postgres'; SET statement_timeout = 0")
 
 

@@ -335,6 +335,37 @@ def test_postgresql_rows_an_existing_table_refuses_are_rejects(pg18_source: Any,
     assert _rows(pg15_target, "SELECT id FROM odd_text ORDER BY 1") == [(1,), (3,)]
 
 
+def test_a_sql_ascii_source_migrates_its_utf8_and_names_bytes_that_are_not(embedded_pg: Any, pg15_target: Any) -> None:
+    name = f"mig_ascii_{uuid.uuid4().hex[:8]}"
+    with pg_admin(embedded_pg.port, CANARY) as admin:
+        admin.execute(f"CREATE DATABASE \"{name}\" ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+    try:
+        with psycopg.connect(host="127.0.0.1", port=embedded_pg.port, user="postgres", password=CANARY, dbname=name,
+                             autocommit=True, client_encoding="UTF8") as c:
+            c.execute("CREATE TABLE légacy (id int PRIMARY KEY, s text NOT NULL)")
+            c.execute("INSERT INTO légacy SELECT g, 'ròw ' || g FROM generate_series(1, 300) g")
+            c.execute("UPDATE légacy SET s = convert_from('\\x6361666580'::bytea, 'SQL_ASCII') WHERE id = 42")
+        source = db("ascii_src", kind="postgresql", host="127.0.0.1", port=embedded_pg.port, dbname=name,
+                    user="postgres", password_env="DBFLEET_TEST_CANARY")
+        plan = engine.prepare(engine.plan_migration(source, pg15_target, batch_size=1000), source, pg15_target)
+        assert [t.source for t in plan.tables] == ["public.légacy"]  # names read as UTF-8, not as bytes
+        # a byte that is not UTF-8 fails its batch on the source, named, and the batch writes nothing
+        with pytest.raises(psycopg.errors.CharacterNotInRepertoire, match="invalid byte sequence.*0x80"):
+            engine.copy_batch(plan, plan.batches[0].id, source, pg15_target)
+        assert _rows(pg15_target, "SELECT count(*) FROM légacy") == [(0,)]
+        with psycopg.connect(host="127.0.0.1", port=embedded_pg.port, user="postgres", password=CANARY, dbname=name,
+                             autocommit=True, client_encoding="UTF8") as c:
+            c.execute("UPDATE légacy SET s = 'café' WHERE id = 42")  # fixed at the source: the batch runs
+        for b in plan.batches:
+            engine.copy_batch(plan, b.id, source, pg15_target)
+        engine.finalize(plan, source, pg15_target)
+        assert engine.validate(plan, source, pg15_target)["ok"]
+        assert _rows(pg15_target, "SELECT s FROM légacy WHERE id IN (7, 42) ORDER BY id") == [("ròw 7",), ("café",)]
+    finally:
+        with pg_admin(embedded_pg.port, CANARY) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def test_a_batch_the_target_cannot_take_now_fails_cleanly_and_runs_later(pg18_source: Any, pg15_target: Any) -> None:
     _exec(pg15_target, "CREATE TABLE users (id bigint PRIMARY KEY, email text, name text NOT NULL, born date,"
                        " seen timestamptz, score numeric(12,3), tags text[], meta jsonb, avatar bytea)")
