@@ -150,7 +150,8 @@ class MongoTarget(DocumentTarget):
         counts: dict[str, list[tuple[str, str, int]]] = {f: [] for f in embedded or {}}
         if embedded:
             names = [c.name for c in table.columns]
-            keys = [tuple(r[names.index(k)] for k in table.key) for r in rows]
+            at = [names.index(k) for k in table.key]
+            keys = [tuple(r[i] for i in at) for r in rows]
             for (i, d), key in zip(docs, keys, strict=True):
                 for field, by_key in embedded.items():
                     subs = by_key.get(key, [])

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -326,15 +325,14 @@ def copy_batch(plan: MigrationPlan, batch_id: int, source: DatabaseConfig, targe
 
 def _copy_pg(src: PostgresSource, tgt: PostgresTarget, plan: MigrationPlan, table: Table,
              batch: Batch) -> tuple[int, int, int]:
-    """COPY the range out of the source as text and into the target as it comes (same types on both sides:
-    nothing to convert). When validating, the source server first counts and hashes the range
-    (``pg_hash_items``) in the same snapshot as the COPY; validation has the target hash its rows the
-    same way. Rows the target refuses (an existing table's constraint) go to the rejects, and the
-    source hashes them again to take them out of the batch's checksum."""
+    """COPY the range out of the source and into the target as it comes (binary, or text for types whose
+    binary form differs between servers and for tables that existed before). When validating, the source
+    server first counts and hashes the range (``pg_hash_items``) in the same snapshot as the COPY;
+    validation has the target hash its rows the same way. Rows the target refuses (an existing table's
+    constraint) go to the rejects, and the source hashes them again to take them out of the checksum."""
     conn = src.conn
     expected = None
-    with conn.transaction():  # one snapshot for the checksum and the rows copied
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    with src.snapshot():  # one snapshot for the checksum and the rows copied
         where, args = pg_range(table.key, batch)
         if plan.validation:
             n, checksum = conn.execute(sql.SQL("SELECT {} FROM {} WHERE {}").format(
@@ -377,21 +375,11 @@ def _copy_pg(src: PostgresSource, tgt: PostgresTarget, plan: MigrationPlan, tabl
     return copied, expected[1], len(rejected)
 
 
-_COPY_UNESCAPE = {b"b": b"\b", b"f": b"\f", b"n": b"\n", b"r": b"\r", b"t": b"\t", b"v": b"\v"}
-
-
-def _field(raw: bytes) -> str | None:
-    """A field of a COPY TO text line as the text it stands for (None for \\N)."""
-    if raw == b"\\N":
-        return None
-    return re.sub(rb"\\(.)", lambda m: _COPY_UNESCAPE.get(m.group(1), m.group(1)), raw).decode()
-
-
 def _line_key(table: Table, line: bytes) -> list[str | None]:
     """The key of a COPY line (every column for a table without one), as text."""
     fields = line.split(b"\t")
     names = [c.name for c in table.columns]
-    return [_field(fields[names.index(k)]) for k in (table.key or names)]
+    return [textpath.unescape(fields[names.index(k)]) for k in (table.key or names)]
 
 
 def _rows_like(table: Table, lines: list[bytes]) -> sql.Composable:
@@ -405,7 +393,7 @@ def _rows_like(table: Table, lines: list[bytes]) -> sql.Composable:
     for line in lines:
         fields = line.split(b"\t")
         wanted.append(sql.SQL("ROW({})").format(sql.SQL(", ").join(
-            sql.SQL("{}::{}::text").format(sql.Literal(_field(fields[names.index(c.name)])),
+            sql.SQL("{}::{}::text").format(sql.Literal(textpath.unescape(fields[names.index(c.name)])),
                                            sql.SQL(c.source_type)) for c in cols)))
     return sql.SQL("({})").format(sql.SQL(" OR ").join(sql.SQL("{} IS NOT DISTINCT FROM {}").format(row, w)
                                                         for w in wanted))
@@ -474,8 +462,7 @@ def _copy_documents(src: Any, tgt: DocumentTarget, plan: MigrationPlan, table: T
     convert = converter([c.cast for c in table.columns])
     embedded: dict[str, dict[tuple[Any, ...], list[dict[str, Any]]]] = {}
     if table.embeds:  # parents and children from one snapshot
-        with src.conn.transaction():
-            src.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        with src.snapshot():
             rows = [convert(r) for r in _source_rows(src, plan, table, batch)]
             for e in table.embeds:
                 embedded[e.field] = _children(src, e, batch)
@@ -551,9 +538,9 @@ def validate(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig
             return _validate_documents(plan, src, tgt, cps, report)
         jobs: list[tuple[str, Callable[[PostgresTarget], dict[int | None, tuple[int, int]]]]] = []
         if plan.type != MigrationType.INCREMENTAL.value:
+            escaped = {b for b, cp in cps.items() if cp.get("escaped", True)}
             for table in plan.tables:
                 batches = sorted((b for b in plan.batches if b.table == table.source), key=lambda b: b.id)
-                escaped = {b for b, cp in cps.items() if cp.get("escaped", True)}
                 jobs += [(table.source, job) for job in _measure_jobs(plan, table, batches, escaped)]
         measured: dict[str, dict[int | None, tuple[int, int]]] = {t.source: {} for t in plan.tables}
         with ThreadPoolExecutor(max(1, min(plan.parallel_workers, 4, len(jobs)))) as pool:
@@ -642,7 +629,7 @@ def _measure_jobs(plan: MigrationPlan, table: Table, batches: list[Batch], escap
     (count, checksum). A single-column key: the batches split into up to ``parallel_workers`` parts of
     consecutive ranges, each part one bucketed scan; other portable keys range by range. ``escaped``: the
     batches whose COPY lines were escaped (MySQL text path)."""
-    if not table.ranges_portable:  # typed path: checksummed over driver values (others rebuild COPY lines)
+    if not table.ranges_portable:  # no key, or a text-like key: the whole table at once
         anything = any(b.id in escaped for b in batches)
         return [lambda tgt: {None: _measure(plan, tgt, table, None, "python", anything)}]
     if len(table.key) != 1 or len(batches) < 2:

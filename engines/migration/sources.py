@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -144,6 +145,13 @@ class PostgresSource:
         edges: list[int | None] = [None, *range(per_batch, int(pages), per_batch), None]
         return [Batch(start_id + i, table.source, None if lo is None else [lo], None if hi is None else [hi], "ctid")
                 for i, (lo, hi) in enumerate(zip(edges, edges[1:], strict=False))]
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A read-only REPEATABLE READ transaction: every read inside sees the same rows."""
+        with self.conn.transaction():
+            self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield
 
     def select(self, table: Table, batch: Batch) -> tuple[sql.Composed, list[Any]]:
         where, params = pg_range(table.key, batch)

@@ -42,6 +42,17 @@ def escape(v: bytes) -> bytes:
     return v
 
 
+_UNESCAPE = {escaped[1:]: raw for raw, escaped in COPY_ESCAPES}
+_ESCAPED = re.compile(rb"\\(.)", re.DOTALL)
+
+
+def unescape(field: bytes) -> str | None:
+    """A field of a COPY TO text line as the text it stands for (None for the NULL marker)."""
+    if field == NULL:
+        return None
+    return _ESCAPED.sub(lambda m: _UNESCAPE.get(m.group(1), m.group(1)), field).decode()
+
+
 def _sql_escaped(expr: sql.Composable) -> sql.Composable:
     """``expr`` (text) escaped as ``escape`` does, in PostgreSQL."""
     for raw, escaped in COPY_ESCAPES:

@@ -36,6 +36,12 @@ def test_a_field_copy_must_escape_escapes_the_whole_chunk(dirty: bytes) -> None:
     assert b"\\N" not in lines[1].split(b"\t")  # a text '\N' never reads back as NULL
 
 
+@pytest.mark.parametrize("text", ["plain", "tab\there", "a\\b", "ends\\", "\\N", "bs\bff\fvt\vcr\rnl\n", ""])
+def test_unescape_reads_back_what_escape_wrote(text: str) -> None:
+    assert textpath.unescape(textpath.escape(text.encode())) == text
+    assert textpath.unescape(b"\\N") is None  # COPY's NULL marker, unlike the escaped text '\N'
+
+
 def test_the_encoder_remembers_whether_any_chunk_was_escaped() -> None:
     encoder = textpath.Encoder(textpath.plan_text(PLAIN) or [])
     encoder.encode([(b"1", b"plain", None)])
