@@ -10,14 +10,15 @@ DEMO_ARGS ?=
 
 .PHONY: install demo test test-unit lint bench clean-demo
 
-$(STAMP): pyproject.toml engines/migration/_linehash.c
+$(STAMP): pyproject.toml engines/migration/_linehash.c engines/migration/_relay.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
 	$(PY) -m pip install --quiet -e '.[fast]' >/dev/null 2>&1 || echo "note: mysqlclient did not build (it needs \
 	libmariadb-dev and pkg-config); migrations read MySQL through PyMySQL instead, about 5x slower"
-	$(PY) -c "from engines.migration import linehash; assert linehash.ACCELERATED" 2>/dev/null || echo "note: the C \
-	line hash did not build (it needs gcc and the Python headers); MySQL migration checksums run in Python, slower"
+	$(PY) -c "from engines.migration import linehash, relay; assert linehash.ACCELERATED and relay._c_relay" \
+	2>/dev/null || echo "note: the migrations' C modules did not build (they need gcc and the Python headers):\
+	MySQL checksums and the PostgreSQL COPY relay run in Python, slower"
 	touch $(STAMP)
 
 install: $(STAMP)

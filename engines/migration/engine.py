@@ -23,12 +23,13 @@ from psycopg import sql
 from engines.config import DatabaseConfig
 from engines.connectors import open_connector
 from engines.errors import ConfigError, DbfleetError
-from engines.migration import textpath
+from engines.migration import relay, textpath
 from engines.migration.checksum import (
     PG_HASH_MIN_VERSION,
     STABLE_TYPES,
     line_hash_items,
     pg_hash_items,
+    pg_row_hash,
     python_checksum,
 )
 from engines.migration.document_targets import ClickHouseTarget, DocumentTarget, ElasticsearchTarget, MongoTarget
@@ -331,17 +332,20 @@ def _copy_pg(src: PostgresSource, tgt: PostgresTarget, plan: MigrationPlan, tabl
     validation has the target hash its rows the same way. Rows the target refuses (an existing table's
     constraint) go to the rejects, and the source hashes them again to take them out of the checksum."""
     conn = src.conn
-    expected = None
+    expected: tuple[int, int] | None = None
+    # binary COPY costs the target a third less than text; types whose binary form names OIDs go as text,
+    # and so does a table that existed before (its column types may differ: binary would reinterpret)
+    binary = f"table:{table.target}" in plan.created and all(
+        c.source_type == c.target_type and STABLE_TYPES.match(c.target_type) for c in table.columns)
+    # binary batches go through the C relay when it is here; it also takes each row's hash out of the COPY's
+    # own scan (an extra last column), so the source reads the rows once
+    in_scan = binary and relay.available(conn.pgconn)
     with src.snapshot():  # one snapshot for the checksum and the rows copied
         where, args = pg_range(table.key, batch)
-        if plan.validation:
+        if plan.validation and not in_scan:
             n, checksum = conn.execute(sql.SQL("SELECT {} FROM {} WHERE {}").format(
                 pg_hash_items(table.columns, source=True), pg_ident(table), where), args).fetchone()
             expected = (int(n), int(checksum))
-        # binary COPY costs the target a third less than text; types whose binary form names OIDs go as text,
-        # and so does a table that existed before (its column types may differ: binary would reinterpret)
-        binary = f"table:{table.target}" in plan.created and all(
-            c.source_type == c.target_type and STABLE_TYPES.match(c.target_type) for c in table.columns)
         kept: list[bytes] = []
         split: list[list[bytes]] = []
 
@@ -351,18 +355,26 @@ def _copy_pg(src: PostgresSource, tgt: PostgresTarget, plan: MigrationPlan, tabl
                 split.append([line for chunk in text for line in chunk.split(b"\n")[:-1]])
             return split[0]
 
-        def chunks() -> Iterator[bytes]:
-            for chunk in source:
+        def chunks(stream: Iterator[bytes]) -> Iterator[bytes]:
+            for chunk in stream:
                 if not binary:
                     kept.append(chunk)
                 yield chunk
 
-        source = src.copy_chunks(table, batch, binary=binary)
+        def relayed(target: Any) -> None:
+            nonlocal expected
+            measured = src.relay_into(table, batch, target,
+                                      pg_row_hash(table.columns, source=True) if plan.validation else None)
+            if measured is not None:
+                expected = measured
+
+        source = None if in_scan else src.copy_chunks(table, batch, binary=binary)
         try:
-            rejected, copied = tgt.copy_text(plan, table, batch, chunks(), lines,
+            rejected, copied = tgt.copy_text(plan, table, batch, relayed if source is None else chunks(source), lines,
                                              lambda i: json.dumps(_line_key(table, lines()[i])), binary)
         finally:
-            source.close()  # a COPY the target gave up on: cancelled, so the connection is free again
+            if source is not None:
+                source.close()  # a COPY the target gave up on: cancelled, so the connection is free again
         if rejected and expected is not None:
             n, checksum = conn.execute(sql.SQL("SELECT {} FROM {} WHERE {} AND {}").format(
                 pg_hash_items(table.columns, source=True), pg_ident(table), where,

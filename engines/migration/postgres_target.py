@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import psycopg
@@ -229,33 +229,38 @@ class PostgresTarget:
                           (plan.id, batch.id, table.source, key, str(exc).splitlines()[0][:500],
                            row[:2000].replace("\x00", "\\u0000")))
 
-    def copy_text(self, plan: MigrationPlan, table: Table, batch: Batch, chunks: Iterable[bytes],
-                  lines: Callable[[], list[bytes]], key_of: Callable[[int], str],
-                  binary: bool = False) -> tuple[list[int], int]:
-        """COPY ``chunks`` (text, or ``binary``) as they come. If the target rejects them, the batch's COPY
-        text lines (``lines()``, asked only then) are bisected: good halves are written, each bad line goes
-        to the reject table. Returns (indexes of the rejected lines, rows written)."""
+    def copy_text(self, plan: MigrationPlan, table: Table, batch: Batch,
+                  chunks: Iterable[bytes] | Callable[[Any], Any], lines: Callable[[], list[bytes]],
+                  key_of: Callable[[int], str], binary: bool = False) -> tuple[list[int], int]:
+        """COPY ``chunks`` (text, or ``binary``) as they come, or let ``chunks(pgconn)`` write the COPY's data
+        itself (the C relay). If the target rejects them, the batch's COPY text lines (``lines()``, asked
+        only then) are bisected: good halves are written, each bad line goes to the reject table. Returns
+        (indexes of the rejected lines, rows written)."""
         cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
         stmt = sql.SQL("COPY {} ({}) FROM STDIN").format(target_ident(table), cols)
         first = sql.SQL("{} (FORMAT binary)").format(stmt) if binary else stmt
 
-        def from_source() -> Iterator[bytes]:  # the source's own errors are not rejects of the target
+        def from_source(copy: Any) -> None:  # the source's own errors are not rejects of the target
             try:
-                yield from chunks
+                if callable(chunks):
+                    copy.write(b"")  # psycopg: the data is whole (signature, trailer): add nothing at the end
+                    chunks(self.conn.pgconn)
+                    return
+                for chunk in chunks:
+                    copy.write(chunk)
             except Exception as exc:
                 raise _SourceFailed() from exc
 
         try:
             with self.conn.transaction(), self.conn.cursor() as cur:
                 with cur.copy(first) as copy:
-                    for chunk in from_source():
-                        copy.write(chunk)
+                    from_source(copy)
                 written = int(cur.rowcount)
             return [], written
         except _SourceFailed as failed:
             raise failed.__cause__ from None  # type: ignore[misc]
         except (psycopg.DataError, psycopg.IntegrityError):
-            for _ in chunks:  # read the rest of the batch: every line is needed to find the bad ones
+            for _ in () if callable(chunks) else chunks:  # read the rest: every line is needed to find the bad ones
                 pass
         every = lines()
         bad: list[int] = []

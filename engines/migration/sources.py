@@ -16,6 +16,7 @@ from psycopg import pq, sql
 
 from engines.config import DatabaseConfig
 from engines.errors import ConfigError
+from engines.migration import relay
 from engines.migration.model import Batch, Column, Embed, Table
 from engines.migration.types import enum_values, map_mysql
 
@@ -153,10 +154,42 @@ class PostgresSource:
             self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             yield
 
-    def select(self, table: Table, batch: Batch) -> tuple[sql.Composed, list[Any]]:
+    def select(self, table: Table, batch: Batch, *extra: sql.Composable) -> tuple[sql.Composed, list[Any]]:
+        """The batch's rows: its columns (then any ``extra`` expressions) in its key range."""
         where, params = pg_range(table.key, batch)
-        cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
+        cols = sql.SQL(", ").join([*(sql.Identifier(c.name) for c in table.columns), *extra])
         return sql.SQL("SELECT {} FROM {} WHERE {}").format(cols, pg_ident(table), where), params
+
+    @contextmanager
+    def copy_out(self, table: Table, batch: Batch, binary: bool = False,
+                 *extra: sql.Composable) -> Iterator[_CopyOut]:
+        """``COPY (select) TO STDOUT`` of the batch, started; the caller reads the messages off ``.pg`` and
+        sets ``.ended`` when libpq reports the end. Then the COPY's own result is checked (a server error
+        raised mid-stream arrives there); leaving earlier (the consumer stopped, an error) cancels it and
+        the connection stays usable. Holds the connection's lock throughout."""
+        query, params = self.select(table, batch, *extra)
+        statement = psycopg.ClientCursor(self.conn).mogrify(sql.SQL("COPY ({}) TO STDOUT{}").format(
+            query, sql.SQL(" (FORMAT binary)" if binary else "")), params)
+        pg = self.conn.pgconn
+        with self.conn.lock:
+            pg.send_query(statement.encode(self.conn.info.encoding))
+            result = pg.get_result()
+            if result is None or result.status != pq.ExecStatus.COPY_OUT:
+                _drain(pg)
+                raise _result_error(result, pg)
+            out = _CopyOut(pg)
+            try:
+                yield out
+                if out.ended:
+                    result = pg.get_result()
+                    if result is None or result.status != pq.ExecStatus.COMMAND_OK:
+                        raise _result_error(result, pg)
+            finally:
+                if not out.ended:  # stop the server, leave the link usable
+                    self.conn.cancel()
+                    while pg.get_copy_data(0)[0] > 0:
+                        pass
+                _drain(pg)
 
     def copy_chunks(self, table: Table, batch: Batch, rows_per_chunk: int = 2000,
                     binary: bool = False) -> Generator[bytes, None, None]:
@@ -164,42 +197,39 @@ class PostgresSource:
         per row: they are read with libpq's own call in a plain loop (psycopg's Copy object costs ~1 us of
         Python per message, as much as the server spends producing it). Closing the generator early
         cancels the COPY."""
-        query, params = self.select(table, batch)
-        statement = psycopg.ClientCursor(self.conn).mogrify(sql.SQL("COPY ({}) TO STDOUT{}").format(
-            query, sql.SQL(" (FORMAT binary)" if binary else "")), params)
-        pg, done = self.conn.pgconn, False
-        with self.conn.lock:
-            pg.send_query(statement.encode(self.conn.info.encoding))
-            result = pg.get_result()
-            if result is None or result.status != pq.ExecStatus.COPY_OUT:
-                _drain(pg)
-                raise _result_error(result, pg)
-            try:
-                get, pending = pg.get_copy_data, []
-                while True:
-                    n, data = get(0)
-                    if n > 0:
-                        pending.append(data)
-                        if len(pending) >= rows_per_chunk:
-                            yield b"".join(pending)
-                            pending.clear()
-                    elif n == -1:
-                        break
-                    else:
-                        raise psycopg.OperationalError(f"COPY out of {table.source} failed: "
-                                                       f"{pg.error_message.decode(errors='replace')}")
-                if pending:
-                    yield b"".join(pending)
-                done = True
-                result = pg.get_result()
-                if result is None or result.status != pq.ExecStatus.COMMAND_OK:
-                    raise _result_error(result, pg)
-            finally:
-                if not done:  # the consumer stopped (or the copy broke): stop the server, leave the link usable
-                    self.conn.cancel()
-                    while get(0)[0] > 0:
-                        pass
-                _drain(pg)
+        with self.copy_out(table, batch, binary) as out:
+            get, pending = out.pg.get_copy_data, []
+            while True:
+                n, data = get(0)
+                if n > 0:
+                    pending.append(data)
+                    if len(pending) >= rows_per_chunk:
+                        yield b"".join(pending)
+                        pending.clear()
+                elif n == -1:
+                    out.ended = True
+                    break
+                else:
+                    raise _copy_broken(table, out.pg)
+            if pending:
+                yield b"".join(pending)
+
+    def relay_into(self, table: Table, batch: Batch, target: Any, hash_expr: sql.Composable | None = None
+                   ) -> tuple[int, int] | None:
+        """COPY the batch (binary) straight into ``target``, a psycopg PGconn whose COPY FROM STDIN (FORMAT
+        binary) is started, through the C relay (``relay.available()``). With ``hash_expr`` the source computes
+        each row's hash in the same scan: returns (rows, sum of the hashes modulo 2**64); else None."""
+        with self.copy_out(table, batch, True, *([hash_expr] if hash_expr is not None else [])) as out:
+            status, rows, total = relay.relay(out.pg, target, hash_expr is not None)
+            if status == relay.SOURCE_FAILED:
+                raise _copy_broken(table, out.pg)
+            if status == relay.TARGET_FAILED:
+                raise psycopg.OperationalError(f"COPY into the target of {table.source} failed: "
+                                               f"{target.error_message.decode(errors='replace')}")
+            if status == relay.LAYOUT:
+                raise psycopg.OperationalError(f"COPY out of {table.source}: unexpected binary layout")
+            out.ended = True
+        return (rows, total) if hash_expr is not None else None
 
     def rows(self, table: Table, batch: Batch) -> Iterator[tuple[Any, ...]]:
         query, params = self.select(table, batch)
@@ -270,6 +300,15 @@ class PostgresSource:
             cols, sql.Identifier(embed.schema), sql.Identifier(embed.name), where, order)
         return list(self.conn.execute(query, params).fetchall())
 
+
+
+class _CopyOut:
+    def __init__(self, pg: Any) -> None:
+        self.pg, self.ended = pg, False
+
+
+def _copy_broken(table: Table, pg: Any) -> psycopg.OperationalError:
+    return psycopg.OperationalError(f"COPY out of {table.source} failed: {pg.error_message.decode(errors='replace')}")
 
 
 def _drain(pg: Any) -> None:

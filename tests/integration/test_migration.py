@@ -15,11 +15,14 @@ from typing import Any
 import psycopg
 import pymysql
 import pytest
+from psycopg import sql
 
 from engines.errors import ConfigError
-from engines.migration import engine
+from engines.migration import engine, relay
+from engines.migration.checksum import pg_hash_items
 from engines.migration.engine import MigrationFailed
 from engines.migration.model import MigrationType
+from engines.migration.sources import PostgresSource
 from tests.conftest import db
 from tests.integration.backup_cases import pg_admin
 from tests.servers import CANARY, require
@@ -252,8 +255,14 @@ def _fingerprint(database: Any, port: int = 5432, password: str | None = None) -
         return {k: c.execute(q).fetchone()[0] for k, q in queries.items()}
 
 
+@pytest.mark.parametrize("loop", ["c-relay", "python"])
 def test_postgresql_18_to_15_binary_copy_exact_rows_tamper_and_idempotence(pg18_source: Any, pg15_target: Any,
-                                                                          embedded_pg: Any) -> None:
+                                                                          embedded_pg: Any, loop: str,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    if loop == "python":  # as on a machine where the C relay was not compiled
+        monkeypatch.setattr(relay, "_c_relay", None)
+    elif relay._c_relay is None:
+        pytest.skip("the C COPY relay was not compiled here (no C compiler at install): the python run covers this")
     plan = engine.plan_migration(pg18_source, pg15_target, batch_size=700)
     assert plan.path == "pg-pg" and {b.by for b in plan.batches} == {"key", "ctid"}
     report = _run(plan, pg18_source, pg15_target)
@@ -287,6 +296,58 @@ def test_postgresql_18_to_15_binary_copy_exact_rows_tamper_and_idempotence(pg18_
     _exec(pg15_target, "DELETE FROM events WHERE ctid IN (SELECT ctid FROM events LIMIT 1)")
     keyless = next(t for t in engine.validate(plan, pg18_source, pg15_target)["tables"] if t["table"] == "public.events")
     assert not keyless["ok"] and keyless["target_rows"] == 4999
+
+
+def test_the_c_relay_copies_each_row_once_and_hashes_it_in_the_same_scan(pg18_source: Any, pg15_target: Any,
+                                                                        embedded_pg: Any,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    with psycopg.connect(host="127.0.0.1", port=embedded_pg.port, user="postgres", password=CANARY,
+                         dbname=pg18_source.dbname, autocommit=True) as c:  # a row larger than the relay's pieces
+        c.execute("UPDATE users SET avatar = decode(repeat('ab', 300000), 'hex') WHERE id = 5")
+        by_sql = c.execute(sql.SQL("SELECT {} FROM users WHERE id < 1001").format(
+            pg_hash_items(PostgresSource(c).discover(["users"])[0].columns, source=True))).fetchone()
+    plan = engine.prepare(engine.plan_migration(pg18_source, pg15_target, tables=["users", 'we;ird "t'],
+                                                batch_size=1000), pg18_source, pg15_target)
+    if relay._c_relay is None:
+        pytest.skip("the C COPY relay was not compiled here (no C compiler at install): nothing to test")
+    calls: list[bool] = []
+    c_relay = relay._c_relay
+    monkeypatch.setattr(relay, "_c_relay", lambda *args: calls.append(args[3]) or c_relay(*args))
+    monkeypatch.setattr(PostgresSource, "copy_chunks", lambda *_, **__: pytest.fail("the Python loop ran"))
+    for b in plan.batches:
+        engine.copy_batch(plan, b.id, pg18_source, pg15_target)
+    engine.finalize(plan, pg18_source, pg15_target)
+    assert calls == [True] * len(plan.batches)  # every batch relayed in C, hashes taken out of the stream
+    first = min(b.id for b in plan.batches if b.table == "public.users")
+    recorded = _rows(pg15_target, "SELECT rows, checksum FROM _dbfleet_migration.checkpoints WHERE batch_id = %s",
+                     (first,))
+    assert [(int(n), int(h)) for n, h in recorded] == [(int(by_sql[0]), int(by_sql[1]))] and by_sql[1] != 0
+    assert engine.validate(plan, pg18_source, pg15_target)["ok"]
+    assert _rows(pg15_target, "SELECT length(avatar) FROM users WHERE id = 5") == [(300000,)]
+    users = ("SELECT md5(string_agg(ROW(id, email, name, born, seen AT TIME ZONE 'UTC', score, tags, meta, avatar)"
+             "::text, '|' ORDER BY id)) FROM users")
+    with psycopg.connect(host="127.0.0.1", port=embedded_pg.port, user="postgres", password=CANARY,
+                         dbname=pg18_source.dbname) as c:
+        assert _rows(pg15_target, users) == c.execute(users).fetchall()
+
+
+def test_the_relay_refuses_a_stream_it_does_not_understand(pg18_source: Any, pg15_target: Any) -> None:
+    from engines.connectors import open_connector
+
+    _exec(pg15_target, "CREATE TABLE odd_text (id int, t text, ok boolean, c char(5), ip inet, arr text[])")
+    with open_connector(pg18_source) as connector, psycopg.connect(
+            host="127.0.0.1", user="postgres", dbname=pg15_target.dbname, autocommit=True) as target:
+        src = PostgresSource(connector.conn)
+        if not relay.available(src.conn.pgconn):
+            pytest.skip("the C COPY relay was not compiled here (no C compiler at install): nothing to test")
+        odd = src.discover(["odd_text"])[0]
+        with pytest.raises(psycopg.OperationalError, match="COPY out of public.odd_text: unexpected binary layout"):
+            with target.cursor().copy("COPY odd_text FROM STDIN (FORMAT binary)") as copy:
+                copy.write(b"")
+                # a last column that is not an 8-byte hash
+                src.relay_into(odd, engine.Batch(0, odd.source, None, None), target.pgconn, sql.SQL("'x'::text"))
+        assert src.conn.execute("SELECT count(*) FROM odd_text").fetchone() == (3,)  # the source COPY was cancelled
+        assert target.execute("SELECT count(*) FROM odd_text").fetchone() == (0,)  # and the target's abandoned
 
 
 def test_keys_and_constraints_come_after_the_load_and_what_fails_is_named(pg18_source: Any, pg15_target: Any) -> None:
@@ -390,7 +451,6 @@ def test_a_batch_the_target_cannot_take_now_fails_cleanly_and_runs_later(pg18_so
 
 def test_a_copy_stopped_midway_leaves_the_source_connection_usable(pg18_source: Any) -> None:
     from engines.connectors import open_connector
-    from engines.migration.sources import PostgresSource
 
     with open_connector(pg18_source) as connector:
         src = PostgresSource(connector.conn)
