@@ -249,13 +249,14 @@ class MigrationProgress:
         return store().progress(self.migration_id)
 
     def wait_sync(self, timeout: float = 3600, poll: float = 0.5) -> dict[str, Any]:
+        """Wait for the end (polling the status alone, cheap enough to poll often) and return the progress."""
         deadline = time.monotonic() + timeout
         while True:
-            snap = self.snapshot()
-            if snap["status"] in (COMPLETED, FAILED, ROLLED_BACK):
-                return snap
+            status = store().status(self.migration_id)
+            if status is None or status in (COMPLETED, FAILED, ROLLED_BACK):
+                return self.snapshot()  # an unknown id raises its clear error here
             if time.monotonic() > deadline:
-                raise TimeoutError(f"migration {self.migration_id} still {snap['status']} after {timeout:.0f}s")
+                raise TimeoutError(f"migration {self.migration_id} still {status} after {timeout:.0f}s")
             time.sleep(poll)
 
     async def wait(self, timeout: float = 3600, poll: float = 0.5) -> dict[str, Any]:

@@ -522,11 +522,10 @@ def finalize(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig
         rejects = sum(c.get("rejects", 0) for c in cps.values())
         if isinstance(tgt, DocumentTarget):
             return {"rows": sum(c["rows"] for c in cps.values()), "rejects": 0}
-        failed = _build_schema(plan, target, tgt, cps)
+        # validating: the foreign keys' validation and ANALYZE run in validate, beside the checksum scans
+        failed = _build_schema(plan, target, tgt, cps, checks=not plan.validation)
         if failed:
-            raise MigrationFailed(f"migration {plan.id}: the rows are copied, but {len(failed)} index(es) or"
-                                  f" constraint(s) could not be built on the target: {'; '.join(failed[:10])}."
-                                  f" Fix the target (or the rows) and resume it, or plan with --no-indexes")
+            raise _not_built(plan, failed)
         if plan.type == MigrationType.INCREMENTAL.value:
             for table in plan.tables:
                 if plan.until.get(table.source) is not None:
@@ -537,44 +536,87 @@ def finalize(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig
     return {"rows": sum(c["rows"] for c in cps.values()), "rejects": rejects}
 
 
+def _not_built(plan: MigrationPlan, failed: list[str]) -> MigrationFailed:
+    return MigrationFailed(f"migration {plan.id}: the rows are copied, but {len(failed)} index(es) or"
+                           f" constraint(s) could not be built on the target: {'; '.join(failed[:10])}."
+                           f" Fix the target (or the rows) and resume it, or plan with --no-indexes")
+
+
 def validate(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig) -> dict[str, Any]:
     """Count and checksum every batch's range on the target against what copy_batch recorded from the source.
 
     The target is read once: a table with a single-column key in one scan per part, rows bucketed by the
     batch boundaries (width_bucket); the parts (and the tables) are measured on ``parallel_workers``
-    connections at once (at most 4), so PostgreSQL checksums on as many cores."""
+    connections at once (at most 4), so PostgreSQL checksums on as many cores. Meanwhile, on one more
+    connection, the last step of the schema rebuild (``check_table``: foreign keys added NOT VALID are
+    validated, statistics gathered; a table at a time, largest first): it is single-threaded and
+    lock-bound, the checksum scans take no conflicting lock, so both fit in the time of the longer one.
+    A foreign key that does not hold fails the migration as finalize would."""
     report: dict[str, Any] = {"migration_id": plan.id, "tables": [], "ok": True}
     with connections(source, target) as (src, tgt):
         cps = tgt.checkpoints(plan)
         if isinstance(tgt, DocumentTarget):
             return _validate_documents(plan, src, tgt, cps, report)
+        escaped = {b for b, cp in cps.items() if cp.get("escaped", True)}
+        batches = {t.source: sorted((b for b in plan.batches if b.table == t.source), key=lambda b: b.id)
+                   for t in plan.tables}
+        # a table with a single-column key is first measured whole (parts of its key space summed, no
+        # grouping); only a table whose total differs is measured batch by batch, to name the ranges
+        whole = {t.source for t in plan.tables if t.ranges_portable and len(t.key) == 1 and len(batches[t.source]) > 1}
         jobs: list[tuple[str, Callable[[PostgresTarget], dict[int | None, tuple[int, int]]]]] = []
         if plan.type != MigrationType.INCREMENTAL.value:
-            escaped = {b for b, cp in cps.items() if cp.get("escaped", True)}
             for table in plan.tables:
-                batches = sorted((b for b in plan.batches if b.table == table.source), key=lambda b: b.id)
-                jobs += [(table.source, job) for job in _measure_jobs(plan, table, batches, escaped)]
+                jobs += [(table.source, job) for job in _measure_jobs(plan, table, batches[table.source], escaped,
+                                                                      grouped=table.source not in whole)]
         measured: dict[str, dict[int | None, tuple[int, int]]] = {t.source: {} for t in plan.tables}
-        with ThreadPoolExecutor(max(1, min(plan.parallel_workers, 4, len(jobs)))) as pool:
+        totals: dict[str, tuple[int, int]] = {}
+        width = max(1, min(plan.parallel_workers, 4, len(jobs)))
+        with ThreadPoolExecutor(1) as checker, ThreadPoolExecutor(width) as pool:
+            checked = checker.submit(_on_new_connection, target, plan, partial(_check_tables, plan, cps))
             for (name, _), found in zip(jobs, pool.map(lambda j: _on_new_connection(target, plan, j[1]), jobs),
                                         strict=True):
+                if name in whole:
+                    n, c = totals.get(name, (0, 0))
+                    totals[name] = (n + found[None][0], (c + found[None][1]) % 2 ** 64)
+                else:
+                    measured[name].update(found)
+            differ = [t for t in plan.tables if t.source in totals and totals[t.source] != (
+                sum(cps.get(b.id, {}).get("rows", 0) for b in batches[t.source]),
+                sum(cps.get(b.id, {}).get("written", 0) for b in batches[t.source]) % 2 ** 64)]
+            again = [(t.source, job) for t in differ for job in _measure_jobs(plan, t, batches[t.source], escaped)]
+            for (name, _), found in zip(again, pool.map(lambda j: _on_new_connection(target, plan, j[1]), again),
+                                        strict=True):
                 measured[name].update(found)
+            failed = checked.result()
+        if failed:
+            raise _not_built(plan, failed)
         for table in plan.tables:
-            report["tables"].append(_table_report(plan, table, cps, measured[table.source]))
+            verified = totals.get(table.source) if table not in differ else None
+            report["tables"].append(_table_report(plan, table, cps, measured[table.source], verified))
             report["ok"] = report["ok"] and report["tables"][-1]["ok"]
         report["rejects"] = tgt.rejects(plan)[:100]
     return report
 
 
+def _by_size(plan: MigrationPlan, cps: dict[int, dict[str, Any]]) -> list[Table]:
+    """The plan's tables, the most rows copied first."""
+    rows = {t.source: sum(cps.get(b.id, {}).get("rows", 0) for b in plan.batches if b.table == t.source)
+            for t in plan.tables}
+    return sorted(plan.tables, key=lambda t: -rows[t.source])
+
+
+def _check_tables(plan: MigrationPlan, cps: dict[int, dict[str, Any]], tgt: PostgresTarget) -> list[str]:
+    return [f for t in _by_size(plan, cps) for f in tgt.check_table(plan, t)]
+
+
 def _build_schema(plan: MigrationPlan, target: DatabaseConfig, tgt: PostgresTarget,
-                  cps: dict[int, dict[str, Any]]) -> list[str]:
+                  cps: dict[int, dict[str, Any]], checks: bool = True) -> list[str]:
     """Keys, indexes and constraints after the load, as pg_restore --jobs does: in phases whose locks do not
     conflict, each phase's jobs on ``parallel_workers`` connections at once (at most 4), largest tables
     first. 1: per table, primary key and constraints (ACCESS EXCLUSIVE); 2: every index on its own
-    (SHARE locks share); 3: foreign keys added NOT VALID, one at a time (brief); 4: per table, validate
-    them and ANALYZE. Returns what failed."""
-    rows = {t.source: sum(cps[b.id]["rows"] for b in plan.batches if b.table == t.source) for t in plan.tables}
-    tables = sorted(plan.tables, key=lambda t: -rows[t.source])
+    (SHARE locks share); 3: foreign keys added NOT VALID, one at a time (brief); 4 (``checks``; else
+    validate does it): per table, validate them and ANALYZE. Returns what failed."""
+    tables = _by_size(plan, cps)
 
     def run(jobs: list[Callable[[PostgresTarget], Any]]) -> list[Any]:
         with ThreadPoolExecutor(max(1, min(plan.parallel_workers, 4, len(jobs) or 1))) as pool:
@@ -587,6 +629,8 @@ def _build_schema(plan: MigrationPlan, target: DatabaseConfig, tgt: PostgresTarg
     failed += [f for f in run([partial(_build_one, plan, t, o) for t in tables for o in t.schema
                                if o["kind"] == "index"]) if f]
     failed += [f for t in tables for o in t.schema if o["kind"] == "fk" and (f := tgt.build(plan, t, o))]
+    if not checks:
+        return failed
     return failed + [f for found in run([partial(_check_table, plan, t) for t in tables]) for f in found]
 
 
@@ -608,7 +652,10 @@ def _on_new_connection(target: DatabaseConfig, plan: MigrationPlan, job: Callabl
 
 
 def _table_report(plan: MigrationPlan, table: Table, cps: dict[int, dict[str, int]],
-                  measured: dict[int | None, tuple[int, int]]) -> dict[str, Any]:
+                  measured: dict[int | None, tuple[int, int]], verified: tuple[int, int] | None = None
+                  ) -> dict[str, Any]:
+    """The table's validation entry. ``verified``: the target's whole-table (count, checksum), already found
+    equal to the sum of the batches' checkpoints (checksums add up: every batch range agrees)."""
     batches = [b for b in plan.batches if b.table == table.source]
     entry: dict[str, Any] = {"table": table.source, "target": table.target, "batches": len(batches),
                              "source_rows": sum(cps.get(b.id, {}).get("rows", 0) for b in batches),
@@ -616,6 +663,8 @@ def _table_report(plan: MigrationPlan, table: Table, cps: dict[int, dict[str, in
                              "mismatched_ranges": []}
     if plan.type == MigrationType.INCREMENTAL.value:
         entry["target_rows"] = None  # upserts of changed rows: counts do not add up by design
+    elif verified is not None:
+        entry["target_rows"] = verified[0]
     elif table.ranges_portable:
         for b in batches:  # server-side checksums: they catch any change since the write
             cp = cps.get(b.id, {"rows": 0, "written": 0})
@@ -635,12 +684,13 @@ def _table_report(plan: MigrationPlan, table: Table, cps: dict[int, dict[str, in
     return entry
 
 
-def _measure_jobs(plan: MigrationPlan, table: Table, batches: list[Batch], escaped: set[int]
+def _measure_jobs(plan: MigrationPlan, table: Table, batches: list[Batch], escaped: set[int], grouped: bool = True
                   ) -> list[Callable[[PostgresTarget], dict[int | None, tuple[int, int]]]]:
-    """Measurements of the target, each on its own connection: batch id (None: the whole table) ->
-    (count, checksum). A single-column key: the batches split into up to ``parallel_workers`` parts of
-    consecutive ranges, each part one bucketed scan; other portable keys range by range. ``escaped``: the
-    batches whose COPY lines were escaped (MySQL text path)."""
+    """Measurements of the target, each on its own connection: batch id (None: the whole table, or with
+    ``grouped`` False the part's total) -> (count, checksum). A single-column key: the batches split into up
+    to ``parallel_workers`` parts of consecutive ranges, each part one scan (bucketed by batch when
+    ``grouped``); other portable keys range by range. ``escaped``: the batches whose COPY lines were
+    escaped (MySQL text path)."""
     if not table.ranges_portable:  # no key, or a text-like key: the whole table at once
         anything = any(b.id in escaped for b in batches)
         return [lambda tgt: {None: _measure(plan, tgt, table, None, "python", anything)}]
@@ -648,21 +698,27 @@ def _measure_jobs(plan: MigrationPlan, table: Table, batches: list[Batch], escap
         return [lambda tgt: {b.id: _measure(plan, tgt, table, b, "sql", b.id in escaped) for b in batches}]
     parts = min(plan.parallel_workers, 4, len(batches))
     size = -(-len(batches) // parts)
-    return [partial(_measure_part, plan, table, batches[i:i + size], escaped) for i in range(0, len(batches), size)]
+    return [partial(_measure_part, plan, table, batches[i:i + size], escaped, grouped=grouped)
+            for i in range(0, len(batches), size)]
 
 
-def _measure_part(plan: MigrationPlan, table: Table, part: list[Batch], escaped: set[int], tgt: PostgresTarget
-                  ) -> dict[int | None, tuple[int, int]]:
-    """One scan of consecutive batches' key ranges, rows bucketed by the batch boundaries (width_bucket)."""
+def _measure_part(plan: MigrationPlan, table: Table, part: list[Batch], escaped: set[int], tgt: PostgresTarget,
+                  grouped: bool = True) -> dict[int | None, tuple[int, int]]:
+    """One scan of consecutive batches' key ranges: rows bucketed by the batch boundaries (width_bucket), or
+    with ``grouped`` False the part's total under the key None (no grouping: a third cheaper)."""
     thresholds = [b.lo[0] for b in part[1:] if b.lo is not None]
     bucket = sql.SQL("width_bucket({}, {})").format(sql.Identifier(table.key[0]), sql.Literal(thresholds))
     dirty = [i for i, b in enumerate(part) if b.id in escaped]
-    items = checksum_items(plan, table, sql.SQL("{} = ANY({})").format(bucket, sql.Literal(dirty)))
+    items = checksum_items(plan, table, sql.Literal(bool(dirty)) if len(dirty) in (0, len(part))
+                           else sql.SQL("{} = ANY({})").format(bucket, sql.Literal(dirty)))
     source: sql.Composable = target_ident(table)
     if items is None:
         cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
         items, source = line_hash_items(sql.SQL("r::text")), sql.SQL("(SELECT {} FROM {}) r").format(cols, source)
     where, params = pg_range(table.key, Batch(-1, table.source, part[0].lo, part[-1].hi, "key"))
+    if not grouped:
+        n, c = tgt.conn.execute(sql.SQL("SELECT {} FROM {} WHERE {}").format(items, source, where), params).fetchone()
+        return {None: (int(n), int(c))}
     query = sql.SQL("SELECT {}, {} FROM {} WHERE {} GROUP BY 1").format(bucket, items, source, where)
     found = {int(bucket): (int(n), int(c)) for bucket, n, c in tgt.conn.execute(query, params).fetchall()}
     return {b.id: found.get(i, (0, 0)) for i, b in enumerate(part)}

@@ -89,6 +89,11 @@ class MigrationStore:
                     "created_at": _iso(row.created_at), "started_at": _iso(row.started_at),
                     "finished_at": _iso(row.finished_at)}
 
+    def status(self, migration_id: str) -> str | None:
+        """Only the status (what a waiting client polls: no plan, no batches loaded)."""
+        with Session(self.engine) as s:
+            return s.scalar(select(Migration.status).where(Migration.id == migration_id))
+
     def recent(self, limit: int = 50) -> list[dict[str, Any]]:
         with Session(self.engine) as s:
             ids = [r.id for r in s.scalars(select(Migration).order_by(Migration.created_at.desc()).limit(limit))]

@@ -1,13 +1,14 @@
 """Benchmark: dbfleet migrations (2 Celery workers) vs pgloader and vs `pg_dump | psql`, same data, same run.
 
-    .venv/bin/python ops/bench/migration.py [--rows 2000000] [--events 1000000] [--batch-size 50000]
+    .venv/bin/python ops/bench/migration.py [--rows 2000000] [--events 1000000] [--batch-size 50000] [--rounds 3]
 
 A. MariaDB -> PostgreSQL 15: a realistic 2,000,000-row table (int key, varchar, bigint, text, datetime,
    decimal) generated in MariaDB; dbfleet with 2 worker processes vs Debian's pgloader.
 B. PostgreSQL -> PostgreSQL: the demo's music database (generated in PostgreSQL 15) into a fresh
    database; dbfleet vs `pg_dump | psql`.
 Needs the machine's MariaDB and PostgreSQL 15 and the `pgloader` command. Prints wall times, rows/s
-and ratios; asserts nothing about time (shared machines are noisy). Validation is on for dbfleet.
+and ratios, each comparison over --rounds alternating rounds (medians, and every round's ratio); asserts
+nothing about time (shared machines are noisy). Validation is on for dbfleet unless said.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -89,13 +91,15 @@ class Fleet:
                 indexes: bool = True) -> dict[str, Any]:
         from workers import migrations
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), machine_cpu()
         plan = migrations.plan(source, target, batch_size=batch_size, parallel_workers=2, timeout=120,
                                validation=validation, indexes=indexes)
         planned = time.perf_counter() - start
         migrations.run(plan.id)
         final = migrations.MigrationProgress(plan.id).wait_sync(timeout=3600, poll=0.05)
         final["wall"] = time.perf_counter() - start
+        CPU.setdefault(f"dbfleet {source}{'' if validation else ' no-validation'}{'' if indexes else ' no-indexes'}",
+                       []).append(machine_cpu() - cpu)
         final["plan_seconds"] = planned
         print("   where the time went (task runtimes from the worker log):", self.task_times(plan.id))
         if final["status"] != "completed":
@@ -119,11 +123,24 @@ class Fleet:
         self.redis.stop()
 
 
-def timed_shell(command: str) -> float:
-    start = time.perf_counter()
+def machine_cpu() -> float:
+    """CPU seconds the whole machine has spent busy (every process: servers, workers, tools), Linux only."""
+    try:
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return 0.0
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+
+CPU: dict[str, list[float]] = {}
+
+
+def timed_shell(command: str, label: str = "") -> float:
+    start, cpu = time.perf_counter(), machine_cpu()
     proc = subprocess.run(command, shell=True, capture_output=True, text=True)  # noqa: S602 - fixed commands
     if proc.returncode != 0:
         raise SystemExit(f"{command.split()[0]} failed: {proc.stderr[-2000:]}")
+    CPU.setdefault(label or command.split()[0], []).append(machine_cpu() - cpu)
     return time.perf_counter() - start
 
 
@@ -132,25 +149,32 @@ def count(dbname: str, table: str) -> int:
         return int(c.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608 - fixed names
 
 
-def part_a(fleet: Fleet, rows: int, batch_size: int) -> None:
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def part_a(fleet: Fleet, rows: int, batch_size: int, rounds: int) -> None:
     fresh_pg("bench_dbfleet")
     fast = fleet.migrate("maria", "pg_dbfleet", batch_size, validation=False)
-    fresh_pg("bench_dbfleet")
-    result = fleet.migrate("maria", "pg_dbfleet", batch_size)
-    assert count("bench_dbfleet", "events") == rows
-    fresh_pg("bench_pgloader")
-    took = timed_shell(f"pgloader --no-ssl-cert-verification mysql://root@127.0.0.1/{MARIA_DB}"
-                       " postgresql://postgres@127.0.0.1/bench_pgloader")
-    assert count("bench_pgloader", f"{MARIA_DB}.events") == rows
-    ours = rows / result["wall"]
-    theirs = rows / took
-    print(f"A. MariaDB -> PostgreSQL, {rows:,} rows: dbfleet {result['wall']:.1f} s ({ours:,.0f} rows/s, plan "
-          f"{result['plan_seconds']:.1f} s, validation included) vs pgloader {took:.1f} s ({theirs:,.0f} rows/s)"
-          f" -> ratio {ours / theirs:.2f} (target >= 1.5); without validation dbfleet {fast['wall']:.1f} s"
-          f" -> {took / fast['wall']:.2f}")
+    ours, theirs = [], []
+    for i in range(rounds):  # alternating, so the machine's slow moments fall on both
+        fresh_pg("bench_dbfleet")
+        ours.append(fleet.migrate("maria", "pg_dbfleet", batch_size)["wall"])
+        assert count("bench_dbfleet", "events") == rows
+        fresh_pg("bench_pgloader")
+        theirs.append(timed_shell(f"pgloader --no-ssl-cert-verification mysql://root@127.0.0.1/{MARIA_DB}"
+                                  " postgresql://postgres@127.0.0.1/bench_pgloader"))
+        assert count("bench_pgloader", f"{MARIA_DB}.events") == rows
+        print(f"   round {i + 1}: dbfleet {ours[-1]:.1f} s, pgloader {theirs[-1]:.1f} s -> {theirs[-1] / ours[-1]:.2f}")
+    ratios = [t / o for o, t in zip(ours, theirs, strict=True)]
+    print(f"A. MariaDB -> PostgreSQL, {rows:,} rows, median of {rounds}: dbfleet {median(ours):.1f} s"
+          f" ({rows / median(ours):,.0f} rows/s, validation included) vs pgloader {median(theirs):.1f} s"
+          f" ({rows / median(theirs):,.0f} rows/s) -> ratio {median(ratios):.2f} (target >= 1.5; rounds"
+          f" {', '.join(f'{r:.2f}' for r in ratios)}); without validation dbfleet {fast['wall']:.1f} s"
+          f" -> {median(theirs) / fast['wall']:.2f}")
 
 
-def part_b(fleet: Fleet, events: int, batch_size: int) -> None:
+def part_b(fleet: Fleet, events: int, batch_size: int, rounds: int) -> None:
     fresh_pg("bench_music")
     with psycopg.connect(host="127.0.0.1", user="postgres", dbname="bench_music", autocommit=True) as c:
         start = time.perf_counter()
@@ -158,26 +182,36 @@ def part_b(fleet: Fleet, events: int, batch_size: int) -> None:
         total = c.execute("SELECT sum(n_live_tup) FROM pg_stat_user_tables").fetchone()[0]
     print(f"PostgreSQL source: music database, {events:,} play events, ~{int(total or 0):,} rows,"
           f" generated in {time.perf_counter() - start:.1f} s")
-    fresh_pg("bench_music_dbfleet")
-    fast = fleet.migrate("music", "music_dbfleet", batch_size, validation=False)
-    fresh_pg("bench_music_dbfleet")
-    result = fleet.migrate("music", "music_dbfleet", batch_size)
-    fresh_pg("bench_music_dump")
-    took = timed_shell("pg_dump -h 127.0.0.1 -U postgres bench_music | psql -q -h 127.0.0.1 -U postgres"
-                       " -v ON_ERROR_STOP=1 bench_music_dump")
-    assert count("bench_music_dbfleet", "play_events") == count("bench_music_dump", "play_events")
-    # data only: dbfleet --no-indexes (primary keys still built) vs pg_dump's pre-data and data sections
-    fresh_pg("bench_music_dbfleet")
-    bare = fleet.migrate("music", "music_dbfleet", batch_size, indexes=False)
-    fresh_pg("bench_music_dump")
-    bare_dump = timed_shell("pg_dump -h 127.0.0.1 -U postgres --section=pre-data --section=data bench_music"
-                            " | psql -q -h 127.0.0.1 -U postgres -v ON_ERROR_STOP=1 bench_music_dump")
-    print(f"B. PostgreSQL -> PostgreSQL, music database, indexes and constraints rebuilt on both sides: dbfleet"
-          f" {result['wall']:.1f} s ({result['rows']:,} rows, {result['rows'] / result['wall']:,.0f} rows/s,"
-          f" validation included) vs pg_dump | psql {took:.1f} s -> speed ratio {took / result['wall']:.2f}"
-          f" (target >= 0.8); without validation dbfleet {fast['wall']:.1f} s -> {took / fast['wall']:.2f}."
-          f" Data only (dbfleet --no-indexes, validated, vs pg_dump --section=pre-data --section=data):"
-          f" {bare['wall']:.1f} s vs {bare_dump:.1f} s -> {bare_dump / bare['wall']:.2f}")
+    dump = ("pg_dump -h 127.0.0.1 -U postgres {} bench_music | psql -q -h 127.0.0.1 -U postgres -v ON_ERROR_STOP=1"
+            " bench_music_dump")
+    times: dict[str, list[float]] = {k: [] for k in ("ours", "dump", "fast", "bare", "bare_dump")}
+    rows = 0
+    for i in range(rounds):  # alternating, so the machine's slow moments fall on both
+        fresh_pg("bench_music_dbfleet")
+        result = fleet.migrate("music", "music_dbfleet", batch_size)
+        times["ours"].append(result["wall"])
+        rows = result["rows"]
+        fresh_pg("bench_music_dump")
+        times["dump"].append(timed_shell(dump.format(""), "pg_dump | psql"))
+        assert count("bench_music_dbfleet", "play_events") == count("bench_music_dump", "play_events")
+        fresh_pg("bench_music_dbfleet")
+        times["fast"].append(fleet.migrate("music", "music_dbfleet", batch_size, validation=False)["wall"])
+        # data only: dbfleet --no-indexes (primary keys still built) vs pg_dump's pre-data and data sections
+        fresh_pg("bench_music_dbfleet")
+        times["bare"].append(fleet.migrate("music", "music_dbfleet", batch_size, indexes=False)["wall"])
+        fresh_pg("bench_music_dump")
+        times["bare_dump"].append(timed_shell(dump.format("--section=pre-data --section=data"),
+                                              "pg_dump --section=pre-data --section=data | psql"))
+        print(f"   round {i + 1}: dbfleet {times['ours'][-1]:.2f} s, pg_dump | psql {times['dump'][-1]:.2f} s"
+              f" -> {times['dump'][-1] / times['ours'][-1]:.2f}")
+    m = {k: median(v) for k, v in times.items()}
+    ratios = [d / o for o, d in zip(times["ours"], times["dump"], strict=True)]
+    print(f"B. PostgreSQL -> PostgreSQL, music database, indexes and constraints rebuilt on both sides, median of"
+          f" {rounds}: dbfleet {m['ours']:.2f} s ({rows:,} rows, {rows / m['ours']:,.0f} rows/s, validation"
+          f" included) vs pg_dump | psql {m['dump']:.2f} s -> speed ratio {median(ratios):.2f} (target >= 0.8;"
+          f" rounds {', '.join(f'{r:.2f}' for r in ratios)}); without validation dbfleet {m['fast']:.2f} s ->"
+          f" {m['dump'] / m['fast']:.2f}. Data only (dbfleet --no-indexes, validated, vs pg_dump --section=pre-data"
+          f" --section=data): {m['bare']:.2f} s vs {m['bare_dump']:.2f} s -> {m['bare_dump'] / m['bare']:.2f}")
 
 
 def main() -> None:
@@ -186,6 +220,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=50_000)
     parser.add_argument("--only", choices=["a", "b"], default=None)
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per comparison (medians printed)")
     args = parser.parse_args()
     if shutil.which("pgloader") is None and args.only != "b":
         raise SystemExit("pgloader is not installed: apt-get install pgloader")
@@ -199,9 +234,11 @@ def main() -> None:
         fleet = Fleet(Path(tmp), databases)
         try:
             if args.only != "b":
-                part_a(fleet, args.rows, args.batch_size)
+                part_a(fleet, args.rows, args.batch_size, args.rounds)
             if args.only != "a":
-                part_b(fleet, args.events, args.batch_size)
+                part_b(fleet, args.events, args.batch_size, args.rounds)
+            print("machine CPU seconds per run (median; 2 cores: wall >= CPU / 2):",
+                  "; ".join(f"{k} {statistics.median(v):.2f}" for k, v in CPU.items()))
         finally:
             fleet.stop()
 

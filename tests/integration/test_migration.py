@@ -350,9 +350,11 @@ def test_the_relay_refuses_a_stream_it_does_not_understand(pg18_source: Any, pg1
         assert target.execute("SELECT count(*) FROM odd_text").fetchone() == (0,)  # and the target's abandoned
 
 
-def test_keys_and_constraints_come_after_the_load_and_what_fails_is_named(pg18_source: Any, pg15_target: Any) -> None:
+@pytest.mark.parametrize("validation", [True, False])
+def test_keys_and_constraints_come_after_the_load_and_what_fails_is_named(pg18_source: Any, pg15_target: Any,
+                                                                         validation: bool) -> None:
     plan = engine.prepare(engine.plan_migration(pg18_source, pg15_target, tables=["users", "events", "follows"],
-                                                batch_size=1000), pg18_source, pg15_target)
+                                                batch_size=1000, validation=validation), pg18_source, pg15_target)
     key = "SELECT count(*) FROM pg_index WHERE indrelid = 'users'::regclass AND indisprimary"
     for b in plan.batches:
         engine.copy_batch(plan, b.id, pg18_source, pg15_target)
@@ -364,18 +366,29 @@ def test_keys_and_constraints_come_after_the_load_and_what_fails_is_named(pg18_s
         engine.finalize(plan, pg18_source, pg15_target)
     _exec(pg15_target, "DELETE FROM users WHERE name = 'a second 7'")
     _exec(pg15_target, "UPDATE users SET email = 'u1@example.com' WHERE id = 2")  # breaks the unique email
-    with pytest.raises(MigrationFailed, match=r"rows are copied, but 2 index\(es\) or constraint\(s\) could not be"
-                                              r" built on the target: public.users constraint users_email_key: could"
-                                              r" not create unique index .*public.follows fk follows_user_id_fkey: .*"
-                                              r"violates foreign key.*resume it, or plan with --no-indexes"):
-        engine.finalize(plan, pg18_source, pg15_target)
+    unique = r"public.users constraint users_email_key: could not create unique index "
+    orphan = r"public.follows fk follows_user_id_fkey: .*violates foreign key"
     fk = "SELECT convalidated FROM pg_constraint WHERE conname = 'follows_user_id_fkey'"
-    assert _rows(pg15_target, fk) == [(False,)]  # added NOT VALID, left so: the next finalize validates it
+    if validation:  # foreign keys are validated by validate, beside the checksum scans
+        with pytest.raises(MigrationFailed, match=rf"rows are copied, but 1 index\(es\) or constraint\(s\) could not"
+                                                  rf" be built on the target: {unique}.*resume it, or plan with"
+                                                  rf" --no-indexes"):
+            engine.finalize(plan, pg18_source, pg15_target)
+        with pytest.raises(MigrationFailed, match=rf"could not be built on the target: {orphan}"):
+            engine.validate(plan, pg18_source, pg15_target)
+    else:  # no validate step: finalize validates them and names everything at once
+        with pytest.raises(MigrationFailed, match=rf"rows are copied, but 2 index\(es\) or constraint\(s\) could not"
+                                                  rf" be built on the target: {unique}.*{orphan}.*resume it, or plan"
+                                                  rf" with --no-indexes"):
+            engine.finalize(plan, pg18_source, pg15_target)
+    assert _rows(pg15_target, fk) == [(False,)]  # added NOT VALID, left so: the next run validates it
     _exec(pg15_target, "UPDATE users SET email = 'u2@example.com' WHERE id = 2")
     _exec(pg15_target, "DELETE FROM follows WHERE id = 999")
     engine.finalize(plan, pg18_source, pg15_target)
-    assert _rows(pg15_target, fk) == [(True,)]
-    assert _rows(pg15_target, key) == [(1,)] and engine.validate(plan, pg18_source, pg15_target)["ok"]
+    if validation:
+        assert _rows(pg15_target, fk) == [(False,)] and engine.validate(plan, pg18_source, pg15_target)["ok"]
+    assert _rows(pg15_target, fk) == [(True,)] and _rows(pg15_target, key) == [(1,)]
+    assert _rows(pg15_target, "SELECT count(*) FROM pg_stats WHERE tablename = 'follows'")[0][0] > 0  # ANALYZEd
     engine.finalize(plan, pg18_source, pg15_target)  # again (a resumed run): the key is there, nothing to do
 
 
