@@ -114,6 +114,8 @@ static int strip_hashes(const unsigned char *p, size_t len, int *header_done, ou
             if (end - p < 4)
                 return 0;
             flen = be32(p);
+            if (flen < -1)
+                return 0;
             if (i == fields - 1) {
                 if (flen != 8 || end - p < 12)
                     return 0;

@@ -545,9 +545,11 @@ def _not_built(plan: MigrationPlan, failed: list[str]) -> MigrationFailed:
 def validate(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig) -> dict[str, Any]:
     """Count and checksum every batch's range on the target against what copy_batch recorded from the source.
 
-    The target is read once: a table with a single-column key in one scan per part, rows bucketed by the
-    batch boundaries (width_bucket); the parts (and the tables) are measured on ``parallel_workers``
-    connections at once (at most 4), so PostgreSQL checksums on as many cores. Meanwhile, on one more
+    The target is read once when it agrees: a table with a single-column key in one scan per part of its
+    key space, summed and compared with the sum of its batches' checkpoints (checksums add up); only a
+    table whose total differs is read again, rows bucketed by the batch boundaries (width_bucket), to name
+    the ranges. The parts (and the tables) are measured on ``parallel_workers`` connections at once (at
+    most 4), so PostgreSQL checksums on as many cores. Meanwhile, on one more
     connection, the last step of the schema rebuild (``check_table``: foreign keys added NOT VALID are
     validated, statistics gathered; a table at a time, largest first): it is single-threaded and
     lock-bound, the checksum scans take no conflicting lock, so both fit in the time of the longer one.

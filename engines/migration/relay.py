@@ -33,9 +33,12 @@ _found: dict[str, tuple[int, ...] | None] = {}
 
 def _candidates() -> list[str]:
     if pq.__impl__ == "python":
-        from psycopg.pq import _pq_ctypes  # the CDLL psycopg's ctypes binding opened
+        try:
+            from psycopg.pq import _pq_ctypes  # the CDLL psycopg's ctypes binding opened
 
-        return [str(_pq_ctypes.pq._name)]  # type: ignore[attr-defined]
+            return [str(_pq_ctypes.pq._name)]  # type: ignore[attr-defined]
+        except (ImportError, AttributeError):  # another psycopg layout: the Python loop
+            return []
     try:
         maps = Path("/proc/self/maps").read_text()
     except OSError:  # not Linux
