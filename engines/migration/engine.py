@@ -551,8 +551,8 @@ def validate(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig
     the ranges. The parts (and the tables) are measured on ``parallel_workers`` connections at once (at
     most 4), so PostgreSQL checksums on as many cores. Meanwhile, on one more
     connection, the last step of the schema rebuild (``check_table``: foreign keys added NOT VALID are
-    validated, statistics gathered; a table at a time, largest first): it is single-threaded and
-    lock-bound, the checksum scans take no conflicting lock, so both fit in the time of the longer one.
+    validated, statistics gathered), the largest table first and the others as connections come free:
+    it is single-threaded and lock-bound, and the checksum scans take no conflicting lock.
     A foreign key that does not hold fails the migration as finalize would."""
     report: dict[str, Any] = {"migration_id": plan.id, "tables": [], "ok": True}
     with connections(source, target) as (src, tgt):
@@ -572,11 +572,16 @@ def validate(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig
                                                                       grouped=table.source not in whole)]
         measured: dict[str, dict[int | None, tuple[int, int]]] = {t.source: {} for t in plan.tables}
         totals: dict[str, tuple[int, int]] = {}
-        width = max(1, min(plan.parallel_workers, 4, len(jobs)))
-        with ThreadPoolExecutor(1) as checker, ThreadPoolExecutor(width) as pool:
-            checked = checker.submit(_on_new_connection, target, plan, partial(_check_tables, plan, cps))
-            for (name, _), found in zip(jobs, pool.map(lambda j: _on_new_connection(target, plan, j[1]), jobs),
-                                        strict=True):
+        # one connection more than the scans use: the largest table's checks start first and run beside them
+        with ThreadPoolExecutor(max(1, min(plan.parallel_workers, 4, len(jobs))) + 1) as pool:
+            tables = _by_size(plan, cps)
+            checked = [pool.submit(_on_new_connection, target, plan, partial(_check_table, plan, t))
+                       for t in tables[:1]]
+            scans = [pool.submit(_on_new_connection, target, plan, job) for _, job in jobs]
+            checked += [pool.submit(_on_new_connection, target, plan, partial(_check_table, plan, t))
+                        for t in tables[1:]]
+            for (name, _), future in zip(jobs, scans, strict=True):
+                found = future.result()
                 if name in whole:
                     n, c = totals.get(name, (0, 0))
                     totals[name] = (n + found[None][0], (c + found[None][1]) % 2 ** 64)
@@ -589,7 +594,7 @@ def validate(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig
             for (name, _), found in zip(again, pool.map(lambda j: _on_new_connection(target, plan, j[1]), again),
                                         strict=True):
                 measured[name].update(found)
-            failed = checked.result()
+            failed = [f for future in checked for f in future.result()]
         if failed:
             raise _not_built(plan, failed)
         for table in plan.tables:
@@ -605,10 +610,6 @@ def _by_size(plan: MigrationPlan, cps: dict[int, dict[str, Any]]) -> list[Table]
     rows = {t.source: sum(cps.get(b.id, {}).get("rows", 0) for b in plan.batches if b.table == t.source)
             for t in plan.tables}
     return sorted(plan.tables, key=lambda t: -rows[t.source])
-
-
-def _check_tables(plan: MigrationPlan, cps: dict[int, dict[str, Any]], tgt: PostgresTarget) -> list[str]:
-    return [f for t in _by_size(plan, cps) for f in tgt.check_table(plan, t)]
 
 
 def _build_schema(plan: MigrationPlan, target: DatabaseConfig, tgt: PostgresTarget,

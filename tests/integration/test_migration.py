@@ -322,13 +322,21 @@ def test_the_c_relay_copies_each_row_once_and_hashes_it_in_the_same_scan(pg18_so
     recorded = _rows(pg15_target, "SELECT rows, checksum FROM _dbfleet_migration.checkpoints WHERE batch_id = %s",
                      (first,))
     assert [(int(n), int(h)) for n, h in recorded] == [(int(by_sql[0]), int(by_sql[1]))] and by_sql[1] != 0
+    scans: list[bool] = []
+    measure_part = engine._measure_part
+    monkeypatch.setattr(engine, "_measure_part", lambda *a, grouped=True: scans.append(grouped) or measure_part(
+        *a, grouped=grouped))
     assert engine.validate(plan, pg18_source, pg15_target)["ok"]
+    assert scans and not any(scans)  # totals agreed: no table read again batch by batch
     assert _rows(pg15_target, "SELECT length(avatar) FROM users WHERE id = 5") == [(300000,)]
     users = ("SELECT md5(string_agg(ROW(id, email, name, born, seen AT TIME ZONE 'UTC', score, tags, meta, avatar)"
              "::text, '|' ORDER BY id)) FROM users")
     with psycopg.connect(host="127.0.0.1", port=embedded_pg.port, user="postgres", password=CANARY,
                          dbname=pg18_source.dbname) as c:
         assert _rows(pg15_target, users) == c.execute(users).fetchall()
+    _exec(pg15_target, "UPDATE users SET name = 'x' WHERE id = 1500")  # now the total differs: ranges named
+    tampered = next(t for t in engine.validate(plan, pg18_source, pg15_target)["tables"] if t["table"] == "public.users")
+    assert any(scans) and [r["from"][0] <= 1500 < r["to"][0] for r in tampered["mismatched_ranges"]] == [True]
 
 
 def test_the_relay_refuses_a_stream_it_does_not_understand(pg18_source: Any, pg15_target: Any) -> None:
