@@ -531,6 +531,47 @@ def test_incremental_copies_changed_rows_by_watermark(pg18_source: Any, pg15_tar
     assert _rows(pg15_target, "SELECT count(*) FROM users")[0][0] == 3001
 
 
+def test_large_mysql_tables_are_split_by_the_statistics_without_counting(maria_source: Any, pg15_target: Any,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from engines.migration import sources
+
+    conn = pymysql.connect(host=maria_source.host, port=maria_source.port, user="root", database=maria_source.dbname)
+    with conn.cursor() as cur:
+        cur.execute("ANALYZE TABLE texts, links")  # the estimates are there whatever InnoDB did in the background
+    conn.close()
+    monkeypatch.setattr(sources, "ESTIMATED_ROWS", 1)  # every table counts as large here
+    asked: list[str] = []
+    query = sources.MySQLSource.query
+    monkeypatch.setattr(sources.MySQLSource, "query", lambda self, q, *a: asked.append(q) or query(self, q, *a))
+    plan = engine.plan_migration(maria_source, pg15_target, tables=["texts", "links"], batch_size=10)
+    assert asked and not [q for q in asked if "count(*)" in q.lower()]
+    texts = [b for b in plan.batches if b.table == "texts"]
+    assert texts[0].lo is None and texts[-1].hi is None
+    report = _run(plan, maria_source, pg15_target)
+    assert report["ok"] and {t["table"]: t["target_rows"] for t in report["tables"]} == {"texts": 33, "links": 3}
+
+
+def test_large_tables_are_split_by_the_statistics_without_counting(pg18_source: Any, pg15_target: Any,
+                                                                   embedded_pg: Any,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from engines.migration import sources
+
+    with psycopg.connect(host="127.0.0.1", port=embedded_pg.port, user="postgres", password=CANARY,
+                         dbname=pg18_source.dbname, autocommit=True) as c:
+        c.execute("ANALYZE users")
+    monkeypatch.setattr(sources, "ESTIMATED_ROWS", 1000)  # users (3,000 rows) counts as large here
+    counted: list[str] = []
+    execute = psycopg.Connection.execute
+    monkeypatch.setattr(psycopg.Connection, "execute", lambda self, query, *a, **k: (
+        counted.append(str(query.as_string(self) if hasattr(query, "as_string") else query)) or
+        execute(self, query, *a, **k)))
+    plan = engine.plan_migration(pg18_source, pg15_target, tables=["users"], batch_size=1000)
+    assert not [q for q in counted if "count(*)" in q and "users" in q]  # no count: the estimate sized them
+    assert len(plan.batches) == 3 and plan.batches[0].lo is None and plan.batches[-1].hi is None
+    assert _run(plan, pg18_source, pg15_target)["ok"]
+    assert _rows(pg15_target, "SELECT count(*) FROM users") == [(3000,)]
+
+
 def test_bad_requests_are_clear(pg18_source: Any, pg15_target: Any) -> None:
     with pytest.raises(ConfigError, match="no such source table: nope"):
         engine.plan_migration(pg18_source, pg15_target, tables=["nope"])
