@@ -10,7 +10,8 @@ DEMO_ARGS ?=
 
 .PHONY: install demo test test-unit lint bench clean-demo
 
-$(STAMP): pyproject.toml engines/migration/_linehash.c engines/migration/_relay.c
+$(STAMP): pyproject.toml engines/migration/_linehash.c engines/migration/_relay.c ops/scripts/ensure-build-deps.sh
+	bash ops/scripts/ensure-build-deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
