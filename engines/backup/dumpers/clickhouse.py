@@ -26,8 +26,8 @@ DUMP_TIMEOUT = 6 * 3600.0
 
 def _column_sql(col: dict[str, Any]) -> str:
     text = f"{quote_ident(col['name'])} {col['type']}"
-    if col.get("default_kind"):
-        text += f" {col['default_kind']} {col['default_expression']}"
+    if col.get("default_type"):  # DEFAULT, MATERIALIZED or ALIAS
+        text += f" {col['default_type']} {col['default_expression']}"
     return text
 
 
@@ -57,10 +57,10 @@ class ClickHouseDumper(Dumper):
     def _tables(conn: ClickHouseHTTP, dbname: str) -> list[dict[str, Any]]:
         tables = conn.rows("SELECT name, engine, engine_full FROM system.tables WHERE database = "  # noqa: S608 - quoted literal
                            f"{quote_str(dbname)} AND NOT is_temporary ORDER BY name", database=None)
-        columns = conn.rows("SELECT table, name, type, default_kind, default_expression FROM system.columns"  # noqa: S608 - quoted literal
-                            f" WHERE database = {quote_str(dbname)} ORDER BY table, position", database=None)
-        for t in tables:
-            t["columns"] = [c for c in columns if c["table"] == t["name"]]
+        for t in tables:  # DESCRIBE keeps the column order (18.16's system.columns has no position)
+            t["columns"] = [{k: c.get(k, "") for k in ("name", "type", "default_type", "default_expression")}
+                            for c in conn.rows(f"DESCRIBE TABLE {quote_ident(dbname)}.{quote_ident(t['name'])}",
+                                               database=None)]
         return tables
 
     @staticmethod
