@@ -44,13 +44,14 @@ def make_source(server: ClickHouseServer, name: str = SOURCE) -> None:
     q(f"CREATE TABLE {quote_ident(name)}.events (id UInt64, user Nullable(String), tags Array(String),"
       " amount Decimal(12, 2), at DateTime, day Date, uid UUID, raw String,"
       " id2 UInt64 MATERIALIZED id * 2) ENGINE = MergeTree PARTITION BY toYYYYMM(day) ORDER BY id")
-    q(f"INSERT INTO {quote_ident(name)}.events (id, user, tags, amount, at, day, uid, raw)"
+    events = f"{quote_ident(name)}.events"
+    q("INSERT INTO " + events + " (id, user, tags, amount, at, day, uid, raw)"  # noqa: S608 - quoted
       " SELECT number, if(number % 7 = 0, NULL, concat('Zoë ', toString(number))), [toString(number), 'ñ'],"
       " toDecimal64(number * 1.25, 2), toDateTime('2026-01-01 00:00:00') + number, toDate('2026-01-01') + number % 90,"
       " generateUUIDv4(), concat('tab\\tnul\\0', toString(number)) FROM system.numbers LIMIT 5000")
     q(f"CREATE TABLE {quote_ident(name)}.{quote_ident(HOSTILE)} (k String, v Nullable(Int32)) ENGINE = Log")
-    q(f"INSERT INTO {quote_ident(name)}.{quote_ident(HOSTILE)} VALUES ('a', 1), ('b\\nline', NULL)")
-    q(f"CREATE VIEW {quote_ident(name)}.recent AS SELECT id FROM {quote_ident(name)}.events WHERE id > 4990")
+    q(f"INSERT INTO {quote_ident(name)}.{quote_ident(HOSTILE)} VALUES ('a', 1), ('b\\nline', NULL)")  # noqa: S608
+    q(f"CREATE VIEW {quote_ident(name)}.recent AS SELECT id FROM {quote_ident(name)}.events WHERE id > 4990")  # noqa: S608
 
 
 def fingerprint(server: ClickHouseServer, name: str) -> dict[str, str]:
@@ -88,7 +89,7 @@ def test_health_reports_parts_merges_replicas_and_says_why_disk_is_unknown(click
     clickhouse.query(f"CREATE TABLE {name}.t (id UInt32) ENGINE = MergeTree ORDER BY id")
     clickhouse.query(f"SYSTEM STOP MERGES {name}.t")
     for i in range(6):  # six inserts, merges stopped: six active parts in one partition
-        clickhouse.query(f"INSERT INTO {name}.t VALUES ({i})")
+        clickhouse.query(f"INSERT INTO {name}.t VALUES ({i})")  # noqa: S608 - constant name
     entry = ch_db(clickhouse, dbname=name, thresholds={"parts_per_partition": 5})
     report = run_health(entry)
     assert report.error is None and report.status == "degraded", report.to_dict()
