@@ -59,6 +59,14 @@ def test_mariadb(mariadb_canary_user, monkeypatch) -> None:
     assert CANARY not in str(report.to_dict())
 
 
+def test_mariadb_from_a_dsn_only(mariadb_canary_user, monkeypatch) -> None:
+    monkeypatch.setenv("MARIA_PW", CANARY)
+    report = run_basic_health(db("maria_dsn", kind="mariadb", dsn=f"mysql://{mariadb_canary_user}@127.0.0.1:3306/test",
+                                 password_env="MARIA_PW"))
+    assert report.status == "up", report.error
+    assert report.server["extra"]["database"] == "test"  # the dsn's database, not ignored
+
+
 def test_mariadb_wrong_password(mariadb_canary_user, monkeypatch) -> None:
     monkeypatch.setenv("MARIA_BAD", CANARY_WRONG)
     report = run_basic_health(db("maria_bad", kind="mysql", host="127.0.0.1", user=mariadb_canary_user,
