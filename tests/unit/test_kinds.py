@@ -116,6 +116,17 @@ def test_dbfleet_kinds_prints_the_matrix_as_a_table_and_json() -> None:
     assert rows["sqlite"]["health"] is None and rows["sqlite"]["basic_health"] is True
 
 
+ROUND_TRIP_FILES = ("tests/integration/test_backup_roundtrip.py", "tests/integration/test_backup_external.py")
+TEST_NAME = {"mysql": "mariadb"}  # the kind's round trip runs against MariaDB here
+
+
+def test_every_kind_with_a_dumper_has_a_round_trip_test() -> None:
+    defined = {node.name for f in ROUND_TRIP_FILES for node in ast.walk(ast.parse((ROOT / f).read_text()))
+               if isinstance(node, ast.FunctionDef)}
+    missing = [k for k in kinds.kinds_with("dumper") if f"test_{TEST_NAME.get(k, k)}_round_trip" not in defined]
+    assert not missing, f"kinds with a dumper but no round-trip test: {missing} (docs/adding-a-kind.md step 9)"
+
+
 def _imports(path: Path, package_root: Path) -> set[str]:
     """Every module ``path`` imports, at top level or inside functions."""
     found = set()
