@@ -95,9 +95,9 @@ class DatabaseConfig(_Model):
     def _where(self) -> DatabaseConfig:
         if self.password_env and self.password_file:
             raise ValueError("set only one of password_env and password_file")
-        if self.kind == "sqlite":
+        if KINDS[self.kind].file_based:
             if not self.path:
-                raise ValueError("sqlite databases need 'path'")
+                raise ValueError(f"{self.kind} databases need 'path'")
         elif not (self.host or self.dsn):
             raise ValueError("set 'host' (and port, dbname, user) or 'dsn'")
         if self.port is None and self.host:

@@ -31,7 +31,7 @@ class Kind:
     ``health`` names the kind's deep checks (a ``HealthChecks``); the basic checks (reachability,
     response time, version, role, size) run for every kind with a connector. ``driver`` is the
     optional Python package the kind's modules import (module name, pip extra), None when the
-    driver ships with dbfleet's required dependencies.
+    driver ships with dbfleet's required dependencies. ``file_based`` kinds are configured by ``path``.
     """
 
     name: str
@@ -45,6 +45,7 @@ class Kind:
     source: str | None = None
     target: str | None = None
     driver: tuple[str, str] | None = None
+    file_based: bool = False  # addressed by ``path`` (a file), not host/port/dsn
 
     def path(self, capability: str) -> str | None:
         """The registered path of ``capability`` (one of CAPABILITIES)."""
@@ -91,7 +92,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          health="engines.health.elasticsearch:CHECKS",
          auditor="engines.security.elasticsearch",
          target=_M + "document_targets:ElasticsearchTarget", driver=("elasticsearch", "elasticsearch")),
-    Kind("sqlite", (),
+    Kind("sqlite", (), file_based=True,
          connector="engines.connectors.sqlite:SQLiteConnector",
          dumper="engines.backup.dumpers.sqlite:SQLiteDumper"),
     Kind("clickhouse", (), 8123,

@@ -30,7 +30,7 @@ def kinds_table(rows: list[dict[str, object]]) -> Table:
     for row in rows:
         driver = row["driver"]
         if isinstance(driver, dict):
-            note = driver["package"] if driver["installed"] else \
+            note = f"{driver['package']} (installed)" if driver["installed"] else \
                 f"[yellow]missing: pip install 'dbfleet[{driver['extra']}]'[/yellow]"
         else:
             note = "included"
