@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import socket
@@ -70,7 +71,7 @@ _CH_USERS = """<?xml version="1.0"?>
   <users>
     <default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
       <profile>default</profile><quota>default</quota></default>
-    <{user}><password>{password}</password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+    <{user}><password_sha256_hex>{password_sha256}</password_sha256_hex><networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
       <profile>default</profile><quota>default</quota></{user}>
   </users>
   <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors>
@@ -102,7 +103,8 @@ class ClickHouseServer:
         for sub in ("log", "data", "tmp", "user_files", "format_schemas"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self.http_port, self.tcp_port = free_port(), free_port()
-        (self.root / "users.xml").write_text(_CH_USERS.format(user=CLICKHOUSE_USER, password=CANARY))
+        digest = hashlib.sha256(CANARY.encode()).hexdigest()  # the canary itself is written nowhere
+        (self.root / "users.xml").write_text(_CH_USERS.format(user=CLICKHOUSE_USER, password_sha256=digest))
         config = self.root / "config.xml"
         config.write_text(_CH_CONFIG.format(root=self.root, http=self.http_port, tcp=self.tcp_port))
         self.proc = subprocess.Popen([binary, f"--config-file={config}"], cwd=self.root,
