@@ -80,6 +80,14 @@ _CH_USERS = """<?xml version="1.0"?>
 """
 
 
+def clickhouse_binary() -> str | None:
+    """clickhouse-server from PATH, else where Debian puts it (/usr/sbin is not on every user's PATH)."""
+    found = shutil.which("clickhouse-server")
+    if found:
+        return found
+    return next((p for p in ("/usr/sbin/clickhouse-server", "/usr/bin/clickhouse-server") if os.access(p, os.X_OK)), None)
+
+
 class ClickHouseServer:
     """A clickhouse-server child process with its data in ``root`` on free loopback ports."""
 
@@ -97,7 +105,7 @@ class ClickHouseServer:
         """Write the config, start the server and wait until its HTTP interface answers ``Ok.``."""
         from engines.embedded.redis import free_port
 
-        binary = shutil.which("clickhouse-server")
+        binary = clickhouse_binary()
         if binary is None:
             raise FileNotFoundError("clickhouse-server")
         for sub in ("log", "data", "tmp", "user_files", "format_schemas"):
@@ -143,7 +151,7 @@ class ClickHouseServer:
 
 def clickhouse_server(root: Path) -> ClickHouseServer:
     """A started ClickHouse server; skip locally / fail under CI=true when clickhouse-server is not installed."""
-    if shutil.which("clickhouse-server") is None:
+    if clickhouse_binary() is None:
         reason = "clickhouse-server is not installed (ops/scripts/ensure-services.sh installs Debian's package)"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI must not skip: {reason}")
