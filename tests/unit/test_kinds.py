@@ -61,6 +61,12 @@ def test_config_accepts_exactly_the_registry_kinds_and_aliases() -> None:
         DatabaseConfig.model_validate({"kind": "oracle", "host": "h"})
 
 
+def test_no_alias_names_two_kinds() -> None:
+    spellings = [a for k in KINDS.values() for a in (k.name, *k.aliases)]
+    assert len(spellings) == len(set(spellings)) == len(KIND_ALIASES)
+    assert all(a == a.lower() for a in spellings) and all(name == row.name for name, row in KINDS.items())
+
+
 def test_a_kind_without_a_capability_says_which_kinds_have_it() -> None:
     with pytest.raises(ConfigError, match="no audit for 'clickhouse'; known: postgresql, mysql"):
         load("clickhouse", "auditor")
