@@ -27,7 +27,11 @@ class MySQLParams:
 
 def mysql_params(db: DatabaseConfig) -> MySQLParams:
     """The connection parameters of a MySQL/MariaDB entry, ``dsn`` included."""
-    host, port, user, database, socket = None, None, None, None, None
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    database: str | None = None
+    socket: str | None = None
     if db.dsn:
         parts = urllib.parse.urlsplit(db.dsn)
         if parts.scheme not in ("mysql", "mariadb", "mysql+pymysql"):
@@ -38,7 +42,8 @@ def mysql_params(db: DatabaseConfig) -> MySQLParams:
         except ValueError:
             raise ConfigError([(f"databases.{db.id}.dsn", "the port is not a number")]) from None
         database = urllib.parse.unquote(parts.path.lstrip("/")) or None
-        socket = (urllib.parse.parse_qs(parts.query).get("unix_socket") or [None])[0]
+        sockets = urllib.parse.parse_qs(parts.query).get("unix_socket")
+        socket = sockets[0] if sockets else None
     return MySQLParams(host=db.host or host or "127.0.0.1", port=db.port or port or 3306, user=db.user or user or "root",
                        database=db.dbname if db.dbname is not None else database, unix_socket=socket)
 
