@@ -9,8 +9,8 @@ URL), the database in the ``database`` parameter, every request bounded by a tim
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -58,8 +58,10 @@ class ClickHouseHTTP:
             data = body
         url = self.url + ("?" + urllib.parse.urlencode(params) if params else "")
         headers = dict(self.headers)
-        if hasattr(data, "fileno"):  # a file: its size, so the body is not sent chunked
-            headers["Content-Length"] = str(os.fstat(data.fileno()).st_size - data.tell())
+        if isinstance(data, io.IOBase) and data.seekable():  # a file: its size, so the body is not sent chunked
+            here = data.tell()
+            headers["Content-Length"] = str(data.seek(0, io.SEEK_END) - here)
+            data.seek(here)
         req = urllib.request.Request(url, data=data, headers=headers, method="POST")
         try:
             return urllib.request.urlopen(req, timeout=timeout or self.timeout)  # noqa: S310 - URL from the config
