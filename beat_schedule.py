@@ -3,7 +3,8 @@
 Static entries come from dbfleet.yaml: ``schedules:``, each database's ``schedules:``,
 ``database_scripts.backup.schedule`` / ``verify_schedule`` / ``drill_schedule`` (for every database)
 and ``database_scripts.monitoring.interval_seconds`` (a health check per database) and
-``database_scripts.security_audit.schedule`` (weekly by default, for every kind that has checks).
+``database_scripts.security_audit.schedule`` (weekly by default). Only what a database's kind supports
+(engines/kinds.py) is scheduled; an explicit schedule naming a script its kind cannot run is a ConfigError.
 Runtime entries (``dbfleet schedule add``) live in Redis through celery-redbeat.
 """
 
@@ -13,11 +14,28 @@ from typing import Any
 
 from celery.schedules import crontab, schedule
 
-from engines.backup.engine import DUMPERS
 from engines.config import Config
-from engines.errors import UnknownScriptError
-from engines.security.engine import AUDITORS
+from engines.errors import ConfigError, UnknownScriptError
+from engines.kinds import LABELS, kinds_with, supports
 from workers.scripts import SCRIPTS, resolve
+
+# script -> the kinds-registry capability it needs (engines/kinds.py); a script not listed runs on any kind
+NEEDS = {"health_check": "health", "backup": "dumper", "backup_verify": "dumper", "backup_prune": "dumper",
+         "restore": "dumper", "restore_drill": "dumper", "security_audit": "auditor"}
+
+
+def runs_on(script: str, kind: str) -> bool:
+    """Whether ``script`` can run on a database of ``kind`` (the registry has what it needs)."""
+    need = NEEDS.get(script)
+    return need is None or supports(kind, need)
+
+
+def _explicit(script: str, db_id: str, kind: str, where: str) -> None:
+    name = resolve(script)[0]
+    if not runs_on(name, kind):
+        need = NEEDS[name]
+        raise ConfigError([(where, f"{name} cannot run on {db_id!r}: {kind} has no {LABELS[need]} "
+                                   f"(kinds with one: {', '.join(kinds_with(need))}; dbfleet kinds shows the matrix)")])
 
 
 def cron_schedule(expr: str) -> crontab:
@@ -38,9 +56,9 @@ def build_beat_schedule(cfg: Config) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     monitoring = cfg.database_scripts.monitoring
     if monitoring.enabled and monitoring.interval_seconds > 0:
-        for db_id in cfg.databases:
-            out[f"health_check:{db_id}"] = entry(
-                "health_check", db_id, schedule(monitoring.interval_seconds))
+        for db_id, db in cfg.databases.items():
+            if runs_on("health_check", db.kind):  # a kind without a connector cannot be checked
+                out[f"health_check:{db_id}"] = entry("health_check", db_id, schedule(monitoring.interval_seconds))
     backup = cfg.database_scripts.backup
     # a scheduled verify reads back a random 5% of the chunks: every chunk is re-read every few weeks
     for script, cron, opts in (("backup", backup.schedule, {}),
@@ -48,19 +66,22 @@ def build_beat_schedule(cfg: Config) -> dict[str, dict[str, Any]]:
                                ("restore_drill", backup.drill_schedule, {})):
         if backup.enabled and cron and script in SCRIPTS:
             for db_id, db in cfg.databases.items():
-                if db.kind in DUMPERS:  # kinds without a backup engine (clickhouse) are not scheduled
+                if runs_on(script, db.kind):  # kinds without a backup engine are not scheduled
                     out[f"{script}:{db_id}"] = entry(script, db_id, cron_schedule(cron), opts)
     audit = cfg.database_scripts.security_audit
     if audit.enabled and audit.schedule:
         for db_id, db in cfg.databases.items():
-            if db.kind in AUDITORS:  # sqlite and clickhouse have no security checks
+            if runs_on("security_audit", db.kind):  # kinds without security checks (sqlite, clickhouse)
                 out[f"security_audit:{db_id}"] = entry("security_audit", db_id, cron_schedule(audit.schedule))
     for db_id, db in cfg.databases.items():
         for script, cron in db.schedules.items():
+            _explicit(script, db_id, db.kind, f"databases.{db_id}.schedules.{script}")
             out[f"{script}:{db_id}:cron"] = entry(script, db_id, cron_schedule(cron))
     for name, sched in cfg.schedules.items():
+        if sched.database in cfg.databases:
+            _explicit(sched.script, sched.database, cfg.databases[sched.database].kind, f"schedules.{name}")
         out[name] = entry(sched.script, sched.database, cron_schedule(sched.cron), sched.options)
     return out
 
 
-__all__ = ["build_beat_schedule", "cron_schedule", "entry", "UnknownScriptError"]
+__all__ = ["NEEDS", "build_beat_schedule", "cron_schedule", "entry", "runs_on", "UnknownScriptError"]

@@ -13,19 +13,9 @@ from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engines.errors import ConfigError, UnknownDatabaseError
+from engines.kinds import DEFAULT_PORTS, KIND_ALIASES, KINDS
 from engines.secrets import resolve_secret, url_has_password
 
-KIND_ALIASES = {
-    "postgresql": "postgresql", "postgres": "postgresql", "pg": "postgresql",
-    "mysql": "mysql", "mariadb": "mysql",
-    "redis": "redis",
-    "mongodb": "mongodb", "mongo": "mongodb",
-    "elasticsearch": "elasticsearch", "es": "elasticsearch",
-    "sqlite": "sqlite",
-    "clickhouse": "clickhouse",
-}
-DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "redis": 6379, "mongodb": 27017,
-                 "elasticsearch": 9200, "clickhouse": 8123}
 ENV_PREFIX = "DBFLEET_"
 # Convenience names for the most common overrides; the general form is DBFLEET_A__B__C.
 ENV_SHORTCUTS = {
@@ -81,9 +71,10 @@ class DatabaseConfig(_Model):
     @field_validator("kind")
     @classmethod
     def _kind(cls, v: str) -> str:
-        kind = KIND_ALIASES.get(v.lower())
+        kind = KIND_ALIASES.get(v.strip().lower())
         if kind is None:
-            raise ValueError(f"unknown kind {v!r}; known: {', '.join(sorted(set(KIND_ALIASES.values())))}")
+            raise ValueError(f"unknown kind {v!r}; known: {', '.join(sorted(KINDS))} "
+                             f"(aliases: {', '.join(sorted(set(KIND_ALIASES) - set(KINDS)))})")
         return kind
 
     @field_validator("dsn")
@@ -104,9 +95,9 @@ class DatabaseConfig(_Model):
     def _where(self) -> DatabaseConfig:
         if self.password_env and self.password_file:
             raise ValueError("set only one of password_env and password_file")
-        if self.kind == "sqlite":
+        if KINDS[self.kind].file_based:
             if not self.path:
-                raise ValueError("sqlite databases need 'path'")
+                raise ValueError(f"{self.kind} databases need 'path'")
         elif not (self.host or self.dsn):
             raise ValueError("set 'host' (and port, dbname, user) or 'dsn'")
         if self.port is None and self.host:

@@ -53,6 +53,16 @@ def embedded_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]
 
 
 @pytest.fixture(scope="session")
+def clickhouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """Debian's clickhouse-server on free loopback ports, its data in a temp dir (tests/servers.py)."""
+    from tests.servers import clickhouse_server
+
+    server = clickhouse_server(tmp_path_factory.mktemp("clickhouse"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def mariadb_canary_user() -> Iterator[str]:
     """A MariaDB user whose password is the canary."""
     import pymysql

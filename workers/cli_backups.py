@@ -128,7 +128,7 @@ def print_result(script: str, result: dict[str, Any]) -> None:
         for name in result["forgotten"]:
             console.print(f"  forgot {name}")
     elif script == "security_audit":
-        from workers.cli_audit import print_audit
+        from workers.render_audit import print_audit
 
         print_audit(result)
     else:

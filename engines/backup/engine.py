@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import shutil
 import tempfile
@@ -18,19 +17,11 @@ from engines.backup.pipeline import ChunkWriter, StreamRecord, read_stream
 from engines.backup.repository import Repository, new_backup_id, utcnow
 from engines.config import Config, DatabaseConfig
 from engines.errors import BackupNotFound, ConfigError, RestoreRefused
+from engines.kinds import kinds_with, load, supports
 from engines.storage import open_storage
 
 log = logging.getLogger("dbfleet.backup")
 
-# kind -> "module:Class"; modules import their drivers lazily.
-DUMPERS = {
-    "postgresql": "engines.backup.dumpers.postgres:PostgresDumper",
-    "mysql": "engines.backup.dumpers.mysql:MySQLDumper",
-    "redis": "engines.backup.dumpers.redis:RedisDumper",
-    "sqlite": "engines.backup.dumpers.sqlite:SQLiteDumper",
-    "mongodb": "engines.backup.dumpers.mongodb:MongoDumper",
-    "elasticsearch": "engines.backup.dumpers.elasticsearch:ElasticsearchDumper",
-}
 # (bytes done, bytes expected or None)
 Progress = Callable[[int, int | None], None]
 
@@ -38,12 +29,10 @@ Progress = Callable[[int, int | None], None]
 def dumper_for(db: DatabaseConfig, workdir: Path, *, resolve_password: bool = True) -> Dumper:
     """The dumper of ``db``'s kind; its password is resolved here, in this process. Restores write
     with the target's credentials only, so they pass ``resolve_password=False``."""
-    target = DUMPERS.get(db.kind)
-    if target is None:
+    if not supports(db.kind, "dumper"):
         raise ConfigError([(f"databases.{db.id}.kind", f"no backup engine for {db.kind!r}; "
-                            f"known: {', '.join(sorted(DUMPERS))}")])
-    module, _, name = target.partition(":")
-    cls: type[Dumper] = getattr(importlib.import_module(module), name)
+                            f"known: {', '.join(kinds_with('dumper'))}")])
+    cls: type[Dumper] = load(db.kind, "dumper")
     return cls(db, db.password() if resolve_password else None, workdir)
 
 

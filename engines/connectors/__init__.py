@@ -1,31 +1,15 @@
-"""Connectors: one module per database kind, chosen through one alias table."""
+"""Connectors: one module per database kind, found through the kinds registry (engines/kinds.py)."""
 
 from __future__ import annotations
 
-import importlib
-
 from engines.config import DatabaseConfig
 from engines.connectors.base import Connector, ServerInfo
-from engines.errors import ConfigError
-
-# kind -> "module:Class"; modules import their drivers lazily.
-CONNECTORS = {
-    "postgresql": "engines.connectors.postgres:PostgresConnector",
-    "mysql": "engines.connectors.mysql:MySQLConnector",
-    "redis": "engines.connectors.redis:RedisConnector",
-    "sqlite": "engines.connectors.sqlite:SQLiteConnector",
-    "mongodb": "engines.connectors.mongodb:MongoConnector",
-    "elasticsearch": "engines.connectors.elasticsearch:ElasticsearchConnector",
-}
+from engines.kinds import load
 
 
 def connector_class(kind: str) -> type[Connector]:
-    """The connector class for ``kind``; unknown kinds list the known ones."""
-    target = CONNECTORS.get(kind)
-    if target is None:
-        raise ConfigError([("kind", f"no connector for {kind!r}; known: {', '.join(sorted(CONNECTORS))}")])
-    module, _, name = target.partition(":")
-    cls: type[Connector] = getattr(importlib.import_module(module), name)
+    """The connector class for ``kind``; kinds without one raise a ConfigError listing those with one."""
+    cls: type[Connector] = load(kind, "connector")
     return cls
 
 
@@ -34,4 +18,4 @@ def open_connector(db: DatabaseConfig) -> Connector:
     return connector_class(db.kind)(db, db.password())
 
 
-__all__ = ["Connector", "ServerInfo", "CONNECTORS", "connector_class", "open_connector"]
+__all__ = ["Connector", "ServerInfo", "connector_class", "open_connector"]

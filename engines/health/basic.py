@@ -6,52 +6,18 @@ cannot be reached yields a ``down`` report, not an exception.
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from engines.config import DatabaseConfig
 from engines.connectors import Connector, open_connector
 from engines.errors import DbfleetError
+from engines.health.deep import HealthChecks, HealthContext
+from engines.health.model import CRITICAL, OK, UNKNOWN, WARNING, CheckResult, HealthReport
+from engines.kinds import get_kind, load
 from engines.secrets import scrub
-
-OK, WARNING, CRITICAL, UNKNOWN = "ok", "warning", "critical", "unknown"
-
-
-@dataclass
-class CheckResult:
-    """One check's verdict."""
-
-    check: str
-    status: str
-    value: Any = None
-    unit: str | None = None
-    threshold: Any = None
-    hint: str | None = None
-
-
-@dataclass
-class HealthReport:
-    """A database's health at one moment: ``status`` is up, degraded or down."""
-
-    database_id: str
-    kind: str
-    status: str
-    checked_at: str
-    duration_ms: float
-    checks: list[CheckResult] = field(default_factory=list)
-    server: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def check(self, name: str) -> CheckResult | None:
-        """The result of one check by id."""
-        return next((c for c in self.checks if c.check == name), None)
 
 
 def _response_check(seconds: float, limit_ms: float) -> CheckResult:
@@ -72,23 +38,11 @@ def _collect(conn: Connector, db: DatabaseConfig, checks: list[CheckResult]) -> 
     return info.to_dict()
 
 
-# kind -> module with CHECKS (a HealthChecks) for the deep checks; sqlite has none
-DEEP = {
-    "postgresql": "engines.health.postgres",
-    "mysql": "engines.health.mysql",
-    "redis": "engines.health.redis",
-    "mongodb": "engines.health.mongodb",
-    "elasticsearch": "engines.health.elasticsearch",
-}
-
-
 def _deep(conn: Connector, db: DatabaseConfig, memory: dict[str, Any]) -> list[CheckResult]:
-    from engines.health.deep import HealthContext
-
-    if db.kind not in DEEP:
+    if get_kind(db.kind).health is None:  # the registry's ``health`` column: sqlite has basic checks only
         return []
-    checks: list[CheckResult] = importlib.import_module(DEEP[db.kind]).CHECKS.run(HealthContext(conn, db, memory))
-    return checks
+    checks: HealthChecks = load(db.kind, "health")
+    return checks.run(HealthContext(conn, db, memory))
 
 
 def run_health(db: DatabaseConfig, factory: Callable[[DatabaseConfig], Connector] = open_connector,
@@ -124,3 +78,6 @@ def run_basic_health(db: DatabaseConfig,
                      factory: Callable[[DatabaseConfig], Connector] = open_connector) -> HealthReport:
     """Only the basic checks (reachability, response time, version, role, size)."""
     return run_health(db, factory, deep=False)
+
+
+__all__ = ["CRITICAL", "OK", "UNKNOWN", "WARNING", "CheckResult", "HealthReport", "run_basic_health", "run_health"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engines.config import DatabaseConfig
-from engines.health.basic import CRITICAL, OK, UNKNOWN, WARNING, CheckResult
+from engines.health.model import CRITICAL, OK, UNKNOWN, WARNING, CheckResult
 from engines.secrets import scrub
 
 CheckFn = Callable[["HealthContext"], "CheckResult | list[CheckResult]"]

@@ -7,7 +7,6 @@ except bad input (a kind without checks, an exclude naming no check).
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -17,25 +16,21 @@ from typing import Any
 from engines.config import DatabaseConfig
 from engines.connectors import Connector, open_connector
 from engines.errors import ConfigError, DbfleetError
+from engines.kinds import kinds_with, load, supports
 from engines.secrets import scrub
 from engines.security.model import UNKNOWN, AuditReport, Finding
 from engines.security.registry import Check, CheckSet, Unknowable
 
-# kind -> module holding CHECKS and open_probe(connector, settings)
-AUDITORS = {
-    "postgresql": "engines.security.postgres",
-    "mysql": "engines.security.mysql",
-    "redis": "engines.security.redis",
-    "mongodb": "engines.security.mongodb",
-    "elasticsearch": "engines.security.elasticsearch",
-}
+# the audited kinds (registry column ``auditor``), kept as a name for callers
+AUDITORS = kinds_with("auditor")
 
 
 def auditor(kind: str) -> ModuleType:
     """The check module of ``kind``; kinds without checks raise a ConfigError listing those with."""
-    if kind not in AUDITORS:
+    if not supports(kind, "auditor"):
         raise ConfigError([("kind", f"no security checks for {kind!r}; audited kinds: {', '.join(AUDITORS)}")])
-    return importlib.import_module(AUDITORS[kind])
+    module: ModuleType = load(kind, "auditor")
+    return module
 
 
 def checks_for(kind: str) -> CheckSet:

@@ -32,4 +32,18 @@ start mariadb 3306 start-stop-daemon --start --oknodo --background --exec /usr/s
 start redis 6379 redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \
   --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
 start rabbitmq 5672 rabbitmq-server -detached
+# ClickHouse: the tests start their own server from Debian's package (tests/servers.py ClickHouseServer,
+# data in a temp dir, free ports); here it is only installed, when missing (root only, quiet, idempotent).
+install_pkg() {
+  local pkg=$1 binary=$2
+  command -v "$binary" >/dev/null 2>&1 && { echo "ensure-services: $pkg installed"; return 0; }
+  if [ "$(id -u)" != 0 ]; then echo "ensure-services: $pkg is missing and installing it needs root" >&2; return 1; fi
+  echo "ensure-services: installing $pkg"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 "$pkg" >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null 2>&1 \
+         && apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 "$pkg" >/dev/null 2>&1; } \
+    || { echo "ensure-services: could not install $pkg" >&2; return 1; }
+}
+install_pkg clickhouse-server clickhouse-server
 exit 0  # the tests themselves decide: skip locally, fail in CI (tests/servers.py)

@@ -163,3 +163,15 @@ def test_compression_off_is_honoured(tmp_path: Path) -> None:
     result = run_backup(repo, source, level=None, workdir=tmp_path)
     assert result["stats"]["stored_bytes"] > result["stats"]["total_bytes"]  # header + checksum, no zstd
     assert verify(repo, "lite", read_data=True)["ok"]
+
+
+def test_clickhouse_round_trip(repo: Repository, tmp_path: Path, clickhouse: Any) -> None:
+    from tests.integration.test_clickhouse import ch_db, fingerprint, make_source
+
+    make_source(clickhouse, "h5_rt_ch_src")
+    clickhouse.query("DROP DATABASE IF EXISTS h5_rt_ch_dst")
+    source = ch_db(clickhouse, dbname="h5_rt_ch_src")
+    result, restored = _round_trip(repo, source, Target(source, CANARY), tmp_path,
+                                   RestoreOptions(target_dbname="h5_rt_ch_dst"))
+    assert result["dump"]["row_counts"] == {"events": 5000, "h5 weird`table'; DROP TABLE x; --": 2}
+    assert restored["created"] and fingerprint(clickhouse, "h5_rt_ch_dst") == fingerprint(clickhouse, "h5_rt_ch_src")

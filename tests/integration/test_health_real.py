@@ -5,10 +5,15 @@ from __future__ import annotations
 import pytest
 
 from engines.health import run_basic_health
+from engines.kinds import kinds_with
 from tests.conftest import db
 from tests.servers import CANARY, CANARY_WRONG, require
 
 pytestmark = pytest.mark.integration
+# every kind the registry can connect to, except those that cannot be reached over TCP here
+NOT_HERE = {"sqlite": "a file, not a server", "mongodb": "driver talks to no server here (mocked elsewhere)",
+            "elasticsearch": "driver talks to no server here (mocked elsewhere)"}
+NETWORK_KINDS = [k for k in kinds_with("connector") if k not in NOT_HERE]
 
 
 def _assert_up(report, kind: str, version_prefix: str) -> None:
@@ -54,6 +59,14 @@ def test_mariadb(mariadb_canary_user, monkeypatch) -> None:
     assert CANARY not in str(report.to_dict())
 
 
+def test_mariadb_from_a_dsn_only(mariadb_canary_user, monkeypatch) -> None:
+    monkeypatch.setenv("MARIA_PW", CANARY)
+    report = run_basic_health(db("maria_dsn", kind="mariadb", dsn=f"mysql://{mariadb_canary_user}@127.0.0.1:3306/test",
+                                 password_env="MARIA_PW"))
+    assert report.status == "up", report.error
+    assert report.server["extra"]["database"] == "test"  # the dsn's database, not ignored
+
+
 def test_mariadb_wrong_password(mariadb_canary_user, monkeypatch) -> None:
     monkeypatch.setenv("MARIA_BAD", CANARY_WRONG)
     report = run_basic_health(db("maria_bad", kind="mysql", host="127.0.0.1", user=mariadb_canary_user,
@@ -88,7 +101,7 @@ def test_sqlite_missing_file_is_down(tmp_path) -> None:
     assert report.status == "down" and "does not exist" in report.error
 
 
-@pytest.mark.parametrize("kind", ["postgresql", "mysql", "redis"])
+@pytest.mark.parametrize("kind", NETWORK_KINDS)
 def test_unreachable_server_is_down_with_reason(kind: str, closed_port: int) -> None:
     report = run_basic_health(db("ghost", kind=kind, host="127.0.0.1", port=closed_port, user="x"))
     assert report.status == "down"
@@ -96,7 +109,7 @@ def test_unreachable_server_is_down_with_reason(kind: str, closed_port: int) -> 
     assert report.check("reachability").status == "critical"
 
 
-@pytest.mark.parametrize("kind", ["postgresql", "mysql", "redis"])
+@pytest.mark.parametrize("kind", NETWORK_KINDS)
 def test_server_that_never_answers_times_out(kind: str, silent_server) -> None:
     entry = db("mute", kind=kind, host="127.0.0.1", port=silent_server.port, user="x",
                connect_timeout=1, query_timeout=1)

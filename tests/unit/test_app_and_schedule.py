@@ -87,7 +87,8 @@ def test_backup_schedules_become_beat_entries_on_the_backups_queue() -> None:
         "database_scripts:\n  monitoring: {enabled: false}\n"
         "  backup: {schedule: '0 2 * * *', verify_schedule: '0 5 * * *', drill_schedule: '0 4 * * 0'}\n")
     entries = {k: v for k, v in build_beat_schedule(cfg).items() if not k.startswith("security_audit")}
-    assert set(entries) == {"backup:music", "backup_verify:music", "restore_drill:music"}  # no engine for olap
+    assert set(entries) == {f"{s}:{d}" for s in ("backup", "backup_verify", "restore_drill")
+                            for d in ("music", "olap")}  # clickhouse has a dumper (engines/kinds.py)
     assert entries["backup:music"]["task"] == "backups.run"
     assert entries["restore_drill:music"]["task"] == "backups.drill"
     assert {e["options"]["queue"] for e in entries.values()} == {"backups"}

@@ -1,16 +1,11 @@
 """The MongoDB, Elasticsearch and ClickHouse migration writers without their servers: document ids, value
-conversion, the index mapping and table DDL derived from column types, and the ClickHouse HTTP protocol
-against a loopback stand-in server (named as such; real servers: tests/integration, gated by URL)."""
+conversion, the index mapping and table DDL derived from column types. The ClickHouse HTTP protocol runs
+against the real server in tests/integration/test_clickhouse_target.py."""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-import threading
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 
@@ -59,47 +54,6 @@ def test_clickhouse_ddl_quotes_names_and_orders_by_the_key() -> None:
     assert ddl.startswith("CREATE TABLE IF NOT EXISTS `an\\`alytics`.`plays` (")
     assert "`user_id` Int32" in ddl and "`at` DateTime64(6, 'UTC')" in ddl and "`price` Nullable(Decimal(10,2))" in ddl
     assert "`we\\`ird` Nullable(UInt8)" in ddl and ddl.endswith("ENGINE = ReplacingMergeTree ORDER BY (`user_id`, `at`)")
-
-
-class ClickHouseStandIn(BaseHTTPRequestHandler):
-    """A loopback stand-in for ClickHouse's HTTP interface (no server can run here): records every query."""
-
-    seen: list[tuple[str, str]] = []
-
-    def do_POST(self) -> None:  # noqa: N802
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
-        query = parse_qs(urlparse(self.path).query).get("query", [body])[0]
-        self.seen.append((query, body if query != body else ""))
-        answer = "0\n" if query.startswith("EXISTS") else ""
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(answer.encode())
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-def test_clickhouse_writer_speaks_http_json_each_row() -> None:
-    ClickHouseStandIn.seen = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), ClickHouseStandIn)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        target = ClickHouseTarget(f"http://127.0.0.1:{server.server_address[1]}", "etl", None)
-        plan = _plan()
-        assert target.prepare(plan) == ["chtable:plays"]
-        row = (7, dt.datetime(2026, 1, 2, 3, 4, 5), "song", Decimal("1.50"), None, None, False)
-        assert target.write(plan, TABLE, 0, [row]) == 1
-    finally:
-        server.shutdown()
-    queries = [q for q, _ in ClickHouseStandIn.seen]
-    assert queries[0].startswith("CREATE TABLE IF NOT EXISTS `an\\`alytics`._dbfleet_checkpoints")
-    assert queries[1] == "EXISTS TABLE `an\\`alytics`.`plays`" and queries[2].startswith("CREATE TABLE IF NOT EXISTS")
-    insert, body = ClickHouseStandIn.seen[3]
-    assert insert == "INSERT INTO `an\\`alytics`.`plays` FORMAT JSONEachRow"
-    assert json.loads(body) == {"user_id": 7, "at": "2026-01-02 03:04:05.000000", "track": "song", "price": 1.5,
-                                "tag": None, "blob": None, "we`ird": 0}
-    checkpoint = json.loads(ClickHouseStandIn.seen[4][1])
-    assert checkpoint["rows"] == 1 and checkpoint["checksum"] == str(id_checksum(["7|2026-01-02 03:04:05"]))
 
 
 def test_document_targets_need_a_primary_key() -> None:

@@ -1,1 +1,1 @@
-"""One dumper per database kind (chosen through engines.backup.engine.DUMPERS)."""
+"""One dumper per database kind, found through the kinds registry (engines/kinds.py, column ``dumper``)."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from engines.backup import tools
 from engines.backup.dumpers.base import Dumper, DumpInfo, RestoreOptions, Target, Write
-from engines.connectors.mysql import MySQLConnector
+from engines.connectors.mysql import MySQLConnector, client_args
 from engines.errors import RestoreRefused
 
 DUMP_HINT = "install mariadb-client (Debian) or mysql-client"
@@ -43,8 +43,7 @@ class MySQLDumper(Dumper):
 
     def _args(self, cnf: Path, db: Any) -> list[str]:
         """Connection arguments; ``--defaults-extra-file`` must come first."""
-        args = [f"--defaults-extra-file={cnf}", "-h", db.host or "127.0.0.1", "-P", str(db.port or 3306)]
-        return args + (["-u", db.user] if db.user else [])
+        return client_args(db, cnf)
 
     def estimate_bytes(self) -> int | None:
         with self._connector() as c:
