@@ -253,12 +253,20 @@ def exporter(port: int | None, address: str | None) -> None:
 @cli.command()
 @click.option("--port", type=int, default=None)
 @click.option("--address", default=None)
-def api(port: int | None, address: str | None) -> None:
-    """Serve the monitoring REST + WebSocket API (OpenAPI at /docs)."""
-    from workers.api import serve
+@click.option("--generate-token", is_flag=True, help="create <state dir>/secrets/api.token (0600) if absent, print it")
+def api(port: int | None, address: str | None, generate_token: bool) -> None:
+    """Serve the monitoring REST + WebSocket API (OpenAPI at /docs); every route needs the token."""
+    from workers import api as rest
 
-    ac = _config().fleet.api
-    serve(address or ac.address, port or ac.port)
+    cfg = _config()
+    if generate_token:
+        path, created = rest.generate_token(cfg)
+        console.print(f"API token {'written to' if created else 'already in'} {path} (mode 0600): "
+                      f"[bold]{rest.api_token(cfg)}[/bold]")
+        return
+    rest.api_token(cfg)  # no token source: a clear error before anything listens
+    serve_address = address or cfg.fleet.api.address
+    rest.serve(serve_address, port or cfg.fleet.api.port)
 
 
 @cli.command()
@@ -266,12 +274,14 @@ def api(port: int | None, address: str | None) -> None:
 def up(groups: str | None) -> None:
     """Run the whole fleet (workers per group, beat, flower, exporter, API) supervised, until Ctrl-C."""
     from engines.config import default_config_path
-    from workers.supervisor import Supervisor, fleet_children
+    from workers.supervisor import Supervisor, ensure_api_token, fleet_children
 
     cfg = _config()
     path = default_config_path()
     if path is None:
         raise ConfigError([("--config", "dbfleet up needs a config file (--config or DBFLEET_CONFIG)")])
+    token, where = ensure_api_token(cfg)
+    console.print(f"API token: [bold]{token}[/bold] (from {where})")
     children = fleet_children(cfg, path.resolve(), groups.split(",") if groups else None)
     sup = Supervisor(children)
     sup.start()

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.fleet.conftest import API_TOKEN
 from tests.fleet.procs import wait_for
 
 pytestmark = pytest.mark.fleet
@@ -41,7 +42,9 @@ def test_health_check_fires_a_rule_visible_in_exporter_and_api(fleet: Any) -> No
     assert samples[("dbfleet_health_check_status", (("check", "connections"), ("database", "pg18"),
                                                     ("kind", "postgresql")))] == 0
 
-    api = TestClient(create_api())
+    api = TestClient(create_api(), headers={"Authorization": f"Bearer {API_TOKEN}"})
+    assert TestClient(api.app).post(f"/api/monitoring/alerts/{active['pg18_has_clients']['id']}/acknowledge",
+                                    json={"by": "no-token"}).status_code == 401
     aid = active["pg18_has_clients"]["id"]
     assert api.post(f"/api/monitoring/alerts/{aid}/acknowledge", json={"by": "fleet-test"}).status_code == 200
     again = fleet.manager().execute_script("health_check", "pg18").wait(timeout=60)
