@@ -20,6 +20,8 @@ from engines.errors import ConfigError
 SOURCE = "inline database config"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _FILE_KEYS = ("passfile",)
+# a path that cannot exist (/dev/null is no directory): libpq skips a missing passfile silently
+NO_PASSFILE = os.path.join(os.devnull, "dbfleet-no-passfile")
 
 
 class InlineDatabaseConfig(DatabaseConfig):
@@ -100,7 +102,7 @@ def inline_database(ref: Mapping[str, Any], fleet: FleetConfig, known: list[str]
         raise ConfigError([(".".join(str(p) for p in e["loc"]), e["msg"].removeprefix("Value error, "))
                            for e in exc.errors()], SOURCE) from None
     if db.kind == "postgresql" and not db.passfile:
-        db.passfile = os.devnull  # libpq would read the worker's ~/.pgpass otherwise
+        db.passfile = NO_PASSFILE  # libpq would read the worker's ~/.pgpass otherwise
     name = str(ref.get("id") or f"{db.kind}-{db.dbname or db.host}")
     db.id = name if name.startswith("inline-") else f"inline-{name}"  # never mistaken for a registry id
     return db

@@ -122,3 +122,10 @@ def test_dockerfile_copies_paths_that_exist() -> None:
             for src in line.split()[1:-1]:
                 assert (ROOT / src).exists(), f"Dockerfile copies missing {src}"
     assert SERVICES["worker-ops"]["build"]["dockerfile"] == "ops/Dockerfile"
+
+
+def test_env_example_lists_every_required_variable() -> None:
+    required = set(re.findall(r"\$\{([A-Z_]+):\?", (ROOT / "docker-compose.yml").read_text()))
+    listed = {line.split("=", 1)[0] for line in (ROOT / "ops" / "compose" / "env.example").read_text().splitlines()
+              if line and not line.startswith("#")}
+    assert required == listed and "DBFLEET_API_TOKEN" in required and "REDIS_PASSWORD" in required
