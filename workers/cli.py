@@ -85,9 +85,27 @@ def config_check() -> None:
     console.print(rows_table(f"databases ({cfg.source})", ["id", "kind", "where", "secret", "tags"], rows))
     console.print(f"broker: {_redact(cfg.fleet.broker_url)}   history: {_redact(cfg.fleet.resolved_history())}")
     console.print(f"beat entries from config: {len(schedule)}")
+    warnings += _exposure_warnings(cfg)
     for w in warnings:
         err_console.print(f"[yellow]warning:[/yellow] {w}")
     console.print("[green]config OK[/green]")
+
+
+def _exposure_warnings(cfg: Any) -> list[str]:
+    """What docs/security.md asks an operator to look at: a missing API token, an open /metrics, inline configs."""
+    from workers.api import api_token
+
+    out = []
+    try:
+        api_token(cfg)
+    except DbfleetError as exc:
+        out.append(f"`dbfleet api` will not start: {exc}")
+    if not (cfg.fleet.exporter.user or cfg.fleet.exporter.token_env):
+        out.append("/metrics is unauthenticated: set fleet.exporter.user and password_env (docs/security.md)")
+    if cfg.fleet.allow_inline_databases:
+        out.append("inline database configs are allowed (fleet.allow_inline_databases); secret references in them: "
+                   f"env prefix {cfg.fleet.inline_secrets.env_prefix!r}, files in {cfg.fleet.inline_secrets.file_dir!r}")
+    return out
 
 
 def _redact(url: str) -> str:

@@ -140,3 +140,25 @@ def test_dbfleet_api_refuses_to_start_without_a_token_and_generates_one(
     finally:
         runtime.reset()
         monkeypatch.delenv("DBFLEET_CONFIG", raising=False)
+
+
+def test_config_check_names_the_exposed_surfaces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers.cli import cli
+
+    monkeypatch.delenv("DBFLEET_API_TOKEN", raising=False)
+    monkeypatch.delenv("DBFLEET_STATE_DIR", raising=False)
+    config = tmp_path / "dbfleet.yaml"
+    config.write_text(f"fleet: {{state_dir: '{tmp_path}', allow_inline_databases: true,"
+                      " inline_secrets: {env_prefix: DBFLEET_INLINE_}}\n")
+    runtime.reset()
+    try:
+        out = " ".join(CliRunner().invoke(cli, ["--config", str(config), "config", "check"]).output.split())
+        assert "`dbfleet api` will not start" in out and "/metrics is unauthenticated" in out
+        assert "inline database configs are allowed" in out and "'DBFLEET_INLINE_'" in out and "config OK" in out
+        monkeypatch.setenv("DBFLEET_API_TOKEN", TOKEN)
+        runtime.reset()
+        out = CliRunner().invoke(cli, ["--config", str(config), "config", "check"]).output
+        assert "will not start" not in out
+    finally:
+        runtime.reset()
+        monkeypatch.delenv("DBFLEET_CONFIG", raising=False)
