@@ -80,6 +80,9 @@ def check_inline(ref: Mapping[str, Any], fleet: FleetConfig, known: list[str] | 
     if ref.get("dsn"):
         problems.append(("dsn", "not accepted in an inline config (a DSN's options can read files on the worker): "
                                 "use host, port, dbname and user"))
+    if ref.get("path"):
+        problems.append(("path", "file databases are not accepted in an inline config (the path would be read or "
+                                  "written on the worker): register them in dbfleet.yaml"))
     for where, kind, value in secret_refs(ref):
         if value is None:
             continue
