@@ -124,6 +124,7 @@ def test_dbfleet_api_refuses_to_start_without_a_token_and_generates_one(
 
     monkeypatch.delenv("DBFLEET_API_TOKEN", raising=False)
     monkeypatch.delenv("DBFLEET_STATE_DIR", raising=False)
+    monkeypatch.delenv("DBFLEET_CONFIG", raising=False)  # recorded unset: the CLI's --config is undone afterwards
     config = tmp_path / "dbfleet.yaml"
     config.write_text(f"fleet: {{state_dir: '{tmp_path / 'state'}'}}\n")
     runtime.reset()
@@ -139,7 +140,6 @@ def test_dbfleet_api_refuses_to_start_without_a_token_and_generates_one(
         assert started.exit_code == 0 and served == [("127.0.0.1", 1)]
     finally:
         runtime.reset()
-        monkeypatch.delenv("DBFLEET_CONFIG", raising=False)
 
 
 def test_config_check_names_the_exposed_surfaces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -147,6 +147,7 @@ def test_config_check_names_the_exposed_surfaces(tmp_path: Path, monkeypatch: py
 
     monkeypatch.delenv("DBFLEET_API_TOKEN", raising=False)
     monkeypatch.delenv("DBFLEET_STATE_DIR", raising=False)
+    monkeypatch.delenv("DBFLEET_CONFIG", raising=False)  # recorded unset: the CLI's --config is undone afterwards
     config = tmp_path / "dbfleet.yaml"
     config.write_text(f"fleet: {{state_dir: '{tmp_path}', allow_inline_databases: true,"
                       " inline_secrets: {env_prefix: DBFLEET_INLINE_}}\n")
@@ -161,4 +162,3 @@ def test_config_check_names_the_exposed_surfaces(tmp_path: Path, monkeypatch: py
         assert "will not start" not in out
     finally:
         runtime.reset()
-        monkeypatch.delenv("DBFLEET_CONFIG", raising=False)
