@@ -12,7 +12,7 @@ import yaml
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from engines.errors import ConfigError, UnknownDatabaseError
+from engines.errors import ConfigError, SecretMissingError, UnknownDatabaseError
 from engines.kinds import DEFAULT_PORTS, KIND_ALIASES, KINDS
 from engines.secrets import resolve_secret, url_has_password
 
@@ -167,25 +167,38 @@ class FlowerConfig(_Model):
 class ExporterConfig(_Model):
     address: str = "127.0.0.1"
     port: int = 9808
-    # basic auth (user + password) and/or a bearer token; unset: open, as node_exporter is by default
+    # basic auth (user + password) and/or a bearer token; none of them: /metrics is open, as node_exporter's
+    # is by default (docs/security.md). A user without a password source is a config error, never open.
     user: str | None = None
     password_env: str | None = None
     password_file: str | None = None
     token_env: str | None = None
 
+    @model_validator(mode="after")
+    def _fail_closed(self) -> ExporterConfig:
+        if self.user and not (self.password_env or self.password_file):
+            raise ValueError("exporter.user is set but no password source: set exporter.password_env or "
+                             "exporter.password_file (or remove user)")
+        if (self.password_env or self.password_file) and not self.user:
+            raise ValueError("exporter.password_env/password_file need exporter.user (the basic-auth user name)")
+        return self
+
 
 class ApiConfig(_Model):
-    """The monitoring REST + WebSocket API (`dbfleet api`)."""
+    """The monitoring REST + WebSocket API (`dbfleet api`): it never runs without a token."""
 
     address: str = "127.0.0.1"
     port: int = 8088
-    token_env: str | None = None  # when set, every request needs Authorization: Bearer <token>
+    # token sources, first found wins: token_file, the token_env variable, <state_dir>/secrets/api.token
+    token_env: str | None = "DBFLEET_API_TOKEN"
     token_file: str | None = None
 
-    def token(self) -> str | None:
-        if not (self.token_env or self.token_file):
-            return None
-        return resolve_secret("api token", env=self.token_env, file=self.token_file)
+
+class InlineSecrets(_Model):
+    """What secret references an inline database config may name (only with allow_inline_databases)."""
+
+    env_prefix: str | None = None  # e.g. DBFLEET_INLINE_: password_env and other *_env must start with it
+    file_dir: str | None = None  # password_file, passfile and other *_file must resolve inside it
 
 
 class FleetConfig(_Model):
@@ -206,6 +219,29 @@ class FleetConfig(_Model):
     flower: FlowerConfig = Field(default_factory=FlowerConfig)
     exporter: ExporterConfig = Field(default_factory=ExporterConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    # inline database configs (a dict instead of a registry id) from callers: off unless the operator turns
+    # them on, and then their secret references are limited to inline_secrets (docs/security.md)
+    allow_inline_databases: bool = False
+    inline_secrets: InlineSecrets = Field(default_factory=InlineSecrets)
+    # URLs with a password come from these environment variables instead (no password in dbfleet.yaml)
+    broker_url_env: str | None = None
+    result_backend_env: str | None = None
+    cache_url_env: str | None = None
+    history_url_env: str | None = None
+
+    @model_validator(mode="after")
+    def _urls_from_env(self) -> FleetConfig:
+        for name in ("broker_url", "result_backend", "cache_url", "history_url"):
+            env = getattr(self, f"{name}_env")
+            if env:
+                try:
+                    url = resolve_secret(f"fleet.{name}_env", env=env)  # registered with the scrubber
+                except SecretMissingError as exc:
+                    raise ValueError(str(exc)) from None
+                if not url:
+                    raise ValueError(f"{name}_env: environment variable {env} is empty")
+                setattr(self, name, url)
+        return self
 
     def state_path(self) -> Path:
         """The directory dbfleet writes its own files to."""
@@ -294,6 +330,7 @@ class MonitoringSection(BaseModel):
     pagerduty: dict[str, PagerDutyConfig] = Field(default_factory=dict)
     delivery_attempts: int = Field(default=3, ge=1, le=10)
     delivery_backoff_seconds: float = Field(default=1.0, ge=0)
+    max_silence: str = "7d"  # the longest silence the API accepts
 
     @model_validator(mode="after")
     def _rules(self) -> MonitoringSection:
@@ -319,6 +356,10 @@ class MonitoringSection(BaseModel):
                 self.check_channel(channel)
         for channel in self.alert_channels:
             self.check_channel(channel)
+        try:
+            parse_duration(self.max_silence)
+        except ValueError as exc:
+            raise ValueError(f"max_silence: {exc}") from None
         return self
 
     def check_channel(self, channel: str) -> None:

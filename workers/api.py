@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
+from fastapi import FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from engines.config import Config
+from engines.errors import ConfigError
 from engines.monitoring.metrics import METRICS, from_report
 from engines.monitoring.rules import parse_duration
+from engines.monitoring.store import silence_end
 from workers import runtime
+from workers.api_auth import TOKEN_MIN_LENGTH, TokenAuth, api_token, generate_token, token_path
+
+__all__ = ["create_api", "serve", "api_token", "generate_token", "token_path"]
 
 
 class AckRequest(BaseModel):
@@ -28,7 +32,8 @@ class AckRequest(BaseModel):
 
 
 class MigrationRequest(BaseModel):
-    source: str | dict[str, Any] = Field(description="a database id, or an inline config with password_env")
+    source: str | dict[str, Any] = Field(description="a database id (inline configs only when the operator allows "
+                                                     "them: fleet.allow_inline_databases)")
     target: str | dict[str, Any]
     type: str = Field(default="full", pattern="^(full|incremental)$")
     batch_size: int = Field(default=1000, ge=1)
@@ -46,35 +51,29 @@ class MigrationRequest(BaseModel):
 class SilenceRequest(BaseModel):
     rule: str | None = Field(default=None, max_length=200)
     database_id: str | None = Field(default=None, max_length=200)
-    duration: str = Field(default="1h", description="30m, 2h, 1d ...")
+    duration: str = Field(default="1h", max_length=32, description="30m, 2h, 1d ... (at most monitoring.max_silence)")
     by: str | None = Field(default=None, max_length=200)
     comment: str | None = Field(default=None, max_length=2000)
 
 
-def _token_ok(expected: str | None, header: str | None, query: str | None = None) -> bool:
-    if expected is None:
-        return True
-    given = query or (header[7:] if header and header.startswith("Bearer ") else None)
-    return given is not None and secrets.compare_digest(given.encode(), expected.encode())
-
-
-def create_api(cfg: Config | None = None, cache: Any = None, store: Any = None) -> FastAPI:
-    """The API app; ``cache`` (Redis) and ``store`` (AlertStore) default to this process's."""
+def create_api(cfg: Config | None = None, cache: Any = None, store: Any = None, token: str | None = None) -> FastAPI:
+    """The API app; ``cache`` (Redis) and ``store`` (AlertStore) default to this process's. Without a token
+    source (``token`` or the config's, see :func:`api_token`) it refuses to build."""
     cfg = cfg or runtime.config()
+    token = token if token is not None else api_token(cfg)
+    if len(token.strip()) < TOKEN_MIN_LENGTH:
+        raise ConfigError([("fleet.api", f"the API token is empty or shorter than {TOKEN_MIN_LENGTH} characters")])
     cache = cache if cache is not None else runtime.cache()
     store = store if store is not None else runtime.alert_store()
-    token = cfg.fleet.api.token()
+    max_silence = parse_duration(cfg.database_scripts.monitoring.max_silence)
     app = FastAPI(title="dbfleet monitoring API", version="1",
-                  description="Health, metrics and alerts of the databases in the dbfleet registry.")
+                  description="Health, metrics and alerts of the databases in the dbfleet registry. "
+                              "Every route needs Authorization: Bearer <token>.")
+    app.add_middleware(TokenAuth, token=token.strip())
 
     @app.exception_handler(HTTPException)
     async def _json_error(request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
-
-    def auth(request: Request) -> None:
-        if not _token_ok(token, request.headers.get("authorization")):
-            raise HTTPException(401, "missing or wrong token: send Authorization: Bearer <token>",
-                                headers={"WWW-Authenticate": "Bearer"})
 
     def database(db_id: str) -> Any:
         if db_id not in cfg.databases:
@@ -90,9 +89,7 @@ def create_api(cfg: Config | None = None, cache: Any = None, store: Any = None) 
         report: dict[str, Any] = json.loads(raw)
         return report
 
-    guarded = [Depends(auth)]
-
-    @app.get("/api/monitoring/databases", dependencies=guarded)
+    @app.get("/api/monitoring/databases")
     def databases() -> list[dict[str, Any]]:
         """Every registered database with the status of its last health check."""
         raw = cache.mget([runtime.HEALTH_KEY.format(i) for i in cfg.databases]) if cfg.databases else []
@@ -104,12 +101,12 @@ def create_api(cfg: Config | None = None, cache: Any = None, store: Any = None) 
                         "checked_at": report["checked_at"] if report else None})
         return out
 
-    @app.get("/api/monitoring/databases/{db_id}/health", dependencies=guarded)
+    @app.get("/api/monitoring/databases/{db_id}/health")
     def health(db_id: str) -> dict[str, Any]:
         """The last health report of a database (checks with status, value, threshold, hint)."""
         return cached_health(db_id)
 
-    @app.get("/api/monitoring/databases/{db_id}/metrics", dependencies=guarded)
+    @app.get("/api/monitoring/databases/{db_id}/metrics")
     def metrics(db_id: str) -> dict[str, Any]:
         """The metrics alert rules can use, from the last health report, with their units."""
         report = cached_health(db_id)
@@ -117,7 +114,7 @@ def create_api(cfg: Config | None = None, cache: Any = None, store: Any = None) 
         return {"database_id": db_id, "checked_at": report["checked_at"],
                 "metrics": {k: {"value": v, "unit": METRICS.get(k, "number")} for k, v in sorted(values.items())}}
 
-    @app.get("/api/monitoring/alerts/active", dependencies=guarded)
+    @app.get("/api/monitoring/alerts/active")
     def active(database_id: str | None = None) -> list[dict[str, Any]]:
         """Pending and firing alerts, firing first."""
         if database_id:
@@ -125,7 +122,7 @@ def create_api(cfg: Config | None = None, cache: Any = None, store: Any = None) 
         rows: list[dict[str, Any]] = store.active(database_id)
         return rows
 
-    @app.post("/api/monitoring/alerts/{alert_id}/acknowledge", dependencies=guarded)
+    @app.post("/api/monitoring/alerts/{alert_id}/acknowledge")
     def acknowledge(alert_id: str, body: AckRequest | None = None) -> dict[str, Any]:
         """Stop repeat notifications of an alert until it resolves."""
         body = body or AckRequest()
@@ -139,24 +136,24 @@ def create_api(cfg: Config | None = None, cache: Any = None, store: Any = None) 
                          "from": row["state"], "to": row["state"], "acknowledged_by": body.by})
         return row
 
-    @app.post("/api/monitoring/silences", dependencies=guarded, status_code=201)
+    @app.post("/api/monitoring/silences", status_code=201)
     def silence(body: SilenceRequest) -> dict[str, Any]:
         """Mute notifications for a rule and/or a database for a while."""
         if body.database_id:
             database(body.database_id)
         try:
-            ends = datetime.now(timezone.utc) + timedelta(seconds=parse_duration(body.duration))
+            ends = silence_end(body.duration, datetime.now(timezone.utc), max_silence)
             row: dict[str, Any] = store.silence(body.rule, body.database_id, ends, body.by, body.comment)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
         return row
 
-    @app.get("/api/monitoring/silences", dependencies=guarded)
+    @app.get("/api/monitoring/silences")
     def silences() -> list[dict[str, Any]]:
         """Silences that have not expired."""
         return [s.to_dict() for s in store.silences(datetime.now(timezone.utc))]
 
-    @app.post("/api/migration/plan", dependencies=guarded)
+    @app.post("/api/migration/plan")
     def migration_plan(body: MigrationRequest) -> dict[str, Any]:
         """Plan a migration on a worker of the migrations queue (and start it with ``start: true``)."""
         from engines.errors import DbfleetError
@@ -171,7 +168,7 @@ def create_api(cfg: Config | None = None, cache: Any = None, store: Any = None) 
             migrations.run(plan.id)
         return {"migration_id": plan.id, "started": body.start, "plan": plan.to_dict()}
 
-    @app.get("/api/migration/{migration_id}/progress", dependencies=guarded)
+    @app.get("/api/migration/{migration_id}/progress")
     def migration_progress(migration_id: str) -> dict[str, Any]:
         """Batches done/total, rows, rows/s, ETA, per table; the validation report when finished."""
         return _progress(migration_id)
@@ -179,9 +176,6 @@ def create_api(cfg: Config | None = None, cache: Any = None, store: Any = None) 
     @app.websocket("/migration/{migration_id}/progress")
     async def migration_feed(ws: WebSocket, migration_id: str) -> None:
         """Progress snapshots each time they change, until the migration ends."""
-        if not _token_ok(token, ws.headers.get("authorization"), ws.query_params.get("token")):
-            await ws.close(code=1008, reason="missing or wrong token")
-            return
         await ws.accept()
         last = None
         while True:
@@ -201,9 +195,6 @@ def create_api(cfg: Config | None = None, cache: Any = None, store: Any = None) 
     @app.websocket("/monitoring/realtime")
     async def realtime(ws: WebSocket) -> None:
         """Health updates and alert transitions as JSON messages, as workers publish them."""
-        if not _token_ok(token, ws.headers.get("authorization"), ws.query_params.get("token")):
-            await ws.close(code=1008, reason="missing or wrong token")
-            return
         await ws.accept()
         await _forward(ws, cfg.fleet.resolved_cache())
 

@@ -85,9 +85,27 @@ def config_check() -> None:
     console.print(rows_table(f"databases ({cfg.source})", ["id", "kind", "where", "secret", "tags"], rows))
     console.print(f"broker: {_redact(cfg.fleet.broker_url)}   history: {_redact(cfg.fleet.resolved_history())}")
     console.print(f"beat entries from config: {len(schedule)}")
+    warnings += _exposure_warnings(cfg)
     for w in warnings:
         err_console.print(f"[yellow]warning:[/yellow] {w}")
     console.print("[green]config OK[/green]")
+
+
+def _exposure_warnings(cfg: Any) -> list[str]:
+    """What docs/security.md asks an operator to look at: a missing API token, an open /metrics, inline configs."""
+    from workers.api import api_token
+
+    out = []
+    try:
+        api_token(cfg)
+    except DbfleetError as exc:
+        out.append(f"`dbfleet api` will not start: {exc}")
+    if not (cfg.fleet.exporter.user or cfg.fleet.exporter.token_env):
+        out.append("/metrics is unauthenticated: set fleet.exporter.user and password_env (docs/security.md)")
+    if cfg.fleet.allow_inline_databases:
+        out.append("inline database configs are allowed (fleet.allow_inline_databases); secret references in them: "
+                   f"env prefix {cfg.fleet.inline_secrets.env_prefix!r}, files in {cfg.fleet.inline_secrets.file_dir!r}")
+    return out
 
 
 def _redact(url: str) -> str:
@@ -253,12 +271,20 @@ def exporter(port: int | None, address: str | None) -> None:
 @cli.command()
 @click.option("--port", type=int, default=None)
 @click.option("--address", default=None)
-def api(port: int | None, address: str | None) -> None:
-    """Serve the monitoring REST + WebSocket API (OpenAPI at /docs)."""
-    from workers.api import serve
+@click.option("--generate-token", is_flag=True, help="create <state dir>/secrets/api.token (0600) if absent, print it")
+def api(port: int | None, address: str | None, generate_token: bool) -> None:
+    """Serve the monitoring REST + WebSocket API (OpenAPI at /docs); every route needs the token."""
+    from workers import api as rest
 
-    ac = _config().fleet.api
-    serve(address or ac.address, port or ac.port)
+    cfg = _config()
+    if generate_token:
+        path, created = rest.generate_token(cfg)
+        console.print(f"API token {'written to' if created else 'already in'} {path} (mode 0600): "
+                      f"[bold]{rest.api_token(cfg)}[/bold]")
+        return
+    rest.api_token(cfg)  # no token source: a clear error before anything listens
+    serve_address = address or cfg.fleet.api.address
+    rest.serve(serve_address, port or cfg.fleet.api.port)
 
 
 @cli.command()
@@ -266,12 +292,14 @@ def api(port: int | None, address: str | None) -> None:
 def up(groups: str | None) -> None:
     """Run the whole fleet (workers per group, beat, flower, exporter, API) supervised, until Ctrl-C."""
     from engines.config import default_config_path
-    from workers.supervisor import Supervisor, fleet_children
+    from workers.supervisor import Supervisor, ensure_api_token, fleet_children
 
     cfg = _config()
     path = default_config_path()
     if path is None:
         raise ConfigError([("--config", "dbfleet up needs a config file (--config or DBFLEET_CONFIG)")])
+    token, where = ensure_api_token(cfg)
+    console.print(f"API token: [bold]{token}[/bold] (from {where})")
     children = fleet_children(cfg, path.resolve(), groups.split(",") if groups else None)
     sup = Supervisor(children)
     sup.start()

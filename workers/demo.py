@@ -49,7 +49,7 @@ def demo_config(root: Path, redis: EmbeddedRedis, pg: EmbeddedPostgres) -> dict[
             "flower": {"port": free_port(), "user": "admin", "password_env": None,
                        "password_file": str(sec / "flower.password")},
             "exporter": {"port": free_port()},
-            "api": {"port": free_port()},
+            "api": {"port": free_port(), "token_env": None, "token_file": str(sec / "api.token")},
         },
         "databases": {
             DEMO_DB: {"kind": "postgresql", "host": "127.0.0.1", "port": pg.port, "dbname": DEMO_DB,
@@ -152,6 +152,28 @@ def _flower_tasks(cfg: Any, task_ids: list[str]) -> int:
             break
         time.sleep(1)
     return len(seen)
+
+
+def _api_answers(cfg: Any) -> bool:
+    """The API refuses a request without the token and answers one with it."""
+    import urllib.error
+    import urllib.request
+
+    api = cfg.fleet.api
+    url = f"http://{api.address}:{api.port}/api/monitoring/databases"
+    with_token = urllib.request.Request(url, headers={"Authorization": f"Bearer {_secret(Path(api.token_file))}"})
+    for _ in range(40):
+        try:
+            urllib.request.urlopen(url, timeout=5)
+            return False  # answered without a token
+        except urllib.error.HTTPError as exc:
+            if exc.code != 401:
+                return False
+            with urllib.request.urlopen(with_token, timeout=5) as resp:
+                return resp.status == 200
+        except OSError:
+            time.sleep(0.5)
+    return False
 
 
 def _scrape(cfg: Any) -> int:
@@ -264,11 +286,12 @@ def _summary(cfg: Any, root: Path, rows: list[list[str]], ids: list[str], starte
     console.print(f"Flower:   http://{fc.address}:{fc.port}  user [bold]{fc.user}[/bold] password "
                   f"[bold]{fc.password()}[/bold] (from {fc.password_file}); it shows {in_flower}/{len(ids)} tasks")
     console.print(f"Exporter: http://{ec.address}:{ec.port}/metrics  ({metrics} databases reported)")
-    api = cfg.fleet.api
-    console.print(f"API:      http://{api.address}:{api.port}/docs  (health, metrics, alerts; "
-                  f"ws://{api.address}:{api.port}/monitoring/realtime)")
+    api, api_ok = cfg.fleet.api, _api_answers(cfg)
+    console.print(f"API:      http://{api.address}:{api.port}/api/monitoring/databases  header "
+                  f"[bold]Authorization: Bearer {_secret(Path(api.token_file))}[/bold] (from {api.token_file}); "
+                  f"{'401 without it, 200 with it' if api_ok else 'did NOT answer as expected'}")
     console.print(f"State:    {root}   history: dbfleet --config {root / 'dbfleet.yaml'} history")
-    ok = in_flower == len(ids) and metrics == len(cfg.databases)
+    ok = in_flower == len(ids) and metrics == len(cfg.databases) and api_ok
     console.print(f"demo {'finished' if ok else 'FAILED'} in {time.monotonic() - started:.1f}s")
     return ok
 
@@ -299,6 +322,7 @@ def run_demo(scale: int, keep_running: bool, fresh: bool) -> int:
     root.mkdir(parents=True, exist_ok=True)
     _secret(root / "secrets" / "flower.password")
     _secret(root / "secrets" / "repository.key")
+    _secret(root / "secrets" / "api.token")
     redis = EmbeddedRedis(root / "redis")
     pg = EmbeddedPostgres(root / "postgres", _secret(root / "secrets" / "postgres.password"))
     sup: Supervisor | None = None

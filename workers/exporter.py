@@ -194,21 +194,30 @@ def build_registry(cfg: Config | None = None) -> CollectorRegistry:
 
 
 def auth_middleware(app: Any, cfg: Config) -> Any:
-    """Basic auth (exporter.user + password) and/or a bearer token (exporter.token_env), when configured."""
+    """Basic auth (exporter.user + password) and/or a bearer token (exporter.token_env) when configured; a
+    configured credential that resolves empty is an error, never an open endpoint. Nothing configured: open
+    (docs/security.md)."""
     import base64
     import secrets
 
+    from engines.errors import ConfigError
     from engines.secrets import resolve_secret
 
     ec = cfg.fleet.exporter
-    password = resolve_secret("exporter", env=ec.password_env, file=ec.password_file) if ec.user else None
-    token = resolve_secret("exporter token", env=ec.token_env) if ec.token_env else None
-    if not (password or token):
+    if not (ec.user or ec.token_env):
+        log.warning("/metrics is served without authentication (set fleet.exporter.user and password_env)")
         return app
     accepted = set()
-    if password:
+    if ec.user:
+        password = resolve_secret("exporter", env=ec.password_env, file=ec.password_file)
+        if not password:
+            raise ConfigError([("fleet.exporter", "the basic-auth password is empty: set "
+                                f"{ec.password_env or ec.password_file}")], cfg.source)
         accepted.add("Basic " + base64.b64encode(f"{ec.user}:{password}".encode()).decode())
-    if token:
+    if ec.token_env:
+        token = resolve_secret("exporter token", env=ec.token_env)
+        if not token:
+            raise ConfigError([("fleet.exporter", f"the bearer token in {ec.token_env} is empty")], cfg.source)
         accepted.add(f"Bearer {token}")
 
     def guarded(environ: dict[str, Any], start_response: Any) -> Any:

@@ -28,12 +28,35 @@ RUNTIME_PREFIX = "user:"
 
 
 def check_options(options: dict[str, Any]) -> dict[str, Any]:
-    """Refuse options that look like secrets: task arguments are visible in Flower and the backend."""
-    bad = [k for k in options if _SECRET_KEY.search(str(k))]
-    if bad:
-        raise ConfigError([(f"options.{k}", "secrets cannot travel as task options; "
-                            "reference them in dbfleet.yaml (password_env, password_file)") for k in bad])
+    """Refuse options that look like secrets (task arguments are visible in Flower and the backend) and
+    inline database configs (a database travels as a registry id; docs/security.md)."""
+    problems = [(f"options.{k}", "secrets cannot travel as task options; reference them in dbfleet.yaml "
+                                 "(password_env, password_file)") for k in _secret_keys(options)]
+    problems += [(f"options.{k}", "an inline database config cannot travel as an option: name a registry id")
+                 for k, v in options.items() if isinstance(v, dict) and "kind" in v]
+    if problems:
+        raise ConfigError(problems)
     return options
+
+
+def _secret_keys(tree: dict[str, Any], path: str = "") -> list[str]:
+    out = []
+    for key, value in tree.items():
+        where = f"{path}.{key}" if path else str(key)
+        if _SECRET_KEY.search(str(key)):
+            out.append(where)
+        elif isinstance(value, dict):
+            out += _secret_keys(value, where)
+    return out
+
+
+def registry_id(database_id: Any) -> str:
+    """``database_id`` when it is a registry id of this config; inline configs and unknown ids are refused."""
+    if not isinstance(database_id, str):
+        raise ConfigError([("database_id", f"expected a registry id, got {type(database_id).__name__}: scripts run "
+                                           "only on databases of the registry (inline configs are not accepted)")])
+    runtime.config().database(database_id)
+    return database_id
 
 
 class ScriptExecution:
@@ -108,9 +131,10 @@ class DatabaseScriptManager:
         try:
             name, task, queue = resolve(script_type)
             options = check_options(dict(config or {}))
-            runtime.config().database(database_id)
+            registry_id(database_id)
         except DbfleetError as exc:
-            self._record_refusal(str(getattr(script_type, "value", script_type)), database_id, exc)
+            name = database_id if isinstance(database_id, str) else "<not a registry id>"  # a mapping may hold secrets
+            self._record_refusal(str(getattr(script_type, "value", script_type)), name, exc)
             raise
         result = self.app.send_task(task, args=[database_id], kwargs={"options": options}, queue=queue)
         return ScriptExecution(result, name, database_id)
@@ -129,7 +153,7 @@ class DatabaseScriptManager:
         from beat_schedule import cron_schedule
 
         script, task, queue = resolve(script_type)
-        runtime.config().database(database_id)
+        registry_id(database_id)
         check_cron(schedule, "schedule")
         options = check_options(dict(config or {}))
         entry_name = RUNTIME_PREFIX + (name or f"{script}:{database_id}")

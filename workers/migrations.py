@@ -18,7 +18,8 @@ from typing import Any
 from celery import chain, chord, group
 
 from engines.config import DatabaseConfig
-from engines.errors import DbfleetError, ScriptFailed
+from engines.errors import ConfigError, DbfleetError, ScriptFailed
+from engines.inline import inline_database
 from engines.migration import engine
 from engines.migration.model import MigrationPlan, MigrationType
 from engines.migration.store import COMPLETED, FAILED, ROLLED_BACK, RUNNING, MigrationStore
@@ -42,21 +43,16 @@ def _store(url: str) -> MigrationStore:
 
 
 def resolve(ref: DbRef) -> DatabaseConfig:
-    """A registry id, or an inline config whose secrets are references (password_env / password_file)."""
+    """A registry id; or an inline config, only when fleet.allow_inline_databases is on and its secret
+    references stay inside fleet.inline_secrets (checked here, in the caller and again on the worker)."""
+    cfg = runtime.config()
     if isinstance(ref, str):
-        return runtime.config().database(ref)
-    from pydantic import ValidationError
-
-    from engines.errors import ConfigError
-
-    check_options({k: v for k, v in ref.items() if k not in ("password_env", "password_file")})
-    try:
-        db = DatabaseConfig.model_validate({k: v for k, v in ref.items() if k != "id"})
-    except ValidationError as exc:
-        raise ConfigError([(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()],
-                          "inline database config") from None
-    db.id = str(ref.get("id") or f"inline-{db.kind}-{db.dbname or db.host}")
-    return db
+        return cfg.database(ref)
+    if not isinstance(ref, dict):
+        raise ConfigError([("", f"a database is a registry id or a mapping, not {type(ref).__name__}")],
+                          "migration request")
+    check_options({k: v for k, v in ref.items() if k not in ("password_env", "password_file", "passfile")})
+    return inline_database(ref, cfg.fleet, list(cfg.databases))
 
 
 def _dbs(plan: MigrationPlan) -> tuple[DatabaseConfig, DatabaseConfig]:
@@ -274,10 +270,10 @@ def plan(source: DbRef, target: DbRef, timeout: float = 600, **options: Any) -> 
     """Plan on a worker of the migrations queue (it holds the secrets) and return the stored plan."""
     from celery.exceptions import TimeoutError as CeleryTimeout
 
-    for ref in (source, target):  # refuse inline secrets here, before anything reaches the broker
-        if isinstance(ref, dict):
-            resolve(ref)
     check_options(options)
+    for ref in (source, target):  # refuse inline configs and secrets here, before anything reaches the broker
+        if not isinstance(ref, str):
+            resolve(ref)
     result = celery_app().send_task("migrations.plan", args=[source, target, options])
     try:
         return MigrationPlan.from_dict(result.get(timeout=timeout))

@@ -53,6 +53,18 @@ def fleet_children(cfg: Config, config_path: Path, groups: list[str] | None = No
     return out
 
 
+def ensure_api_token(cfg: Config) -> tuple[str, str]:
+    """The token the API child will use: the configured one, else one generated into the state directory
+    (mode 0600) that the child finds there; (token, where it is)."""
+    from workers.api import api_token, generate_token
+
+    ac = cfg.fleet.api
+    if ac.token_file or (ac.token_env and ac.token_env in os.environ):
+        return api_token(cfg), ac.token_file or ac.token_env or ""  # a wrong configured source stays an error
+    path, _ = generate_token(cfg)
+    return api_token(cfg), str(path)
+
+
 class Supervisor:
     """Start children, restart the ones that die (``up``), stop them all cleanly."""
 

@@ -4,7 +4,7 @@ shared by every worker and the API."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Integer, String, Text, select
@@ -13,6 +13,30 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from engines.history import as_utc, sql_engine
 
 PENDING, FIRING, RESOLVED = "pending", "firing", "resolved"
+
+
+DEFAULT_MAX_SILENCE = 7 * 86400.0
+
+
+def silence_end(duration: str, now: datetime, max_seconds: float = DEFAULT_MAX_SILENCE) -> datetime:
+    """When a silence of ``duration`` (``2h``, ``1d``) started ``now`` ends; ValueError when the duration is
+    not one, not positive, or longer than ``max_seconds`` (monitoring.max_silence)."""
+    from engines.monitoring.rules import parse_duration
+
+    seconds = parse_duration(duration)
+    if seconds <= 0:
+        raise ValueError(f"a silence lasts a positive duration, not {duration!r}")
+    if seconds > max_seconds:
+        raise ValueError(f"a silence of {duration} is longer than the maximum {_days(max_seconds)} "
+                         "(database_scripts.monitoring.max_silence)")
+    return now + timedelta(seconds=seconds)
+
+
+def _days(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 class _Base(DeclarativeBase):

@@ -18,6 +18,7 @@ FLOWER_PW = "flower-test-pw-5b1e"
 # tuning: left unconsumed; dr, backups, migrations: their tests start (and kill) their own workers
 MAIN_QUEUES = "health,audits,compliance"
 REPO_KEY = "fleet-repo-key-3c1d"
+API_TOKEN = "fleet-api-token-8e2a41"
 
 
 @dataclass
@@ -79,7 +80,10 @@ def fleet_config(root: Path, redis: EmbeddedRedis, pg_port: int, extra_db: dict[
                   "broker_transport_options": {"unacked_restore_interval": 1,
                                                "unacked_restore_throttle": 1},
                   "flower": {"port": free_port(), "password_env": "DBFLEET_TEST_FLOWER_PW"},
-                  "exporter": {"port": free_port()}, "api": {"port": free_port()}},
+                  "exporter": {"port": free_port()},
+                  "api": {"port": free_port(), "token_file": str(root / "api.token")},
+                  # the migration tests send inline configs whose passwords are DBFLEET_TEST_* variables
+                  "allow_inline_databases": True, "inline_secrets": {"env_prefix": "DBFLEET_TEST_"}},
         "databases": dbs,
         "storage": {"repo": {"type": "filesystem", "path": str(root / "repo"), "key_env": "DBFLEET_TEST_REPO_KEY"}},
         "database_scripts": {"monitoring": {"enabled": False, "alert_channels": ["log"], "alert_rules": [
@@ -109,6 +113,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, embedded_pg: Any,
     extra["maria"] = {"kind": "mariadb", "host": "127.0.0.1", "user": mariadb_canary_user, "dbname": "test",
                       "password_env": "DBFLEET_TEST_CANARY"}
     redis = EmbeddedRedis(root / "redis").start()
+    (root / "api.token").write_text(API_TOKEN + "\n")
+    (root / "api.token").chmod(0o600)
     path = write_config(root / "dbfleet.yaml", fleet_config(root, redis, embedded_pg.port, extra))
     env = child_env(path, DBFLEET_TEST_CANARY=CANARY, DBFLEET_TEST_CANARY_WRONG=CANARY_WRONG,
                     DBFLEET_TEST_FLOWER_PW=FLOWER_PW, DBFLEET_TEST_REPO_KEY=REPO_KEY)

@@ -38,7 +38,7 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path) -> None:
                   "│ backup_verify │ music │ ok", "│ restore_drill │ music │ ok", "measured RTO",
                   "alert rule music_long_queries: fired, then resolved", "│ security_audit │ music │ ok",
                   "│ status │ ok completed │",  # the migration into music_copy, validated
-                  "it shows 12/12 tasks", "(4 databases reported)", "demo finished"):
+                  "it shows 12/12 tasks", "(4 databases reported)", "401 without it, 200 with it", "demo finished"):
         assert words in text, words
     assert _procs_mentioning(str(state)) == []
     written = {p.name for p in state.iterdir()}
@@ -47,6 +47,7 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path) -> None:
     pw = (state / "secrets" / "postgres.password").read_text().strip()
     assert pw not in (state / "dbfleet.yaml").read_text()
     assert oct((state / "secrets" / "postgres.password").stat().st_mode & 0o777) == "0o600"
+    assert oct((state / "secrets" / "api.token").stat().st_mode & 0o777) == "0o600"
 
 
 def test_up_supervises_the_fleet_and_stops_it_on_sigterm(fleet) -> None:

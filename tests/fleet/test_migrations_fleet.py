@@ -16,6 +16,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from tests.fleet.conftest import API_TOKEN
 from tests.fleet.procs import leak_haystack, run_cli, wait_for
 from tests.integration.backup_cases import pg_admin
 from tests.servers import CANARY
@@ -106,7 +107,7 @@ def test_seed_api_runs_a_chord_and_reports_progress(fleet: Any, dbs: Any) -> Non
     plan, final = asyncio.run(main())
     assert len(plan.batches) == 12 and final["status"] == "completed" and final["report"]["ok"]
     assert _exact(dst) == EXPECTED and final["rows_per_second"] > 0
-    api = TestClient(create_api())
+    api = TestClient(create_api(), headers={"Authorization": f"Bearer {API_TOKEN}"})
     progress = api.get(f"/api/migration/{plan.id}/progress").json()
     assert progress["batches_done"] == 12 and progress["tables"][0]["rows"] == ROWS
     assert api.get("/api/migration/nope/progress").status_code == 404

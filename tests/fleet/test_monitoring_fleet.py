@@ -10,7 +10,9 @@ from fastapi.testclient import TestClient
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.fleet.conftest import API_TOKEN
 from tests.fleet.procs import wait_for
+from tests.servers import CANARY, CANARY_WRONG
 
 pytestmark = pytest.mark.fleet
 
@@ -41,9 +43,29 @@ def test_health_check_fires_a_rule_visible_in_exporter_and_api(fleet: Any) -> No
     assert samples[("dbfleet_health_check_status", (("check", "connections"), ("database", "pg18"),
                                                     ("kind", "postgresql")))] == 0
 
-    api = TestClient(create_api())
+    api = TestClient(create_api(), headers={"Authorization": f"Bearer {API_TOKEN}"})
+    assert TestClient(api.app).post(f"/api/monitoring/alerts/{active['pg18_has_clients']['id']}/acknowledge",
+                                    json={"by": "no-token"}).status_code == 401
     aid = active["pg18_has_clients"]["id"]
     assert api.post(f"/api/monitoring/alerts/{aid}/acknowledge", json={"by": "fleet-test"}).status_code == 200
     again = fleet.manager().execute_script("health_check", "pg18").wait(timeout=60)
     assert not [t for t in again["alerts"] if t["rule"] == "pg18_has_clients"]  # still firing, no transition
     assert runtime.alert_store().get(aid)["acknowledged_by"] == "fleet-test"
+
+
+def test_no_canary_in_api_answers_or_metrics(fleet: Any) -> None:
+    """pg18's password is the canary and pg18_badpw's the wrong canary: neither reaches the API or /metrics,
+    even from the health report of a failed login."""
+    from workers.api import create_api
+    from workers.exporter import build_registry
+
+    for db_id in ("pg18", "pg18_badpw"):
+        fleet.manager().execute_script("health_check", db_id).wait(timeout=60)
+    api = TestClient(create_api(), headers={"Authorization": f"Bearer {API_TOKEN}"})
+    answers = [api.get(path) for path in (
+        "/api/monitoring/databases", "/api/monitoring/databases/pg18/health", "/api/monitoring/databases/pg18/metrics",
+        "/api/monitoring/databases/pg18_badpw/health", "/api/monitoring/alerts/active", "/openapi.json")]
+    assert [a.status_code for a in answers] == [200] * len(answers)
+    assert api.get("/api/monitoring/databases/pg18_badpw/health").json()["status"] == "down"
+    haystack = "\n".join(a.text for a in answers) + generate_latest(build_registry()).decode()
+    assert CANARY not in haystack and CANARY_WRONG not in haystack

@@ -15,6 +15,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from engines.config import parse_config
+from engines.errors import ConfigError
 from engines.monitoring import AlertStore, Evaluator, compile_rules
 from workers import runtime
 from workers.api import create_api
@@ -88,18 +89,52 @@ def test_token_is_required_and_openapi_is_served(api: Any) -> None:
     denied = bare.get("/api/monitoring/alerts/active")
     assert denied.status_code == 401 and "Bearer" in denied.json()["error"]
     assert bare.get("/api/monitoring/alerts/active", headers={"Authorization": "Bearer wrong"}).status_code == 401
-    spec = bare.get("/openapi.json").json()
+    assert bare.get("/api/monitoring/alerts/active", headers={"Authorization": "Bearer "}).status_code == 401
+    assert bare.get("/openapi.json").status_code == 401
+    spec = api.get("/openapi.json").json()
     assert "/api/monitoring/alerts/{alert_id}/acknowledge" in spec["paths"]
     assert "/api/monitoring/databases/{db_id}/health" in spec["paths"]
 
 
+def test_acknowledge_and_silence_need_the_token(api: Any) -> None:
+    aid = api.get("/api/monitoring/alerts/active").json()[0]["id"]
+    bare = TestClient(api.app)
+    # a cross-site form POST carries no Authorization header and no JSON body
+    assert bare.post(f"/api/monitoring/alerts/{aid}/acknowledge").status_code == 401
+    assert bare.post("/api/monitoring/silences", json={"rule": "slow", "duration": "100d"}).status_code == 401
+    assert api.store.get(aid)["acknowledged"] is False
+    assert api.get("/api/monitoring/silences").json() == []
+
+
+def test_silences_are_capped_and_absurd_durations_are_422(api: Any) -> None:
+    for duration in ("99999999d", "8d", "169h", "0s", "-1h", "1" * 40):
+        answer = api.post("/api/monitoring/silences", json={"rule": "slow", "duration": duration})
+        assert answer.status_code == 422, (duration, answer.status_code)
+    too_long = api.post("/api/monitoring/silences", json={"rule": "slow", "duration": "99999999d"}).json()["error"]
+    assert too_long == ("a silence of 99999999d is longer than the maximum 7d "
+                        "(database_scripts.monitoring.max_silence)")
+    assert api.post("/api/monitoring/silences", json={"rule": "slow", "duration": "7d"}).status_code == 201
+    assert len(api.get("/api/monitoring/silences").json()) == 1
+
+
+def test_the_silence_maximum_is_configurable(api: Any) -> None:
+    cfg = parse_config("database_scripts: {monitoring: {max_silence: 2h}}\n")
+    client = TestClient(create_api(cfg, api.cache, api.store, token=TOKEN), headers={"Authorization": f"Bearer {TOKEN}"})
+    assert client.post("/api/monitoring/silences", json={"rule": "slow", "duration": "2h"}).status_code == 201
+    answer = client.post("/api/monitoring/silences", json={"rule": "slow", "duration": "3h"})
+    assert answer.status_code == 422 and "longer than the maximum 2h" in answer.json()["error"]
+    with pytest.raises(ConfigError, match="max_silence"):
+        parse_config("database_scripts: {monitoring: {max_silence: forever}}\n")
+
+
 def test_realtime_websocket_streams_published_events(api: Any, embedded_redis: Any,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from starlette.websockets import WebSocketDisconnect
+    from starlette.testclient import WebSocketDenialResponse
 
-    with pytest.raises(WebSocketDisconnect):
+    with pytest.raises(WebSocketDenialResponse) as denied:
         with TestClient(api.app).websocket_connect("/monitoring/realtime") as ws:
             ws.receive_json()
+    assert denied.value.status_code == 401
     publisher = redis.Redis.from_url(f"{embedded_redis.url}/5")
     with api.websocket_connect(f"/monitoring/realtime?token={TOKEN}") as ws:
         assert ws.receive_json() == {"type": "hello", "channel": "realtime"}

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from engines.config import parse_config
+from engines.errors import DbfleetError
 from workers.exporter import auth_middleware
 
 
@@ -38,3 +39,34 @@ def test_basic_auth_and_token(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _call(app, "Bearer exp-token-2") == "200 OK dbfleet_up 1"
     assert _call(app, bad).startswith("401") and _call(app, None).startswith("401")
     assert _call(app, "Bearer exp-token-x").startswith("401")
+
+
+def test_a_user_without_a_password_source_is_a_config_error_not_an_open_endpoint() -> None:
+    from engines.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="exporter.user is set but no password source"):
+        parse_config("fleet:\n  exporter: {user: admin}\n")
+    with pytest.raises(ConfigError, match="need exporter.user"):
+        parse_config("fleet:\n  exporter: {password_env: T_EXP_PW}\n")
+
+
+def test_credentials_that_resolve_empty_fail_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engines.errors import ConfigError
+
+    monkeypatch.setenv("T_EXP_PW", "")
+    monkeypatch.setenv("T_EXP_TOKEN", "")
+    with pytest.raises(ConfigError, match="basic-auth password is empty"):
+        auth_middleware(metrics_app, parse_config("fleet:\n  exporter: {user: prom, password_env: T_EXP_PW}\n"))
+    with pytest.raises(ConfigError, match="bearer token in T_EXP_TOKEN is empty"):
+        auth_middleware(metrics_app, parse_config("fleet:\n  exporter: {token_env: T_EXP_TOKEN}\n"))
+    monkeypatch.delenv("T_EXP_PW")
+    with pytest.raises(DbfleetError, match="T_EXP_PW"):
+        auth_middleware(metrics_app, parse_config("fleet:\n  exporter: {user: prom, password_env: T_EXP_PW}\n"))
+
+
+def test_token_only_auth_refuses_empty_and_basic_headers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("T_EXP_TOKEN", "exp-token-2")
+    app = auth_middleware(metrics_app, parse_config("fleet:\n  exporter: {token_env: T_EXP_TOKEN}\n"))
+    for header in (None, "Bearer ", "Bearer", "Basic " + base64.b64encode(b":").decode()):
+        assert _call(app, header).startswith("401"), header
+    assert _call(app, "Bearer exp-token-2") == "200 OK dbfleet_up 1"

@@ -16,7 +16,7 @@ def test_inline_password_is_refused_before_sending(monkeypatch: pytest.MonkeyPat
     with pytest.raises(ConfigError) as info:
         migrations.plan(secret, "target")
     assert "password" in str(info.value) and "hunter2-inline" not in str(info.value) and sent == []
-    with pytest.raises(ConfigError, match="dsn must not contain a password"):
+    with pytest.raises(ConfigError, match="inline database configs are off"):
         migrations.plan({"kind": "postgresql", "dsn": "postgresql://u:pw@h/d"}, "target")
     with pytest.raises(ConfigError, match="options.api_key"):
         migrations.plan({"kind": "postgresql", "host": "h", "password_env": "PW"}, "t", api_key="x")
