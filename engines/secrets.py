@@ -86,8 +86,8 @@ def password_location(dsn: str) -> str | None:
             if parts.password is not None:
                 return "the user:password part of the URL"
             query = parse_qsl(parts.query, keep_blank_values=True)
-        except ValueError as exc:
-            return f"an unparsable URL ({exc}), which may hide one"
+        except ValueError:  # its message can quote the netloc, password and all
+            return "an unparsable URL, which may hide one"
         if any(k.lower() in PASSWORD_KEYS for k, _ in query):
             return "the password parameter of the URL query"
         if not parts.scheme.startswith("postgres"):
