@@ -209,7 +209,8 @@ class FleetConfig(_Model):
     visibility_timeout: int | None = None
     # passed to kombu as is, e.g. {unacked_restore_interval: 1} with a short visibility_timeout
     broker_transport_options: dict[str, Any] = Field(default_factory=dict)
-    time_limits: dict[str, int] = Field(default_factory=dict)  # hard seconds per queue; soft is 90 %
+    time_limits: dict[str, int] = Field(default_factory=dict)  # hard seconds per queue
+    soft_time_limits: dict[str, int] = Field(default_factory=dict)  # default: 90 % of the hard limit
     max_deliveries: int = Field(default=3, ge=1)  # a task that killed its worker this often is failed, not rerun
     extra_task_modules: list[str] = Field(default_factory=list)  # more task modules to import (tests, plugins)
     worker_groups: dict[str, list[str]] = Field(default_factory=lambda: {
@@ -228,6 +229,15 @@ class FleetConfig(_Model):
         if bad:
             raise ValueError(f"time_limits of {', '.join(bad)}: at least 2 seconds (the soft limit comes first)")
         return v
+
+    @model_validator(mode="after")
+    def _soft_before_hard(self) -> FleetConfig:
+        for queue, soft in self.soft_time_limits.items():
+            hard = self.time_limits.get(queue)
+            if soft < 1 or (hard is not None and soft >= hard):
+                raise ValueError(f"soft_time_limits.{queue}: {soft} s must be at least 1 and below the hard "
+                                 f"limit{f' ({hard} s)' if hard is not None else ''}")
+        return self
 
     @model_validator(mode="after")
     def _scrub_urls(self) -> FleetConfig:

@@ -30,9 +30,11 @@ def time_limit(cfg: Config, queue: str) -> int:
     return int(cfg.fleet.time_limits.get(queue, TIME_LIMITS[queue]))
 
 
-def soft_time_limit(hard: int) -> int:
-    """The soft limit before a hard one: 90 %, at least a second earlier."""
-    return max(1, min(int(hard * 0.9), hard - 1))
+def soft_time_limit(cfg: Config, queue: str) -> int:
+    """The soft limit of ``queue``: fleet.soft_time_limits.<queue>, else 90 % of the hard one."""
+    hard = time_limit(cfg, queue)
+    soft = cfg.fleet.soft_time_limits.get(queue, int(hard * 0.9))
+    return max(1, min(int(soft), hard - 1))
 
 
 class QueueTimeLimits:
@@ -42,15 +44,15 @@ class QueueTimeLimits:
     keys never applied; an object with ``annotate(task)`` is asked about every task as it is bound.
     """
 
-    def __init__(self, limits: dict[str, int]) -> None:
-        self.limits = dict(limits)
+    def __init__(self, limits: dict[str, tuple[int, int]]) -> None:
+        self.limits = dict(limits)  # queue -> (soft, hard)
 
     def annotate(self, task: Any) -> dict[str, int] | None:
         """The limits of the queue named by the task's prefix; None for other tasks."""
-        hard = self.limits.get(str(task.name).partition(".")[0])
-        if hard is None:
+        limits = self.limits.get(str(task.name).partition(".")[0])
+        if limits is None:
             return None
-        return {"soft_time_limit": soft_time_limit(hard), "time_limit": hard}
+        return {"soft_time_limit": limits[0], "time_limit": limits[1]}
 
     def __repr__(self) -> str:
         return f"QueueTimeLimits({self.limits!r})"
@@ -79,7 +81,7 @@ def celery_settings(cfg: Config) -> dict[str, Any]:
         "task_default_queue": "health",
         "task_queues": [Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES],
         "task_routes": {f"{q}.*": {"queue": q} for q in QUEUES},
-        "task_annotations": [QueueTimeLimits({q: time_limit(cfg, q) for q in QUEUES})],
+        "task_annotations": [QueueTimeLimits({q: (soft_time_limit(cfg, q), time_limit(cfg, q)) for q in QUEUES})],
         "beat_scheduler": "redbeat.RedBeatScheduler",
         "redbeat_redis_url": cfg.fleet.resolved_cache(),
         "redbeat_key_prefix": "dbfleet:redbeat:",

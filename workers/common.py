@@ -87,6 +87,8 @@ def _fail(run: Run, message: str, original: DbfleetError | None = None) -> None:
 class FleetTask(Task):
     """Base of every dbfleet task (the app's ``task_cls``): the soft limit is watched, redeliveries capped."""
 
+    Request = "workers.reliability:FleetRequest"
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         req = self.request
         if req.called_directly or req.is_eager or not req.id:

@@ -9,7 +9,9 @@ import threading
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.worker.request import Request
 
+from engines.history import FAILED
 from workers import runtime
 
 log = logging.getLogger("dbfleet.tasks")
@@ -85,3 +87,21 @@ def refuse(task: Any, args: tuple[Any, ...], deliveries: int) -> str:
     runtime.publish({"type": "task_killed_worker", "task": task.name, "task_id": req.id, "queue": queue,
                      "database_id": database_id, "deliveries": killed, "message": message})
     return message
+
+
+class FleetRequest(Request):
+    """A task request whose hard time limit is recorded in history too: the killed process cannot do it."""
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        """Celery's handling, then (hard limit) the history row closed and the delivery count dropped."""
+        super().on_timeout(soft, timeout)
+        if soft:
+            return
+        queue = (self.delivery_info or {}).get("routing_key") or "?"
+        message = (f"time limit exceeded: {self.name} was killed by its hard time limit of {timeout:g} s "
+                   f"(queue {queue}); if it needs longer, raise fleet.time_limits.{queue}")
+        try:
+            runtime.history().finish(self.id, FAILED, error=message)
+        except Exception as exc:
+            log.error("cannot record the hard time limit of %s: %s", self.id, type(exc).__name__)
+        forget_delivery(self.id)

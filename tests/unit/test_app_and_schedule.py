@@ -71,6 +71,13 @@ def test_time_limit_override_applies_to_tasks_and_moves_visibility_timeout() -> 
     assert tasks["audits.security"].time_limit == TIME_LIMITS["audits"]
 
 
+def test_a_soft_limit_can_be_set_apart_from_the_hard_one() -> None:
+    tasks = _queue_tasks("fleet:\n  time_limits: {health: 8}\n  soft_time_limits: {health: 2}\n")
+    assert (tasks["health.check"].soft_time_limit, tasks["health.check"].time_limit) == (2, 8)
+    with pytest.raises(ConfigError, match="soft_time_limits.health: 9 s must be .* below the hard limit"):
+        parse_config("fleet:\n  time_limits: {health: 8}\n  soft_time_limits: {health: 9}\n")
+
+
 def test_time_limits_under_two_seconds_are_refused() -> None:
     with pytest.raises(ConfigError, match="fleet.time_limits.*at least 2 seconds"):
         parse_config("fleet:\n  time_limits: {health: 1}\n")
