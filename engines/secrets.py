@@ -120,7 +120,8 @@ def touch_private(path: str | Path) -> Path:
     path = Path(path).expanduser()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
     try:
-        os.fchmod(fd, 0o600)
+        if os.fstat(fd).st_uid == os.getuid():
+            os.fchmod(fd, 0o600)
     finally:
         os.close(fd)
     return path
