@@ -8,7 +8,7 @@ import signal
 import threading
 from typing import Any
 
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.worker.request import Request
 
 from engines.history import FAILED
@@ -90,15 +90,34 @@ def refuse(task: Any, args: tuple[Any, ...], deliveries: int) -> str:
 
 
 class FleetRequest(Request):
-    """A task request whose hard time limit is recorded in history too: the killed process cannot do it."""
+    """A task request whose hard time limit is recorded in history too: the killed process cannot do it.
+
+    Recorded before Celery's own handling, which publishes the failure, so history is written before anyone
+    waiting on the result can read it.
+    """
+
+    _hard_recorded = False
+
+    def on_failure(self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False) -> None:
+        """A TimeLimitExceeded from the pool is recorded first, then handled as Celery does."""
+        exc = getattr(exc_info.exception, "exc", exc_info.exception)  # unwrap ExceptionWithTraceback
+        if isinstance(exc, TimeLimitExceeded):
+            self._record_hard_limit(exc.args[0] if exc.args else None)
+        super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
 
     def on_timeout(self, soft: bool, timeout: float) -> None:
-        """Celery's handling, then (hard limit) the history row closed and the delivery count dropped."""
+        """The hard limit is recorded first, then handled as Celery does."""
+        if not soft:
+            self._record_hard_limit(timeout)
         super().on_timeout(soft, timeout)
-        if soft:
+
+    def _record_hard_limit(self, timeout: Any) -> None:
+        if self._hard_recorded:
             return
+        self._hard_recorded = True
         queue = (self.delivery_info or {}).get("routing_key") or "?"
-        message = (f"time limit exceeded: {self.name} was killed by its hard time limit of {timeout:g} s "
+        limit = f" of {float(timeout):g} s" if isinstance(timeout, (int, float)) else ""
+        message = (f"time limit exceeded: {self.name} was killed by its hard time limit{limit} "
                    f"(queue {queue}); if it needs longer, raise fleet.time_limits.{queue}")
         try:
             runtime.history().finish(self.id, FAILED, error=message)

@@ -261,3 +261,20 @@ def test_a_task_that_kills_its_worker_is_failed_after_three_deliveries(limited) 
     assert done["worker"].startswith("limited@")
     cache = redis.Redis.from_url(variant.config.fleet.resolved_cache())
     assert cache.get(f"dbfleet:deliveries:{res.id}") is not None  # kept: a fourth copy would be refused too
+
+
+def test_a_task_that_ignores_its_soft_limit_is_killed_at_the_hard_one_and_recorded(limited) -> None:
+    from engines.history import HistoryStore
+
+    variant, proc = limited
+    res = variant.app.send_task("health.outstay", args=["lite"], queue="health")
+    with pytest.raises(Exception) as err:
+        res.get(timeout=60)
+    assert type(err.value).__name__ == "TimeLimitExceeded"
+    run = HistoryStore(variant.config.fleet.resolved_history()).get(res.id)
+    assert run["status"] == "failed"  # was left 'running' by the killed process
+    assert run["error"] == ("time limit exceeded: health.outstay was killed by its hard time limit of 8 s "
+                            "(queue health); if it needs longer, raise fleet.time_limits.health")
+    cache = redis.Redis.from_url(variant.config.fleet.resolved_cache())
+    assert cache.get(f"dbfleet:deliveries:{res.id}") is None  # acked, never back: no count left behind
+    assert variant.app.send_task("health.check", args=["lite"], queue="health").get(timeout=60)["status"] == "up"
