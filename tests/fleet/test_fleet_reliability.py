@@ -249,6 +249,9 @@ def test_a_task_that_kills_its_worker_is_failed_after_three_deliveries(limited) 
     from engines.history import HistoryStore
 
     variant, proc = limited
+    cache = redis.Redis.from_url(variant.config.fleet.resolved_cache())
+    feed = cache.pubsub(ignore_subscribe_messages=True)
+    feed.subscribe("dbfleet:events")  # the realtime feed the API's WebSocket relays
     res = variant.app.send_task("dr.selfkill", args=["lite"], queue="dr")
     with pytest.raises(Exception) as err:
         res.get(timeout=120)  # before: redelivered (and killing the pool process) forever
@@ -259,8 +262,18 @@ def test_a_task_that_kills_its_worker_is_failed_after_three_deliveries(limited) 
     assert proc.proc.poll() is None  # the worker itself lives on and takes the next task
     done = variant.app.send_task("fleet.probe", args=["after-selfkill", 0], queue="dr").get(timeout=60)
     assert done["worker"].startswith("limited@")
-    cache = redis.Redis.from_url(variant.config.fleet.resolved_cache())
     assert cache.get(f"dbfleet:deliveries:{res.id}") is not None  # kept: a fourth copy would be refused too
+    events: list[dict] = []
+
+    def killed_events() -> list[dict]:
+        msg = feed.get_message(timeout=0.2)  # None also for the (ignored) subscribe confirmation
+        if msg:
+            events.append(json.loads(msg["data"]))
+        return [e for e in events if e["type"] == "task_killed_worker"]
+
+    assert wait_for(killed_events, 10, "the task_killed_worker event", poll=0) == [{
+        "type": "task_killed_worker", "task": "dr.selfkill", "task_id": res.id, "queue": "dr",
+        "database_id": "lite", "deliveries": 3, "message": str(err.value)}]
 
 
 def test_a_task_that_ignores_its_soft_limit_is_killed_at_the_hard_one_and_recorded(limited) -> None:
