@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from engines.errors import ConfigError, SecretMissingError, UnknownDatabaseError
 from engines.kinds import DEFAULT_PORTS, KIND_ALIASES, KINDS
-from engines.secrets import resolve_secret, url_has_password
+from engines.secrets import password_location, remember_url, resolve_secret
 
 ENV_PREFIX = "DBFLEET_"
 # Convenience names for the most common overrides; the general form is DBFLEET_A__B__C.
@@ -80,8 +80,10 @@ class DatabaseConfig(_Model):
     @field_validator("dsn")
     @classmethod
     def _dsn(cls, v: str | None) -> str | None:
-        if v and url_has_password(v):
-            raise ValueError("dsn must not contain a password; use password_env or password_file")
+        where = password_location(v) if v else None
+        if where:
+            raise ValueError(f"dsn must not contain a password (found in {where}); "
+                             "use password_env or password_file")
         return v
 
     @field_validator("schedules")
@@ -138,8 +140,9 @@ class StorageConfig(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
-        if v and url_has_password(v):
-            raise ValueError("url must not contain credentials; use access_key_env/secret_key_env")
+        where = password_location(v) if v else None
+        if where:
+            raise ValueError(f"url must not contain credentials (found in {where}); use access_key_env/secret_key_env")
         return v
 
     def key_secret(self, name: str) -> str | None:
@@ -210,7 +213,10 @@ class FleetConfig(_Model):
     visibility_timeout: int | None = None
     # passed to kombu as is, e.g. {unacked_restore_interval: 1} with a short visibility_timeout
     broker_transport_options: dict[str, Any] = Field(default_factory=dict)
-    time_limits: dict[str, int] = Field(default_factory=dict)
+    time_limits: dict[str, int] = Field(default_factory=dict)  # hard seconds per queue
+    soft_time_limits: dict[str, int] = Field(default_factory=dict)  # default: 90 % of the hard limit
+    max_deliveries: int = Field(default=3, ge=1)  # a task that killed its worker this often is failed, not rerun
+    extra_task_modules: list[str] = Field(default_factory=list)  # more task modules to import (tests, plugins)
     worker_groups: dict[str, list[str]] = Field(default_factory=lambda: {
         "backups": ["backups"],
         "ops": ["health", "audits", "tuning", "compliance"],
@@ -241,6 +247,29 @@ class FleetConfig(_Model):
                 if not url:
                     raise ValueError(f"{name}_env: environment variable {env} is empty")
                 setattr(self, name, url)
+        return self
+
+    @field_validator("time_limits")
+    @classmethod
+    def _limits(cls, v: dict[str, int]) -> dict[str, int]:
+        bad = sorted(q for q, seconds in v.items() if seconds < 2)
+        if bad:
+            raise ValueError(f"time_limits of {', '.join(bad)}: at least 2 seconds (the soft limit comes first)")
+        return v
+
+    @model_validator(mode="after")
+    def _soft_before_hard(self) -> FleetConfig:
+        for queue, soft in self.soft_time_limits.items():
+            hard = self.time_limits.get(queue)
+            if soft < 1 or (hard is not None and soft >= hard):
+                raise ValueError(f"soft_time_limits.{queue}: {soft} s must be at least 1 and below the hard "
+                                 f"limit{f' ({hard} s)' if hard is not None else ''}")
+        return self
+
+    @model_validator(mode="after")
+    def _scrub_urls(self) -> FleetConfig:
+        for url in (self.broker_url, self.result_backend, self.cache_url, self.history_url):
+            remember_url(url)  # their passwords never reach a log, a result or history
         return self
 
     def state_path(self) -> Path:
@@ -293,6 +322,18 @@ class SmtpConfig(_Model):
     password_file: str | None = None
     sender: str = "dbfleet@localhost"
     timeout: float = 10.0
+    allow_plaintext_auth: bool = False  # with an explicit starttls: false, log in over a plain connection
+
+    @model_validator(mode="after")
+    def _tls(self) -> SmtpConfig:
+        if self.user and not self.starttls and not self.plaintext_login_allowed():
+            raise ValueError("a login (user) over SMTP without TLS sends the password in clear: set starttls: true, "
+                             "or write starttls: false and allow_plaintext_auth: true to accept that")
+        return self
+
+    def plaintext_login_allowed(self) -> bool:
+        """True when the operator wrote starttls: false and allow_plaintext_auth: true."""
+        return "starttls" in self.model_fields_set and not self.starttls and self.allow_plaintext_auth
 
 
 class WebhookConfig(_Model):
@@ -302,8 +343,9 @@ class WebhookConfig(_Model):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        if url_has_password(v):
-            raise ValueError("url must not contain credentials; use token_env")
+        where = password_location(v)
+        if where:
+            raise ValueError(f"url must not contain credentials (found in {where}); use token_env")
         return v
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import JSON, DateTime, Integer, String, Text, create_engine, eve
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from engines.secrets import scrub
+from engines.secrets import scrub, touch_private
 
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
 
@@ -63,7 +63,9 @@ def sql_engine(url: str) -> Engine:
     """A SQLAlchemy engine for the history database (SQLite in WAL mode, or PostgreSQL by URL); the alert
     and migration stores share it."""
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        path = Path(url.removeprefix("sqlite:///")).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        touch_private(path)  # 0600 whatever the umask; SQLite gives -wal and -shm the same mode
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -110,6 +112,18 @@ class HistoryStore:
             run.status, run.finished_at = status, utcnow()
             run.summary = _safe(summary) if summary is not None else None
             run.error = scrub(error) if error else None
+
+    def record_failure(self, run_id: str, script_type: str, database_id: str | None, error: str,
+                       queue: str | None = None, worker: str | None = None, attempts: int = 1) -> None:
+        """Record a run as failed, whether or not it ever started (a task refused before it ran)."""
+        with Session(self.engine) as s, s.begin():
+            run = s.get(ScriptRun, run_id)
+            if run is None:
+                run = ScriptRun(id=run_id, script_type=script_type, database_id=database_id, options={},
+                                queue=queue, worker=worker, started_at=utcnow())
+                s.add(run)
+            run.status, run.finished_at, run.error = FAILED, utcnow(), scrub(error)
+            run.attempts = max(run.attempts or 0, attempts)
 
     def query(self, script_type: str | None = None, database_id: str | None = None,
               since: datetime | None = None, status: str | None = None,

@@ -19,7 +19,7 @@ log = logging.getLogger("dbfleet")
 
 QUEUES = ("backups", "health", "audits", "migrations", "tuning", "compliance", "dr")
 LONG_QUEUES = frozenset({"backups", "migrations", "dr"})
-# (soft, hard) seconds per queue; overridable with fleet.time_limits.<queue>.
+# hard time limit in seconds per queue, overridable with fleet.time_limits.<queue>; the soft limit is 90 %
 TIME_LIMITS = {"backups": 6 * 3600, "health": 120, "audits": 1800, "migrations": 12 * 3600,
                "tuning": 1800, "compliance": 3 * 3600, "dr": 4 * 3600}
 TASK_MODULES = ["workers.health", "workers.backups", "workers.audits", "workers.migrations", "workers.fleet"]
@@ -28,6 +28,34 @@ TASK_MODULES = ["workers.health", "workers.backups", "workers.audits", "workers.
 def time_limit(cfg: Config, queue: str) -> int:
     """The hard time limit of ``queue`` in seconds."""
     return int(cfg.fleet.time_limits.get(queue, TIME_LIMITS[queue]))
+
+
+def soft_time_limit(cfg: Config, queue: str) -> int:
+    """The soft limit of ``queue``: fleet.soft_time_limits.<queue>, else 90 % of the hard one."""
+    hard = time_limit(cfg, queue)
+    soft = cfg.fleet.soft_time_limits.get(queue, int(hard * 0.9))
+    return max(1, min(int(soft), hard - 1))
+
+
+class QueueTimeLimits:
+    """A Celery annotation giving each task ``<queue>.<verb>`` the soft and hard limits of its queue.
+
+    Celery matches a mapping in ``task_annotations`` by exact task name or ``"*"`` only, so ``"backups.*"``
+    keys never applied; an object with ``annotate(task)`` is asked about every task as it is bound.
+    """
+
+    def __init__(self, limits: dict[str, tuple[int, int]]) -> None:
+        self.limits = dict(limits)  # queue -> (soft, hard)
+
+    def annotate(self, task: Any) -> dict[str, int] | None:
+        """The limits of the queue named by the task's prefix; None for other tasks."""
+        limits = self.limits.get(str(task.name).partition(".")[0])
+        if limits is None:
+            return None
+        return {"soft_time_limit": limits[0], "time_limit": limits[1]}
+
+    def __repr__(self) -> str:
+        return f"QueueTimeLimits({self.limits!r})"
 
 
 def celery_settings(cfg: Config) -> dict[str, Any]:
@@ -53,8 +81,7 @@ def celery_settings(cfg: Config) -> dict[str, Any]:
         "task_default_queue": "health",
         "task_queues": [Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES],
         "task_routes": {f"{q}.*": {"queue": q} for q in QUEUES},
-        "task_annotations": {f"{q}.*": {"soft_time_limit": int(time_limit(cfg, q) * 0.9),
-                                        "time_limit": time_limit(cfg, q)} for q in QUEUES},
+        "task_annotations": [QueueTimeLimits({q: (soft_time_limit(cfg, q), time_limit(cfg, q)) for q in QUEUES})],
         "beat_scheduler": "redbeat.RedBeatScheduler",
         "redbeat_redis_url": cfg.fleet.resolved_cache(),
         "redbeat_key_prefix": "dbfleet:redbeat:",
@@ -68,7 +95,8 @@ def celery_settings(cfg: Config) -> dict[str, Any]:
 def create_app(cfg: Config | None = None) -> Celery:
     """Build the Celery app from ``cfg`` (default: the process config)."""
     cfg = cfg or runtime.config()
-    celery_app = Celery("dbfleet", include=TASK_MODULES)
+    celery_app = Celery("dbfleet", include=TASK_MODULES + cfg.fleet.extra_task_modules,
+                        task_cls="workers.common:FleetTask")
     celery_app.conf.update(celery_settings(cfg))
     from beat_schedule import build_beat_schedule
 

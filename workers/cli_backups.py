@@ -59,33 +59,18 @@ def wait_with_progress(execution: Any, timeout: float) -> dict[str, Any]:
 
 
 def _run_local(script: str, database_id: str, options: dict[str, Any]) -> dict[str, Any]:
-    import json
-
-    from engines.errors import DbfleetError
-    from engines.history import FAILED, SUCCEEDED
-    from engines.secrets import scrub
-    from workers import runtime
     from workers.audits import OPERATIONS as AUDIT_OPERATIONS
     from workers.backups import OPERATIONS
+    from workers.common import Run, run_recorded
     from workers.manager import check_options
 
     check_options(options)
-    db = runtime.config().database(database_id)
-    run_id = f"local-{uuid.uuid4()}"
-    history = runtime.history()
-    history.start(run_id, script, database_id, options, queue="local", worker="cli")
-    try:
-        if script in ("backup", "restore", "restore_drill"):
-            with progress_bar(f"{script} {database_id}") as update:
-                result, ok, error = OPERATIONS[script](db, options, update)
-        else:
-            result, ok, error = {**OPERATIONS, **AUDIT_OPERATIONS}[script](db, options, None)
-    except DbfleetError as exc:
-        history.finish(run_id, FAILED, error=scrub(str(exc)))
-        raise
-    result = json.loads(scrub(json.dumps(result, default=str)))
-    history.finish(run_id, SUCCEEDED if ok else FAILED, summary=result, error=error)
-    return result  # a failed check (ok: false) is printed, then exits 1
+    run = Run(f"local-{uuid.uuid4()}", script, database_id, options, queue="local", worker="cli", local=True)
+    if script in ("backup", "restore", "restore_drill"):
+        with progress_bar(f"{script} {database_id}") as update:
+            return run_recorded(run, lambda db, opts: OPERATIONS[script](db, opts, update))
+    operation = {**OPERATIONS, **AUDIT_OPERATIONS}[script]
+    return run_recorded(run, lambda db, opts: operation(db, opts, None))  # a failed check (ok: false) exits 1
 
 
 def print_result(script: str, result: dict[str, Any]) -> None:

@@ -1,10 +1,15 @@
-"""The shape every script task shares: resolve the id, record history, call the engine, return JSON."""
+"""The shape every script task shares: resolve the id, record history, call the engine, return JSON.
+
+:func:`run_recorded` is the one place a run's history row is opened and closed, for worker tasks
+(:class:`ScriptTask`) and local runs (``dbfleet backups ... --local``) alike.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from celery import Task
@@ -14,7 +19,7 @@ from engines.config import DatabaseConfig
 from engines.errors import DbfleetError, ScriptFailed
 from engines.history import FAILED, SUCCEEDED
 from engines.secrets import scrub
-from workers import runtime
+from workers import reliability, runtime
 
 log = logging.getLogger("dbfleet.tasks")
 
@@ -22,7 +27,84 @@ log = logging.getLogger("dbfleet.tasks")
 EngineCall = Callable[[DatabaseConfig, dict[str, Any]], tuple[dict[str, Any], bool, str | None]]
 
 
-class ScriptTask(Task):
+@dataclass
+class Run:
+    """Who runs what: the history row's key and labels."""
+
+    run_id: str
+    script_type: str
+    database_id: str
+    options: dict[str, Any]
+    queue: str | None = None
+    worker: str | None = None
+    soft_limit: float | None = None  # seconds, to name in the error when it stops the run
+    local: bool = False  # in the CLI: a dbfleet error is raised as itself, for its own message
+
+
+def run_recorded(run: Run, call: EngineCall) -> dict[str, Any]:
+    """Open the history row, call the engine, close the row whatever happens; return the scrubbed result.
+
+    A failure is recorded, then raised as :class:`ScriptFailed` with a scrubbed message (a local run re-raises
+    a dbfleet error itself; a ``KeyboardInterrupt`` is recorded and re-raised); no path leaves the row ``running``.
+    """
+    history = runtime.history()
+    history.start(run.run_id, run.script_type, run.database_id, run.options, queue=run.queue, worker=run.worker)
+    try:
+        db = runtime.config().database(run.database_id)
+        result, ok, error = call(db, run.options)
+    except SoftTimeLimitExceeded:
+        _fail(run, _time_limit_message(run))
+    except DbfleetError as exc:
+        _fail(run, f"{type(exc).__name__}: {scrub(str(exc))}", exc if run.local else None)
+    except KeyboardInterrupt:
+        history.finish(run.run_id, FAILED, error="interrupted (Ctrl-C)")
+        raise
+    except Exception as exc:  # unexpected: log the type and scrubbed message, never locals
+        log.error("%s on %s failed: %s", run.script_type, run.database_id, scrub(f"{type(exc).__name__}: {exc}"))
+        _fail(run, f"{type(exc).__name__}: {scrub(str(exc))}")
+    if reliability.soft_limit_fired():  # the engine caught the exception and returned a verdict
+        _fail(run, _time_limit_message(run))
+    result = json.loads(scrub(json.dumps(result, default=str)))
+    history.finish(run.run_id, SUCCEEDED if ok else FAILED, summary=result, error=error)
+    log.info("%s %s on %s: %s", run.script_type, run.run_id, run.database_id, "ok" if ok else error)
+    return result
+
+
+def _time_limit_message(run: Run) -> str:
+    limit = f" of {run.soft_limit:g} s" if run.soft_limit else ""
+    queue = run.queue or "?"
+    return (f"time limit exceeded: {run.script_type} on {run.database_id} was stopped by its soft time limit{limit} "
+            f"(queue {queue}); if it needs longer, raise fleet.time_limits.{queue}")
+
+
+def _fail(run: Run, message: str, original: DbfleetError | None = None) -> None:
+    runtime.history().finish(run.run_id, FAILED, error=message)
+    if original is not None:
+        raise original
+    raise ScriptFailed(message) from None
+
+
+class FleetTask(Task):
+    """Base of every dbfleet task (the app's ``task_cls``): the soft limit is watched, redeliveries capped."""
+
+    Request = "workers.reliability:FleetRequest"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        req = self.request
+        if req.called_directly or req.is_eager or not req.id:
+            return super().__call__(*args, **kwargs)
+        reliability.arm_soft_limit()
+        deliveries = reliability.count_delivery(req.id)
+        cap = runtime.config().fleet.max_deliveries
+        if deliveries is not None and deliveries > cap:
+            raise ScriptFailed(reliability.refuse(self, args, deliveries))
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            reliability.forget_delivery(req.id)
+
+
+class ScriptTask(FleetTask):
     """Base class of script tasks: history records and safe errors around an engine call."""
 
     abstract = True
@@ -31,27 +113,7 @@ class ScriptTask(Task):
     def execute(self, database_id: str, options: dict[str, Any] | None, call: EngineCall) -> dict[str, Any]:
         """Run ``call`` for ``database_id``, record the run, return its JSON result."""
         req = self.request
-        run_id = req.id or "local"
-        options = dict(options or {})
-        queue = (req.delivery_info or {}).get("routing_key")
-        history = runtime.history()
-        history.start(run_id, self.script_type, database_id, options, queue=queue, worker=req.hostname)
-        try:
-            db = runtime.config().database(database_id)
-            result, ok, error = call(db, options)
-        except SoftTimeLimitExceeded:
-            self._fail(run_id, f"time limit exceeded on queue {queue}")
-        except DbfleetError as exc:
-            self._fail(run_id, f"{type(exc).__name__}: {scrub(str(exc))}")
-        except Exception as exc:  # unexpected: log the type and scrubbed message, never locals
-            log.error("%s on %s failed: %s", self.script_type, database_id,
-                      scrub(f"{type(exc).__name__}: {exc}"))
-            self._fail(run_id, f"{type(exc).__name__}: {scrub(str(exc))}")
-        result = json.loads(scrub(json.dumps(result, default=str)))
-        history.finish(run_id, SUCCEEDED if ok else FAILED, summary=result, error=error)
-        log.info("%s %s on %s: %s", self.script_type, run_id, database_id, "ok" if ok else error)
-        return result
-
-    def _fail(self, run_id: str, message: str) -> None:
-        runtime.history().finish(run_id, FAILED, error=message)
-        raise ScriptFailed(message) from None
+        soft = req.timelimit[1] if req.timelimit and req.timelimit[1] else self.soft_time_limit
+        run = Run(req.id or "local", self.script_type, database_id, dict(options or {}),
+                  queue=(req.delivery_info or {}).get("routing_key"), worker=req.hostname, soft_limit=soft)
+        return run_recorded(run, call)

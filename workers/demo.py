@@ -16,6 +16,7 @@ import platformdirs
 import yaml
 
 from engines.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from engines.secrets import ensure_private_dir, write_private
 from workers.render import console, err_console, health_table, rows_table, styled
 
 DEMO_DB = "music"
@@ -29,12 +30,10 @@ def state_dir() -> Path:
 
 
 def _secret(path: Path) -> str:
-    """Read a generated secret, creating it (mode 0600) on first use."""
+    """Read a generated secret, creating it (mode 0600, in a 0700 directory) on first use."""
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(18) + "\n")
+        ensure_private_dir(path.parent)
+        write_private(path, secrets.token_urlsafe(18) + "\n")
     return path.read_text().strip()
 
 
@@ -319,7 +318,7 @@ def run_demo(scale: int, keep_running: bool, fresh: bool) -> int:
 
     started = time.monotonic()
     root = state_dir().expanduser().resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    ensure_private_dir(root)
     _secret(root / "secrets" / "flower.password")
     _secret(root / "secrets" / "repository.key")
     _secret(root / "secrets" / "api.token")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import os
+from pathlib import Path
 from typing import Any
 
 from engines.config import Config, load_config
 from engines.history import HistoryStore
+from engines.secrets import ensure_private_dir
 
 HEALTH_KEY = "dbfleet:health:{}"
 HEALTH_TTL = 3600
@@ -25,10 +27,18 @@ def config() -> Config:
     return load_config(os.environ.get("DBFLEET_CONFIG") or None)
 
 
+def state_dir() -> Path:
+    """The state directory (fleet.state_dir), created 0700."""
+    return ensure_private_dir(config().fleet.state_path())
+
+
 @functools.lru_cache(maxsize=1)
 def history() -> HistoryStore:
-    """The history store of this process."""
-    return HistoryStore(config().fleet.resolved_history())
+    """The history store of this process (by default history.db, 0600, in the 0700 state directory)."""
+    fleet = config().fleet
+    if not fleet.history_url:
+        state_dir()
+    return HistoryStore(fleet.resolved_history())
 
 
 @functools.lru_cache(maxsize=1)

@@ -78,6 +78,9 @@ def _email(section: MonitoringSection, address: str, n: Notification) -> None:
     msg = EmailMessage()
     msg["Subject"], msg["From"], msg["To"] = subject(n), cfg.sender, address
     msg.set_content(text(n))
+    if cfg.user and not cfg.starttls and not cfg.plaintext_login_allowed():
+        raise DeliveryFailed("smtp: refusing to send the login password without TLS (set starttls: true, or "
+                             "starttls: false with allow_plaintext_auth: true)")
     with smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout) as smtp:
         if cfg.starttls:
             smtp.starttls()

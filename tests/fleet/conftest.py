@@ -51,6 +51,29 @@ class Fleet:
 
         return DatabaseScriptManager(self.app)
 
+    def variant(self, name: str, first_db: int, fleet: dict[str, Any],
+                databases: dict[str, Any] | None = None) -> Fleet:
+        """This fleet's config with its own broker, backend and cache (Redis dbs ``first_db`` .. +2 on the same
+        server), its own history, ``fleet`` keys overridden and ``databases`` added. Its processes are kept in
+        this fleet's ``procs`` (names must differ), so the session stops them."""
+        import yaml
+
+        from engines.config import load_config
+        from workers.app import create_app
+
+        root = self.root / name
+        root.mkdir()
+        data = yaml.safe_load(self.config_path.read_text())
+        url = self.redis.url
+        data["fleet"].update({"broker_url": f"{url}/{first_db}", "result_backend": f"{url}/{first_db + 1}",
+                              "cache_url": f"{url}/{first_db + 2}", "history_url": f"sqlite:///{root / 'history.db'}",
+                              **fleet})
+        data["databases"].update(databases or {})
+        path = write_config(root / "dbfleet.yaml", data)
+        cfg = load_config(path)
+        return Fleet(root, path, cfg, create_app(cfg), dict(self.env, DBFLEET_CONFIG=str(path)), self.redis,
+                     self.procs)
+
 
 def _closed_port() -> int:
     with socket.socket() as s:

@@ -206,3 +206,88 @@ def test_rabbitmq_broker(fleet, tmp_path) -> None:
         assert result["status"] in ("up", "degraded") and result["server"]["version"].startswith("18.")
     finally:
         worker.stop()
+
+
+@pytest.fixture(scope="module")
+def limited(fleet):
+    """A worker on its own broker with a 2 s soft / 8 s hard limit on health, max 3 deliveries, the test-only
+    self-killing task, and a database whose server accepts TCP and never answers (a socket this test holds)."""
+    import socket
+
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(16)  # the kernel completes connections; nobody ever reads or answers
+    variant = fleet.variant("limited", 8, {
+        "time_limits": {"health": 8}, "soft_time_limits": {"health": 2}, "max_deliveries": 3,
+        "extra_task_modules": ["tests.fleet.selfkill_tasks"]}, {
+        "hang": {"kind": "postgresql", "host": "127.0.0.1", "port": hang.getsockname()[1], "user": "x",
+                 "dbname": "x", "connect_timeout": 600}})
+    proc = variant.start_worker("limited", "health,dr", concurrency=1)
+    yield variant, proc
+    proc.stop()
+    hang.close()
+
+
+def test_a_hung_health_check_is_ended_by_its_soft_limit_and_the_worker_goes_on(limited) -> None:
+    from engines.history import HistoryStore
+
+    variant, proc = limited
+    res = variant.app.send_task("health.check", args=["hang"], queue="health")
+    with pytest.raises(Exception) as err:  # with no time limit (before), this waited forever
+        res.get(timeout=60)
+    assert type(err.value).__name__ == "ScriptFailed"
+    assert "stopped by its soft time limit of 2 s (queue health)" in str(err.value)
+    assert "fleet.time_limits.health" in str(err.value)
+    run = HistoryStore(variant.config.fleet.resolved_history()).get(res.id)
+    assert run["status"] == "failed" and run["error"] == str(err.value)
+    follow = variant.app.send_task("health.check", args=["lite"], queue="health").get(timeout=60)
+    assert follow["status"] == "up"  # the same single-process worker took the next task
+    assert "Hard time limit" not in proc.text()  # the soft limit ended it: no process was killed
+
+
+def test_a_task_that_kills_its_worker_is_failed_after_three_deliveries(limited) -> None:
+    from engines.history import HistoryStore
+
+    variant, proc = limited
+    cache = redis.Redis.from_url(variant.config.fleet.resolved_cache())
+    feed = cache.pubsub(ignore_subscribe_messages=True)
+    feed.subscribe("dbfleet:events")  # the realtime feed the API's WebSocket relays
+    res = variant.app.send_task("dr.selfkill", args=["lite"], queue="dr")
+    with pytest.raises(Exception) as err:
+        res.get(timeout=120)  # before: redelivered (and killing the pool process) forever
+    assert "dr.selfkill killed its worker 3 times" in str(err.value) and "not run again" in str(err.value)
+    run = HistoryStore(variant.config.fleet.resolved_history()).get(res.id)
+    assert run["status"] == "failed" and run["attempts"] == 3 and "killed its worker 3 times" in run["error"]
+    assert proc.text().count("WorkerLostError") >= 3 and "killed its worker 3 times" in proc.text()
+    assert proc.proc.poll() is None  # the worker itself lives on and takes the next task
+    done = variant.app.send_task("fleet.probe", args=["after-selfkill", 0], queue="dr").get(timeout=60)
+    assert done["worker"].startswith("limited@")
+    assert cache.get(f"dbfleet:deliveries:{res.id}") is not None  # kept: a fourth copy would be refused too
+    events: list[dict] = []
+
+    def killed_events() -> list[dict]:
+        msg = feed.get_message(timeout=0.2)  # None also for the (ignored) subscribe confirmation
+        if msg:
+            events.append(json.loads(msg["data"]))
+        return [e for e in events if e["type"] == "task_killed_worker"]
+
+    assert wait_for(killed_events, 10, "the task_killed_worker event", poll=0) == [{
+        "type": "task_killed_worker", "task": "dr.selfkill", "task_id": res.id, "queue": "dr",
+        "database_id": "lite", "deliveries": 3, "message": str(err.value)}]
+
+
+def test_a_task_that_ignores_its_soft_limit_is_killed_at_the_hard_one_and_recorded(limited) -> None:
+    from engines.history import HistoryStore
+
+    variant, proc = limited
+    res = variant.app.send_task("health.outstay", args=["lite"], queue="health")
+    with pytest.raises(Exception) as err:
+        res.get(timeout=60)
+    assert type(err.value).__name__ == "TimeLimitExceeded"
+    run = HistoryStore(variant.config.fleet.resolved_history()).get(res.id)
+    assert run["status"] == "failed"  # was left 'running' by the killed process
+    assert run["error"] == ("time limit exceeded: health.outstay was killed by its hard time limit of 8 s "
+                            "(queue health); if it needs longer, raise fleet.time_limits.health")
+    cache = redis.Redis.from_url(variant.config.fleet.resolved_cache())
+    assert cache.get(f"dbfleet:deliveries:{res.id}") is None  # acked, never back: no count left behind
+    assert variant.app.send_task("health.check", args=["lite"], queue="health").get(timeout=60)["status"] == "up"

@@ -203,3 +203,66 @@ def test_wrong_smtp_password_is_logged_without_the_password(smtp_receiver: Any, 
         assert send(section, "email:a@example.com", Notification("d", [alert])) is False
     assert mails == [] and "attempt 2 of 2 failed: SMTP" in caplog.text and "giving up" in caplog.text
     assert wrong not in caplog.text
+
+
+@pytest.fixture
+def plaintext_smtp() -> Iterator[tuple[int, list[Any], list[bytes]]]:
+    """An SMTP server without TLS that accepts a login in clear (what an attacker on the path would read)."""
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    mails: list[Any] = []
+    logins: list[bytes] = []
+
+    class Handler:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+            mails.append(envelope)
+            return "250 OK"
+
+    def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+        logins.append(data.password)
+        return AuthResult(success=True)
+
+    port = free_port()
+    controller = Controller(Handler(), hostname="127.0.0.1", port=port, authenticator=authenticate,
+                            auth_require_tls=False)
+    controller.start()
+    yield port, mails, logins
+    controller.stop()
+
+
+def _smtp_config(port: int, extra: str) -> str:
+    return (f"database_scripts:\n  monitoring:\n    delivery_attempts: 1\n    alert_channels: [email:a@example.com]\n"
+            f"    smtp: {{host: 127.0.0.1, port: {port}, user: alerts, password_env: T_SMTP_PW, timeout: 5{extra}}}\n")
+
+
+def _notification() -> Any:
+    from engines.monitoring.alerts import Notification
+
+    alert = {"id": "x", "rule": "r", "database_id": "d", "state": "firing", "severity": "warning", "expr": "up == 0",
+             "values": {}, "fired_at": "t", "resolved_at": None, "labels": {}}
+    return Notification("d", [alert])
+
+
+@pytest.mark.parametrize("extra", ["", ", starttls: false", ", allow_plaintext_auth: true"])
+def test_smtp_login_without_tls_is_refused_unless_written_explicitly(extra: str) -> None:
+    from engines.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        parse_config(_smtp_config(25, extra))
+    assert "database_scripts.monitoring.smtp" in str(err.value) and "allow_plaintext_auth: true" in str(err.value)
+
+
+def test_smtp_plaintext_login_only_when_the_operator_accepted_it(plaintext_smtp: Any,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from engines.monitoring.channels import send
+
+    port, mails, logins = plaintext_smtp
+    monkeypatch.setenv("T_SMTP_PW", CANARY)
+    section = parse_config(_smtp_config(port, ", starttls: false, allow_plaintext_auth: true")
+                           ).database_scripts.monitoring
+    assert send(section, "email:a@example.com", _notification()) is True
+    assert logins == [CANARY.encode()] and len(mails) == 1
+    section.smtp.allow_plaintext_auth = False  # a config built around the loader: the channel still refuses
+    assert send(section, "email:a@example.com", _notification()) is False
+    assert logins == [CANARY.encode()] and len(mails) == 1  # no second login in clear

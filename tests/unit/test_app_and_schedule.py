@@ -32,19 +32,65 @@ def test_reliability_defaults() -> None:
     assert LONG_QUEUES <= set(QUEUES)
 
 
-def test_every_queue_has_a_route_and_time_limit() -> None:
+def test_every_queue_has_a_route() -> None:
     s = celery_settings(parse_config(CFG))
     for q in QUEUES:
         assert s["task_routes"][f"{q}.*"] == {"queue": q}
-        ann = s["task_annotations"][f"{q}.*"]
-        assert ann["soft_time_limit"] < ann["time_limit"]
 
 
-def test_time_limit_override_moves_visibility_timeout() -> None:
-    cfg = parse_config("fleet:\n  time_limits: {backups: 200000}\n")
-    s = celery_settings(cfg)
-    assert s["task_annotations"]["backups.*"]["time_limit"] == 200000
+def _queue_tasks(cfg_text: str) -> dict[str, object]:
+    app = create_app(parse_config(cfg_text))
+    app.loader.import_default_modules()
+    return {name: task for name, task in app.tasks.items() if name.partition(".")[0] in QUEUES}
+
+
+def test_every_registered_task_carries_the_time_limits_of_its_queue() -> None:
+    tasks = _queue_tasks(CFG)
+    assert {"health.check", "backups.run", "audits.security", "migrations.copy_batch"} <= set(tasks)
+    for name, task in tasks.items():
+        hard = TIME_LIMITS[name.partition(".")[0]]
+        assert task.time_limit == hard, name  # was None: "<queue>.*" annotations never matched
+        assert 0 < task.soft_time_limit < hard, name
+        assert task.soft_time_limit == int(hard * 0.9), name
+
+
+def test_every_dbfleet_task_is_named_after_its_queue_or_is_the_probe() -> None:
+    app = create_app(parse_config(CFG))
+    app.loader.import_default_modules()
+    ours = {n for n in app.tasks if not n.startswith("celery.")}
+    assert ours - set(_queue_tasks(CFG)) == {"fleet.probe"}  # a new task outside <queue>.<verb> gets no limit
+
+
+def test_time_limit_override_applies_to_tasks_and_moves_visibility_timeout() -> None:
+    text = "fleet:\n  time_limits: {backups: 200000, health: 3}\n"
+    s = celery_settings(parse_config(text))
     assert s["broker_transport_options"]["visibility_timeout"] > 200000
+    tasks = _queue_tasks(text)
+    assert (tasks["backups.run"].soft_time_limit, tasks["backups.run"].time_limit) == (180000, 200000)
+    assert (tasks["health.check"].soft_time_limit, tasks["health.check"].time_limit) == (2, 3)
+    assert tasks["audits.security"].time_limit == TIME_LIMITS["audits"]
+
+
+def test_a_soft_limit_can_be_set_apart_from_the_hard_one() -> None:
+    tasks = _queue_tasks("fleet:\n  time_limits: {health: 8}\n  soft_time_limits: {health: 2}\n")
+    assert (tasks["health.check"].soft_time_limit, tasks["health.check"].time_limit) == (2, 8)
+    with pytest.raises(ConfigError, match="soft_time_limits.health: 9 s must be .* below the hard limit"):
+        parse_config("fleet:\n  time_limits: {health: 8}\n  soft_time_limits: {health: 9}\n")
+
+
+def test_time_limits_under_two_seconds_are_refused() -> None:
+    with pytest.raises(ConfigError, match="fleet.time_limits.*at least 2 seconds"):
+        parse_config("fleet:\n  time_limits: {health: 1}\n")
+
+
+def test_every_task_gets_the_fleet_base_class_and_extra_modules_load() -> None:
+    from workers.common import FleetTask
+
+    app = create_app(parse_config("fleet:\n  extra_task_modules: [tests.unit.extra_tasks_for_app_test]\n"))
+    app.loader.import_default_modules()
+    assert "health.extra_for_app_test" in app.tasks
+    assert all(isinstance(t, FleetTask) for t in app.tasks.values())
+    assert app.tasks["health.extra_for_app_test"].time_limit == TIME_LIMITS["health"]
 
 
 def test_beat_schedule_entries_land_on_their_queues() -> None:
