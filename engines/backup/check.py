@@ -37,6 +37,11 @@ def verify(repo: Repository, database_id: str | None = None, backup_id: str | No
                     if cid not in stored:
                         problems.append({"backup": name, "object": repo.chunk_key(cid),
                                          "problem": f"chunk missing (stream {stream['name']})"})
+        for db_id, b_id in repo.orphan_manifests(database_id):
+            if backup_id in (None, b_id) or b_id.startswith(backup_id):
+                problems.append({"backup": f"{db_id}/{b_id}", "object": repo.manifest_key(db_id, b_id),
+                                 "problem": "manifest not in the index (a backup killed while finishing, "
+                                            "or its index entry was deleted): not listed, not restorable by id"})
         to_read = sorted(c for c in users if c in stored)
         if read_data and subset < 100:
             rng = random.Random(seed)

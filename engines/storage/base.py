@@ -75,6 +75,11 @@ class Storage(abc.ABC):
     def describe(self) -> str:
         """Where this storage points, without credentials."""
 
+    def remove_temporary(self, older_than: float) -> list[str]:
+        """Delete temporary files of crashed puts last modified more than ``older_than`` seconds ago;
+        returns their paths. Backends whose puts leave nothing behind (S3) have none."""
+        return []
+
     def prepare(self) -> None:  # noqa: B027 - optional hook
         """Create the container (directory, bucket) when missing; called when a repository is created."""
 
