@@ -6,6 +6,7 @@ host:port:db:user fields of its passfile, then execs the real pg_dump / pg_resto
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -162,3 +163,41 @@ def test_mariadb_names_never_reach_the_client_as_bare_arguments_and_a_killed_res
     assert any(a.endswith("-- h2_hard_my") for a in args)  # mariadb-dump: the name after "--"
     assert any("--database=h2_hard_my_dst" in a for a in args)
     assert CANARY not in spy.read_text()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_redis_cli_runs_with_no_worker_secret_in_its_environ_or_cmdline(
+        embedded_redis: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from engines.backup.dumpers.redis import RedisDumper
+    from engines.backup.pipeline import StreamRecord
+
+    monkeypatch.setenv("DBFLEET_REPO_KEY", CANARY)
+    source = db("h2redis", kind="redis", host="127.0.0.1", port=embedded_redis.port)
+    seen: list[tuple[bytes, bytes]] = []
+
+    def write(name: str, fmt: str, reader: Any) -> StreamRecord:
+        for child in _children(os.getpid()):  # the live redis-cli, read while it streams
+            try:
+                seen.append((Path(f"/proc/{child}/cmdline").read_bytes(), Path(f"/proc/{child}/environ").read_bytes()))
+            except OSError:
+                continue
+        while reader.read(1 << 20):
+            pass
+        return StreamRecord(name, fmt)
+
+    RedisDumper(source, None, tmp_path).backup(write)
+    assert any(b"redis-cli" in cmdline for cmdline, _env in seen)
+    for cmdline, environ in seen:
+        assert CANARY.encode() not in cmdline and CANARY.encode() not in environ
+        assert b"DBFLEET_TEST_CANARY" not in environ

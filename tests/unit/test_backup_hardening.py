@@ -330,3 +330,31 @@ def test_canonical_bytes_exclude_the_mac() -> None:
 def test_storage_keys_stay_refused(repo: Repository) -> None:
     with pytest.raises(StorageError):
         repo.manifest_key("../x", "y")
+
+
+def test_task_options_cannot_point_restores_or_spools_outside_configured_directories(
+        fresh_runtime: Path, lite: Any, tmp_path: Path) -> None:
+    import yaml
+
+    (tmp_path / "key").write_text(KEY)
+    fresh_runtime.write_text(yaml.safe_dump({
+        "fleet": {"state_dir": str(tmp_path / "state")},
+        "databases": {"shop": {"kind": "sqlite", "path": lite.path}},
+        "storage": {"local": {"type": "filesystem", "path": str(tmp_path / "repo"), "key_file": str(tmp_path / "key")}},
+        "database_scripts": {"backup": {"restore_dirs": [str(tmp_path / "restores")]}}}))
+    from workers import backups, runtime  # workers.app reads the config at import time
+
+    runtime.reset()
+    shop = runtime.config().database("shop")
+    backups.do_backup(shop, {}, task_id="h2-task-backup")
+    for opts, field in (({"target_path": "/tmp/h2-outside/shop.db"}, "target_path"),
+                        ({"target_path": str(tmp_path / "restores" / ".." / ".." / "x.db")}, "target_path"),
+                        ({"spool_dir": "/"}, "spool_dir")):
+        with pytest.raises(ConfigError, match=f"{field}: .* outside the directories the config allows"):
+            backups.do_restore(shop, opts, task_id="h2-task-restore")
+    assert not Path("/tmp/h2-outside").exists()
+    result, ok, _ = backups.do_restore(shop, {"target_path": str(tmp_path / "restores" / "copy.db")},
+                                       task_id="h2-task-restore")
+    assert ok and result["path"] == str((tmp_path / "restores" / "copy.db").resolve())
+    private = tmp_path / "state" / "private"
+    assert (private.stat().st_mode & 0o777) == 0o700 and list(private.iterdir()) == []

@@ -162,7 +162,7 @@ class PostgresDumper(Dumper):
             with tools.ToolStream(args, env=env, what="pg_dumpall --globals-only") as dump:
                 write("globals", "sql", dump.stdout)
                 dump.finish()
-        except ToolFailed as exc:
+        except (ToolFailed, RestoreRefused) as exc:
             return [f"globals (roles) not saved: {exc}"]
         return []
 
