@@ -164,8 +164,8 @@ def do_prune(db: DatabaseConfig, opts: dict[str, Any], progress: Progress | None
 
 
 # script name -> operation, for `dbfleet backups ... --local`
-OPERATIONS = {"backup": do_backup, "backup_verify": do_verify, "restore": do_restore,
-              "restore_drill": do_drill, "backup_prune": do_prune}
+OPERATIONS: dict[str, Callable[..., Result]] = {"backup": do_backup, "backup_verify": do_verify, "restore": do_restore,
+                                                "restore_drill": do_drill, "backup_prune": do_prune}
 
 
 @app.task(name="backups.run", bind=True, base=ScriptTask, script_type="backup")

@@ -145,7 +145,7 @@ class Repository:
         for key, slot, error in repo._slots():
             master = None if slot is None else repo._unwrap(slot, secret)
             if slot is None or isinstance(master, str):
-                repo.unreadable_slots.append(f"{key}: {error or master}")
+                repo.unreadable_slots.append(f"{key}: {master if isinstance(master, str) else error}")
             elif master is not None and (best is None or len(master) > len(best)):
                 best = master
         for problem in repo.unreadable_slots:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import builtins
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -75,7 +76,7 @@ class Storage(abc.ABC):
     def describe(self) -> str:
         """Where this storage points, without credentials."""
 
-    def remove_temporary(self, older_than: float) -> list[str]:
+    def remove_temporary(self, older_than: float) -> builtins.list[str]:
         """Delete temporary files of crashed puts last modified more than ``older_than`` seconds ago;
         returns their paths. Backends whose puts leave nothing behind (S3) have none."""
         return []

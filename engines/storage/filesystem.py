@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 import tempfile
 import time
@@ -89,7 +90,7 @@ class FilesystemStorage(Storage):
         except FileNotFoundError:
             pass
 
-    def remove_temporary(self, older_than: float) -> list[str]:
+    def remove_temporary(self, older_than: float) -> builtins.list[str]:
         cutoff = time.time() - older_than
         removed = []
         for dirpath, _dirs, files in os.walk(self.root):
