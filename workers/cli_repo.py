@@ -87,7 +87,9 @@ def repo_info(storage: str | None) -> None:
         ("encryption", cfg["encryption"]), ("chunk ids", cfg["chunk_id"]),
         ("chunker", f"{cfg['chunker']['algorithm']} avg {human_bytes(cfg['chunker']['avg_size'])}"),
         ("backups", len(opened.backup_ids())), ("chunks", len(chunks)),
-        ("stored", human_bytes(sum(chunks.values()))), ("key slots", len(opened.keys()))]))
+        ("stored", human_bytes(sum(chunks.values()))), ("key slots", len(opened.keys())),
+        ("data keys", opened.cipher.epochs),
+        ("unreadable key slots", "; ".join(opened.unreadable_slots) or "none")]))
 
 
 @repo.group("key")

@@ -17,7 +17,9 @@ def verify(repo: Repository, database_id: str | None = None, backup_id: str | No
            read_data: bool = False, subset: float = 100.0, seed: int | None = None,
            threads: int = 4) -> dict[str, Any]:
     """Check backups; every problem names the object and the backup that needs it."""
-    problems: list[dict[str, str]] = []
+    problems: list[dict[str, str]] = [{"backup": "(repository)", "object": slot.split(": ", 1)[0],
+                                       "problem": f"unreadable key slot, skipped: {slot.split(': ', 1)[-1]}"}
+                                      for slot in repo.unreadable_slots]
     with RepoLock(repo.storage, SHARED, "verify", wait=600):
         stored = repo.chunk_sizes()
         users: dict[str, set[str]] = {}

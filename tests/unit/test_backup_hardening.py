@@ -135,6 +135,8 @@ def test_a_damaged_key_slot_is_skipped_and_reported(repo: Repository) -> None:
     opened = Repository.open(repo.storage, KEY)
     assert [p.split(":")[0] for p in opened.unreadable_slots] == [f"keys/{other}"]
     assert [k["label"] for k in opened.keys()] == ["initial"]
+    report = verify(opened, "shop")
+    assert not report["ok"] and report["problems"][0]["object"] == f"keys/{other}"
     mine = next(p for p in (_root(repo) / "keys").iterdir() if p.name != other)
     slot = json.loads(mine.read_text())
     slot["wrapped"] = "%%%not base64%%%"
