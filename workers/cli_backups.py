@@ -217,6 +217,7 @@ def backups_list(database_id: str | None, storage: str | None) -> None:
     from rich.table import Table
 
     from engines.backup.engine import open_repository
+    from engines.errors import DbfleetError
     from workers import runtime
 
     repo = open_repository(runtime.config(), storage)
@@ -224,12 +225,20 @@ def backups_list(database_id: str | None, storage: str | None) -> None:
     table.add_column("backup", no_wrap=True)
     for col in ("database", "size", "new", "stored", "took"):
         table.add_column(col, justify="left" if col == "database" else "right")
+    damaged = []
     for db_id, b_id in repo.backup_ids(database_id):
-        m = repo.load_manifest(db_id, b_id)
+        try:
+            m = repo.load_manifest(db_id, b_id)
+        except DbfleetError as exc:
+            damaged.append(f"{db_id}/{b_id}: {exc}")
+            table.add_row(b_id, db_id, "[red]DAMAGED[/red]", "", "", "")
+            continue
         s = m["stats"]
         table.add_row(b_id, db_id, human_bytes(s["total_bytes"]), human_bytes(s["new_bytes"]),
                       human_bytes(s["stored_bytes"]), f"{m['duration_seconds']:.1f}s")
     console.print(table)
+    for line in damaged:  # listed and marked; exit 0 so the good backups stay usable from scripts
+        err_console.print(f"[yellow]warning:[/yellow] damaged backup {line} (run `dbfleet backups verify`)")
 
 
 @backups.command("show")

@@ -22,15 +22,35 @@ def _target(storage: str | None) -> tuple[str, Any, Any]:
     return name, scfg, open_storage(name, scfg)
 
 
+def _key_file(key_file: str) -> str:
+    """A key file's content; refused when other users may read it or when it is empty."""
+    path = Path(key_file).expanduser()
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text().rstrip("\n")
+    except OSError as exc:
+        raise ConfigError([("--new-key-file", f"cannot read {path}: {exc.strerror}")]) from None
+    if mode & 0o077:
+        raise ConfigError([("--new-key-file", f"{path} is readable by group or others (mode {mode & 0o777:o}); "
+                            f"run `chmod 600 {path}` first")])
+    return text
+
+
 def _new_secret(key_file: str | None, key_env: str | None) -> tuple[str, str]:
     """The new wrapping key from a file, an env var, or a passphrase typed twice; and a label."""
     if key_file:
-        return Path(key_file).expanduser().read_text().rstrip("\n"), f"file {key_file}"
-    if key_env:
+        secret, label, where = _key_file(key_file), f"file {key_file}", "--new-key-file"
+    elif key_env:
         if key_env not in os.environ:
             raise ConfigError([("--new-key-env", f"environment variable {key_env} is not set")])
-        return os.environ[key_env], f"env {key_env}"
-    return click.prompt("new passphrase", hide_input=True, confirmation_prompt=True), "passphrase"
+        secret, label, where = os.environ[key_env], f"env {key_env}", "--new-key-env"
+    else:
+        secret = click.prompt("new passphrase", hide_input=True, confirmation_prompt=True, default="",
+                              show_default=False)
+        label, where = "passphrase", "passphrase"
+    if not secret.strip():
+        raise ConfigError([(where, "the new key is empty; refusing (an empty key protects nothing)")])
+    return secret, label
 
 
 @click.group("repo")
@@ -67,7 +87,9 @@ def repo_info(storage: str | None) -> None:
         ("encryption", cfg["encryption"]), ("chunk ids", cfg["chunk_id"]),
         ("chunker", f"{cfg['chunker']['algorithm']} avg {human_bytes(cfg['chunker']['avg_size'])}"),
         ("backups", len(opened.backup_ids())), ("chunks", len(chunks)),
-        ("stored", human_bytes(sum(chunks.values()))), ("key slots", len(opened.keys()))]))
+        ("stored", human_bytes(sum(chunks.values()))), ("key slots", len(opened.keys())),
+        ("data keys", opened.cipher.epochs),
+        ("unreadable key slots", "; ".join(opened.unreadable_slots) or "none")]))
 
 
 @repo.group("key")
@@ -107,7 +129,9 @@ def key_add(storage: str | None, new_key_file: str | None, new_key_env: str | No
 @_storage
 @click.option("--new-key-file", default=None, help="file holding the new key")
 @click.option("--new-key-env", default=None, help="env var holding the new key")
-def key_rotate(storage: str | None, new_key_file: str | None, new_key_env: str | None) -> None:
+@click.option("--new-data-key", is_flag=True,
+              help="also start a new data key for new chunks (old chunks stay readable; see docs)")
+def key_rotate(storage: str | None, new_key_file: str | None, new_key_env: str | None, new_data_key: bool) -> None:
     """Replace the configured key by a new one: add its slot, then drop the old key's slots."""
     from engines.backup.repository import Repository
 
@@ -115,11 +139,18 @@ def key_rotate(storage: str | None, new_key_file: str | None, new_key_env: str |
     old = scfg.key_secret(name)
     opened = Repository.open(store, old)
     secret, label = _new_secret(new_key_file, new_key_env)
-    new_id = opened.add_key(secret, label)
-    for slot in opened.slots_opened_by(old or ""):
-        if slot != new_id:
-            opened.remove_key(slot)
-            console.print(f"removed key slot {slot}")
+    mine = set(opened.slots_opened_by(old or ""))
+    new_id = opened.rotate_data_key(secret, label) if new_data_key else opened.add_key(secret, label)
+    for slot in sorted(mine):
+        opened.remove_key(slot)
+        console.print(f"removed key slot {slot}")
+    others = [k["id"] for k in opened.keys() if k["id"] not in mine | {new_id}]
+    if new_data_key:
+        console.print(f"new data key {opened.cipher.epochs - 1}: new chunks and manifests are encrypted with it; "
+                      "older ones keep theirs until prune drops them.")
+        if others:
+            console.print(f"[yellow]key slots {', '.join(others)} do not hold the new data key: they cannot read "
+                          "new backups. Re-add those keys with `dbfleet repo key add`.[/yellow]")
     console.print(f"added key slot {new_id} ({label}). Point storage.{name}.key_file/key_env at the new key "
                   "on every worker now: the old key no longer opens this repository.")
 
@@ -134,6 +165,18 @@ def key_remove(key_id: str, storage: str | None) -> None:
     name, scfg, store = _target(storage)
     Repository.open(store, scfg.key_secret(name)).remove_key(key_id)
     console.print(f"removed key slot {key_id}")
+
+
+@repo.command("upgrade")
+@_storage
+def repo_upgrade(storage: str | None) -> None:
+    """Upgrade a format-1 repository to format 2 (authenticated config, key slots and index)."""
+    from engines.backup.upgrade import upgrade
+
+    name, scfg, store = _target(storage)
+    done = upgrade(store, scfg.key_secret(name))
+    console.print(f"repository format version {done['version']}" +
+                  (f"; indexed {done['backups_indexed']} backups" if done["upgraded"] else " (already current)"))
 
 
 @repo.command("unlock")

@@ -17,7 +17,9 @@ def verify(repo: Repository, database_id: str | None = None, backup_id: str | No
            read_data: bool = False, subset: float = 100.0, seed: int | None = None,
            threads: int = 4) -> dict[str, Any]:
     """Check backups; every problem names the object and the backup that needs it."""
-    problems: list[dict[str, str]] = []
+    problems: list[dict[str, str]] = [{"backup": "(repository)", "object": slot.split(": ", 1)[0],
+                                       "problem": f"unreadable key slot, skipped: {slot.split(': ', 1)[-1]}"}
+                                      for slot in repo.unreadable_slots]
     with RepoLock(repo.storage, SHARED, "verify", wait=600):
         stored = repo.chunk_sizes()
         users: dict[str, set[str]] = {}
@@ -37,6 +39,11 @@ def verify(repo: Repository, database_id: str | None = None, backup_id: str | No
                     if cid not in stored:
                         problems.append({"backup": name, "object": repo.chunk_key(cid),
                                          "problem": f"chunk missing (stream {stream['name']})"})
+        for db_id, b_id in repo.orphan_manifests(database_id):
+            if backup_id in (None, b_id) or b_id.startswith(backup_id):
+                problems.append({"backup": f"{db_id}/{b_id}", "object": repo.manifest_key(db_id, b_id),
+                                 "problem": "manifest not in the index (a backup killed while finishing, "
+                                            "or its index entry was deleted): not listed, not restorable by id"})
         to_read = sorted(c for c in users if c in stored)
         if read_data and subset < 100:
             rng = random.Random(seed)

@@ -14,7 +14,7 @@ from typing import Any
 from engines.backup.dumpers.base import Dumper, RestoreOptions, Target
 from engines.backup.locks import SHARED, RepoLock
 from engines.backup.pipeline import ChunkWriter, StreamRecord, read_stream
-from engines.backup.repository import Repository, new_backup_id, utcnow
+from engines.backup.repository import Repository, check_stream_name, new_backup_id, utcnow
 from engines.config import Config, DatabaseConfig
 from engines.errors import BackupNotFound, ConfigError, RestoreRefused
 from engines.kinds import kinds_with, load, supports
@@ -41,9 +41,10 @@ def open_repository(cfg: Config, storage_name: str | None = None, *, create: boo
     name, scfg = cfg.backup_storage(storage_name)
     storage = open_storage(name, scfg)
     secret = scfg.key_secret(name)
+    encryption = cfg.database_scripts.backup.encryption
     if create:
-        return Repository.open_or_init(storage, secret, encryption=cfg.database_scripts.backup.encryption)
-    return Repository.open(storage, secret)
+        return Repository.open_or_init(storage, secret, encryption=encryption)
+    return Repository.open(storage, secret, expect_encrypted=encryption)
 
 
 def run_backup(repo: Repository, db: DatabaseConfig, *, level: int | None = 3, workdir: Path,
@@ -154,7 +155,7 @@ def spool(repo: Repository, manifest: dict[str, Any], directory: Path,
     tick = _ticker(progress, _check_space(manifest, directory))
     files = {}
     for stream in manifest["streams"]:
-        path = directory / stream["name"]
+        path = directory / check_stream_name(stream["name"])
         with open(path, "wb") as fh:
             read_stream(repo, stream, fh, progress=tick)
         files[stream["name"]] = path
@@ -186,7 +187,7 @@ def restore_backup(repo: Repository, source: DatabaseConfig, target: Target, *,
         with tempfile.TemporaryDirectory(prefix="dbfleet-restore-", dir=spool_dir) as tmp:
             dumper = dumper_for(source, Path(tmp), resolve_password=False)
             tick = _ticker(progress, _check_space(manifest, Path(tmp)))
-            streams = {s["name"]: s for s in manifest["streams"]}
+            streams = {check_stream_name(s["name"]): s for s in manifest["streams"]}
             detail = dumper.stream_restore(lambda name, sink: read_stream(repo, streams[name], sink, progress=tick),
                                            manifest, Path(tmp), target, options)
             if detail is None:

@@ -22,6 +22,7 @@ from engines.errors import ObjectMissing, RepositoryLocked
 from engines.storage import Storage
 
 SHARED, EXCLUSIVE = "shared", "exclusive"
+STALE_AFTER = 1800.0  # seconds without a refresh after which a lock (or a crashed upload's temp file) is stale
 
 
 def _alive(pid: int) -> bool:
@@ -38,7 +39,7 @@ class RepoLock:
     """``with RepoLock(storage, EXCLUSIVE, "prune"):`` — waits up to ``wait`` seconds for conflicts."""
 
     def __init__(self, storage: Storage, kind: str, operation: str, *, wait: float = 0.0,
-                 stale_after: float = 1800.0, refresh: float = 60.0) -> None:
+                 stale_after: float = STALE_AFTER, refresh: float = 60.0) -> None:
         self.storage = storage
         self.kind = kind
         self.operation = operation

@@ -6,11 +6,12 @@ chunks meanwhile. Chunks of interrupted backups (no manifest) are unreferenced a
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
-from engines.backup.locks import EXCLUSIVE, RepoLock
+from engines.backup.locks import EXCLUSIVE, STALE_AFTER, RepoLock
 from engines.backup.repository import Repository
 from engines.backup.retention import plan
 from engines.config import RetentionPolicy
@@ -18,9 +19,10 @@ from engines.config import RetentionPolicy
 
 def prune(repo: Repository, policy: RetentionPolicy | None, retention_days: int | None, *,
           database_id: str | None = None, dry_run: bool = False, now: datetime | None = None,
-          lock_wait: float = 0.0) -> dict[str, Any]:
-    """Apply retention per database, then garbage-collect; ``dry_run`` only reports."""
-    with RepoLock(repo.storage, EXCLUSIVE, "prune", wait=lock_wait):
+          lock_wait: float = 0.0, stale_after: float = STALE_AFTER) -> dict[str, Any]:
+    """Apply retention per database, then garbage-collect; ``dry_run`` only reports. Temporary files of
+    uploads that crashed longer ago than the lock staleness (``stale_after``) are removed too."""
+    with RepoLock(repo.storage, EXCLUSIVE, "prune", wait=lock_wait, stale_after=stale_after):
         by_db: dict[str, list[str]] = {}
         for db_id, b_id in repo.backup_ids():
             by_db.setdefault(db_id, []).append(b_id)
@@ -37,7 +39,8 @@ def prune(repo: Repository, policy: RetentionPolicy | None, retention_days: int 
             for name in forgotten:
                 repo.delete_manifest(*name.split("/"))
         gc = collect_garbage(repo, dry_run=dry_run, skip={tuple(f.split("/")) for f in forgotten})
-    return {"dry_run": dry_run, "kept": kept, "forgotten": forgotten, **gc}
+        temporary = [] if dry_run else repo.storage.remove_temporary(stale_after)
+    return {"dry_run": dry_run, "kept": kept, "forgotten": forgotten, **gc, "temporary_files_removed": len(temporary)}
 
 
 def collect_garbage(repo: Repository, *, dry_run: bool, skip: set[tuple[str, ...]]) -> dict[str, Any]:
@@ -47,6 +50,11 @@ def collect_garbage(repo: Repository, *, dry_run: bool, skip: set[tuple[str, ...
         if (db_id, b_id) in skip:  # forgotten in a dry run
             continue
         manifest = repo.load_manifest(db_id, b_id)  # raises: never delete on a partial view
+        for stream in manifest["streams"]:
+            referenced.update(cid for cid, _len in stream["chunks"])
+    for db_id, b_id in repo.orphan_manifests():  # not listed, kept for `verify` to report: keep their chunks
+        key = repo.manifest_key(db_id, b_id)
+        manifest = json.loads(repo.cipher.open(repo.storage.get(key), key))
         for stream in manifest["streams"]:
             referenced.update(cid for cid, _len in stream["chunks"])
     stored = repo.chunk_sizes()

@@ -21,7 +21,7 @@ _VERSION = re.compile(r"(\d+)\.(\d+)")
 
 def tool_version(path: str | Path) -> str:
     """What ``<tool> --version`` prints, first line."""
-    out = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=30)
+    out = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=30, env=child_env())
     return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else "unknown"
 
 
@@ -69,10 +69,22 @@ def first_tool(*names: str, hint: str) -> Path:
     raise ToolMissingError(f"none of {', '.join(names)} is installed; {hint}")
 
 
+# the only variables of the worker's environment a client tool inherits (plus what the caller sets)
+CHILD_ENV = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ", "TMPDIR")
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """A minimal environment for a client tool: no password_env variable or other secret of the worker."""
+    env = {k: os.environ[k] for k in CHILD_ENV if k in os.environ}
+    env.setdefault("PATH", os.defpath)
+    return env | (extra or {})
+
+
 @contextmanager
-def private_dir(prefix: str = "dbfleet-") -> Iterator[Path]:
-    """A 0700 temporary directory for credential files, removed afterwards."""
-    path = Path(tempfile.mkdtemp(prefix=prefix))
+def private_dir(parent: Path | None = None, prefix: str = "dbfleet-") -> Iterator[Path]:
+    """A 0700 temporary directory for credential files under ``parent`` (a task's private
+    directory), removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     try:
         os.chmod(path, 0o700)
         yield path
@@ -96,8 +108,7 @@ class ToolStream:
                  stdin: IO[bytes] | int | None = None, stdout: IO[bytes] | int | None = subprocess.PIPE) -> None:
         self.what = what
         self.stderr = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(args, stdin=stdin, stdout=stdout, stderr=self.stderr,
-                                     env={**os.environ, **(env or {})})
+        self.proc = subprocess.Popen(args, stdin=stdin, stdout=stdout, stderr=self.stderr, env=child_env(env))
 
     @property
     def stdout(self) -> IO[bytes]:
@@ -151,8 +162,7 @@ def run_tool(args: list[str], *, env: dict[str, str] | None = None, what: str,
              stdin_path: Path | None = None, timeout: float | None = None) -> str:
     """Run a tool to completion (restores); returns its stdout text, raises ToolFailed on failure."""
     with open(stdin_path, "rb") if stdin_path else open(os.devnull, "rb") as stdin:
-        proc = subprocess.run(args, stdin=stdin, capture_output=True, env={**os.environ, **(env or {})},
-                              timeout=timeout)
+        proc = subprocess.run(args, stdin=stdin, capture_output=True, env=child_env(env), timeout=timeout)
     if proc.returncode != 0:
         message = scrub(proc.stderr.decode(errors="replace").strip()[-1500:]) or "(no message)"
         raise ToolFailed(f"{what} exited with status {proc.returncode}: {message}")

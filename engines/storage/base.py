@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import builtins
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -74,6 +75,11 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def describe(self) -> str:
         """Where this storage points, without credentials."""
+
+    def remove_temporary(self, older_than: float) -> builtins.list[str]:
+        """Delete temporary files of crashed puts last modified more than ``older_than`` seconds ago;
+        returns their paths. Backends whose puts leave nothing behind (S3) have none."""
+        return []
 
     def prepare(self) -> None:  # noqa: B027 - optional hook
         """Create the container (directory, bucket) when missing; called when a repository is created."""

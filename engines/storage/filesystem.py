@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,6 +89,20 @@ class FilesystemStorage(Storage):
             self._path(key).unlink()
         except FileNotFoundError:
             pass
+
+    def remove_temporary(self, older_than: float) -> builtins.list[str]:
+        cutoff = time.time() - older_than
+        removed = []
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                full = Path(dirpath) / name
+                try:
+                    if name.endswith(_TMP_SUFFIX) and full.stat().st_mtime < cutoff:
+                        full.unlink()
+                        removed.append(full.relative_to(self.root).as_posix())
+                except FileNotFoundError:  # finished or removed meanwhile
+                    continue
+        return removed
 
     def describe(self) -> str:
         return f"filesystem:{self.root}"

@@ -110,3 +110,48 @@ def test_bad_backup_requests_fail_clearly_and_keep_the_worker(fleet: Any) -> Non
         manager.execute_script("backup", "ghost").wait(timeout=60)
     time.sleep(0.5)
     assert any(k.startswith("bkrescuer@") for k in fleet.ping())
+
+
+def _pg_names(port: int, pattern: str) -> set[str]:
+    with pg_admin(port, CANARY) as admin:
+        return {r[0] for r in admin.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (pattern,))}
+
+
+def test_sigkill_mid_restore_leaves_no_trace_and_the_redelivered_restore_completes(
+        fleet: Any, big_db: str, embedded_pg: Any) -> None:
+    from engines.backup.dumpers.postgres import staging_name
+
+    for name in [n for n in fleet.procs if n in ("bkvictim", "bkrescuer")]:  # only our victim may take it
+        fleet.procs.pop(name).stop()
+    victim = fleet.start_worker("rsvictim", "backups", concurrency=1)
+    try:
+        have_backup = bool(_visible(big_db))
+    except RepositoryError:  # run alone: no repository yet
+        have_backup = False
+    if not have_backup:
+        fleet.manager().execute_script("backup", big_db).wait(timeout=240)
+    target, port = "h2_fleet_restored", embedded_pg.port
+    with pg_admin(port, CANARY) as admin:
+        admin.execute("DROP DATABASE IF EXISTS h2_fleet_restored WITH (FORCE)")
+    execution = fleet.manager().execute_script("restore", big_db, {"target_dbname": target})
+    progress = wait_for(lambda: execution.state == "PROGRESS" and execution.async_result.info, 120,
+                        "restore progress in the task state")
+    assert progress["phase"] == "restore" and progress["bytes"] > 0
+    private = fleet.root / "state" / "private"
+    assert [p.name for p in private.iterdir()] == [execution.task_id]  # the spool, private to the task
+    assert (private.stat().st_mode & 0o777) == 0o700
+    victim.kill9()
+    assert execution.state == "PROGRESS", "the restore finished before it could be killed; grow big_db"
+    assert target not in _pg_names(port, "h2_fleet%")  # half a restore is only ever in the staging database
+    fleet.start_worker("bkrescuer", "backups", concurrency=1)
+    result = execution.wait(timeout=300)  # redelivered: drops the killed run's staging database, redoes it
+    assert result["dbname"] == target and result["created"]
+    with psycopg.connect(dbname=target, host="127.0.0.1", port=port, user="postgres", password=CANARY) as conn:
+        assert conn.execute("SELECT count(*) FROM blobs").fetchone()[0] == 160000
+    assert staging_name(target) not in _pg_names(port, "dbfleet_restoring%")
+    assert list(private.iterdir()) == []  # swept at worker start, removed at task end
+    leftovers = [p for p in (fleet.root / "state").rglob("*") if p.is_file() and
+                 (CANARY.encode() in p.read_bytes() or p.name.startswith("pgpass"))]
+    assert leftovers == []
+    with pg_admin(port, CANARY) as admin:
+        admin.execute("DROP DATABASE IF EXISTS h2_fleet_restored WITH (FORCE)")

@@ -78,6 +78,9 @@ class FakeMongoClient(dict):  # type: ignore[type-arg]
     def drop_database(self, name: str) -> None:
         self.pop(name, None)
 
+    def close(self) -> None:
+        return None
+
 
 def _backup(tmp_path: Path, dumper: Any) -> tuple[Repository, dict[str, Any]]:
     repo = Repository.init(FilesystemStorage(tmp_path / "repo"), "k")
@@ -176,6 +179,9 @@ class FakeElasticsearch:
 
     def info(self) -> dict[str, Any]:
         return {"version": {"number": "8.15.0-fake"}}
+
+    def close(self) -> None:
+        return None
 
     def count(self, index: str) -> dict[str, int]:
         return {"count": len(self.store[index]["docs"])}

@@ -81,6 +81,7 @@ def test_damaged_backup_exits_non_zero_and_restore_refuses(setup: Path) -> None:
 def test_key_rotation_and_wrong_key(setup: Path) -> None:
     assert _run("backups", "run", "app", "--local")[0] == 0
     (setup / "new.key").write_text("cli-new-key\n")
+    (setup / "new.key").chmod(0o600)  # a key file others can read is refused
     code, out = _run("repo", "key", "rotate", "--new-key-file", str(setup / "new.key"))
     assert code == 0 and "removed key slot" in out
     code, out = _run("backups", "list")

@@ -91,7 +91,7 @@ class Dumper(abc.ABC):
         dbname = options.target_dbname or target.db.dbname
         if not dbname:
             raise RestoreRefused(f"database {target.db.id!r} names no dbname; pass target_dbname")
-        return dbname
+        return check_dbname(dbname)
 
     def estimate_bytes(self) -> int | None:
         """A size estimate for progress percentages (None when unknown)."""
@@ -127,6 +127,22 @@ class Dumper(abc.ABC):
         with self.scratch(manifest) as (target, options):
             self.restore(files, manifest, target, options)
             return self.count_rows(target, options)
+
+
+def check_dbname(name: str, what: str = "target_dbname") -> str:
+    """A database name, never a connection string or a command-line option (``host=...``, ``--execute=``)."""
+    problems = []
+    if not name or len(name.encode()) > 63:
+        problems.append("1 to 63 bytes")
+    if name.startswith("-"):
+        problems.append("no leading '-'")
+    if any(c in name for c in "=/\\") or "://" in name:
+        problems.append("no '=', '/' or '\\'")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        problems.append("no control characters")
+    if problems:
+        raise RestoreRefused(f"refusing {what} {name!r}: a database name must have {', '.join(problems)}")
+    return name
 
 
 def chunked(items: list[str], size: int) -> Iterator[list[str]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +49,11 @@ class ElasticsearchDumper(Dumper):
         return (options.target_dbname if options else None) or self.db.dbname or "*"
 
     def backup(self, write: Write) -> DumpInfo:
+        with closing(self._client()) as client:
+            return self._backup(client, write)
+
+    def _backup(self, client: Any, write: Write) -> DumpInfo:
         helpers = _helpers()
-        client = self._client()
         indices = client.indices.get(index=self._pattern(), expand_wildcards="open")
         counts: dict[str, int] = {}
 
@@ -68,8 +71,11 @@ class ElasticsearchDumper(Dumper):
 
     def restore(self, files: dict[str, Path], manifest: dict[str, Any], target: Target,
                 options: RestoreOptions) -> dict[str, Any]:
+        with closing(self._client(target)) as client:
+            return self._restore(client, files, target, options)
+
+    def _restore(self, client: Any, files: dict[str, Path], target: Target, options: RestoreOptions) -> dict[str, Any]:
         helpers = _helpers()
-        client = self._client(target)
         prefix = options.target_dbname or ""
         with open(files["indices"], "rb") as fh:
             names = [r["name"] for r in jsonl.decode(fh, "elasticsearch") if r["type"] == "collection"]
@@ -95,11 +101,11 @@ class ElasticsearchDumper(Dumper):
                 yield {"_index": prefix + record["collection"], "_id": record["id"], "_source": record["doc"]}
 
     def count_rows(self, target: Target, options: RestoreOptions) -> dict[str, int]:
-        client = self._client(target)
         prefix = options.target_dbname or ""
-        client.indices.refresh(index=f"{prefix}*")
-        return {name[len(prefix):]: int(client.count(index=name)["count"])
-                for name in client.indices.get(index=f"{prefix}*") if not name.startswith(".")}
+        with closing(self._client(target)) as client:
+            client.indices.refresh(index=f"{prefix}*")
+            return {name[len(prefix):]: int(client.count(index=name)["count"])
+                    for name in client.indices.get(index=f"{prefix}*") if not name.startswith(".")}
 
     @contextmanager
     def scratch(self, manifest: dict[str, Any]) -> Iterator[tuple[Target, RestoreOptions]]:
@@ -108,7 +114,8 @@ class ElasticsearchDumper(Dumper):
         try:
             yield target, RestoreOptions(target_dbname=prefix)
         finally:
-            self._client(target).indices.delete(index=f"{prefix}*", ignore_unavailable=True)
+            with closing(self._client(target)) as client:
+                client.indices.delete(index=f"{prefix}*", ignore_unavailable=True)
 
 
 def _es_version() -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,11 @@ class MongoDumper(Dumper):
         return MongoConnector(db, password).conn
 
     def backup(self, write: Write) -> DumpInfo:
+        with closing(self._client()) as client:
+            return self._backup(client, write)
+
+    def _backup(self, client: Any, write: Write) -> DumpInfo:
         util = _json_util()
-        client = self._client()
         database = client[self.db.dbname or "test"]
         counts: dict[str, int] = {}
 
@@ -57,16 +60,16 @@ class MongoDumper(Dumper):
     def restore(self, files: dict[str, Path], manifest: dict[str, Any], target: Target,
                 options: RestoreOptions) -> dict[str, Any]:
         util = _json_util()
-        client = self._client(target)
         name = options.target_dbname or target.db.dbname or "test"
-        database = client[name]
-        if database.list_collection_names() and not options.clean:
-            raise RestoreRefused(f"mongodb database {name!r} on {target.db.id!r} is not empty; pass clean=true")
-        with open(files["collections"], "rb") as fh:
-            for _record in jsonl.decode(fh, "mongodb"):  # a first pass validates before anything is written
-                pass
-        with open(files["collections"], "rb") as fh:
-            self._load(database, jsonl.decode(fh, "mongodb"), util, options)
+        with closing(self._client(target)) as client:
+            database = client[name]
+            if database.list_collection_names() and not options.clean:
+                raise RestoreRefused(f"mongodb database {name!r} on {target.db.id!r} is not empty; pass clean=true")
+            with open(files["collections"], "rb") as fh:
+                for _record in jsonl.decode(fh, "mongodb"):  # a first pass validates before anything is written
+                    pass
+            with open(files["collections"], "rb") as fh:
+                self._load(database, jsonl.decode(fh, "mongodb"), util, options)
         return {"target": target.db.id, "dbname": name}
 
     def _load(self, database: Any, records: Any, util: Any, options: RestoreOptions) -> None:
@@ -102,8 +105,9 @@ class MongoDumper(Dumper):
         batch.clear()
 
     def count_rows(self, target: Target, options: RestoreOptions) -> dict[str, int]:
-        database = self._client(target)[options.target_dbname or target.db.dbname or "test"]
-        return {name: int(database[name].count_documents({})) for name in database.list_collection_names()}
+        with closing(self._client(target)) as client:
+            database = client[options.target_dbname or target.db.dbname or "test"]
+            return {name: int(database[name].count_documents({})) for name in database.list_collection_names()}
 
     @contextmanager
     def scratch(self, manifest: dict[str, Any]) -> Iterator[tuple[Target, RestoreOptions]]:
@@ -112,7 +116,8 @@ class MongoDumper(Dumper):
         try:
             yield target, RestoreOptions(target_dbname=name)
         finally:
-            self._client(target).drop_database(name)
+            with closing(self._client(target)) as client:
+                client.drop_database(name)
 
 
 def _pymongo_version() -> str:

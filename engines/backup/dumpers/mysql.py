@@ -9,13 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from engines.backup import tools
-from engines.backup.dumpers.base import Dumper, DumpInfo, RestoreOptions, Target, Write
+from engines.backup.dumpers.base import Dumper, DumpInfo, RestoreOptions, Target, Write, check_dbname
 from engines.connectors.mysql import MySQLConnector, client_args
 from engines.errors import RestoreRefused
 
 DUMP_HINT = "install mariadb-client (Debian) or mysql-client"
 TABLES_SQL = ("SELECT table_name FROM information_schema.tables WHERE table_schema = %s"
               " AND table_type = 'BASE TABLE' ORDER BY table_name")
+# created with a database a restore creates, dropped when the restore completes: a database holding it
+# is a killed restore's leftover, which the retry drops and redoes
+OWNER_TABLE = "dbfleet_restore_in_progress"
 
 
 def quote_ident(name: str) -> str:
@@ -64,7 +67,8 @@ class MySQLDumper(Dumper):
             raise RestoreRefused(f"database {self.db.id!r}: set dbname (the schema to back up)")
         tool = tools.first_tool("mariadb-dump", "mysqldump", hint=DUMP_HINT)
         version = tools.tool_version(tool)
-        with self._connector() as c, tools.private_dir() as tmp:
+        check_dbname(self.db.dbname, "dbname")
+        with self._connector() as c, tools.private_dir(self.workdir) as tmp:
             server = c.describe().version
             with c.conn.cursor() as cur:  # counted in a consistent snapshot started next to the dump's own
                 cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
@@ -73,7 +77,7 @@ class MySQLDumper(Dumper):
             cnf = tools.secret_file(tmp, "my.cnf", _cnf(self.password))
             args = [str(tool), *self._args(cnf, self.db), "--single-transaction", "--routines", "--triggers",
                     "--events", "--hex-blob", "--quick", "--default-character-set=utf8mb4", "--no-tablespaces",
-                    self.db.dbname]
+                    "--", self.db.dbname]
             with tools.ToolStream(args, what=tool.name) as dump:
                 write("dump", "sql", dump.stdout)
                 dump.finish()
@@ -86,10 +90,13 @@ class MySQLDumper(Dumper):
         created = self._prepare(target, dbname, options)
         client = tools.first_tool("mariadb", "mysql", hint=DUMP_HINT)
         try:
-            with tools.private_dir() as tmp:
+            with tools.private_dir(self.workdir) as tmp:
                 cnf = tools.secret_file(tmp, "my.cnf", _cnf(target.password))
                 tools.run_tool([str(client), *self._args(cnf, target.db), "--default-character-set=utf8mb4",
-                                dbname], stdin_path=files["dump"], what=client.name)
+                                f"--database={dbname}"], stdin_path=files["dump"], what=client.name)
+            if created:
+                with self._connector(target, dbname="") as c, c.conn.cursor() as cur:
+                    cur.execute(f"DROP TABLE {quote_ident(dbname)}.{quote_ident(OWNER_TABLE)}")
         except BaseException:
             if created:
                 self._drop(target, dbname)
@@ -97,13 +104,17 @@ class MySQLDumper(Dumper):
         return {"target": target.db.id, "dbname": dbname, "created": created}
 
     def _prepare(self, target: Target, dbname: str, options: RestoreOptions) -> bool:
+        """Create the target (marked as owned by this restore) or check that it is empty; True when created."""
         with self._connector(target, dbname="") as c, c.conn.cursor() as cur:
+            cur.execute(TABLES_SQL, (dbname,))
+            tables = [row[0] for row in cur.fetchall()]
+            if OWNER_TABLE in tables:  # a killed restore's half-loaded database: ours to drop and redo
+                cur.execute(f"DROP DATABASE {quote_ident(dbname)}")
             cur.execute("SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = %s", (dbname,))
             if not cur.fetchone()[0]:
                 cur.execute(f"CREATE DATABASE {quote_ident(dbname)} CHARACTER SET utf8mb4")
+                cur.execute(f"CREATE TABLE {quote_ident(dbname)}.{quote_ident(OWNER_TABLE)} (started TIMESTAMP)")
                 return True
-            cur.execute(TABLES_SQL, (dbname,))
-            tables = cur.fetchall()
         if tables and not options.clean:
             raise RestoreRefused(f"database {dbname!r} on {target.db.id!r} is not empty ({len(tables)} tables); "
                                  "restore into another target_dbname or pass clean=true")

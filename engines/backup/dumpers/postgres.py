@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import subprocess
 import threading
@@ -12,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from engines.backup import tools
-from engines.backup.dumpers.base import Dumper, DumpInfo, Fetch, RestoreOptions, Target, Write
+from engines.backup.dumpers.base import Dumper, DumpInfo, Fetch, RestoreOptions, Target, Write, check_dbname
 from engines.connectors.postgres import PostgresConnector
-from engines.errors import RestoreRefused, ToolFailed
+from engines.errors import ConfigError, RestoreRefused, ToolFailed
 
 TABLES_SQL = """
 SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -27,9 +29,58 @@ WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 ORDER BY 1, 2"""
 
 
-def _passfile_line(password: str) -> str:
-    escaped = password.replace("\\", "\\\\").replace(":", "\\:")
-    return f"*:*:*:*:{escaped}\n"
+# libpq keyword -> the environment variable client tools read it from
+LIBPQ_ENV = {"host": "PGHOST", "hostaddr": "PGHOSTADDR", "port": "PGPORT", "dbname": "PGDATABASE", "user": "PGUSER",
+             "sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT", "sslkey": "PGSSLKEY",
+             "sslcrl": "PGSSLCRL", "options": "PGOPTIONS", "application_name": "PGAPPNAME",
+             "connect_timeout": "PGCONNECT_TIMEOUT", "target_session_attrs": "PGTARGETSESSIONATTRS",
+             "service": "PGSERVICE", "gssencmode": "PGGSSENCMODE", "channel_binding": "PGCHANNELBINDING",
+             "require_auth": "PGREQUIREAUTH", "krbsrvname": "PGKRBSRVNAME", "sslnegotiation": "PGSSLNEGOTIATION"}
+
+
+def conn_params(db: Any, dbname: str | None = None) -> dict[str, str]:
+    """The libpq keywords of ``db`` (its DSN parsed by libpq itself, then host/port/... fields), no password."""
+    params: dict[str, str] = {}
+    if db.dsn:
+        params.update({k: str(v) for k, v in conninfo_to_dict(db.dsn).items() if v is not None})
+    for key in ("host", "port", "dbname", "user"):
+        if getattr(db, key):
+            params[key] = str(getattr(db, key))
+    if dbname:
+        params["dbname"] = check_dbname(dbname)
+    params.setdefault("dbname", "postgres")
+    params.pop("password", None)
+    unknown = sorted(set(params) - set(LIBPQ_ENV))
+    if unknown:
+        raise ConfigError([(f"databases.{db.id}.dsn", f"unsupported libpq keyword(s) {', '.join(unknown)} "
+                            "for client tools")])
+    return params
+
+
+def passfile_text(params: dict[str, str], password: str, dbnames: list[str]) -> str:
+    """libpq passfile lines for exactly these hosts, ports, databases and user (never ``*:*:*:*``)."""
+    def esc(value: str) -> str:
+        return value.replace("\\", "\\\\").replace(":", "\\:")
+
+    hosts = [h if h and not h.startswith("/") else "localhost" for h in params.get("host", "").split(",")]
+    ports = params.get("port", "5432").split(",")
+    user = esc(params["user"]) if params.get("user") else "*"
+    lines = []
+    for i, host in enumerate(hosts):
+        port = ports[i] if i < len(ports) else ports[-1]
+        lines += [f"{esc(host)}:{esc(port or '5432')}:{esc(name)}:{user}:{esc(password)}" for name in dbnames]
+    return "\n".join(dict.fromkeys(lines)) + "\n"
+
+
+def dbname_arg(dbname: str) -> str:
+    """``-d`` value for tools that expand it as a connection string: only the dbname keyword, quoted."""
+    return make_conninfo(dbname=check_dbname(dbname, "dbname"))
+
+
+def staging_name(dbname: str) -> str:
+    """The clearly named database a restore into new database ``dbname`` writes to before the rename."""
+    digest = hashlib.sha256(dbname.encode()).hexdigest()[:8]
+    return f"dbfleet_restoring_{digest}_{dbname}".encode()[:63].decode(errors="ignore")
 
 
 def count_tables(conn: Any) -> dict[str, int]:
@@ -51,21 +102,15 @@ class PostgresDumper(Dumper):
             db = db.model_copy(update={"dbname": dbname})
         return PostgresConnector(db, password)
 
-    def _conn_args(self, db: Any, dbname: str | None = None) -> list[str]:
-        """libpq connection arguments without the password (it goes in a passfile)."""
-        if db.dsn:
-            from psycopg.conninfo import make_conninfo
-
-            return ["-d", make_conninfo(db.dsn, **({"dbname": dbname} if dbname else {}))]
-        args = ["-h", db.host, "-p", str(db.port or 5432)]
-        if db.user:
-            args += ["-U", db.user]
-        return args + ["-d", dbname or db.dbname or "postgres"]
-
-    def _env(self, directory: Path, password: str | None, db: Any) -> dict[str, str]:
+    def _env(self, directory: Path, password: str | None, db: Any, dbname: str | None = None) -> dict[str, str]:
+        """Connection parameters as PG* variables and a private passfile: nothing on the command line."""
+        params = conn_params(db, dbname)
         env = {"PGAPPNAME": "dbfleet", "PGCONNECT_TIMEOUT": str(max(2, int(db.connect_timeout)))}
+        env |= {LIBPQ_ENV[k]: v for k, v in params.items()}
         if password:
-            env["PGPASSFILE"] = str(tools.secret_file(directory, "pgpass", _passfile_line(password)))
+            names = list(dict.fromkeys([params["dbname"], "postgres", "template1"]))
+            path = tools.secret_file(directory, f"pgpass-{secrets.token_hex(4)}", passfile_text(params, password, names))
+            env["PGPASSFILE"] = str(path)
         elif db.passfile:
             env["PGPASSFILE"] = db.passfile
         return env
@@ -75,7 +120,7 @@ class PostgresDumper(Dumper):
             return int(c.conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])
 
     def backup(self, write: Write) -> DumpInfo:
-        with self._connector() as c, tools.private_dir() as tmp:
+        with self._connector() as c, tools.private_dir(self.workdir) as tmp:
             info = c.describe()
             major = int(info.extra["version_num"]) // 10000
             pg_dump, version = tools.pg_tool("pg_dump", major)
@@ -88,8 +133,7 @@ class PostgresDumper(Dumper):
             counter = threading.Thread(target=self._count_into, args=(conn, counts, errors), daemon=True)
             counter.start()
             env = self._env(tmp, self.password, self.db)
-            args = [str(pg_dump), "--format=custom", "--compress=0", f"--snapshot={snapshot}",
-                    "--no-password", *self._conn_args(self.db)]
+            args = [str(pg_dump), "--format=custom", "--compress=0", f"--snapshot={snapshot}", "--no-password"]
             with tools.ToolStream(args, env=env, what="pg_dump") as dump:
                 write("dump", "pg_dump-custom", dump.stdout)
                 dump.finish()
@@ -113,13 +157,12 @@ class PostgresDumper(Dumper):
         """Roles via pg_dumpall --globals-only --no-role-passwords, when the user may read them."""
         try:
             pg_dumpall, _ = tools.pg_tool("pg_dumpall", major)
-            args = [str(pg_dumpall), "--globals-only", "--no-role-passwords", "--no-password"]
-            conn = self._conn_args(self.db)
-            args += ["-l" if a == "-d" and not self.db.dsn else a for a in conn]
+            args = [str(pg_dumpall), "--globals-only", "--no-role-passwords", "--no-password",
+                    "-l", dbname_arg(env.get("PGDATABASE", "postgres"))]
             with tools.ToolStream(args, env=env, what="pg_dumpall --globals-only") as dump:
                 write("globals", "sql", dump.stdout)
                 dump.finish()
-        except ToolFailed as exc:
+        except (ToolFailed, RestoreRefused) as exc:
             return [f"globals (roles) not saved: {exc}"]
         return []
 
@@ -127,35 +170,38 @@ class PostgresDumper(Dumper):
     def restore(self, files: dict[str, Path], manifest: dict[str, Any], target: Target,
                 options: RestoreOptions) -> dict[str, Any]:
         dbname = self.target_dbname(target, options)
-        created = self._prepare_target(target, dbname, options)
+        into = self._prepare_target(target, dbname, options)
         try:
-            major, pg_restore, version = self._restore_tool(target, dbname, manifest)
-            with tools.private_dir() as tmp:
-                env = self._env(tmp, target.password, target.db)
-                args = self._restore_args(pg_restore, target, dbname, options) + [f"--jobs={max(1, options.jobs)}"]
+            major, pg_restore, version = self._restore_tool(target, into, manifest)
+            with tools.private_dir(self.workdir) as tmp:
+                env = self._env(tmp, target.password, target.db, into)
+                args = self._restore_args(pg_restore, target, into, options) + [f"--jobs={max(1, options.jobs)}"]
                 tools.run_tool(args + [str(files["dump"])], env=env, what="pg_restore")
                 if options.globals and "globals" in files:
                     self._replay_globals(files["globals"], target, env, major)
+            self._finish(target, into, dbname)
         except BaseException:
-            if created:
-                self._drop(target, dbname)
+            if into != dbname:
+                self._drop(target, into)
             raise
-        return {"target": target.db.id, "dbname": dbname, "created": created, "tool": version, "mode": "spooled"}
+        return {"target": target.db.id, "dbname": dbname, "created": into != dbname, "tool": version,
+                "mode": "spooled"}
 
     def stream_restore(self, fetch: Fetch, manifest: dict[str, Any], workdir: Path, target: Target,
                        options: RestoreOptions) -> dict[str, Any] | None:
-        """Into a new database: schema and data load while chunks arrive (pg_restore from stdin), then
-        indexes and constraints with ``pg_restore --jobs`` from the spooled copy. Any failure, a
-        corrupted chunk included, drops the database this call created."""
+        """Into a new database: schema and data load while chunks arrive (pg_restore from stdin) into a
+        staging database, then indexes and constraints with ``pg_restore --jobs`` from the spooled copy,
+        then the staging database is renamed to the target. Any failure, a corrupted chunk included,
+        drops the staging database; a killed restore leaves only it, dropped by the retry."""
         dbname = self.target_dbname(target, options)
         if options.tables or options.clean or self._exists(target, dbname):
             return None  # existing targets get the spool-first path: verified before any write
-        created = self._prepare_target(target, dbname, options)
+        into = self._prepare_target(target, dbname, options)
         try:
-            major, pg_restore, version = self._restore_tool(target, dbname, manifest)
-            with tools.private_dir() as tmp:
-                env = self._env(tmp, target.password, target.db)
-                base = self._restore_args(pg_restore, target, dbname, options)
+            major, pg_restore, version = self._restore_tool(target, into, manifest)
+            with tools.private_dir(workdir) as tmp:
+                env = self._env(tmp, target.password, target.db, into)
+                base = self._restore_args(pg_restore, target, into, options)
                 copy = workdir / "dump"
                 t0 = time.monotonic()
                 with tools.ToolStream(base + ["--section=pre-data", "--section=data"], env=env, stdin=subprocess.PIPE,
@@ -175,11 +221,20 @@ class PostgresDumper(Dumper):
                     with open(workdir / "globals", "wb") as gh:
                         fetch("globals", gh)
                     self._replay_globals(workdir / "globals", target, env, major)
+            self._finish(target, into, dbname)
         except BaseException:
-            self._drop(target, dbname)
+            self._drop(target, into)
             raise
-        return {"target": target.db.id, "dbname": dbname, "created": created, "tool": version, "mode": "streamed",
+        return {"target": target.db.id, "dbname": dbname, "created": True, "tool": version, "mode": "streamed",
                 **timings}
+
+    def _finish(self, target: Target, into: str, dbname: str) -> None:
+        """Rename a complete staging database to the target name (fails if the name was taken meanwhile)."""
+        if into == dbname:
+            return
+        with self._connector(target.db, target.password, "postgres") as admin:
+            admin.conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(into),
+                                                                              sql.Identifier(dbname)))
 
     def _exists(self, target: Target, dbname: str) -> bool:
         with self._connector(target.db, target.password, "postgres") as admin:
@@ -194,7 +249,7 @@ class PostgresDumper(Dumper):
         return major, path, version
 
     def _restore_args(self, pg_restore: Path, target: Target, dbname: str, options: RestoreOptions) -> list[str]:
-        args = [str(pg_restore), "--exit-on-error", "--no-password", *self._conn_args(target.db, dbname)]
+        args = [str(pg_restore), "--exit-on-error", "--no-password", "-d", dbname_arg(dbname)]
         if options.clean:
             args += ["--clean", "--if-exists"]
         if options.no_owner:
@@ -204,25 +259,29 @@ class PostgresDumper(Dumper):
             args += (["--schema", schema] if schema else []) + ["--table", name]
         return args
 
-    def _prepare_target(self, target: Target, dbname: str, options: RestoreOptions) -> bool:
-        """Create the target database, or check that it is empty; True when created here."""
+    def _prepare_target(self, target: Target, dbname: str, options: RestoreOptions) -> str:
+        """The database to write into: a fresh staging database when ``dbname`` does not exist (renamed
+        by :meth:`_finish`), else ``dbname`` itself once it is checked to be empty."""
         with self._connector(target.db, target.password, "postgres") as admin:
             exists = admin.conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
             if not exists:
-                admin.conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-                return True
+                staging = staging_name(dbname)
+                # a staging database of this name is a killed restore's leftover: ours to drop and redo
+                admin.conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(staging)))
+                admin.conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(staging)))
+                return staging
         if not options.clean and not options.tables:
             with self._connector(target.db, target.password, dbname) as c:
                 tables = c.conn.execute(TABLES_SQL).fetchall()
             if tables:
                 raise RestoreRefused(f"database {dbname!r} on {target.db.id!r} is not empty ({len(tables)} "
                                      "tables); restore into another target_dbname or pass clean=true")
-        return False
+        return dbname
 
     def _replay_globals(self, path: Path, target: Target, env: dict[str, str], major: int) -> None:
         psql, _ = tools.pg_tool("psql", major)
-        tools.run_tool([str(psql), "-X", "-q", "--no-password", *self._conn_args(target.db, "postgres"),
-                        "-f", str(path)], env=env, what="psql (globals)")
+        tools.run_tool([str(psql), "-X", "-q", "--no-password", "-d", dbname_arg("postgres"), "-f", str(path)],
+                       env=env, what="psql (globals)")
 
     def _drop(self, target: Target, dbname: str) -> None:
         with self._connector(target.db, target.password, "postgres") as admin:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from engines.backup import tools
 from engines.backup.dumpers.base import Dumper, DumpInfo, RestoreOptions, Target, Write
@@ -73,7 +74,7 @@ def loaded_server(rdb: Path, workdir: Path, source_version: str = "0.0.0") -> It
     port = free_port()
     proc = subprocess.Popen([str(server), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
                              "--dbfilename", rdb.name, "--save", "", "--appendonly", "no"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=tools.child_env())
     client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=60)
     try:
         deadline = time.monotonic() + 120
@@ -96,6 +97,15 @@ def loaded_server(rdb: Path, workdir: Path, source_version: str = "0.0.0") -> It
         proc.wait()
 
 
+def cli_address(db: Any) -> list[str]:
+    """redis-cli host/port/TLS arguments; a DSN is parsed here and never passed on the command line."""
+    host, port, tls = db.host or "127.0.0.1", db.port or 6379, False
+    if db.dsn:
+        parts = urlsplit(db.dsn)
+        host, port, tls = parts.hostname or host, parts.port or 6379, parts.scheme == "rediss"
+    return ["-h", str(host), "-p", str(port)] + (["--tls"] if tls else [])
+
+
 class RedisDumper(Dumper):
     kind = "redis"
 
@@ -114,9 +124,7 @@ class RedisDumper(Dumper):
         with self._client() as c:
             info = c.info("server")
             keys = _keyspace(c.conn)
-        args = [str(clis[0]), "-h", self.db.host or "127.0.0.1", "-p", str(self.db.port or 6379)]
-        if self.db.dsn:
-            args = [str(clis[0]), "-u", self.db.dsn]
+        args = [str(clis[0]), *cli_address(self.db)]
         if self.db.user:
             args += ["--user", self.db.user]
         env = {"REDISCLI_AUTH": self.password} if self.password else {}
