@@ -1,0 +1,291 @@
+"""The PostgreSQL tuner on a real PostgreSQL 15 cluster this module creates with initdb (pg_stat_statements
+preloaded, HypoPG from Debian): index advice proven by cost, hygiene, safe apply, rollback and revert."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from engines.config import DatabaseConfig
+from engines.tuning import analyze, analyze_and_apply, revert
+from engines.tuning.base import IndexAdvice, QueryRef, TuningSettings
+from engines.tuning.pg_apply import IndexApplier
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+EXT_DIR = Path("/usr/share/postgresql/15/extension")
+
+
+def _missing(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI must not skip: {reason}")
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _as_postgres(args: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[int]:
+    """A PostgreSQL 15 cluster on a free loopback port with pg_stat_statements preloaded."""
+    if not (PG_BIN / "initdb").exists():
+        _missing(f"no PostgreSQL 15 binaries in {PG_BIN} (apt-get install postgresql-15)")
+    if not (EXT_DIR / "hypopg.control").exists():
+        _missing("HypoPG is not installed (ops/scripts/ensure-services.sh installs postgresql-15-hypopg)")
+    base = Path(tempfile.mkdtemp(prefix="h7_tuning_pg_"))  # not under pytest's 0700 root-owned tree
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres")
+    data, port = base / "data", _free_port()
+    subprocess.run(_as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
+                                 "--no-instructions"]), check=True, capture_output=True)
+    opts = (f"-h 127.0.0.1 -p {port} -k {base} -c shared_preload_libraries=pg_stat_statements "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+    subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-w", "-l", str(base / "log"),
+                                 "-o", opts, "start"]), check=True, capture_output=True)
+    try:
+        yield port
+    finally:
+        subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
+                       capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _admin(port: int, dbname: str = "postgres") -> psycopg.Connection[Any]:
+    return psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname=dbname, autocommit=True)
+
+
+def make_db(port: int, name: str, hypopg: bool = True) -> DatabaseConfig:
+    """A fresh database ``name`` with pg_stat_statements (and hypopg); the registry entry for it."""
+    with _admin(port) as c:
+        c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    with _admin(port, name) as c:
+        c.execute("CREATE EXTENSION pg_stat_statements")
+        if hypopg:
+            c.execute("CREATE EXTENSION hypopg")
+    return DatabaseConfig(id=name, kind="postgresql", host="127.0.0.1", port=port, dbname=name, user="postgres")
+
+
+SCHEMA = """
+CREATE TABLE accounts (id serial PRIMARY KEY, email text NOT NULL, country text NOT NULL);
+CREATE TABLE events (id bigserial PRIMARY KEY, account_id int NOT NULL, a int NOT NULL, b int NOT NULL,
+                     note text, created_at timestamptz NOT NULL);
+INSERT INTO accounts (email, country) SELECT 'user' || g || '@example.org', (ARRAY['de','fr','us','uk'])[1 + g % 4]
+  FROM generate_series(1, 20000) g;
+INSERT INTO events (account_id, a, b, note, created_at)
+  SELECT 1 + g % 20000, g % 200, (g / 200) % 50, 'n' || g % 7, now() - g * interval '1 minute'
+  FROM generate_series(1, 100000) g;
+ANALYZE;
+"""
+
+
+def run_workload(db: DatabaseConfig, queries: list[tuple[str, tuple[Any, ...]]], times: int = 10) -> None:
+    """Run each query ``times`` (with varying values) so pg_stat_statements records it."""
+    with psycopg.connect(host=db.host, port=db.port, user=db.user, dbname=db.dbname, autocommit=True) as c:
+        c.execute("SELECT pg_stat_statements_reset()")
+        for i in range(times):
+            for query, params in queries:
+                c.execute(query, tuple(p if not isinstance(p, int) else p + i for p in params)).fetchall()
+
+
+def indexes(db: DatabaseConfig) -> dict[str, bool]:
+    """Index name -> valid, in the public schema."""
+    with psycopg.connect(host=db.host, port=db.port, user="postgres", dbname=db.dbname) as c:
+        return {name: valid for name, valid in c.execute(
+            "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'").fetchall()}
+
+
+WORKLOAD = [
+    ("SELECT id FROM accounts WHERE email = %s", ("user17@example.org",)),
+    ("SELECT id, note FROM events WHERE a = %s AND b = %s", (3, 7)),
+    ("SELECT count(*) FROM events WHERE a = %s", (5,)),
+    ("SELECT * FROM accounts WHERE id = %s", (42,)),
+]
+
+
+@pytest.fixture(scope="module")
+def advised(cluster: int) -> tuple[DatabaseConfig, Any]:
+    """The workload above on the schema above, analysed once."""
+    db = make_db(cluster, "h7_tuning_advice")
+    with _admin(cluster, db.dbname or "") as c:
+        c.execute(SCHEMA)
+    run_workload(db, WORKLOAD)
+    return db, analyze(db, TuningSettings(only=("indexes",)))
+
+
+def test_a_query_needing_a_single_column_index_gets_exactly_that_advice(advised: tuple[DatabaseConfig, Any]) -> None:
+    _, report = advised
+    on_accounts = [a for a in report.indexes if a.table == "accounts"]
+    assert [a.columns for a in on_accounts] == [["email"]]
+    advice = on_accounts[0]
+    assert advice.proven and advice.savings_percent >= 50
+    assert advice.cost_after < advice.cost_before and advice.estimated_bytes and advice.estimated_bytes > 0
+    assert advice.statement == 'CREATE INDEX CONCURRENTLY "accounts_email_idx" ON "public"."accounts" ("email")'
+    assert [q.query for q in advice.queries] == ["SELECT id FROM accounts WHERE email = $1"]
+
+
+def test_one_composite_index_serves_both_the_pair_and_its_leading_column(advised: tuple[DatabaseConfig, Any]) -> None:
+    _, report = advised
+    on_events = [a for a in report.indexes if a.table == "events"]
+    assert [a.columns for a in on_events] == [["a", "b"]], "one (a, b) index, no separate (a)"
+    served = sorted(q.query for q in on_events[0].queries)
+    assert served == ["SELECT count(*) FROM events WHERE a = $1", "SELECT id, note FROM events WHERE a = $1 AND b = $2"]
+    assert all(q.cost_after < q.cost_before for q in on_events[0].queries)
+    assert len(report.indexes) == 2
+
+
+def test_a_well_indexed_workload_gets_no_index_advice(cluster: int) -> None:
+    db = make_db(cluster, "h7_tuning_indexed")
+    with _admin(cluster, db.dbname or "") as c:
+        c.execute(SCHEMA)
+        c.execute("CREATE INDEX ON accounts (email); CREATE INDEX ON events (a, b)")
+    run_workload(db, [*WORKLOAD, ("SELECT count(*) FROM events", ())])
+    report = analyze(db, TuningSettings(only=("indexes",)))
+    assert report.workload["statements"] >= 5
+    assert report.indexes == []
+
+
+def test_hygiene_finds_duplicate_unused_invalid_fk_and_sequence(cluster: int) -> None:
+    db = make_db(cluster, "h7_tuning_hygiene")
+    with _admin(cluster, db.dbname or "") as c:
+        c.execute(SCHEMA)
+        c.execute("CREATE INDEX ev_a ON events (a); CREATE INDEX ev_a_b ON events (a, b);"
+                  "CREATE INDEX ev_note ON events (note);"
+                  "CREATE TABLE child (id int PRIMARY KEY, account_id int REFERENCES accounts (id));"
+                  "CREATE SEQUENCE almost_done MAXVALUE 100; SELECT setval('almost_done', 95)")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            c.execute("CREATE UNIQUE INDEX CONCURRENTLY ev_dup_unique ON events (a)")
+    report = analyze(db, TuningSettings(only=("hygiene",), unused_index_min_days=0))
+    found = {(f.check, f.object) for f in report.hygiene}
+    assert ("duplicate_indexes", "public.ev_a") in found
+    assert ("duplicate_indexes", "public.ev_a_b") not in found
+    assert ("invalid_indexes", "public.ev_dup_unique") in found
+    assert ("unused_indexes", "public.ev_note") in found
+    assert ("missing_fk_indexes", "public.child") in found
+    assert ("sequences", "public.almost_done") in found
+    assert not any(o.endswith("_pkey") for k, o in found if k in ("unused_indexes", "duplicate_indexes"))
+    fk = next(f for f in report.hygiene if f.check == "missing_fk_indexes")
+    assert fk.statement == 'CREATE INDEX CONCURRENTLY "child_account_id_idx" ON "public"."child" ("account_id")'
+
+
+def test_apply_keeps_the_proven_index_and_revert_drops_it(cluster: int) -> None:
+    db = make_db(cluster, "h7_tuning_apply")
+    with _admin(cluster, db.dbname or "") as c:
+        c.execute(SCHEMA)
+    run_workload(db, WORKLOAD[:1])
+    report = analyze_and_apply(db, TuningSettings(only=("indexes",)))
+    assert [c.status for c in report.changes] == ["kept"]
+    change = report.changes[0]
+    assert change.evidence["cost_after"] < change.evidence["cost_before"] * 0.5
+    assert indexes(db).get("accounts_email_idx") is True
+    record = report.to_dict()["changes"][0]
+    assert revert(db, TuningSettings(), record)["result"] == "dropped"
+    assert "accounts_email_idx" not in indexes(db)
+    assert revert(db, TuningSettings(), record)["result"] == "already gone"
+
+
+def _advice(table: str, columns: list[str], query: str, name: str) -> IndexAdvice:
+    ref = QueryRef("1", query, 10, 0.0, 0.0)
+    stmt = "(built by the applier)"
+    return IndexAdvice("public", table, columns, name, stmt, [ref], 0.0, 0.0, 8192)
+
+
+def test_a_change_that_does_not_help_is_rolled_back(cluster: int) -> None:
+    db = make_db(cluster, "h7_tuning_rollback")
+    with _admin(cluster, db.dbname or "") as c:
+        c.execute(SCHEMA)
+        applier = IndexApplier(c, db.id, TuningSettings(), local=True)
+        change = applier.apply(_advice("events", ["note"], "SELECT count(*) FROM events WHERE a = $1", "ev_note_try"))
+    assert change.status == "rolled_back", change.evidence
+    assert change.evidence["savings_percent"] < 50
+    assert "ev_note_try" not in indexes(db)
+
+
+def test_a_failed_concurrent_build_leaves_no_invalid_index(cluster: int) -> None:
+    db = make_db(cluster, "h7_tuning_failbuild")
+    with _admin(cluster, db.dbname or "") as c:
+        c.execute(SCHEMA)
+        c.execute("UPDATE events SET note = (SELECT string_agg(md5(random()::text || g), '')"
+                  " FROM generate_series(1, 400) g) WHERE id = 7")  # far over the B-tree row limit
+        applier = IndexApplier(c, db.id, TuningSettings(), local=True)
+        change = applier.apply(_advice("events", ["note"], "SELECT id FROM events WHERE note = $1", "ev_note_big"))
+    assert change.status == "failed"
+    assert "index row" in change.evidence["reason"]
+    assert "dropped the invalid index" in change.evidence["cleanup"]
+    assert "ev_note_big" not in indexes(db)
+
+
+def test_hostile_identifiers_are_quoted_in_advice_and_apply(cluster: int) -> None:
+    db = make_db(cluster, "h7_tuning_hostile")
+    table, column = 'we"ird; DROP TABLE x;--', 'co"l;umn'
+    with _admin(cluster, db.dbname or "") as c:
+        c.execute(sql.SQL("CREATE TABLE {} (id int, {} int)").format(sql.Identifier(table), sql.Identifier(column)))
+        c.execute(sql.SQL("INSERT INTO {} SELECT g, g FROM generate_series(1, 50000) g").format(sql.Identifier(table)))
+        c.execute("ANALYZE")
+    query = sql.SQL("SELECT id FROM {} WHERE {} = %s").format(sql.Identifier(table), sql.Identifier(column))
+    with psycopg.connect(host="127.0.0.1", port=cluster, user="postgres", dbname=db.dbname, autocommit=True) as c:
+        query_text = query.as_string(c)
+    run_workload(db, [(query_text, (5,))])
+    report = analyze_and_apply(db, TuningSettings(only=("indexes",)))
+    assert [a.columns for a in report.indexes] == [[column]]
+    assert '"we""ird; DROP TABLE x;--"' in report.indexes[0].statement
+    assert [c.status for c in report.changes] == ["kept"]
+    assert indexes(db)[report.indexes[0].name] is True
+
+
+def test_a_role_without_pg_read_all_stats_gets_limited_advice_with_the_reason(cluster: int) -> None:
+    db = make_db(cluster, "h7_tuning_reader")
+    with _admin(cluster, db.dbname or "") as c:
+        c.execute(SCHEMA)
+        c.execute("DROP ROLE IF EXISTS h7_tuning_reader; CREATE ROLE h7_tuning_reader LOGIN;"
+                  "GRANT SELECT ON ALL TABLES IN SCHEMA public TO h7_tuning_reader")
+    run_workload(db, WORKLOAD)
+    reader = db.model_copy(update={"user": "h7_tuning_reader"})
+    report = analyze(reader, TuningSettings(only=("indexes",)))
+    assert any("lacks pg_read_all_stats" in line for line in report.limits)
+    assert any("hidden" in line and "GRANT pg_read_all_stats" in line for line in report.limits)
+    assert report.indexes == []
+
+
+def test_without_hypopg_advice_is_marked_unproven_and_never_applied(cluster: int) -> None:
+    db = make_db(cluster, "h7_tuning_nohypo", hypopg=False)
+    with _admin(cluster, db.dbname or "") as c:
+        c.execute(SCHEMA)
+    run_workload(db, WORKLOAD[:1])
+    report = analyze_and_apply(db, TuningSettings(only=("indexes",)))
+    assert any(line.startswith("hypopg missing") for line in report.limits)
+    assert [(a.table, a.columns, a.proven) for a in report.indexes] == [("accounts", ["email"], False)]
+    assert "not proven" in (report.indexes[0].note or "")
+    assert report.changes == [] and "accounts_email_idx" not in indexes(db)
+
+
+def test_the_workload_window_counts_only_calls_since_the_previous_analysis(cluster: int) -> None:
+    db = make_db(cluster, "h7_tuning_window")
+    with _admin(cluster, db.dbname or "") as c:
+        c.execute(SCHEMA)
+    run_workload(db, WORKLOAD[:1], times=10)
+    memory: dict[str, Any] = {}
+    first = analyze(db, TuningSettings(only=("indexes",)), memory)
+    with psycopg.connect(host=db.host, port=db.port, user="postgres", dbname=db.dbname, autocommit=True) as c:
+        for i in range(3):
+            c.execute(WORKLOAD[0][0], (f"user{i}@example.org",)).fetchall()
+    second = analyze(db, TuningSettings(only=("indexes",)), memory)
+    assert first.indexes[0].queries[0].calls == 10
+    assert second.indexes[0].queries[0].calls == 3
