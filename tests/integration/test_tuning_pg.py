@@ -21,6 +21,7 @@ from engines.tuning import analyze, analyze_and_apply, revert
 from engines.tuning.base import IndexAdvice, QueryRef, TuningSettings
 from engines.tuning.pg_apply import IndexApplier
 
+TEMPLATE = "h7_tuning_template"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 EXT_DIR = Path("/usr/share/postgresql/15/extension")
 
@@ -59,6 +60,11 @@ def cluster() -> Iterator[int]:
     subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-w", "-l", str(base / "log"),
                                  "-o", opts, "start"]), check=True, capture_output=True)
     try:
+        with _admin(port) as c:
+            c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
+        with _admin(port, TEMPLATE) as c:
+            c.execute("CREATE EXTENSION pg_stat_statements; CREATE EXTENSION hypopg")
+            c.execute(SCHEMA)
         yield port
     finally:
         subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
@@ -70,15 +76,16 @@ def _admin(port: int, dbname: str = "postgres") -> psycopg.Connection[Any]:
     return psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname=dbname, autocommit=True)
 
 
-def make_db(port: int, name: str, hypopg: bool = True) -> DatabaseConfig:
-    """A fresh database ``name`` with pg_stat_statements (and hypopg); the registry entry for it."""
+def make_db(port: int, name: str, hypopg: bool = True, schema: bool = True) -> DatabaseConfig:
+    """A fresh database ``name`` with pg_stat_statements (and hypopg), copied from the template that holds
+    the schema below (analysed) when ``schema``; the registry entry for it."""
     with _admin(port) as c:
         c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        c.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(name), sql.Identifier(TEMPLATE if schema else "template1")))
     with _admin(port, name) as c:
-        c.execute("CREATE EXTENSION pg_stat_statements")
-        if hypopg:
-            c.execute("CREATE EXTENSION hypopg")
+        c.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        c.execute("CREATE EXTENSION IF NOT EXISTS hypopg" if hypopg else "DROP EXTENSION IF EXISTS hypopg")
     return DatabaseConfig(id=name, kind="postgresql", host="127.0.0.1", port=port, dbname=name, user="postgres")
 
 
@@ -124,8 +131,6 @@ WORKLOAD = [
 def advised(cluster: int) -> tuple[DatabaseConfig, Any]:
     """The workload above on the schema above, analysed once."""
     db = make_db(cluster, "h7_tuning_advice")
-    with _admin(cluster, db.dbname or "") as c:
-        c.execute(SCHEMA)
     run_workload(db, WORKLOAD)
     return db, analyze(db, TuningSettings(only=("indexes",)))
 
@@ -154,7 +159,6 @@ def test_one_composite_index_serves_both_the_pair_and_its_leading_column(advised
 def test_a_well_indexed_workload_gets_no_index_advice(cluster: int) -> None:
     db = make_db(cluster, "h7_tuning_indexed")
     with _admin(cluster, db.dbname or "") as c:
-        c.execute(SCHEMA)
         c.execute("CREATE INDEX ON accounts (email); CREATE INDEX ON events (a, b)")
     run_workload(db, [*WORKLOAD, ("SELECT count(*) FROM events", ())])
     report = analyze(db, TuningSettings(only=("indexes",)))
@@ -165,7 +169,6 @@ def test_a_well_indexed_workload_gets_no_index_advice(cluster: int) -> None:
 def test_hygiene_finds_duplicate_unused_invalid_fk_and_sequence(cluster: int) -> None:
     db = make_db(cluster, "h7_tuning_hygiene")
     with _admin(cluster, db.dbname or "") as c:
-        c.execute(SCHEMA)
         c.execute("CREATE INDEX ev_a ON events (a); CREATE INDEX ev_a_b ON events (a, b);"
                   "CREATE INDEX ev_note ON events (note);"
                   "CREATE TABLE child (id int PRIMARY KEY, account_id int REFERENCES accounts (id));"
@@ -187,8 +190,6 @@ def test_hygiene_finds_duplicate_unused_invalid_fk_and_sequence(cluster: int) ->
 
 def test_apply_keeps_the_proven_index_and_revert_drops_it(cluster: int) -> None:
     db = make_db(cluster, "h7_tuning_apply")
-    with _admin(cluster, db.dbname or "") as c:
-        c.execute(SCHEMA)
     run_workload(db, WORKLOAD[:1])
     report = analyze_and_apply(db, TuningSettings(only=("indexes",)))
     assert [c.status for c in report.changes] == ["kept"]
@@ -210,7 +211,6 @@ def _advice(table: str, columns: list[str], query: str, name: str) -> IndexAdvic
 def test_a_change_that_does_not_help_is_rolled_back(cluster: int) -> None:
     db = make_db(cluster, "h7_tuning_rollback")
     with _admin(cluster, db.dbname or "") as c:
-        c.execute(SCHEMA)
         applier = IndexApplier(c, db.id, TuningSettings(), local=True)
         change = applier.apply(_advice("events", ["note"], "SELECT count(*) FROM events WHERE a = $1", "ev_note_try"))
     assert change.status == "rolled_back", change.evidence
@@ -221,7 +221,6 @@ def test_a_change_that_does_not_help_is_rolled_back(cluster: int) -> None:
 def test_a_failed_concurrent_build_leaves_no_invalid_index(cluster: int) -> None:
     db = make_db(cluster, "h7_tuning_failbuild")
     with _admin(cluster, db.dbname or "") as c:
-        c.execute(SCHEMA)
         c.execute("UPDATE events SET note = (SELECT string_agg(md5(random()::text || g), '')"
                   " FROM generate_series(1, 400) g) WHERE id = 7")  # far over the B-tree row limit
         applier = IndexApplier(c, db.id, TuningSettings(), local=True)
@@ -233,7 +232,7 @@ def test_a_failed_concurrent_build_leaves_no_invalid_index(cluster: int) -> None
 
 
 def test_hostile_identifiers_are_quoted_in_advice_and_apply(cluster: int) -> None:
-    db = make_db(cluster, "h7_tuning_hostile")
+    db = make_db(cluster, "h7_tuning_hostile", schema=False)
     table, column = 'we"ird; DROP TABLE x;--', 'co"l;umn'
     with _admin(cluster, db.dbname or "") as c:
         c.execute(sql.SQL("CREATE TABLE {} (id int, {} int)").format(sql.Identifier(table), sql.Identifier(column)))
@@ -253,7 +252,6 @@ def test_hostile_identifiers_are_quoted_in_advice_and_apply(cluster: int) -> Non
 def test_a_role_without_pg_read_all_stats_gets_limited_advice_with_the_reason(cluster: int) -> None:
     db = make_db(cluster, "h7_tuning_reader")
     with _admin(cluster, db.dbname or "") as c:
-        c.execute(SCHEMA)
         c.execute("DROP ROLE IF EXISTS h7_tuning_reader; CREATE ROLE h7_tuning_reader LOGIN;"
                   "GRANT SELECT ON ALL TABLES IN SCHEMA public TO h7_tuning_reader")
     run_workload(db, WORKLOAD)
@@ -266,8 +264,6 @@ def test_a_role_without_pg_read_all_stats_gets_limited_advice_with_the_reason(cl
 
 def test_without_hypopg_advice_is_marked_unproven_and_never_applied(cluster: int) -> None:
     db = make_db(cluster, "h7_tuning_nohypo", hypopg=False)
-    with _admin(cluster, db.dbname or "") as c:
-        c.execute(SCHEMA)
     run_workload(db, WORKLOAD[:1])
     report = analyze_and_apply(db, TuningSettings(only=("indexes",)))
     assert any(line.startswith("hypopg missing") for line in report.limits)
@@ -278,8 +274,6 @@ def test_without_hypopg_advice_is_marked_unproven_and_never_applied(cluster: int
 
 def test_the_workload_window_counts_only_calls_since_the_previous_analysis(cluster: int) -> None:
     db = make_db(cluster, "h7_tuning_window")
-    with _admin(cluster, db.dbname or "") as c:
-        c.execute(SCHEMA)
     run_workload(db, WORKLOAD[:1], times=10)
     memory: dict[str, Any] = {}
     first = analyze(db, TuningSettings(only=("indexes",)), memory)
