@@ -94,7 +94,9 @@ class _TuneGroup(click.Group):
 
 @click.group("tune", cls=_TuneGroup)
 def tune() -> None:
-    """Workload index advice (HypoPG-proven), index hygiene and settings; --apply builds proven indexes."""
+    """Tuning advice: `dbfleet tune DATABASE_ID [--apply [--now]] [--only indexes,hygiene,settings]
+    [--format table|json|html] [--local]` (see `dbfleet tune DATABASE_ID --help`), or
+    `dbfleet tune revert CHANGE_ID`."""
 
 
 @tune.command("analyze", hidden=True)

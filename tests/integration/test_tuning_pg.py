@@ -3,6 +3,7 @@ preloaded, HypoPG from Debian): index advice proven by cost, hygiene, safe apply
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -283,3 +284,47 @@ def test_the_workload_window_counts_only_calls_since_the_previous_analysis(clust
     second = analyze(db, TuningSettings(only=("indexes",)), memory)
     assert first.indexes[0].queries[0].calls == 10
     assert second.indexes[0].queries[0].calls == 3
+
+
+def test_settings_advice_follows_pgtune_for_the_configured_host(cluster: int) -> None:
+    db = make_db(cluster, "h7_tuning_settings", schema=False)
+    host = {"memory_bytes": 16 * 1024**3, "cpus": 8, "storage": "ssd"}
+    report = analyze(db, TuningSettings(only=("settings",), host=host, optimize_for="oltp"))
+    advice = {s.name: s for s in report.settings}
+    assert (advice["shared_buffers"].current, advice["shared_buffers"].advised) == ("128MB", "4GB")
+    assert advice["shared_buffers"].restart is True
+    assert advice["effective_cache_size"].advised == "12GB" and advice["effective_cache_size"].restart is False
+    assert advice["random_page_cost"].advised == "1.1" and "ssd" in advice["random_page_cost"].reason
+    assert advice["max_wal_size"].advised == "8GB"
+
+
+def test_cli_tune_apply_then_revert_records_both_in_history(cluster: int, fresh_runtime: Path, embedded_redis: Any,
+                                                             tmp_path: Path) -> None:
+    import yaml
+    from click.testing import CliRunner
+
+    from workers import runtime
+    from workers.cli import cli
+
+    db = make_db(cluster, "h7_tuning_cli")
+    run_workload(db, WORKLOAD[:1])
+    fresh_runtime.write_text(yaml.safe_dump({
+        "fleet": {"cache_url": f"{embedded_redis.url}/7", "history_url": f"sqlite:///{tmp_path / 'h.db'}"},
+        "databases": {"h7_tuning_cli": {"kind": "postgresql", "host": "127.0.0.1", "port": cluster,
+                                        "dbname": "h7_tuning_cli", "user": "postgres"}},
+        "database_scripts": {"performance_tuning": {"maintenance_window": "00:00-00:01", "min_cost_savings": 40}}}))
+    runtime.reset()
+    refused = CliRunner().invoke(cli, ["tune", "h7_tuning_cli", "--apply", "--local", "--only", "indexes"])
+    assert refused.exit_code != 0 and "outside the maintenance window 00:00-00:01" in refused.output
+    done = CliRunner().invoke(cli, ["tune", "h7_tuning_cli", "--apply", "--now", "--local", "--only", "indexes",
+                                    "--format", "json"])
+    assert done.exit_code == 0, done.output
+    result = json.loads(done.output[done.output.index("{"):])
+    change = result["changes"][0]
+    assert change["status"] == "kept" and change["reverse"]["action"] == "drop_index"
+    assert indexes(db).get("accounts_email_idx") is True
+    undone = CliRunner().invoke(cli, ["tune", "revert", change["change_id"], "--local"])
+    assert undone.exit_code == 0, undone.output
+    assert "dropped" in undone.output and "accounts_email_idx" not in indexes(db)
+    scripts = [r["script_type"] for r in runtime.history().query(database_id="h7_tuning_cli")]
+    assert scripts == ["performance_tuning_revert", "performance_tuning_apply", "performance_tuning_apply"]
