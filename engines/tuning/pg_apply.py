@@ -149,7 +149,12 @@ class IndexApplier:
         state = index_state(self.conn, advice.schema, advice.name)
         if state is None:
             return "no index left behind"
-        self.conn.execute(drop_index_sql(advice.schema, advice.name))
+        try:
+            self.conn.execute(drop_index_sql(advice.schema, advice.name))
+        except Exception as exc:  # e.g. the same lock timeout: never wait on the writers to clean up
+            drop = drop_index_sql(advice.schema, advice.name).as_string(self.conn)
+            return (f"the invalid index {advice.name} is still there ({str(exc).strip().splitlines()[0][:120]}): "
+                    f"run {drop} (the index_hygiene invalid_indexes check lists it)")
         return f"dropped the {'invalid ' if state is False else ''}index {advice.name} the failed build left"
 
 

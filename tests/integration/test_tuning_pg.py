@@ -328,3 +328,21 @@ def test_cli_tune_apply_then_revert_records_both_in_history(cluster: int, fresh_
     assert "dropped" in undone.output and "accounts_email_idx" not in indexes(db)
     scripts = [r["script_type"] for r in runtime.history().query(database_id="h7_tuning_cli")]
     assert scripts == ["performance_tuning_revert", "performance_tuning_apply", "performance_tuning_apply"]
+
+
+def test_a_build_waiting_on_a_writer_gives_up_at_lock_timeout_and_never_blocks_it(cluster: int) -> None:
+    db = make_db(cluster, "h7_tuning_locks")
+    with _admin(cluster, db.dbname or "") as writer, _admin(cluster, db.dbname or "") as c:
+        writer.execute("BEGIN")
+        writer.execute("INSERT INTO accounts (email, country) VALUES ('w1@example.org', 'de')")
+        applier = IndexApplier(c, db.id, TuningSettings(lock_timeout_ms=300), local=True)
+        change = applier.apply(_advice("accounts", ["email"], "SELECT id FROM accounts WHERE email = $1", "acc_email_w"))
+        writer.execute("INSERT INTO accounts (email, country) VALUES ('w2@example.org', 'de')")  # not blocked
+        writer.execute("COMMIT")
+        assert change.status == "failed" and "lock timeout" in change.evidence["reason"]
+        left = indexes(db).get("acc_email_w")
+        if left is not None:  # the writer still held its lock when the cleanup ran: it says what to run
+            assert left is False and "DROP INDEX CONCURRENTLY" in change.evidence["cleanup"]
+            applier.cleanup(_advice("accounts", ["email"], "SELECT 1", "acc_email_w"))
+        assert "acc_email_w" not in indexes(db)
+        assert c.execute("SELECT count(*) FROM accounts WHERE email LIKE 'w_@example.org'").fetchone()[0] == 2
