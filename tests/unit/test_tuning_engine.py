@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
 import pytest
 
@@ -131,3 +132,43 @@ def test_maintenance_window_including_one_that_wraps_midnight(window: str | None
     from workers.tuning import in_window
 
     assert in_window(window, datetime(2026, 1, 1, hour, 30, tzinfo=timezone.utc)) is inside
+
+
+def _mysql_facts(**over: Any) -> dict[str, Any]:
+    var = {"innodb_buffer_pool_size": 128 * MB, "innodb_log_file_size": 32 * MB, "max_connections": 100,
+           "tmp_table_size": 16 * MB, "max_heap_table_size": 16 * MB, "table_open_cache": 2000,
+           "slow_query_log": "ON", "long_query_time": 10}
+    status = {"Max_used_connections": 10, "Created_tmp_disk_tables": 10, "Created_tmp_tables": 1000,
+              "Open_tables": 100, "Opened_tables": 120}
+    facts: dict[str, Any] = {"var": var, "status": status, "innodb_bytes": 64 * MB, "memory_bytes": None}
+    for key, value in over.items():
+        (var if key in var else status if key in status else facts)[key] = value
+    return facts
+
+
+def test_mysqltuner_rules_fire_on_their_condition_and_stay_quiet_otherwise() -> None:
+    from engines.tuning.mysql import CHECKS
+
+    def advice(facts: dict[str, Any]) -> dict[str, str]:
+        return {a.name: a.advised for fn in CHECKS for a in fn(facts)}
+
+    assert advice(_mysql_facts()) == {}
+    assert advice(_mysql_facts(innodb_bytes=1024 * MB))["innodb_buffer_pool_size"] == "1126M"
+    assert advice(_mysql_facts(innodb_bytes=1024 * MB, memory_bytes=512 * MB))["innodb_buffer_pool_size"] == "384M"
+    spill = advice(_mysql_facts(Created_tmp_disk_tables=600))
+    assert spill["tmp_table_size"] == spill["max_heap_table_size"] == "64M"
+    assert advice(_mysql_facts(Max_used_connections=95))["max_connections"] == "142"
+    assert advice(_mysql_facts(slow_query_log="OFF"))["slow_query_log"] == "ON"
+
+
+def test_redis_rules_for_memory_and_persistence() -> None:
+    from engines.tuning.redis import memory_advice, persistence_findings
+
+    info = {"role": "master", "db0": {"keys": 1000, "expires": 950}}
+    got = {a.name: a.advised for a in memory_advice(info, {"maxmemory": "0", "maxmemory-policy": "noeviction"}, None)}
+    assert got == {"maxmemory": "75% of the host's RAM", "maxmemory-policy": "volatile-lru"}
+    assert memory_advice({"role": "slave"}, {"maxmemory": "0"}, None) == []
+    assert [f.check for f in persistence_findings(info, {"save": "", "appendonly": "no"})] == ["persistence"]
+    assert persistence_findings(info, {"save": "3600 1", "appendonly": "no"}) == []
+    assert "evicts any key" in persistence_findings(info, {"save": "", "appendonly": "yes",
+                                                           "maxmemory-policy": "allkeys-lru"})[0].detail
