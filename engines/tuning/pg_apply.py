@@ -15,9 +15,10 @@ from typing import Any
 
 from psycopg import sql
 
-from engines.tuning.base import Change, IndexAdvice, QueryRef, TuningSettings
+from engines.tuning.base import Change, IndexAdvice, TuningSettings
 from engines.tuning.pg_plans import Planner, create_index_sql
 from engines.tuning.pg_workload import Statement
+from engines.tuning.workload import QueryShape, param_count
 
 log = logging.getLogger("dbfleet.tuning")
 
@@ -70,21 +71,8 @@ def weighted(planner: Planner, statements: list[Statement]) -> tuple[float, list
 
 def statements_of(advice: IndexAdvice) -> list[Statement]:
     """The advice's queries as statements the planner can re-plan."""
-    from engines.tuning.workload import QueryShape
-
-    out = []
-    for q in advice.queries:
-        params = _params(q)
-        out.append(Statement(q.queryid, q.query, q.calls, 0.0, QueryShape("SELECT", params=params)))
-    return out
-
-
-def _params(q: QueryRef) -> int:
-    from pglast import ast, parse_sql
-
-    from engines.tuning.workload import _walk
-
-    return max((n.number for n in _walk(parse_sql(q.query)) if isinstance(n, ast.ParamRef)), default=0)
+    return [Statement(q.queryid, q.query, q.calls, 0.0, QueryShape("SELECT", params=param_count(q.query)))
+            for q in advice.queries]
 
 
 class IndexApplier:

@@ -82,8 +82,17 @@ def shape(sql: str, catalog: Catalog) -> QueryShape:
         raise UnsupportedQuery(f"{type(stmt).__name__} is not analysed")
     out = QueryShape(kind=type(stmt).__name__.removesuffix("Stmt").upper())
     _Scope(catalog, out).statement(stmt)
-    out.params = max((n.number for n in _walk(stmt) if isinstance(n, ast.ParamRef)), default=0)
+    out.params = _params(stmt)
     return out
+
+
+def _params(tree: Any) -> int:
+    return max((int(n.number or 0) for n in _walk(tree) if isinstance(n, ast.ParamRef)), default=0)
+
+
+def param_count(sql: str) -> int:
+    """The highest ``$n`` in a statement (how many parameters PREPARE needs)."""
+    return _params(parse_sql(sql))
 
 
 def _walk(node: Any) -> Iterator[Any]:
@@ -152,8 +161,9 @@ class _Scope:
         """(table, column) a plain column reference names in this scope."""
         if not isinstance(node, ast.ColumnRef):
             return None
-        names = [f.sval for f in node.fields if isinstance(f, ast.String)]
-        if len(names) != len(node.fields) or not names:
+        fields = tuple(node.fields or ())
+        names = [str(f.sval) for f in fields if isinstance(f, ast.String)]
+        if len(names) != len(fields) or not names:
             return None  # a.* and the like
         column = names[-1]
         if len(names) >= 2:
@@ -173,8 +183,8 @@ class _Scope:
 
     def predicate(self, node: Any) -> None:
         if isinstance(node, ast.BoolExpr):
-            if node.boolop.name == "AND_EXPR":
-                for arg in node.args:
+            if node.boolop is not None and node.boolop.name == "AND_EXPR":
+                for arg in node.args or ():
                     self.predicate(arg)
         elif isinstance(node, ast.A_Expr):
             self.comparison(node)
