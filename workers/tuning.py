@@ -48,8 +48,12 @@ def in_window(window: str | None, now: datetime) -> bool:
 
 def do_analyze(db: DatabaseConfig, options: dict[str, Any], progress: Any = None) -> Result:
     """Analyse ``db`` (read-only); workload deltas are measured from the previous analysis."""
+    settings = _settings(db, options)
+    window = runtime.config().database_scripts.performance_tuning.maintenance_window
+    if settings.auto_apply and in_window(window, datetime.now(timezone.utc)):
+        return do_apply(db, {**options, "now": True})  # auto_apply: scheduled analyses apply inside the window
     memory = _memory(db.id)
-    report = analyze(db, _settings(db, options), memory)
+    report = analyze(db, settings, memory)
     runtime.remember(MEMORY_KEY, db.id, memory)
     return report.to_dict(), report.error is None, report.error
 
@@ -70,10 +74,11 @@ def do_apply(db: DatabaseConfig, options: dict[str, Any], progress: Any = None) 
 
 def find_change(change_id: str) -> tuple[str, dict[str, Any]] | None:
     """(database id, change) of a change recorded by an apply run."""
-    for run in runtime.history().query(script_type=APPLY, limit=500):
-        for change in (run.get("summary") or {}).get("changes") or ():
-            if change.get("change_id") == change_id:
-                return str(run["database_id"]), change
+    for script in (APPLY, ANALYZE):  # an analysis with auto_apply applies too
+        for run in runtime.history().query(script_type=script, limit=500):
+            for change in (run.get("summary") or {}).get("changes") or ():
+                if change.get("change_id") == change_id:
+                    return str(run["database_id"]), change
     return None
 
 

@@ -346,3 +346,25 @@ def test_a_build_waiting_on_a_writer_gives_up_at_lock_timeout_and_never_blocks_i
             applier.cleanup(_advice("accounts", ["email"], "SELECT 1", "acc_email_w"))
         assert "acc_email_w" not in indexes(db)
         assert c.execute("SELECT count(*) FROM accounts WHERE email LIKE 'w_@example.org'").fetchone()[0] == 2
+
+
+def test_auto_apply_makes_a_scheduled_analysis_apply_and_its_change_revertible(
+        cluster: int, fresh_runtime: Path, embedded_redis: Any, tmp_path: Path) -> None:
+    import yaml
+
+    from workers import runtime
+    from workers.tuning import analyze_task, revert_task
+
+    db = make_db(cluster, "h7_tuning_auto")
+    run_workload(db, WORKLOAD[:1])
+    fresh_runtime.write_text(yaml.safe_dump({
+        "fleet": {"cache_url": f"{embedded_redis.url}/7", "history_url": f"sqlite:///{tmp_path / 'h.db'}"},
+        "databases": {"h7_tuning_auto": {"kind": "postgresql", "host": "127.0.0.1", "port": cluster,
+                                         "dbname": "h7_tuning_auto", "user": "postgres"}},
+        "database_scripts": {"performance_tuning": {"auto_apply": True, "only": "indexes"}}}))
+    runtime.reset()
+    result = analyze_task.apply(args=("h7_tuning_auto", {})).get()
+    assert [c["status"] for c in result["changes"]] == ["kept"]
+    assert indexes(db).get("accounts_email_idx") is True
+    undone = revert_task.apply(args=("h7_tuning_auto", {"change_id": result["changes"][0]["change_id"]})).get()
+    assert undone["result"] == "dropped" and "accounts_email_idx" not in indexes(db)
