@@ -45,6 +45,15 @@ def print_report(r: dict[str, Any]) -> None:
         console.print(rows_table("settings", ["setting", "current", "advised", "reason", "restart"], [
             [s["name"], s["current"], s["advised"], escape(s["reason"]), "yes" if s["restart"] else "no (reload)"]
             for s in r["settings"]]))
+    if r.get("mviews"):
+        console.print(rows_table("materialized views", ["view", "query", "calls / time", "statements", "note"], [
+            [v["name"], escape(v["query"][:120]), f"{v['calls']} / {v['total_ms']:.0f} ms",
+             escape("\n".join(v["statements"])), escape(v["note"] or "")] for v in r["mviews"]]))
+    if r.get("partitions"):
+        console.print(rows_table("partitioning", ["table", "by", "partitions", "pruning", "statement", "note"], [
+            [escape(f"{p['schema']}.{p['table']}"), f"{escape(p['column'])} per {p['interval']}", p["partitions"],
+             f"{p['pruning_share_percent']:.0f}% of its time", escape("\n".join(p["statements"])), escape(p["note"])]
+            for p in r["partitions"]]))
     if r["changes"]:
         console.print(rows_table("changes", ["change id", "status", "index", "evidence"], [
             [c["change_id"], c["status"], escape(c["target"].get("index", "")), escape(_evidence(c["evidence"]))]
@@ -78,6 +87,9 @@ def to_html(r: dict[str, Any]) -> str:
                                                   "estimated_bytes", "proven", "note"]),
              table("index hygiene", r["hygiene"], ["check", "object", "detail", "statement"]),
              table("settings", r["settings"], ["name", "current", "advised", "reason", "restart"]),
+             table("materialized views", r.get("mviews", []), ["name", "query", "calls", "statements", "note"]),
+             table("partitioning", r.get("partitions", []), ["table", "column", "interval", "partitions",
+                                                              "pruning_share_percent", "statements", "note"]),
              table("changes", r["changes"], ["change_id", "status", "statement", "evidence"]),
              "<h2>limits</h2><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in r["limits"]) + "</ul>"]
     return "<!doctype html><meta charset=utf-8><title>dbfleet tuning</title>" + "".join(parts)
@@ -104,7 +116,8 @@ def tune() -> None:
 @click.option("--apply", "do_apply", is_flag=True, help="build the proven indexes (one by one, rolled back "
               "when the real planner shows less than min_cost_savings)")
 @click.option("--now", is_flag=True, help="with --apply: ignore the maintenance window")
-@click.option("--only", default=None, help="areas: indexes,hygiene,settings (default: all)")
+@click.option("--only", default=None, help="areas: indexes,hygiene,settings,mviews,partitions (default: all; "
+              "mviews/partitions also need create_materialized_views / partitioning_strategy: time_based)")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "html"]), default="table", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="write the json/html report to a file")
 @click.option("--local", is_flag=True, help="run in this process instead of on a worker of the tuning queue")

@@ -40,6 +40,9 @@ class TuningSettings:
     host: dict[str, Any] = field(default_factory=dict)  # memory_bytes, cpus, storage (ssd|hdd|san)
     create_materialized_views: bool = False
     partitioning_strategy: str = "none"
+    mview_min_calls: int = 3
+    mview_min_share_percent: float = 5.0  # of the workload's time
+    partition_min_rows: int = 1_000_000
 
     def wants(self, area: str) -> bool:
         """True when ``area`` is among the areas this run analyses."""
@@ -102,6 +105,36 @@ class SettingAdvice:
 
 
 @dataclass
+class ViewAdvice:
+    """A materialized view for a heavy repeated aggregate, with the unique index REFRESH CONCURRENTLY needs."""
+
+    name: str
+    queryid: str
+    query: str
+    calls: int
+    total_ms: float
+    statements: list[str]
+    refresh_schedule: str
+    note: str | None = None
+
+
+@dataclass
+class PartitionAdvice:
+    """A range-partitioning plan for a large append-mostly table filtered on a time column."""
+
+    schema: str
+    table: str
+    column: str
+    interval: str  # month | week
+    partitions: int
+    rows: int
+    pruning_queries: list[str]  # queryids whose range filter on the column prunes partitions
+    pruning_share_percent: float  # of the table's calls-weighted workload time
+    statements: list[str]
+    note: str
+
+
+@dataclass
 class Change:
     """One applied change: what ran, the evidence, and how to reverse it (as data, not SQL text)."""
 
@@ -129,6 +162,8 @@ class TuningReport:
     indexes: list[IndexAdvice] = field(default_factory=list)
     hygiene: list[Finding] = field(default_factory=list)
     settings: list[SettingAdvice] = field(default_factory=list)
+    mviews: list[ViewAdvice] = field(default_factory=list)
+    partitions: list[PartitionAdvice] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
     error: str | None = None
 

@@ -9,9 +9,10 @@ from engines.tuning.base import CannotTune, Change, Tuner, TuningReport
 from engines.tuning.pg_apply import IndexApplier, is_primary, revert_change
 from engines.tuning.pg_hygiene import run_hygiene
 from engines.tuning.pg_indexes import Advisor, candidates, unproven_advice
+from engines.tuning.pg_layout import partition_advice, view_advice
 from engines.tuning.pg_plans import Hypothetical
 from engines.tuning.pg_settings import LOCAL_HOSTS, advise_settings, host_facts
-from engines.tuning.pg_workload import catalog, distinct_counts, existing_indexes, read_statements
+from engines.tuning.pg_workload import Statement, catalog, distinct_counts, existing_indexes, read_statements
 
 
 class PostgresTuner(Tuner):
@@ -26,16 +27,17 @@ class PostgresTuner(Tuner):
             conn = connector.conn
             report.server_version = str(conn.execute("SHOW server_version").fetchone()[0])
             self._privileges(conn, report)
-            if self.settings.wants("indexes"):
-                self._indexes(conn, report)
+            statements = self._workload(conn, report)
+            if self.settings.wants("indexes") and statements is not None:
+                self._indexes(conn, statements, report)
             if self.settings.wants("hygiene"):
                 report.hygiene = run_hygiene(conn, self.settings, report.limits)
             if self.settings.wants("settings"):
                 self._settings(conn, report)
-            for area, flag in (("mviews", self.settings.create_materialized_views),
-                               ("partitions", self.settings.partitioning_strategy != "none")):
-                if flag and self.settings.wants(area):
-                    report.limits.append(f"{area}: not implemented in this version (no advice given)")
+            if self.settings.wants("mviews") and self.settings.create_materialized_views and statements:
+                report.mviews = view_advice(conn, statements, self.settings)
+            if self.settings.wants("partitions") and self.settings.partitioning_strategy == "time_based" and statements:
+                report.partitions = partition_advice(conn, statements, self.settings)
         return report
 
     def _privileges(self, conn: Any, report: TuningReport) -> None:
@@ -46,19 +48,23 @@ class PostgresTuner(Tuner):
                                  "statistics are hidden, so advice is limited; GRANT pg_read_all_stats TO "
                                  f"{row[1]}")
 
-    def _indexes(self, conn: Any, report: TuningReport) -> None:
-        cat = catalog(conn)
+    def _workload(self, conn: Any, report: TuningReport) -> list[Statement] | None:
+        """The analysed statements, or None (with the reason in limits) when pg_stat_statements is missing."""
+        if not any(self.settings.wants(a) for a in ("indexes", "mviews", "partitions")):
+            return None
         try:
-            statements = read_statements(conn, cat, self.memory, self.settings.max_queries, report.limits)
+            statements = read_statements(conn, catalog(conn), self.memory, self.settings.max_queries, report.limits)
         except CannotTune as exc:
-            report.limits.append(f"indexes: {exc}")
-            return
+            report.limits.append(f"workload: {exc}")
+            return None
+        report.workload = {"statements": len(statements), "calls": sum(s.calls for s in statements)}
+        return statements
+
+    def _indexes(self, conn: Any, statements: list[Statement], report: TuningReport) -> None:
         existing = existing_indexes(conn)
         cands = candidates(statements, existing, distinct_counts(conn), self.settings.max_index_columns)
-        report.workload = {"statements": len(statements), "candidates": len(cands),
-                           "calls": sum(s.calls for s in statements)}
         has_hypopg, why = Hypothetical.available(conn)
-        report.workload["hypopg"] = has_hypopg
+        report.workload |= {"candidates": len(cands), "hypopg": has_hypopg}
         if has_hypopg:
             advisor = Advisor(conn, statements, existing, self.settings)
             report.indexes = advisor.advise(cands)

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -368,3 +369,26 @@ def test_auto_apply_makes_a_scheduled_analysis_apply_and_its_change_revertible(
     assert indexes(db).get("accounts_email_idx") is True
     undone = revert_task.apply(args=("h7_tuning_auto", {"change_id": result["changes"][0]["change_id"]})).get()
     assert undone["result"] == "dropped" and "accounts_email_idx" not in indexes(db)
+
+
+def test_repeated_heavy_aggregates_get_a_materialized_view_and_time_filters_a_partitioning_plan(cluster: int) -> None:
+    db = make_db(cluster, "h7_tuning_layout")
+    run_workload(db, [("SELECT a, count(*) AS n FROM events GROUP BY a", ()),
+                      ("SELECT b, count(*) FROM events WHERE account_id = %s GROUP BY b", (3,)),
+                      ("SELECT count(*) FROM events WHERE created_at > %s",
+                       (datetime(2026, 1, 1, tzinfo=timezone.utc),))], times=4)
+    settings = TuningSettings(only=("mviews", "partitions"), create_materialized_views=True,
+                              partitioning_strategy="time_based", partition_min_rows=50_000, mview_min_calls=3)
+    report = analyze(db, settings)
+    assert [v.query for v in report.mviews] == ["SELECT a, count(*) AS n FROM events GROUP BY a"]
+    view = report.mviews[0]
+    assert view.statements[1].startswith("CREATE UNIQUE INDEX") and view.statements[1].endswith('("a")')
+    assert view.statements[2] == f'REFRESH MATERIALIZED VIEW CONCURRENTLY "{view.name}"'
+    with _admin(cluster, db.dbname or "") as c:  # the proposed statements run as printed
+        for statement in view.statements:
+            c.execute(statement)
+    [plan] = report.partitions
+    assert (plan.table, plan.column, plan.interval) == ("events", "created_at", "week")
+    assert 8 <= plan.partitions <= 12 and plan.pruning_share_percent > 0
+    assert plan.statements[0].endswith('PARTITION BY RANGE ("created_at")')
+    assert analyze(db, TuningSettings(only=("mviews", "partitions"))).mviews == []  # both off by default

@@ -172,3 +172,15 @@ def test_redis_rules_for_memory_and_persistence() -> None:
     assert persistence_findings(info, {"save": "3600 1", "appendonly": "no"}) == []
     assert "evicts any key" in persistence_findings(info, {"save": "", "appendonly": "yes",
                                                            "maxmemory-policy": "allkeys-lru"})[0].detail
+
+
+def test_reports_render_hostile_text_escaped_in_html() -> None:
+    from engines.tuning.base import IndexAdvice, QueryRef, TuningReport
+    from workers.cli_tune import to_html
+
+    report = TuningReport("db<1>", "postgresql", limits=["<script>alert(1)</script>"])
+    report.indexes = [IndexAdvice("public", "t", ["a"], "t_a_idx", 'CREATE INDEX "<b>"', [QueryRef("1", "q", 1, 2, 1)],
+                                  2.0, 1.0, None)]
+    page = to_html(report.to_dict())
+    assert "<script>" not in page and "&lt;script&gt;" in page and "db&lt;1&gt;" in page
+    assert "<b>" not in page
