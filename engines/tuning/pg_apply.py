@@ -149,6 +149,10 @@ class IndexApplier:
 def revert_change(conn: Any, change: dict[str, Any], settings: TuningSettings) -> dict[str, Any]:
     """Run the reverse of one recorded change (idempotent: an index already gone is fine)."""
     reverse = change.get("reverse") or {}
+    if reverse.get("action") in ("reset_setting", "set_setting"):
+        from engines.tuning.pg_settings import revert_setting
+
+        return {"change_id": change.get("change_id"), "statement": revert_setting(conn, reverse), "result": "reverted"}
     if reverse.get("action") != "drop_index":
         raise ValueError(f"change {change.get('change_id')} has no reversible action ({reverse.get('action')!r})")
     set_timeouts(conn, settings)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from engines.tuning.base import SettingAdvice
+from psycopg import sql
+
+from engines.tuning.base import Change, SettingAdvice
 
 KB, MB, GB = 1024, 1024**2, 1024**3
 PROFILES = {"oltp": "oltp", "analytical_queries": "dw", "mixed": "mixed"}
@@ -98,3 +100,45 @@ def advise_settings(conn: Any, facts: dict[str, Any], optimize_for: str, toleran
             continue
         out.append(SettingAdvice(name, show(now, unit), show(value, unit), reason, context == "postmaster"))
     return out
+
+
+def apply_reloadable(conn: Any, advice: list[SettingAdvice], database_id: str) -> list[Change]:
+    """``apply_settings: reload_only``: ALTER SYSTEM + pg_reload_conf() for the advice needing no restart.
+
+    Each change records how to undo it: RESET when the setting came from postgresql.conf or a default,
+    the previous ALTER SYSTEM value when it came from postgresql.auto.conf."""
+    changes = []
+    for item in advice:
+        if item.restart:
+            continue
+        source, sourcefile, previous = conn.execute(
+            "SELECT source, coalesce(sourcefile, ''), current_setting(name) FROM pg_settings WHERE name = %s",
+            (item.name,)).fetchone()
+        reverse: dict[str, Any] = {"action": "reset_setting", "name": item.name}
+        if source == "configuration file" and sourcefile.endswith("postgresql.auto.conf"):
+            reverse = {"action": "set_setting", "name": item.name, "value": previous}
+        stmt = sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(item.name), sql.Literal(item.advised))
+        change = Change("setting", database_id, {"name": item.name}, "kept",
+                        {"before": previous, "advised": item.advised, "reason": item.reason}, reverse,
+                        stmt.as_string(conn))
+        try:
+            conn.execute(stmt)
+        except Exception as exc:  # ALTER SYSTEM needs superuser or GRANT ALTER SYSTEM ON PARAMETER (15+)
+            change.status = "failed"
+            change.evidence["reason"] = str(exc).strip().splitlines()[0][:300]
+        changes.append(change)
+    if any(c.status == "kept" for c in changes):
+        conn.execute("SELECT pg_reload_conf()")
+    return changes
+
+
+def revert_setting(conn: Any, reverse: dict[str, Any]) -> str:
+    """Undo one setting change (ALTER SYSTEM RESET or the previous value) and reload; the statement run."""
+    name = sql.Identifier(reverse["name"])
+    if reverse["action"] == "set_setting":
+        stmt = sql.SQL("ALTER SYSTEM SET {} = {}").format(name, sql.Literal(reverse["value"]))
+    else:
+        stmt = sql.SQL("ALTER SYSTEM RESET {}").format(name)
+    conn.execute(stmt)
+    conn.execute("SELECT pg_reload_conf()")
+    return str(stmt.as_string(conn))

@@ -101,17 +101,17 @@ def read_statements(conn: Any, cat: Catalog, memory: dict[str, Any], limit: int,
     if hidden:
         limits.append(f"{hidden} statements of other roles are hidden from this role (query text "
                       f"{HIDDEN!r}): advice covers only its own; GRANT pg_read_all_stats TO the dbfleet role")
-    out, skipped = [], 0
-    for qid, text, calls, total in sorted(window, key=lambda r: -r[3]):
-        if text == HIDDEN:
-            continue
+    out: list[Statement] = []
+    visible = [r for r in sorted(window, key=lambda r: -r[3]) if r[1] != HIDDEN]
+    for n, (qid, text, calls, total) in enumerate(visible):
+        if len(out) >= limit:
+            limits.append(f"only the {limit} heaviest statements were analysed (max_queries); "
+                          f"{len(visible) - n} lighter ones were not")
+            break
         try:
             out.append(Statement(qid, text, calls, total, shape(text, cat)))
         except UnsupportedQuery:
-            skipped += 1
-        if len(out) >= limit:
-            limits.append(f"only the {limit} heaviest statements were analysed (max_queries)")
-            break
+            continue  # DDL, utility statements, several statements in one: nothing to index
     return out
 
 

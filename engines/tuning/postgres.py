@@ -11,7 +11,7 @@ from engines.tuning.pg_hygiene import run_hygiene
 from engines.tuning.pg_indexes import Advisor, candidates, unproven_advice
 from engines.tuning.pg_layout import partition_advice, view_advice
 from engines.tuning.pg_plans import Hypothetical
-from engines.tuning.pg_settings import LOCAL_HOSTS, advise_settings, host_facts
+from engines.tuning.pg_settings import LOCAL_HOSTS, advise_settings, apply_reloadable, host_facts
 from engines.tuning.pg_workload import Statement, catalog, distinct_counts, existing_indexes, read_statements
 
 
@@ -99,6 +99,8 @@ class PostgresTuner(Tuner):
                     report.limits.append(f"{advice.name}: not applied (not proven by cost: hypopg missing)")
                     continue
                 changes.append(applier.apply(advice))
+            if self.settings.apply_settings == "reload_only":
+                changes.extend(apply_reloadable(conn, report.settings, self.db.id))
         report.changes.extend(changes)
         return changes
 

@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -392,3 +393,34 @@ def test_repeated_heavy_aggregates_get_a_materialized_view_and_time_filters_a_pa
     assert 8 <= plan.partitions <= 12 and plan.pruning_share_percent > 0
     assert plan.statements[0].endswith('PARTITION BY RANGE ("created_at")')
     assert analyze(db, TuningSettings(only=("mviews", "partitions"))).mviews == []  # both off by default
+
+
+def test_reload_only_settings_are_applied_without_restart_and_revert_restores_them(cluster: int) -> None:
+    db = make_db(cluster, "h7_tuning_reload", schema=False)
+    host = {"memory_bytes": 16 * 1024**3, "cpus": 8, "storage": "ssd"}
+    settings = TuningSettings(only=("settings",), host=host, optimize_for="oltp", apply_settings="reload_only")
+
+    def show(name: str, expect: str | None = None) -> str:
+        """The value a new session sees (pg_reload_conf signals the postmaster: wait up to 5 s for it)."""
+        for _ in range(50):
+            with _admin(cluster, db.dbname or "") as c:
+                value = str(c.execute(sql.SQL("SHOW {}").format(sql.Identifier(name))).fetchone()[0])
+            if expect is None or value == expect:
+                return value
+            time.sleep(0.1)
+        return value
+
+    before = {name: show(name) for name in ("effective_cache_size", "random_page_cost", "shared_buffers")}
+    try:
+        report = analyze_and_apply(db, settings)
+        applied = {c.target["name"]: c for c in report.changes}
+        assert "shared_buffers" not in applied  # needs a restart: never applied
+        assert applied["effective_cache_size"].status == "kept" and show("effective_cache_size", "12GB") == "12GB"
+        assert show("random_page_cost", "1.1") == "1.1" and show("shared_buffers") == before["shared_buffers"]
+        for change in report.to_dict()["changes"]:
+            revert(db, settings, change)
+        assert {name: show(name, value) for name, value in before.items()} == before
+    finally:
+        with _admin(cluster) as c:
+            c.execute("ALTER SYSTEM RESET ALL")
+            c.execute("SELECT pg_reload_conf()")
