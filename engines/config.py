@@ -412,6 +412,7 @@ class TuningSection(BaseModel):
     create_materialized_views: bool = False
     partitioning_strategy: Literal["time_based", "none"] = "none"
     optimization_targets: list[str] = Field(default_factory=list)
+    apply_settings: Literal["never", "reload_only"] = "never"  # reload_only: ALTER SYSTEM + pg_reload_conf
 
     @field_validator("analysis_interval")
     @classmethod

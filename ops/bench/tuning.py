@@ -92,6 +92,23 @@ def minimal_set(conn: psycopg.Connection, port: int, scripts: dict[str, Path], c
     return kept
 
 
+def prepare(conn: psycopg.Connection, base: Path, events: int) -> dict[str, Path]:
+    """The music database without its secondary indexes, and the pgbench scripts sized to it."""
+    conn.execute("CREATE EXTENSION pg_stat_statements; CREATE EXTENSION hypopg")
+    t0 = time.perf_counter()
+    counts = generate_music_database(conn, events=events)
+    print(f"music database: {counts} in {time.perf_counter() - t0:.0f} s")
+    for name in secondary_indexes(conn):
+        conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
+    scale = {"users": counts["users"], "tracks": counts["tracks"], "albums": counts["albums"],
+             "artists": counts["artists"]}
+    scripts = {}
+    for name, body in SCRIPTS.items():
+        scripts[name] = base / f"{name}.sql"
+        scripts[name].write_text(body.format(**scale))
+    return scripts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=300_000)
@@ -103,18 +120,7 @@ def main() -> None:
         with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True) as c:
             c.execute("CREATE DATABASE music")
         conn = psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="music", autocommit=True)
-        conn.execute("CREATE EXTENSION pg_stat_statements; CREATE EXTENSION hypopg")
-        t0 = time.perf_counter()
-        counts = generate_music_database(conn, events=args.events)
-        print(f"music database: {counts} in {time.perf_counter() - t0:.0f} s")
-        for name in secondary_indexes(conn):
-            conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
-        scale = {"users": counts["users"], "tracks": counts["tracks"], "albums": counts["albums"],
-                 "artists": counts["artists"]}
-        scripts = {}
-        for name, body in SCRIPTS.items():
-            scripts[name] = base / f"{name}.sql"
-            scripts[name].write_text(body.format(**scale))
+        scripts = prepare(conn, base, args.events)
         conn.execute("SELECT pg_stat_statements_reset()")
         before = run_workload(port, scripts, args.transactions)
         print(f"workload without secondary indexes: {before:.2f} s ({len(SCRIPTS)} scripts x {args.transactions})")
