@@ -25,6 +25,7 @@ class PostgresTuner(Tuner):
         report = TuningReport(self.db.id, self.kind)
         with open_connector(self.db) as connector:
             conn = connector.conn
+            conn.execute("SET default_transaction_read_only = on")  # analysis writes nothing (HypoPG is in memory)
             report.server_version = str(conn.execute("SHOW server_version").fetchone()[0])
             self._privileges(conn, report)
             statements = self._workload(conn, report)

@@ -80,6 +80,8 @@ def shape(sql: str, catalog: Catalog) -> QueryShape:
     stmt = stmts[0].stmt
     if not isinstance(stmt, (ast.SelectStmt, ast.UpdateStmt, ast.DeleteStmt)):
         raise UnsupportedQuery(f"{type(stmt).__name__} is not analysed")
+    if isinstance(stmt, ast.SelectStmt) and stmt.intoClause is not None:
+        raise UnsupportedQuery("SELECT INTO creates a table: not analysed")
     out = QueryShape(kind=type(stmt).__name__.removesuffix("Stmt").upper())
     _Scope(catalog, out).statement(stmt)
     out.params = _params(stmt)

@@ -61,7 +61,8 @@ def test_hostile_identifiers_parse_with_the_real_grammar() -> None:
     assert got['public.we"ird;t'].eq == ["co;l"]
 
 
-@pytest.mark.parametrize("sql", ["CREATE TABLE t (x int)", "SELECT 1; SELECT 2", "SELEC nonsense", "VACUUM orders"])
+@pytest.mark.parametrize("sql", ["CREATE TABLE t (x int)", "SELECT 1; SELECT 2", "SELEC nonsense", "VACUUM orders",
+                                 "SELECT * INTO copy FROM orders WHERE id = $1"])
 def test_statements_the_advisor_does_not_analyse_are_refused(sql: str) -> None:
     with pytest.raises(UnsupportedQuery):
         shape(sql, CAT)
