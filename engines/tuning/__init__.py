@@ -30,6 +30,14 @@ def tuner_class(kind: str) -> type[Tuner]:
     return cls
 
 
+INTERVALS = {"daily": "0 4 * * *", "weekly": "0 4 * * 0"}
+
+
+def analysis_cron(interval: str) -> str:
+    """``performance_tuning.analysis_interval`` as a five-field cron (daily/weekly at 04:00 UTC, or as given)."""
+    return INTERVALS.get(interval, interval)
+
+
 def tuning_settings(section: dict[str, Any], options: dict[str, Any]) -> TuningSettings:
     """Settings from the ``performance_tuning`` section overlaid with one run's options."""
     merged = {**section, **{k: v for k, v in options.items() if v is not None}}
@@ -63,5 +71,5 @@ def revert(db: DatabaseConfig, settings: TuningSettings, change: dict[str, Any])
     return tuner_class(db.kind)(db, settings).revert(change)
 
 
-__all__ = ["AREAS", "CannotTune", "Change", "TUNERS", "TuningReport", "TuningSettings", "analyze",
+__all__ = ["AREAS", "analysis_cron", "CannotTune", "Change", "TUNERS", "TuningReport", "TuningSettings", "analyze",
            "analyze_and_apply", "revert", "tuner_class", "tuning_settings"]

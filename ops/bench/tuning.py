@@ -83,7 +83,8 @@ def minimal_set(conn: psycopg.Connection, port: int, scripts: dict[str, Path], c
     """Drop each created index in turn; keep it dropped when the workload stays within 10 % of ``target``."""
     kept = list(created)
     for name in created:
-        ddl = conn.execute("SELECT pg_get_indexdef(%s::regclass)", (name,)).fetchone()[0]
+        row = conn.execute("SELECT pg_get_indexdef(%s::regclass)", (name,)).fetchone()
+        ddl = str(row[0]) if row else ""  # the server's own definition, to rebuild it
         conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
         if run_workload(port, scripts, transactions) <= target * 1.1:
             kept.remove(name)

@@ -185,3 +185,15 @@ def test_reports_render_hostile_text_escaped_in_html() -> None:
     page = to_html(report.to_dict())
     assert "<script>" not in page and "&lt;script&gt;" in page and "db&lt;1&gt;" in page
     assert "<b>" not in page
+
+
+def test_analysis_interval_becomes_a_cron_the_config_accepts() -> None:
+    from engines.config import TuningSection
+    from engines.tuning import analysis_cron
+
+    assert analysis_cron("daily") == "0 4 * * *" and analysis_cron("weekly") == "0 4 * * 0"
+    assert analysis_cron(TuningSection(analysis_interval="15 2 * * 1").analysis_interval) == "15 2 * * 1"
+    with pytest.raises(ValueError, match="cron"):
+        TuningSection(analysis_interval="hourly-ish")
+    with pytest.raises(ValueError, match="HH:MM-HH:MM"):
+        TuningSection(maintenance_window="2am-4am")
