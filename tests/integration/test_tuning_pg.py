@@ -424,3 +424,28 @@ def test_reload_only_settings_are_applied_without_restart_and_revert_restores_th
         with _admin(cluster) as c:
             c.execute("ALTER SYSTEM RESET ALL")
             c.execute("SELECT pg_reload_conf()")
+
+
+def test_on_postgresql_18_without_hypopg_the_report_says_so_and_the_canary_never_shows(embedded_pg: Any) -> None:
+    """The embedded PostgreSQL 18 has no HypoPG at all: advice is marked unproven; its password never leaks."""
+    from tests.servers import CANARY
+
+    name = "h7_tuning_pg18"
+    admin = {"host": "127.0.0.1", "port": embedded_pg.port, "user": "postgres", "password": CANARY}
+    with psycopg.connect(**admin, dbname="postgres", autocommit=True) as c:
+        c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    with psycopg.connect(**admin, dbname=name, autocommit=True) as c:
+        c.execute("CREATE EXTENSION pg_stat_statements")
+        c.execute("CREATE TABLE accounts (id serial PRIMARY KEY, email text NOT NULL);"
+                  "INSERT INTO accounts (email) SELECT 'user' || g || '@example.org' FROM generate_series(1, 20000) g;"
+                  "ANALYZE")
+        c.execute("SELECT pg_stat_statements_reset()")
+        for i in range(5):
+            c.execute("SELECT id FROM accounts WHERE email = %s", (f"user{i}@example.org",)).fetchall()
+    db = DatabaseConfig(id=name, kind="postgresql", host="127.0.0.1", port=embedded_pg.port, dbname=name,
+                        user="postgres", password_env="DBFLEET_TEST_CANARY")
+    report = analyze(db, TuningSettings(only=("indexes", "hygiene")))
+    assert any(line.startswith("hypopg missing: the server has no hypopg extension") for line in report.limits)
+    assert [(a.columns, a.proven) for a in report.indexes] == [(["email"], False)]
+    assert CANARY not in json.dumps(report.to_dict())
