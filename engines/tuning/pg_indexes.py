@@ -78,6 +78,8 @@ class Advisor:
         self.existing = list(existing)
         self.settings = settings
         self.costs: dict[str, float] = {}
+        # evaluations stay valid until an index is kept on a table their statements read
+        self.results: dict[tuple[Table, tuple[str, ...]], tuple[list[QueryRef], int, str] | None] = {}
 
     def baseline(self) -> None:
         """Current generic-plan cost of every statement that can be planned."""
@@ -114,7 +116,10 @@ class Advisor:
         """The candidate saving the most weighted cost (fewer columns on a tie)."""
         best: tuple[float, int, Candidate, list[QueryRef], int] | None = None
         for cand in cands:
-            got = self.evaluate(cand)
+            key_ = (cand.table, cand.columns)
+            if key_ not in self.results:
+                self.results[key_] = self.evaluate(cand)
+            got = self.results[key_]
             if not got or not self.qualifies(got[0]):
                 continue
             before, after = self.qualifies(got[0]) or (0.0, 0.0)
@@ -144,10 +149,15 @@ class Advisor:
         """Leave ``cand`` in place hypothetically and re-cost the statements of its table."""
         self.hypo.create(cand.table[0], cand.table[1], list(cand.columns))
         self.existing.append(ExistingIndex(cand.table[0], cand.table[1], "(advised)", list(cand.columns)))
+        changed = set()
         for st in self.touching(cand.table):
             got = self.planner.cost(st)
             if got:
                 self.costs[st.queryid] = got[0]
+                changed.add(st.queryid)
+        for table, columns in list(self.results):
+            if any(st.queryid in changed for st in self.touching(table)):
+                del self.results[(table, columns)]
 
     def advice(self, cand: Candidate, served: list[QueryRef], size: int | None, proven: bool = True,
                note: str | None = None) -> IndexAdvice:
