@@ -105,7 +105,7 @@ ANALYZE;
 """
 
 
-def run_workload(db: DatabaseConfig, queries: list[tuple[str, tuple[Any, ...]]], times: int = 10) -> None:
+def run_workload(db: DatabaseConfig, queries: list[tuple[Any, tuple[Any, ...]]], times: int = 10) -> None:
     """Run each query ``times`` (with varying values) so pg_stat_statements records it."""
     with psycopg.connect(host=db.host, port=db.port, user=db.user, dbname=db.dbname, autocommit=True) as c:
         c.execute("SELECT pg_stat_statements_reset()")
@@ -449,3 +449,14 @@ def test_on_postgresql_18_without_hypopg_the_report_says_so_and_the_canary_never
     assert any(line.startswith("hypopg missing: the server has no hypopg extension") for line in report.limits)
     assert [(a.columns, a.proven) for a in report.indexes] == [(["email"], False)]
     assert CANARY not in json.dumps(report.to_dict())
+
+
+def test_a_huge_workload_is_cut_to_the_heaviest_max_queries_and_says_so(cluster: int) -> None:
+    db = make_db(cluster, "h7_tuning_huge")
+    variants = [(sql.SQL("SELECT id FROM accounts WHERE email IN ({})").format(sql.SQL(", ").join([sql.Placeholder()] * k)),
+                 tuple(f"user{i}@example.org" for i in range(k))) for k in range(1, 41)]
+    run_workload(db, variants, times=1)
+    report = analyze(db, TuningSettings(only=("indexes",), max_queries=5))
+    assert report.workload["statements"] == 5
+    assert any(line.startswith("only the 5 heaviest statements were analysed") for line in report.limits)
+    assert [a.columns for a in report.indexes] == [["email"]]
