@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engines.tuning.base import CannotTune
-from engines.tuning.workload import Catalog, QueryShape, Table, UnsupportedQuery, shape
+from engines.tuning.workload import Catalog, QueryShape, Table, TableUse, UnsupportedQuery, shape
 
 HIDDEN = "<insufficient privilege>"
 
@@ -133,3 +133,35 @@ def _deltas(found: list[tuple[Any, ...]], memory: dict[str, Any]) -> list[tuple[
     memory["statements"] = snapshot
     memory["first_run"] = not previous
     return window
+
+
+def add_qualstats(conn: Any, statements: list[Statement], limits: list[str]) -> int:
+    """Add pg_qualstats' predicates (when it is installed) to the statements' table uses: it sees through
+    views and functions the parser cannot follow. Returns how many column uses it added."""
+    if not conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_qualstats'").fetchone():
+        return 0
+    try:
+        found = rows(conn, """
+            SELECT DISTINCT q.queryid::text, n.nspname, c.relname, a.attname, o.oprname
+            FROM pg_qualstats() q JOIN pg_class c ON c.oid = q.lrelid
+            JOIN pg_namespace n ON n.oid = c.relnamespace
+            JOIN pg_attribute a ON a.attrelid = q.lrelid AND a.attnum = q.lattnum
+            JOIN pg_operator o ON o.oid = q.opno
+            WHERE q.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+              AND q.rrelid IS NULL AND q.queryid IS NOT NULL""")
+    except Exception as exc:  # created but not in shared_preload_libraries
+        limits.append(f"pg_qualstats is created but cannot be read ({str(exc).strip().splitlines()[0][:150]}): "
+                      "add it to shared_preload_libraries")
+        return 0
+    by_id = {st.queryid: st for st in statements}
+    added = 0
+    for qid, schema, table, column, op in found:
+        bucket = "eq" if op == "=" else "range" if op in ("<", ">", "<=", ">=") else None
+        st = by_id.get(qid)
+        if st is None or bucket is None:
+            continue
+        use = st.shape.uses.setdefault((schema, table), TableUse())
+        if column not in getattr(use, bucket):
+            use.add(bucket, column)
+            added += 1
+    return added

@@ -12,7 +12,7 @@ from engines.tuning.pg_indexes import Advisor, candidates, unproven_advice
 from engines.tuning.pg_layout import partition_advice, view_advice
 from engines.tuning.pg_plans import Hypothetical
 from engines.tuning.pg_settings import LOCAL_HOSTS, advise_settings, apply_reloadable, host_facts
-from engines.tuning.pg_workload import Statement, catalog, distinct_counts, existing_indexes, read_statements
+from engines.tuning.pg_workload import Statement, add_qualstats, catalog, distinct_counts, existing_indexes, read_statements
 
 
 class PostgresTuner(Tuner):
@@ -58,7 +58,8 @@ class PostgresTuner(Tuner):
         except CannotTune as exc:
             report.limits.append(f"workload: {exc}")
             return None
-        report.workload = {"statements": len(statements), "calls": sum(s.calls for s in statements)}
+        report.workload = {"statements": len(statements), "calls": sum(s.calls for s in statements),
+                           "qualstats_columns": add_qualstats(conn, statements, report.limits)}
         return statements
 
     def _indexes(self, conn: Any, statements: list[Statement], report: TuningReport) -> None:

@@ -50,16 +50,17 @@ def cluster() -> Iterator[int]:
     """A PostgreSQL 15 cluster on a free loopback port with pg_stat_statements preloaded."""
     if not (PG_BIN / "initdb").exists():
         _missing(f"no PostgreSQL 15 binaries in {PG_BIN} (apt-get install postgresql-15)")
-    if not (EXT_DIR / "hypopg.control").exists():
-        _missing("HypoPG is not installed (ops/scripts/ensure-services.sh installs postgresql-15-hypopg)")
+    for ext, package in (("hypopg", "postgresql-15-hypopg"), ("pg_qualstats", "postgresql-15-pg-qualstats")):
+        if not (EXT_DIR / f"{ext}.control").exists():
+            _missing(f"{ext} is not installed (ops/scripts/ensure-services.sh installs {package})")
     base = Path(tempfile.mkdtemp(prefix="h7_tuning_pg_"))  # not under pytest's 0700 root-owned tree
     if os.geteuid() == 0:
         shutil.chown(base, "postgres")
     data, port = base / "data", _free_port()
     subprocess.run(_as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
                                  "--no-instructions", "--no-sync"]), check=True, capture_output=True)
-    opts = (f"-h 127.0.0.1 -p {port} -k {base} -c shared_preload_libraries=pg_stat_statements "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+    opts = (f"-h 127.0.0.1 -p {port} -k {base} -c shared_preload_libraries=pg_stat_statements,pg_qualstats "
+            "-c pg_qualstats.sample_rate=1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off")
     subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-w", "-l", str(base / "log"),
                                  "-o", opts, "start"]), check=True, capture_output=True)
     try:
@@ -460,3 +461,18 @@ def test_a_huge_workload_is_cut_to_the_heaviest_max_queries_and_says_so(cluster:
     assert report.workload["statements"] == 5
     assert any(line.startswith("only the 5 heaviest statements were analysed") for line in report.limits)
     assert [a.columns for a in report.indexes] == [["email"]]
+
+
+def test_pg_qualstats_sees_through_a_view_the_parser_cannot_follow(cluster: int) -> None:
+    db = make_db(cluster, "h7_tuning_qualstats")
+    with _admin(cluster, db.dbname or "") as c:
+        c.execute("CREATE VIEW event_notes AS SELECT id, b, note FROM events")
+    run_workload(db, [("SELECT id, note FROM event_notes WHERE b = %s", (4,))])
+    assert analyze(db, TuningSettings(only=("indexes",))).indexes == []  # pglast alone: a view, no table
+    with _admin(cluster, db.dbname or "") as c:
+        c.execute("CREATE EXTENSION pg_qualstats")
+    run_workload(db, [("SELECT id, note FROM event_notes WHERE b = %s", (4,))])
+    report = analyze(db, TuningSettings(only=("indexes",)))
+    assert report.workload["qualstats_columns"] >= 1
+    assert [(a.table, a.columns) for a in report.indexes] == [("events", ["b"])]
+    assert report.indexes[0].queries[0].query == "SELECT id, note FROM event_notes WHERE b = $1"
