@@ -62,6 +62,9 @@ def pgtune(memory: int, cpus: int, connections: int, optimize_for: str, storage:
         "random_page_cost": (RANDOM_PAGE_COST.get(storage, 1.1), f"{storage} storage"),
         "effective_io_concurrency": (IO_CONCURRENCY.get(storage, 200), f"{storage} storage"),
     }
+    for name in ("shared_buffers", "effective_cache_size", "maintenance_work_mem", "work_mem", "wal_buffers"):
+        value, reason = out[name]
+        out[name] = (value // MB * MB if value >= MB else value, reason)  # whole MB, as pgtune prints them
     if cpus >= 4:
         out |= {"max_worker_processes": (cpus, f"{cpus} CPUs"), "max_parallel_workers": (cpus, f"{cpus} CPUs"),
                 "max_parallel_workers_per_gather": (gather, f"half of {cpus} CPUs"),

@@ -101,7 +101,7 @@ def test_pgtune_formulas_for_a_16gb_8cpu_oltp_host() -> None:
     got = {k: v for k, (v, _) in pgtune(16 * GB, 8, 100, "oltp", "ssd").items()}
     assert got["shared_buffers"] == 4 * GB and got["effective_cache_size"] == 12 * GB
     assert got["maintenance_work_mem"] == 1 * GB and got["wal_buffers"] == 16 * MB
-    assert got["work_mem"] == (16 * GB - 4 * GB) // ((100 + 8) * 3) // 4
+    assert got["work_mem"] == (16 * GB - 4 * GB) // ((100 + 8) * 3) // 4 // MB * MB == 9 * MB  # whole MB
     assert got["random_page_cost"] == 1.1 and got["max_parallel_workers_per_gather"] == 4
     dw = {k: v for k, (v, _) in pgtune(16 * GB, 8, 100, "analytical_queries", "hdd").items()}
     assert dw["maintenance_work_mem"] == 2 * GB and dw["default_statistics_target"] == 500
