@@ -34,6 +34,14 @@ def set_timeouts(conn: Any, settings: TuningSettings) -> None:
     conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(f"{int(settings.statement_timeout_ms)}ms")))
 
 
+APPLY_LOCK = 0x64626674  # "dbft": one apply per database at a time (session advisory lock)
+
+
+def take_apply_lock(conn: Any) -> bool:
+    """True when this session now holds the database's apply lock (released when it closes)."""
+    return bool(conn.execute("SELECT pg_try_advisory_lock(%s)", (APPLY_LOCK,)).fetchone()[0])
+
+
 def is_primary(conn: Any) -> bool:
     """True when the server is not in recovery."""
     return not bool(conn.execute("SELECT pg_is_in_recovery()").fetchone()[0])
@@ -107,7 +115,8 @@ class IndexApplier:
             self.conn.execute(create_index_sql(advice.schema, advice.table, advice.columns, advice.name))
         except Exception as exc:
             change.evidence["reason"] = f"CREATE INDEX CONCURRENTLY failed: {str(exc).strip().splitlines()[0][:300]}"
-            change.evidence["cleanup"] = self.cleanup(advice)
+            duplicate = getattr(exc, "sqlstate", None) == "42P07"  # someone else's index by that name: not ours
+            change.evidence["cleanup"] = "left alone (not built by this run)" if duplicate else self.cleanup(advice)
             return change
         after, after_each = weighted(self.planner, statements)
         change.evidence |= {"cost_before": round(before, 2), "cost_after": round(after, 2),

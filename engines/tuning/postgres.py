@@ -6,7 +6,7 @@ from typing import Any
 
 from engines.connectors import open_connector
 from engines.tuning.base import CannotTune, Change, Tuner, TuningReport
-from engines.tuning.pg_apply import IndexApplier, is_primary, revert_change
+from engines.tuning.pg_apply import IndexApplier, is_primary, revert_change, take_apply_lock
 from engines.tuning.pg_hygiene import run_hygiene
 from engines.tuning.pg_indexes import Advisor, candidates, unproven_advice
 from engines.tuning.pg_layout import partition_advice, view_advice
@@ -94,6 +94,9 @@ class PostgresTuner(Tuner):
             conn = connector.conn
             if not is_primary(conn):
                 report.limits.append("apply refused: the server is a replica (apply on the primary)")
+                return changes
+            if not take_apply_lock(conn):
+                report.limits.append("apply refused: another tuning apply is running on this database")
                 return changes
             applier = IndexApplier(conn, self.db.id, self.settings, self.db.host in LOCAL_HOSTS)
             for advice in report.indexes:

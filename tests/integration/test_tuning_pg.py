@@ -476,3 +476,15 @@ def test_pg_qualstats_sees_through_a_view_the_parser_cannot_follow(cluster: int)
     assert report.workload["qualstats_columns"] >= 1
     assert [(a.table, a.columns) for a in report.indexes] == [("events", ["b"])]
     assert report.indexes[0].queries[0].query == "SELECT id, note FROM event_notes WHERE b = $1"
+
+
+def test_only_one_apply_runs_on_a_database_at_a_time(cluster: int) -> None:
+    from engines.tuning.pg_apply import APPLY_LOCK
+
+    db = make_db(cluster, "h7_tuning_onlyone")
+    run_workload(db, WORKLOAD[:1])
+    with _admin(cluster, db.dbname or "") as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (APPLY_LOCK,))  # another apply in progress
+        report = analyze_and_apply(db, TuningSettings(only=("indexes",)))
+    assert report.changes == [] and "apply refused: another tuning apply is running on this database" in report.limits
+    assert [a.columns for a in report.indexes] == [["email"]] and "accounts_email_idx" not in indexes(db)
