@@ -131,7 +131,6 @@ def _deltas(found: list[tuple[Any, ...]], memory: dict[str, Any]) -> list[tuple[
         if d_calls > 0:
             window.append((qid, text, d_calls, d_total))
     memory["statements"] = snapshot
-    memory["first_run"] = not previous
     return window
 
 
