@@ -78,6 +78,7 @@ class Advisor:
         self.existing = list(existing)
         self.settings = settings
         self.costs: dict[str, float] = {}
+        self.unbuildable: dict[str, str] = {}  # candidate -> why it cannot be a B-tree index
         # evaluations stay valid until an index is kept on a table their statements read
         self.results: dict[tuple[Table, tuple[str, ...]], tuple[list[QueryRef], int, str] | None] = {}
 
@@ -93,7 +94,11 @@ class Advisor:
 
     def evaluate(self, cand: Candidate) -> tuple[list[QueryRef], int, str] | None:
         """The statements a hypothetical index serves (used, cheaper), its size, and its hypo name."""
-        oid, hname = self.hypo.create(cand.table[0], cand.table[1], list(cand.columns))
+        try:
+            oid, hname = self.hypo.create(cand.table[0], cand.table[1], list(cand.columns))
+        except Exception as exc:  # e.g. a type without a B-tree operator class (box, xml)
+            self.unbuildable[f"{cand.table[1]} ({', '.join(cand.columns)})"] = str(exc).strip().splitlines()[0][:150]
+            return None
         try:
             served = []
             for st in self.touching(cand.table):

@@ -71,6 +71,8 @@ class PostgresTuner(Tuner):
             advisor = Advisor(conn, statements, existing, self.settings)
             report.indexes = advisor.advise(cands)
             failed = advisor.planner.failed
+            for cand, why in advisor.unbuildable.items():
+                report.limits.append(f"candidate {cand} cannot be a B-tree index: {why}")
         else:
             report.limits.append(str(why))
             report.indexes = unproven_advice(conn, statements, cands, str(why))

@@ -488,3 +488,14 @@ def test_only_one_apply_runs_on_a_database_at_a_time(cluster: int) -> None:
         report = analyze_and_apply(db, TuningSettings(only=("indexes",)))
     assert report.changes == [] and "apply refused: another tuning apply is running on this database" in report.limits
     assert [a.columns for a in report.indexes] == [["email"]] and "accounts_email_idx" not in indexes(db)
+
+
+def test_a_column_without_a_btree_operator_class_is_skipped_with_the_reason(cluster: int) -> None:
+    db = make_db(cluster, "h7_tuning_box")
+    with _admin(cluster, db.dbname or "") as c:
+        c.execute("CREATE TABLE shapes (id int, bx box); INSERT INTO shapes SELECT g, box(point(g, g), point(g + 1, g + 1))"
+                  " FROM generate_series(1, 20000) g; ANALYZE shapes")
+    run_workload(db, [("SELECT id FROM shapes WHERE bx = %s::box", ("(1,1),(2,2)",)), WORKLOAD[0]])
+    report = analyze(db, TuningSettings(only=("indexes",)))
+    assert [a.columns for a in report.indexes] == [["email"]]
+    assert any(line.startswith("candidate shapes (bx) cannot be a B-tree index") for line in report.limits)
