@@ -197,3 +197,16 @@ def test_analysis_interval_becomes_a_cron_the_config_accepts() -> None:
         TuningSection(analysis_interval="hourly-ish")
     with pytest.raises(ValueError, match="HH:MM-HH:MM"):
         TuningSection(maintenance_window="2am-4am")
+
+
+def test_tuning_scripts_resolve_to_registered_tasks_on_the_tuning_queue() -> None:
+    from workers.app import TASK_MODULES, app
+    from workers.scripts import ScriptType, resolve
+
+    assert "workers.tuning" in TASK_MODULES
+    import workers.tuning  # noqa: F401 - registers the tasks
+
+    for script, task in ((ScriptType.PERFORMANCE_TUNING, "tuning.analyze"),
+                         ("performance_tuning_apply", "tuning.apply"), ("performance-tuning-revert", "tuning.revert")):
+        name, task_name, queue = resolve(script)
+        assert (task_name, queue) == (task, "tuning") and task_name in app.tasks
