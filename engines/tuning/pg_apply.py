@@ -98,7 +98,8 @@ class IndexApplier:
         change = Change("create_index", self.database_id,
                         {"schema": advice.schema, "table": advice.table, "index": advice.name,
                          "columns": advice.columns}, "failed", {},
-                        {"action": "drop_index", "schema": advice.schema, "index": advice.name},
+                        {"action": "drop_index", "schema": advice.schema, "index": advice.name,
+                         "statement": drop_index_sql(advice.schema, advice.name).as_string(self.conn)},
                         advice.statement)
         if index_state(self.conn, advice.schema, advice.name) is not None:
             change.evidence["reason"] = f"an index named {advice.name} already exists: nothing done"

@@ -120,6 +120,7 @@ def apply_reloadable(conn: Any, advice: list[SettingAdvice], database_id: str) -
         reverse: dict[str, Any] = {"action": "reset_setting", "name": item.name}
         if source == "configuration file" and sourcefile.endswith("postgresql.auto.conf"):
             reverse = {"action": "set_setting", "name": item.name, "value": previous}
+        reverse["statement"] = _reverse_sql(reverse).as_string(conn)  # for people; revert rebuilds it from the data
         stmt = sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(item.name), sql.Literal(item.advised))
         change = Change("setting", database_id, {"name": item.name}, "kept",
                         {"before": previous, "advised": item.advised, "reason": item.reason}, reverse,
@@ -137,11 +138,14 @@ def apply_reloadable(conn: Any, advice: list[SettingAdvice], database_id: str) -
 
 def revert_setting(conn: Any, reverse: dict[str, Any]) -> str:
     """Undo one setting change (ALTER SYSTEM RESET or the previous value) and reload; the statement run."""
-    name = sql.Identifier(reverse["name"])
-    if reverse["action"] == "set_setting":
-        stmt = sql.SQL("ALTER SYSTEM SET {} = {}").format(name, sql.Literal(reverse["value"]))
-    else:
-        stmt = sql.SQL("ALTER SYSTEM RESET {}").format(name)
+    stmt = _reverse_sql(reverse)
     conn.execute(stmt)
     conn.execute("SELECT pg_reload_conf()")
     return str(stmt.as_string(conn))
+
+
+def _reverse_sql(reverse: dict[str, Any]) -> sql.Composed:
+    name = sql.Identifier(reverse["name"])
+    if reverse["action"] == "set_setting":
+        return sql.SQL("ALTER SYSTEM SET {} = {}").format(name, sql.Literal(reverse["value"]))
+    return sql.SQL("ALTER SYSTEM RESET {}").format(name)

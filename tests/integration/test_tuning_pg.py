@@ -325,6 +325,7 @@ def test_cli_tune_apply_then_revert_records_both_in_history(cluster: int, fresh_
     result = json.loads(done.output[done.output.index("{"):])
     change = result["changes"][0]
     assert change["status"] == "kept" and change["reverse"]["action"] == "drop_index"
+    assert change["reverse"]["statement"] == 'DROP INDEX CONCURRENTLY IF EXISTS "public"."accounts_email_idx"'
     assert indexes(db).get("accounts_email_idx") is True
     undone = CliRunner().invoke(cli, ["tune", "revert", change["change_id"], "--local"])
     assert undone.exit_code == 0, undone.output
