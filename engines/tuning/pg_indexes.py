@@ -85,6 +85,8 @@ class Advisor:
     def baseline(self) -> None:
         """Current generic-plan cost of every statement that can be planned."""
         for st in self.by_id.values():
+            if not st.shape.uses:
+                continue  # reads no user table (catalog queries, SELECT 1): nothing to index, nothing to plan
             got = self.planner.cost(st)
             if got is not None:
                 self.costs[st.queryid] = got[0]
