@@ -43,6 +43,7 @@ class TuningSettings:
     mview_min_calls: int = 3
     mview_min_share_percent: float = 5.0  # of the workload's time
     partition_min_rows: int = 1_000_000
+    apply_mviews: bool = False  # --apply also creates the advised materialized views (only on request)
     apply_settings: str = "never"  # reload_only: ALTER SYSTEM + pg_reload_conf for settings needing no restart
 
     def wants(self, area: str) -> bool:

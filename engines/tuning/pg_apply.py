@@ -163,6 +163,10 @@ def revert_change(conn: Any, change: dict[str, Any], settings: TuningSettings) -
         from engines.tuning.pg_settings import revert_setting
 
         return {"change_id": change.get("change_id"), "statement": revert_setting(conn, reverse), "result": "reverted"}
+    if reverse.get("action") == "drop_mview":
+        from engines.tuning.pg_layout import drop_view
+
+        return {"change_id": change.get("change_id"), "statement": drop_view(conn, reverse), "result": "dropped"}
     if reverse.get("action") != "drop_index":
         raise ValueError(f"change {change.get('change_id')} has no reversible action ({reverse.get('action')!r})")
     set_timeouts(conn, settings)

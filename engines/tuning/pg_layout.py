@@ -12,7 +12,7 @@ from typing import Any
 from pglast import ast, parse_sql
 from psycopg import sql
 
-from engines.tuning.base import PartitionAdvice, TuningSettings, ViewAdvice
+from engines.tuning.base import Change, PartitionAdvice, TuningSettings, ViewAdvice
 from engines.tuning.pg_plans import index_name
 from engines.tuning.pg_workload import Statement, rows
 
@@ -119,3 +119,29 @@ def _span_days(conn: Any, low: Any, high: Any) -> float:
         return 0.0
     got = conn.execute("SELECT extract(epoch FROM %s::timestamptz - %s::timestamptz) / 86400", (high, low)).fetchone()
     return float(got[0] or 0.0)
+
+
+def create_view(conn: Any, view: ViewAdvice, database_id: str) -> Change:
+    """Run a view advice's statements (the view, then its unique index); reversible by DROP MATERIALIZED VIEW."""
+    schema = str(conn.execute("SELECT current_schema()").fetchone()[0])
+    drop = sql.SQL("DROP MATERIALIZED VIEW IF EXISTS {}.{}").format(sql.Identifier(schema), sql.Identifier(view.name))
+    change = Change("create_mview", database_id, {"schema": schema, "view": view.name, "queryid": view.queryid},
+                    "kept", {"query": view.query, "refresh_schedule": view.refresh_schedule},
+                    {"action": "drop_mview", "schema": schema, "view": view.name, "statement": drop.as_string(conn)},
+                    "; ".join(view.statements))
+    try:
+        for statement in view.statements[:2]:  # the view and its unique index; the REFRESH line is for beat
+            conn.execute(statement)
+    except Exception as exc:
+        change.status = "failed"
+        change.evidence["reason"] = str(exc).strip().splitlines()[0][:300]
+        conn.execute(drop)
+    return change
+
+
+def drop_view(conn: Any, reverse: dict[str, Any]) -> str:
+    """Drop a materialized view an apply created (idempotent); the statement run."""
+    drop = sql.SQL("DROP MATERIALIZED VIEW IF EXISTS {}.{}").format(sql.Identifier(reverse["schema"]),
+                                                                    sql.Identifier(reverse["view"]))
+    conn.execute(drop)
+    return str(drop.as_string(conn))

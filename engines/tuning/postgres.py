@@ -6,10 +6,10 @@ from typing import Any
 
 from engines.connectors import open_connector
 from engines.tuning.base import CannotTune, Change, Tuner, TuningReport
-from engines.tuning.pg_apply import IndexApplier, is_primary, revert_change, take_apply_lock
+from engines.tuning.pg_apply import IndexApplier, is_primary, revert_change, set_timeouts, take_apply_lock
 from engines.tuning.pg_hygiene import run_hygiene
 from engines.tuning.pg_indexes import Advisor, candidates, unproven_advice
-from engines.tuning.pg_layout import partition_advice, view_advice
+from engines.tuning.pg_layout import create_view, partition_advice, view_advice
 from engines.tuning.pg_plans import Hypothetical
 from engines.tuning.pg_settings import LOCAL_HOSTS, advise_settings, apply_reloadable, host_facts
 from engines.tuning.pg_workload import Statement, add_qualstats, catalog, distinct_counts, existing_indexes, read_statements
@@ -106,6 +106,9 @@ class PostgresTuner(Tuner):
                     report.limits.append(f"{advice.name}: not applied (not proven by cost: hypopg missing)")
                     continue
                 changes.append(applier.apply(advice))
+            if self.settings.apply_mviews:
+                set_timeouts(conn, self.settings)
+                changes.extend(create_view(conn, view, self.db.id) for view in report.mviews)
             if self.settings.apply_settings == "reload_only":
                 changes.extend(apply_reloadable(conn, report.settings, self.db.id))
         report.changes.extend(changes)

@@ -390,6 +390,7 @@ def test_repeated_heavy_aggregates_get_a_materialized_view_and_time_filters_a_pa
     with _admin(cluster, db.dbname or "") as c:  # the proposed statements run as printed
         for statement in view.statements:
             c.execute(statement)
+        c.execute(sql.SQL("DROP MATERIALIZED VIEW {}").format(sql.Identifier(view.name)))
     [plan] = report.partitions
     assert (plan.table, plan.column, plan.interval) == ("events", "created_at", "week")
     assert 8 <= plan.partitions <= 12 and plan.pruning_share_percent > 0
@@ -500,3 +501,20 @@ def test_a_column_without_a_btree_operator_class_is_skipped_with_the_reason(clus
     report = analyze(db, TuningSettings(only=("indexes",)))
     assert [a.columns for a in report.indexes] == [["email"]]
     assert any(line.startswith("candidate shapes (bx) cannot be a B-tree index") for line in report.limits)
+
+
+def test_materialized_views_are_created_only_on_request_and_revert_drops_them(cluster: int) -> None:
+    db = make_db(cluster, "h7_tuning_mview_apply")
+    run_workload(db, [("SELECT a, count(*) AS n FROM events GROUP BY a", ())], times=4)
+    settings = TuningSettings(only=("mviews",), create_materialized_views=True)
+    assert analyze_and_apply(db, settings).changes == []  # advice only unless apply_mviews
+    report = analyze_and_apply(db, TuningSettings(only=("mviews",), create_materialized_views=True, apply_mviews=True))
+    [change] = report.to_dict()["changes"]
+    assert change["status"] == "kept" and change["kind"] == "create_mview"
+    with _admin(cluster, db.dbname or "") as c:
+        rows = c.execute(sql.SQL("SELECT count(*), sum(n) FROM {}").format(sql.Identifier(change["target"]["view"])))
+        assert rows.fetchone() == (200, 50000)
+        c.execute(sql.SQL("REFRESH MATERIALIZED VIEW CONCURRENTLY {}").format(sql.Identifier(change["target"]["view"])))
+    assert revert(db, settings, change)["result"] == "dropped"
+    with _admin(cluster, db.dbname or "") as c:
+        assert c.execute("SELECT count(*) FROM pg_matviews WHERE schemaname = 'public'").fetchone()[0] == 0
