@@ -413,6 +413,7 @@ class TuningSection(BaseModel):
     partitioning_strategy: Literal["time_based", "none"] = "none"
     optimization_targets: list[str] = Field(default_factory=list)
     apply_settings: Literal["never", "reload_only"] = "never"  # reload_only: ALTER SYSTEM + pg_reload_conf
+    apply_mviews: bool = False  # --apply also creates the advised materialized views
 
     @field_validator("analysis_interval")
     @classmethod
