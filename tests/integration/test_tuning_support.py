@@ -19,34 +19,33 @@ from psycopg import sql
 from engines.config import DatabaseConfig
 from engines.tuning.base import IndexAdvice, QueryRef
 
-TEMPLATE = "h7_tuning_template"
-
-
+TEMPLATE = "h7_tuning_template"  # an analysed copy of SCHEMA every test database starts from
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
 EXT_DIR = Path("/usr/share/postgresql/15/extension")
 
 
 def missing(reason: str) -> None:
+    """Skip locally, fail under CI=true (the rule of tests/servers.py)."""
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"CI must not skip: {reason}")
     pytest.skip(reason)
 
 
 def free_port() -> int:
+    """A loopback port nothing listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
 def as_postgres(args: list[str]) -> list[str]:
+    """Run as the postgres system user when root (initdb refuses root)."""
     return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
 
 
 @pytest.fixture(scope="session")
 def tuning_cluster() -> Iterator[int]:
-    """A PostgreSQL 15 cluster on a free loopback port with pg_stat_statements preloaded."""
+    """A PostgreSQL 15 cluster on a free loopback port (pg_stat_statements, pg_qualstats preloaded); its port."""
     if not (PG_BIN / "initdb").exists():
         missing(f"no PostgreSQL 15 binaries in {PG_BIN} (apt-get install postgresql-15)")
     for ext, package in (("hypopg", "postgresql-15-hypopg"), ("pg_qualstats", "postgresql-15-pg-qualstats")):
@@ -76,6 +75,7 @@ def tuning_cluster() -> Iterator[int]:
 
 
 def admin(port: int, dbname: str = "postgres") -> psycopg.Connection[Any]:
+    """An autocommit superuser connection to the test cluster."""
     return psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname=dbname, autocommit=True)
 
 
