@@ -472,13 +472,43 @@ class AuditSection(BaseModel):
         return check_cron(v, "security_audit") if v else v
 
 
+class TuningSection(BaseModel):
+    """``database_scripts.performance_tuning`` (docs/tuning.md); other keys (``host``, ``max_queries``,
+    ``lock_timeout_ms`` ...) pass to the tuner as options."""
+
+    model_config = ConfigDict(extra="allow")
+    enabled: bool = True
+    analysis_interval: str = "daily"  # daily, weekly or a five-field cron
+    auto_apply: bool = False
+    optimize_for: Literal["oltp", "analytical_queries", "mixed"] = "mixed"
+    min_cost_savings: float = Field(default=50.0, gt=0, le=100)  # percent
+    maintenance_window: str | None = None  # "HH:MM-HH:MM" UTC; apply runs only inside it unless --now
+    create_materialized_views: bool = False
+    partitioning_strategy: Literal["time_based", "none"] = "none"
+    optimization_targets: list[str] = Field(default_factory=list)
+    apply_settings: Literal["never", "reload_only"] = "never"  # reload_only: ALTER SYSTEM + pg_reload_conf
+    apply_mviews: bool = False  # --apply also creates the advised materialized views
+
+    @field_validator("analysis_interval")
+    @classmethod
+    def _interval(cls, v: str) -> str:
+        return v if v in ("daily", "weekly") else check_cron(v, "performance_tuning.analysis_interval")
+
+    @field_validator("maintenance_window")
+    @classmethod
+    def _window(cls, v: str | None) -> str | None:
+        if v and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d", v):
+            raise ValueError(f"maintenance_window {v!r}: expected HH:MM-HH:MM (UTC), e.g. 02:00-04:00")
+        return v
+
+
 class ScriptsSection(BaseModel):
     """The seed's ``database_scripts:`` block. Sections later engines read stay open."""
 
     model_config = ConfigDict(extra="allow")
     monitoring: MonitoringSection = Field(default_factory=MonitoringSection)
     backup: BackupSection = Field(default_factory=BackupSection)
-    performance_tuning: dict[str, Any] = Field(default_factory=dict)
+    performance_tuning: TuningSection = Field(default_factory=TuningSection)
     disaster_recovery: dict[str, Any] = Field(default_factory=dict)
     security_audit: AuditSection = Field(default_factory=AuditSection)
     compliance: dict[str, Any] = Field(default_factory=dict)

@@ -366,11 +366,13 @@ def _register() -> None:
     from workers.cli_kinds import kinds
     from workers.cli_migrate import migrate
     from workers.cli_repo import repo
+    from workers.cli_tune import tune
 
     cli.add_command(backups)
     cli.add_command(repo)
     cli.add_command(audit)
     cli.add_command(audit_checks)
+    cli.add_command(tune)
     cli.add_command(migrate)
     cli.add_command(kinds)
 

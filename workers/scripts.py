@@ -17,6 +17,7 @@ class ScriptType(str, Enum):
     RESTORE = "restore"
     RESTORE_DRILL = "restore_drill"
     SECURITY_AUDIT = "security_audit"
+    PERFORMANCE_TUNING = "performance_tuning"
 
 
 # script name -> (task name, queue). Each engine adds its row when it lands.
@@ -28,6 +29,9 @@ SCRIPTS: dict[str, tuple[str, str]] = {
     ScriptType.RESTORE.value: ("backups.restore", "backups"),
     ScriptType.RESTORE_DRILL.value: ("backups.drill", "backups"),
     ScriptType.SECURITY_AUDIT.value: ("audits.security", "audits"),
+    ScriptType.PERFORMANCE_TUNING.value: ("tuning.analyze", "tuning"),
+    "performance_tuning_apply": ("tuning.apply", "tuning"),
+    "performance_tuning_revert": ("tuning.revert", "tuning"),
 }
 
 

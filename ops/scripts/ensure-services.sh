@@ -26,6 +26,19 @@ start() {
   wait_port "$name" "$port"
 }
 
+# Debian packages the tests use (idempotent: installs only what is missing, only as root).
+ensure_packages() {
+  local missing=() pkg
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" != 0 ]; then echo "ensure-services: missing ${missing[*]} (installing needs root)" >&2; return 0; fi
+  echo "ensure-services: installing ${missing[*]}"
+  apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 || \
+    { apt-get update -q >/dev/null 2>&1; apt-get install -y -q "${missing[@]}" >/dev/null 2>&1; } || \
+    echo "ensure-services: could not install ${missing[*]}" >&2
+}
+
+ensure_packages postgresql-15-hypopg postgresql-15-pg-qualstats  # tuning: hypothetical indexes, predicate stats
 
 start postgresql 5432 bash -c 'pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | head -1) main start'
 start mariadb 3306 start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd

@@ -1,0 +1,75 @@
+"""Performance tuning: workload-driven index advice, index hygiene, settings, safe apply and revert.
+
+One tuner class per kind (``engines.tuning.postgres:PostgresTuner`` ...) behind ``Tuner``; the
+kinds registry names them, this table is the fallback until it does.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from engines.config import DatabaseConfig
+from engines.errors import ConfigError
+from engines.tuning.base import AREAS, CannotTune, Change, Tuner, TuningReport, TuningSettings
+
+TUNERS = {
+    "postgresql": "engines.tuning.postgres:PostgresTuner",
+    "mysql": "engines.tuning.mysql:MySQLTuner",
+    "redis": "engines.tuning.redis:RedisTuner",
+}
+
+
+def tuner_class(kind: str) -> type[Tuner]:
+    """The tuner class of ``kind``; a kind without one lists those that have one."""
+    target = TUNERS.get(kind)
+    if target is None:
+        raise ConfigError([("kind", f"no tuner for {kind!r}; tuning supports {', '.join(sorted(TUNERS))}")])
+    module, _, name = target.partition(":")
+    cls: type[Tuner] = getattr(importlib.import_module(module), name)
+    return cls
+
+
+INTERVALS = {"daily": "0 4 * * *", "weekly": "0 4 * * 0"}
+
+
+def analysis_cron(interval: str) -> str:
+    """``performance_tuning.analysis_interval`` as a five-field cron (daily/weekly at 04:00 UTC, or as given)."""
+    return INTERVALS.get(interval, interval)
+
+
+def tuning_settings(section: dict[str, Any], options: dict[str, Any]) -> TuningSettings:
+    """Settings from the ``performance_tuning`` section overlaid with one run's options."""
+    merged = {**section, **{k: v for k, v in options.items() if v is not None}}
+    only = merged.get("only") or AREAS
+    if isinstance(only, str):
+        only = [a.strip() for a in only.split(",") if a.strip()]
+    unknown = sorted(set(only) - set(AREAS))
+    if unknown:
+        raise ConfigError([("only", f"unknown area(s) {', '.join(unknown)}; known: {', '.join(AREAS)}")])
+    fields = TuningSettings.__dataclass_fields__
+    kept = {k: v for k, v in merged.items() if k in fields and k != "only"}
+    return TuningSettings(only=tuple(only), **kept)
+
+
+def analyze(db: DatabaseConfig, settings: TuningSettings, memory: dict[str, Any] | None = None) -> TuningReport:
+    """Analyse one database (read-only)."""
+    return tuner_class(db.kind)(db, settings, memory).analyze()
+
+
+def analyze_and_apply(db: DatabaseConfig, settings: TuningSettings,
+                      memory: dict[str, Any] | None = None) -> TuningReport:
+    """Analyse, then apply the proven advice safely; the report lists each change."""
+    tuner = tuner_class(db.kind)(db, settings, memory)
+    report = tuner.analyze()
+    tuner.apply(report)
+    return report
+
+
+def revert(db: DatabaseConfig, settings: TuningSettings, change: dict[str, Any]) -> dict[str, Any]:
+    """Undo one recorded change."""
+    return tuner_class(db.kind)(db, settings).revert(change)
+
+
+__all__ = ["AREAS", "analysis_cron", "CannotTune", "Change", "TUNERS", "TuningReport", "TuningSettings", "analyze",
+           "analyze_and_apply", "revert", "tuner_class", "tuning_settings"]
