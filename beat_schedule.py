@@ -3,8 +3,10 @@
 Static entries come from dbfleet.yaml: ``schedules:``, each database's ``schedules:``,
 ``database_scripts.backup.schedule`` / ``verify_schedule`` / ``drill_schedule`` (for every database)
 and ``database_scripts.monitoring.interval_seconds`` (a health check per database) and
-``database_scripts.security_audit.schedule`` (weekly by default). Only what a database's kind supports
-(engines/kinds.py) is scheduled; an explicit schedule naming a script its kind cannot run is a ConfigError.
+``database_scripts.security_audit.schedule`` (weekly by default) and
+``database_scripts.performance_tuning.analysis_interval`` (a read-only tuning analysis, daily by default).
+Only what a database's kind supports (engines/kinds.py) is scheduled; an explicit schedule naming a
+script its kind cannot run is a ConfigError.
 Runtime entries (``dbfleet schedule add``) live in Redis through celery-redbeat.
 """
 
@@ -17,11 +19,13 @@ from celery.schedules import crontab, schedule
 from engines.config import Config
 from engines.errors import ConfigError, UnknownScriptError
 from engines.kinds import LABELS, kinds_with, supports
+from engines.tuning import analysis_cron
 from workers.scripts import SCRIPTS, resolve
 
 # script -> the kinds-registry capability it needs (engines/kinds.py); a script not listed runs on any kind
 NEEDS = {"health_check": "health", "backup": "dumper", "backup_verify": "dumper", "backup_prune": "dumper",
-         "restore": "dumper", "restore_drill": "dumper", "security_audit": "auditor"}
+         "restore": "dumper", "restore_drill": "dumper", "security_audit": "auditor",
+         "performance_tuning": "tuner", "performance_tuning_apply": "tuner", "performance_tuning_revert": "tuner"}
 
 
 def runs_on(script: str, kind: str) -> bool:
@@ -73,6 +77,12 @@ def build_beat_schedule(cfg: Config) -> dict[str, dict[str, Any]]:
         for db_id, db in cfg.databases.items():
             if runs_on("security_audit", db.kind):  # kinds without security checks (sqlite, clickhouse)
                 out[f"security_audit:{db_id}"] = entry("security_audit", db_id, cron_schedule(audit.schedule))
+    tuning = cfg.database_scripts.performance_tuning
+    if tuning.enabled and tuning.analysis_interval:
+        for db_id, db in cfg.databases.items():
+            if runs_on("performance_tuning", db.kind):  # read-only analysis; applying is its own decision
+                out[f"performance_tuning:{db_id}"] = entry("performance_tuning", db_id,
+                                                           cron_schedule(analysis_cron(tuning.analysis_interval)))
     for db_id, db in cfg.databases.items():
         for script, cron in db.schedules.items():
             _explicit(script, db_id, db.kind, f"databases.{db_id}.schedules.{script}")

@@ -1,32 +1,22 @@
 """Performance tuning: workload-driven index advice, index hygiene, settings, safe apply and revert.
 
 One tuner class per kind (``engines.tuning.postgres:PostgresTuner`` ...) behind ``Tuner``; the
-kinds registry names them, this table is the fallback until it does.
+kinds registry (engines/kinds.py, the ``tuner`` column) names them.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
+from engines import kinds
 from engines.config import DatabaseConfig
 from engines.errors import ConfigError
 from engines.tuning.base import AREAS, CannotTune, Change, Tuner, TuningReport, TuningSettings
 
-TUNERS = {
-    "postgresql": "engines.tuning.postgres:PostgresTuner",
-    "mysql": "engines.tuning.mysql:MySQLTuner",
-    "redis": "engines.tuning.redis:RedisTuner",
-}
-
 
 def tuner_class(kind: str) -> type[Tuner]:
-    """The tuner class of ``kind``; a kind without one lists those that have one."""
-    target = TUNERS.get(kind)
-    if target is None:
-        raise ConfigError([("kind", f"no tuner for {kind!r}; tuning supports {', '.join(sorted(TUNERS))}")])
-    module, _, name = target.partition(":")
-    cls: type[Tuner] = getattr(importlib.import_module(module), name)
+    """The tuner class of ``kind`` from the kinds registry; a kind without one lists those that have one."""
+    cls: type[Tuner] = kinds.load(kind, "tuner", "tuner")
     return cls
 
 
@@ -71,5 +61,5 @@ def revert(db: DatabaseConfig, settings: TuningSettings, change: dict[str, Any])
     return tuner_class(db.kind)(db, settings).revert(change)
 
 
-__all__ = ["AREAS", "analysis_cron", "CannotTune", "Change", "TUNERS", "TuningReport", "TuningSettings", "analyze",
+__all__ = ["AREAS", "analysis_cron", "CannotTune", "Change", "TuningReport", "TuningSettings", "analyze",
            "analyze_and_apply", "revert", "tuner_class", "tuning_settings"]

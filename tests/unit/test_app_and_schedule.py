@@ -96,13 +96,27 @@ def test_every_task_gets_the_fleet_base_class_and_extra_modules_load() -> None:
 def test_beat_schedule_entries_land_on_their_queues() -> None:
     entries = build_beat_schedule(parse_config(CFG))
     assert set(entries) == {"health_check:music", "health_check:cache", "health_check:music:cron", "nightly",
-                            "security_audit:music", "security_audit:cache"}
+                            "security_audit:music", "security_audit:cache",
+                            "performance_tuning:music", "performance_tuning:cache"}
+    tuning = entries["performance_tuning:music"]  # daily read-only analysis on the tuning queue
+    assert tuning["options"] == {"queue": "tuning"} and tuning["task"] == "tuning.analyze"
+    assert str(tuning["schedule"].hour) == "{4}"
     monitor = entries["health_check:music"]
     assert isinstance(monitor["schedule"], schedule) and monitor["schedule"].run_every.total_seconds() == 15
     assert monitor["options"] == {"queue": "health"} and monitor["args"] == ["music"]
     nightly = entries["nightly"]
     assert isinstance(nightly["schedule"], crontab) and nightly["kwargs"] == {"options": {"verbose": True}}
     assert str(nightly["schedule"].hour) == "{3}"
+
+
+def test_tuning_analysis_is_scheduled_only_for_kinds_with_a_tuner() -> None:
+    cfg = parse_config("databases:\n  a: {kind: pg, host: h}\n  f: {kind: sqlite, path: /tmp/x.db}\n"
+                       "database_scripts:\n  performance_tuning: {analysis_interval: '30 1 * * 1'}\n")
+    entries = build_beat_schedule(cfg)
+    assert "performance_tuning:a" in entries and "performance_tuning:f" not in entries
+    assert str(entries["performance_tuning:a"]["schedule"].minute) == "{30}"
+    off = parse_config("databases:\n  a: {kind: pg, host: h}\ndatabase_scripts:\n  performance_tuning: {enabled: false}\n")
+    assert not any(k.startswith("performance_tuning") for k in build_beat_schedule(off))
 
 
 def test_unknown_script_in_schedule_is_reported() -> None:
@@ -132,7 +146,8 @@ def test_backup_schedules_become_beat_entries_on_the_backups_queue() -> None:
         "storage:\n  s: {type: filesystem, path: /b}\n"
         "database_scripts:\n  monitoring: {enabled: false}\n"
         "  backup: {schedule: '0 2 * * *', verify_schedule: '0 5 * * *', drill_schedule: '0 4 * * 0'}\n")
-    entries = {k: v for k, v in build_beat_schedule(cfg).items() if not k.startswith("security_audit")}
+    skip = ("security_audit", "performance_tuning")
+    entries = {k: v for k, v in build_beat_schedule(cfg).items() if not k.startswith(skip)}
     assert set(entries) == {f"{s}:{d}" for s in ("backup", "backup_verify", "restore_drill")
                             for d in ("music", "olap")}  # clickhouse has a dumper (engines/kinds.py)
     assert entries["backup:music"]["task"] == "backups.run"
