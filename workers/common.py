@@ -48,6 +48,14 @@ def run_recorded(run: Run, call: EngineCall) -> dict[str, Any]:
     a dbfleet error itself; a ``KeyboardInterrupt`` is recorded and re-raised); no path leaves the row ``running``.
     """
     history = runtime.history()
+    done = None if run.local else history.get(run.run_id)
+    if done and done["status"] == SUCCEEDED and done["summary"] is not None:
+        # a copy of a task that already succeeded (the broker redelivered it: a visibility timeout shorter than
+        # the run, a lost ack): the work is done, its recorded result is the answer; running it again would
+        # repeat a backup or a migration step
+        log.warning("%s %s on %s already succeeded: redelivered copy not run again", run.script_type,
+                    run.run_id, run.database_id)
+        return dict(done["summary"])
     history.start(run.run_id, run.script_type, run.database_id, run.options, queue=run.queue, worker=run.worker)
     try:
         db = runtime.config().database(run.database_id)

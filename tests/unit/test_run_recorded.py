@@ -78,3 +78,30 @@ def test_a_task_and_a_local_run_record_the_same_way(cfg: Path, monkeypatch: pyte
     assert isinstance(res.result, ScriptFailed) and "RuntimeError: driver exploded" in str(res.result)
     run = runtime.history().get("same-way-1")
     assert run is not None and run["status"] == "failed" and run["error"] == "RuntimeError: driver exploded"
+
+
+def test_a_redelivered_copy_of_a_succeeded_task_returns_its_result_without_running_again(cfg: Path) -> None:
+    from workers.common import Run, run_recorded
+
+    calls: list[str] = []
+
+    def engine(db: Any, options: dict[str, Any]) -> Any:
+        calls.append(db.id)
+        return {"database_id": db.id, "n": len(calls)}, True, None
+
+    first = run_recorded(Run("task-1", "backup", "app", {}, queue="backups"), engine)
+    again = run_recorded(Run("task-1", "backup", "app", {}, queue="backups"), engine)  # the broker's second copy
+    assert first == again == {"database_id": "app", "n": 1} and calls == ["app"]
+    assert _only_run("backup")["attempts"] == 1
+    other = run_recorded(Run("task-2", "backup", "app", {}, queue="backups"), engine)  # a new task runs
+    assert other["n"] == 2
+
+
+def test_a_redelivered_copy_of_a_failed_task_runs_again(cfg: Path) -> None:
+    from workers.common import Run, run_recorded
+
+    outcomes = iter([({"database_id": "app"}, False, "dump failed"), ({"database_id": "app"}, True, None)])
+    run_recorded(Run("task-3", "backup", "app", {}, queue="backups"), lambda db, o: next(outcomes))
+    run_recorded(Run("task-3", "backup", "app", {}, queue="backups"), lambda db, o: next(outcomes))
+    run = _only_run("backup")
+    assert run["status"] == "succeeded" and run["attempts"] == 2
