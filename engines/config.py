@@ -57,6 +57,14 @@ class Thresholds(BaseModel):
     disk_percent: float = 90.0
 
 
+class DatabaseBackupConfig(_Model):
+    """Per-database backup settings (PostgreSQL physical backups and PITR: docs/pitr.md)."""
+
+    method: Literal["logical", "physical"] = "logical"
+    pitr_window: str | None = None  # e.g. "7d": prune keeps the base backups and WAL to recover any point in it
+    incremental: bool = False  # PostgreSQL 17+: block-level incremental base backups
+
+
 class DatabaseConfig(_Model):
     """One database in the registry. Secrets are references, never values."""
 
@@ -77,6 +85,7 @@ class DatabaseConfig(_Model):
     options: dict[str, Any] = Field(default_factory=dict)
     thresholds: Thresholds = Field(default_factory=Thresholds)
     schedules: dict[str, str] = Field(default_factory=dict)
+    backup: DatabaseBackupConfig = Field(default_factory=DatabaseBackupConfig)
 
     @field_validator("kind")
     @classmethod

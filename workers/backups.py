@@ -60,6 +60,10 @@ def _level(options: dict[str, Any]) -> int | None:
 
 def do_backup(db: DatabaseConfig, opts: dict[str, Any], progress: Progress | None = None) -> Result:
     """Back ``db`` up into the configured (or ``storage``) repository, creating it on first use."""
+    from workers import physical  # PostgreSQL physical backups: --physical or backup.method: physical
+
+    if physical.wants_physical(db, opts):
+        return physical.do_physical_backup(db, opts, progress)
     cfg = runtime.config()
     repo = open_repository(cfg, opts.get("storage"), create=True)
     result = run_backup(repo, db, level=_level(opts), workdir=_workdir(opts), progress=progress,
@@ -81,6 +85,10 @@ def do_verify(db: DatabaseConfig, opts: dict[str, Any], progress: Progress | Non
 
 def do_restore(db: DatabaseConfig, opts: dict[str, Any], progress: Progress | None = None) -> Result:
     """Restore a backup of ``db`` into ``target`` (a database id; default: ``db`` itself)."""
+    from workers import physical  # point-in-time restores into a new data directory
+
+    if any(opts.get(k) for k in physical.PITR_OPTIONS):
+        return physical.do_pitr_restore(db, opts, progress)
     cfg = runtime.config()
     target_db = cfg.database(opts.get("target") or db.id)
     repo = open_repository(cfg, opts.get("storage"))
@@ -104,7 +112,8 @@ def do_prune(db: DatabaseConfig, opts: dict[str, Any], progress: Progress | None
     section = runtime.config().database_scripts.backup
     repo = open_repository(runtime.config(), opts.get("storage"))
     result = run_prune(repo, section.retention, section.retention_days, database_id=db.id,
-                       dry_run=_truthy(opts.get("dry_run", False)), lock_wait=float(opts.get("lock_wait", 60)))
+                       dry_run=_truthy(opts.get("dry_run", False)), lock_wait=float(opts.get("lock_wait", 60)),
+                       pitr_windows={d.id: d.backup.pitr_window for d in runtime.config().databases})
     return result, True, None
 
 

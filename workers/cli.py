@@ -337,12 +337,14 @@ def _register() -> None:
     from workers.cli_backups import backups
     from workers.cli_migrate import migrate
     from workers.cli_repo import repo
+    from workers.cli_wal import wal
 
     cli.add_command(backups)
     cli.add_command(repo)
     cli.add_command(audit)
     cli.add_command(audit_checks)
     cli.add_command(migrate)
+    cli.add_command(wal)
 
 
 _register()
