@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -51,6 +52,7 @@ class Env:
     port: int
     outputs: list[str] = field(default_factory=list)
     backup_done_at: datetime | None = None
+    killed: dict[str, Any] = field(default_factory=dict)
 
     @property
     def dbfleet(self) -> str:
@@ -64,11 +66,13 @@ class Env:
     def data(self) -> Path:
         return self.root / "src"
 
+    def env(self) -> dict[str, str]:
+        return {"PATH": f"{self.root / 'bin'}:{os.environ['PATH']}", "HOME": str(self.root), "LANG": "C.UTF-8",
+                "COLUMNS": "200"}
+
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """`dbfleet --config ... <args>` as the cluster's OS user; output kept for the canary check."""
-        env = {"PATH": f"{self.root / 'bin'}:{os.environ['PATH']}", "HOME": str(self.root), "LANG": "C.UTF-8",
-               "COLUMNS": "200"}
-        proc = subprocess.run([self.dbfleet, "--config", str(self.config), *args], user=RUN_AS, env=env,
+        proc = subprocess.run([self.dbfleet, "--config", str(self.config), *args], user=RUN_AS, env=self.env(),
                               capture_output=True, text=True, timeout=300)
         self.outputs += [proc.stdout, proc.stderr]
         if check and proc.returncode != 0:
@@ -176,6 +180,22 @@ def _archive_everything(env: Env) -> str:
     raise AssertionError(f"the archiver did not push {closed} (failed_count {failed}); see {env.root}/src.log")
 
 
+def _kill_backup_midway(env: Env) -> dict[str, Any]:
+    """Start a physical backup, SIGKILL it (and its pg_basebackup) once its first chunk is stored."""
+    proc = subprocess.Popen([env.dbfleet, "--config", str(env.config), "backups", "run", DB_ID, "--local"],
+                            user=RUN_AS, env=env.env(), start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    data = env.root / "repo" / "data"
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline and not (data.is_dir() and any(data.rglob("*"))):
+        time.sleep(0.02)
+    running = proc.poll() is None
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    manifests = [p.name for p in (env.root / "repo" / "backups").rglob("*") if p.is_file()]
+    return {"killed_while_running": running, "manifests": manifests, "chunks": sum(1 for _ in data.rglob("*"))}
+
+
 @pytest.fixture(scope="module")
 def world() -> Iterator[Env]:
     if not (PG15 / "initdb").exists() or (RUN_AS and not Path("/usr/bin/python3").exists()):
@@ -197,13 +217,14 @@ def world() -> Iterator[Env]:
         writer = Writer(env, 0)
         writer.start()
         time.sleep(0.3)
+        env.killed = _kill_backup_midway(env)  # backup.method: physical in the config
         env.run("backups", "run", DB_ID, "--physical", "--local")  # mid-write
         env.backup_done_at = env.sql("SELECT now()")[0][0]
         writer.stop.set()
         writer.join()
-        after = Writer(env, writer.n, switch_every=0.8)  # keep writing across several segments
+        after = Writer(env, writer.n, switch_every=1.0)  # keep writing across a few segments
         after.start()
-        time.sleep(2.5)
+        time.sleep(2.2)
         after.stop.set()
         after.join()
         _archive_everything(env)
@@ -218,6 +239,15 @@ def _restore(env: Env, name: str, *target: str, check: bool = True) -> tuple[sub
     proc = env.run("backups", "restore", DB_ID, *target, "--data-dir", str(env.root / name), "--port", str(port),
                    "--local", check=check)
     return proc, port
+
+
+def test_a_backup_killed_midway_leaves_no_visible_backup_and_the_next_one_succeeds(world: Env) -> None:
+    assert world.killed["killed_while_running"], "the backup finished before it could be killed"
+    assert world.killed["chunks"] > 0  # it had started writing
+    assert world.killed["manifests"] == []
+    listing = world.run("backups", "list", DB_ID)
+    assert listing.stdout.count(DB_ID) >= 1
+    assert len([p for p in (world.root / "repo" / "backups").rglob("*") if p.is_file()]) == 1
 
 
 def test_restore_to_a_time_recovers_exactly_the_markers_committed_before_it(world: Env) -> None:
