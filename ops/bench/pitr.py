@@ -190,7 +190,7 @@ def report(f: dict[str, float], stored: int, plain: int, res: dict[str, Any], re
     mib = 2**20
     print()
     print("commands:")
-    print(f"  dbfleet: run_physical_backup -> pg_basebackup --format=tar --pgdata=- --wal-method=fetch "
+    print("  dbfleet: run_physical_backup -> pg_basebackup --format=tar --pgdata=- --wal-method=fetch "
           "--checkpoint=fast | chunker/zstd 3/AES-GCM")
     print(f"  plain:   {' '.join(base_cmd)}")
     print(f"  wal:     {DBFLEET} --config CFG wal push SEGMENT --db bench")
