@@ -36,16 +36,17 @@ def verify_archives(repo: Repository, database_id: str | None, stored: dict[str,
 
 def keep_for_window(repo: Repository, database_id: str, keep: dict[str, list[str]], window: str | None,
                     now: datetime | None = None) -> None:
-    """Add to ``keep`` the newest base backup finished before ``now - window``: with it (and its WAL) any
-    point of the window stays recoverable."""
+    """Add to ``keep`` the newest base backup finished before ``now - window`` (none: the oldest one):
+    with it and the WAL after it, every point of the window stays recoverable."""
     span = parse_window(window)
     if span is None:
         return
     edge = (now or utcnow()) - span
-    older = [m for d, b in repo.backup_ids(database_id) if is_physical(m := repo.load_manifest(d, b))
-             and datetime.fromisoformat(m["finished_at"]) <= edge]
-    if older:
-        keep.setdefault(older[-1]["backup_id"], []).append(f"pitr window {window}")
+    bases = [m for d, b in repo.backup_ids(database_id) if is_physical(m := repo.load_manifest(d, b))]
+    older = [m for m in bases if datetime.fromisoformat(m["finished_at"]) <= edge]
+    chosen = older[-1] if older else (bases[0] if bases else None)
+    if chosen is not None:
+        keep.setdefault(chosen["backup_id"], []).append(f"pitr window {window}")
 
 
 def prune_wal(repo: Repository, kept: list[str], *, dry_run: bool) -> list[str]:
