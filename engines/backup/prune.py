@@ -13,7 +13,7 @@ from typing import Any
 from engines.backup.locks import EXCLUSIVE, RepoLock
 from engines.backup.repository import Repository
 from engines.backup.retention import plan
-from engines.backup.wal.hooks import keep_for_window, prune_wal, wal_chunk_refs
+from engines.backup.wal.hooks import keep_for_pitr, prune_wal, wal_chunk_refs
 from engines.config import RetentionPolicy
 
 
@@ -32,7 +32,7 @@ def prune(repo: Repository, policy: RetentionPolicy | None, retention_days: int 
                 kept += [{"backup": f"{db_id}/{b}", "reasons": ["other database"]} for b in ids]
                 continue
             keep = plan(ids, policy, retention_days, now)
-            keep_for_window(repo, db_id, keep, (pitr_windows or {}).get(db_id), now)  # PITR (docs/pitr.md)
+            keep_for_pitr(repo, db_id, keep, (pitr_windows or {}).get(db_id), now)  # PITR (docs/pitr.md)
             kept += [{"backup": f"{db_id}/{b}", "reasons": r} for b, r in sorted(keep.items())]
             forgotten += [f"{db_id}/{b}" for b in ids if b not in keep]
         if not dry_run:

@@ -50,6 +50,8 @@ class Env:
 
     root: Path
     port: int
+    bindir: Path = PG15
+    db_id: str = DB_ID
     outputs: list[str] = field(default_factory=list)
     backup_done_at: datetime | None = None
     killed: dict[str, Any] = field(default_factory=dict)
@@ -80,7 +82,7 @@ class Env:
         return proc
 
     def pg(self, *args: str, data: Path | None = None) -> None:
-        subprocess.run([str(PG15 / "pg_ctl"), "-D", str(data or self.data), "-w", "-t", "60", *args], user=RUN_AS,
+        subprocess.run([str(self.bindir / "pg_ctl"), "-D", str(data or self.data), "-w", "-t", "60", *args], user=RUN_AS,
                        check=True, capture_output=True)
 
     def sql(self, query: str, port: int | None = None) -> list[tuple[Any, ...]]:
@@ -114,7 +116,7 @@ def _config(env: Env) -> str:
         "storage": {"repo": {"type": "filesystem", "path": str(env.root / "repo"),
                              "key_file": str(env.root / "repo.key")}},
         "database_scripts": {"backup": {"storage": "repo"}},
-        "databases": {DB_ID: {"kind": "postgresql", "host": "127.0.0.1", "port": env.port, "dbname": "postgres",
+        "databases": {env.db_id: {"kind": "postgresql", "host": "127.0.0.1", "port": env.port, "dbname": "postgres",
                               "user": "postgres", "password_file": str(env.root / "pw"),
                               "backup": {"method": "physical"}}},
     })
@@ -132,17 +134,17 @@ def _wrapper(env: Env) -> None:
     script.chmod(0o755)
 
 
-def _init_cluster(env: Env) -> None:
+def _init_cluster(env: Env, **extra: Any) -> None:
     pw = env.root / "initpw"
     _write_private(pw, CANARY + "\n")
-    subprocess.run([str(PG15 / "initdb"), "-D", str(env.data), "-U", "postgres", "--auth-host=scram-sha-256",
+    subprocess.run([str(env.bindir / "initdb"), "-D", str(env.data), "-U", "postgres", "--auth-host=scram-sha-256",
                     "--auth-local=trust", f"--pwfile={pw}", "--no-instructions"], user=RUN_AS, check=True,
                    capture_output=True)
     pw.unlink()
-    archive = f"{env.dbfleet} --config {env.config} wal push %p --db {DB_ID}"
+    archive = f"{env.dbfleet} --config {env.config} wal push %p --db {env.db_id}"
     conf = {"port": env.port, "listen_addresses": "127.0.0.1", "unix_socket_directories": str(env.root),
             "wal_level": "replica", "archive_mode": "on", "archive_command": archive, "fsync": "off",
-            "track_commit_timestamp": "on", "max_wal_senders": 4}
+            "track_commit_timestamp": "on", "max_wal_senders": 4, **extra}
     with open(env.data / "postgresql.conf", "a") as fh:
         fh.writelines(f"{k} = '{v}'\n" for k, v in conf.items())
 
@@ -196,22 +198,35 @@ def _kill_backup_midway(env: Env) -> dict[str, Any]:
     return {"killed_while_running": running, "manifests": manifests, "chunks": sum(1 for _ in data.rglob("*"))}
 
 
-@pytest.fixture(scope="module")
-def world() -> Iterator[Env]:
-    if not (PG15 / "initdb").exists() or (RUN_AS and not Path("/usr/bin/python3").exists()):
+def _require(bindir: Path) -> None:
+    missing = [str(bindir / "initdb")] if not (bindir / "initdb").exists() else []
+    if RUN_AS and not Path("/usr/bin/python3").exists():
+        missing.append("/usr/bin/python3 (to run dbfleet as the cluster's OS user)")
+    if missing:
         if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("CI must not skip: PostgreSQL 15 server binaries missing in /usr/lib/postgresql/15/bin")
-        pytest.skip("PostgreSQL 15 server binaries missing in /usr/lib/postgresql/15/bin")
+            pytest.fail(f"CI must not skip: missing {', '.join(missing)}")
+        pytest.skip(f"missing {', '.join(missing)}")
+
+
+def _new_world(bindir: Path, db_id: str, **conf: Any) -> Env:
+    _require(bindir)
     root = Path(tempfile.mkdtemp(prefix="h6_pitr_", dir="/tmp"))
-    env = Env(root, free_port())
+    env = Env(root, free_port(), bindir, db_id)
     _own(root)
     for path, text in ((root / "repo.key", KEY), (root / "pw", CANARY)):
         _write_private(path, text)
     _write_private(env.config, _config(env))
     if RUN_AS:
         _wrapper(env)
-    _init_cluster(env)
+    _init_cluster(env, **conf)
     env.pg("-l", str(root / "src.log"), "start")
+    return env
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[Env]:
+    env = _new_world(PG15, DB_ID)
+    root = env.root
     try:
         env.sql("CREATE TABLE markers (n int PRIMARY KEY)")
         writer = Writer(env, 0)
@@ -236,7 +251,7 @@ def world() -> Iterator[Env]:
 
 def _restore(env: Env, name: str, *target: str, check: bool = True) -> tuple[subprocess.CompletedProcess[str], int]:
     port = free_port()
-    proc = env.run("backups", "restore", DB_ID, *target, "--data-dir", str(env.root / name), "--port", str(port),
+    proc = env.run("backups", "restore", env.db_id, *target, "--data-dir", str(env.root / name), "--port", str(port),
                    "--local", check=check)
     return proc, port
 
@@ -358,3 +373,39 @@ def test_the_canary_password_appears_in_no_output_log_or_history(world: Env) -> 
     for log in [world.root / "src.log", *world.root.glob("r_*/dbfleet-recovery.log")]:
         if log.exists():
             assert CANARY not in log.read_text(errors="replace"), log
+
+
+def _embedded_bin() -> Path:
+    try:
+        from engines.embedded.postgres import bin_dir
+
+        return bin_dir()
+    except ImportError:
+        return Path("/nonexistent/embedded-postgres")
+
+
+def test_postgresql_18_incremental_base_backup_is_combined_on_restore() -> None:
+    env = _new_world(_embedded_bin(), "h6_src18", summarize_wal="on")
+    try:
+        env.sql("CREATE TABLE markers (n int PRIMARY KEY)")
+        env.sql("INSERT INTO markers SELECT generate_series(1, 100)")
+        env.run("backups", "run", env.db_id, "--physical", "--local")
+        env.sql("INSERT INTO markers SELECT generate_series(101, 200)")
+        env.run("backups", "run", env.db_id, "--incremental", "--local")
+        env.sql("INSERT INTO markers SELECT generate_series(201, 300)")
+        _archive_everything(env)
+        repo = env.repo()
+        manifests = [repo.load_manifest(d, b) for d, b in repo.backup_ids(env.db_id)]
+        assert [m["options"]["backup_type"] for m in manifests] == ["full", "incremental"]
+        assert manifests[1]["dump"]["extra"]["incremental_of"] == manifests[0]["backup_id"]
+        assert manifests[1]["stats"]["total_bytes"] < manifests[0]["stats"]["total_bytes"]
+        proc, port = _restore(env, "r18", "--latest")
+        try:
+            assert manifests[1]["backup_id"] in proc.stdout
+            assert set(env.markers(port)) == set(range(1, 301))
+        finally:
+            env.pg("-m", "fast", "stop", data=env.root / "r18")
+        assert CANARY not in "\n".join(env.outputs)
+    finally:
+        env.pg("-m", "immediate", "stop")
+        shutil.rmtree(env.root, ignore_errors=True)

@@ -9,6 +9,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,35 @@ def extract(repo: Repository, manifest: dict[str, Any], data_dir: Path, progress
         rc = proc.wait()
     if rc != 0:
         raise ToolFailed(f"tar -x exited with status {rc}: {scrub(err.strip()[-800:])}")
+
+
+def chain(backups: list[dict[str, Any]], base: dict[str, Any]) -> list[dict[str, Any]]:
+    """``base`` preceded by the backups it is incremental to, full backup first."""
+    by_id = {m["backup_id"]: m for m in backups}
+    out = [base]
+    while parent := out[0]["dump"]["extra"].get("incremental_of"):
+        if parent not in by_id:
+            raise RestoreRefused(f"incremental base backup {out[0]['backup_id']} needs {parent}, which is gone")
+        out.insert(0, by_id[parent])
+    return out
+
+
+def materialize(repo: Repository, backups: list[dict[str, Any]], data_dir: Path, major: int,
+                progress: Any = None) -> None:
+    """Extract one full backup, or a full + incremental chain combined with ``pg_combinebackup`` (17+)."""
+    if len(backups) == 1:
+        extract(repo, backups[0], data_dir, progress)
+        return
+    tool, _version = tools.pg_tool("pg_combinebackup", major)
+    with tempfile.TemporaryDirectory(prefix=f".{data_dir.name}-chain-", dir=data_dir.parent) as tmp:
+        parts = []
+        for i, manifest in enumerate(backups):
+            part = Path(tmp) / f"{i:03d}-{manifest['backup_id']}"
+            part.mkdir(mode=0o700)
+            extract(repo, manifest, part, progress)
+            parts.append(str(part))
+        data_dir.rmdir()
+        tools.run_tool([str(tool), "-o", str(data_dir), *parts], what="pg_combinebackup", timeout=6 * 3600)
 
 
 def verify_manifest(data_dir: Path, major: int) -> str:
@@ -153,15 +183,15 @@ def pitr_restore(repo: Repository, db: DatabaseConfig, target: RecoveryTarget, d
     if data_dir.exists() and any(data_dir.iterdir()):
         raise RestoreRefused(f"{data_dir} is not empty; restore into a new directory (--in-place is not built yet)")
     with RepoLock(repo.storage, SHARED, f"pitr restore {db.id}", wait=600):
-        full = [m for m in physical_backups(repo, db.id) if m["options"].get("backup_type") != "incremental"]
-        base = choose_base(full, target, backup_id)  # pg_combinebackup of incremental chains: not built yet
+        backups = physical_backups(repo, db.id)
+        base = choose_base(backups, target, backup_id)
         plan = plan_wal(repo, db.id, base, target)
         major = int(base["dump"]["extra"]["server_major"])
         bindir = _server_bin(major)
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             os.chmod(data_dir, 0o700)
-            extract(repo, base, data_dir, progress)
+            materialize(repo, chain(backups, base), data_dir, major, progress)
             verified = verify_manifest(data_dir, major)
             configure(data_dir, target, port, fetch_command(db.id, storage))
             user = _run_as(data_dir, os_user)

@@ -34,19 +34,24 @@ def verify_archives(repo: Repository, database_id: str | None, stored: dict[str,
     return problems
 
 
-def keep_for_window(repo: Repository, database_id: str, keep: dict[str, list[str]], window: str | None,
-                    now: datetime | None = None) -> None:
-    """Add to ``keep`` the newest base backup finished before ``now - window`` (none: the oldest one):
-    with it and the WAL after it, every point of the window stays recoverable."""
+def keep_for_pitr(repo: Repository, database_id: str, keep: dict[str, list[str]], window: str | None,
+                  now: datetime | None = None) -> None:
+    """Add to ``keep`` the newest base backup finished before ``now - window`` (none: the oldest one),
+    so that with the WAL after it every point of the window stays recoverable; then the parents of
+    every kept incremental base backup."""
+    bases = {m["backup_id"]: m for d, b in repo.backup_ids(database_id)
+             if is_physical(m := repo.load_manifest(d, b))}
     span = parse_window(window)
-    if span is None:
-        return
-    edge = (now or utcnow()) - span
-    bases = [m for d, b in repo.backup_ids(database_id) if is_physical(m := repo.load_manifest(d, b))]
-    older = [m for m in bases if datetime.fromisoformat(m["finished_at"]) <= edge]
-    chosen = older[-1] if older else (bases[0] if bases else None)
-    if chosen is not None:
-        keep.setdefault(chosen["backup_id"], []).append(f"pitr window {window}")
+    if span is not None and bases:
+        edge = (now or utcnow()) - span
+        older = [b for b, m in bases.items() if datetime.fromisoformat(m["finished_at"]) <= edge]
+        chosen = older[-1] if older else next(iter(bases))
+        keep.setdefault(chosen, []).append(f"pitr window {window}")
+    for backup_id in sorted(keep, reverse=True):
+        parent = bases.get(backup_id, {}).get("dump", {}).get("extra", {}).get("incremental_of")
+        while parent:
+            keep.setdefault(parent, []).append(f"parent of incremental {backup_id}")
+            parent = bases.get(parent, {}).get("dump", {}).get("extra", {}).get("incremental_of")
 
 
 def prune_wal(repo: Repository, kept: list[str], *, dry_run: bool) -> list[str]:
