@@ -23,12 +23,21 @@ _db = click.option("--db", "database_id", envvar="DBFLEET_DB", required=True,
 _storage = click.option("--storage", default=None, help="storage target (default: backup.storage)")
 
 
+def _config() -> Any:
+    """The config, loaded without workers.runtime: push and fetch run once per WAL file, and the history
+    store's imports (SQLAlchemy) would double their start-up time."""
+    import os
+
+    from engines.config import load_config
+
+    return load_config(os.environ.get("DBFLEET_CONFIG") or None)
+
+
 def _archive(database_id: str, storage: str | None, *, create: bool = False) -> Any:
     from engines.backup.engine import open_repository
     from engines.backup.wal.archive import WalArchive
-    from workers import runtime
 
-    cfg = runtime.config()
+    cfg = _config()
     db = cfg.database(database_id)
     if db.kind != "postgresql":
         raise click.UsageError(f"{database_id} is a {db.kind} database; WAL archiving is for PostgreSQL")
@@ -46,9 +55,7 @@ def wal() -> None:
 @_storage
 def wal_push(path: Path, database_id: str, storage: str | None) -> None:
     """Archive one WAL file (archive_command = 'dbfleet wal push %p --db ID')."""
-    from workers import runtime
-
-    section = runtime.config().database_scripts.backup
+    section = _config().database_scripts.backup
     level = section.compression_level if section.compression else None
     result = _archive(database_id, storage, create=True).push(path, level=level)
     err_console.print(f"wal push {result.name}: {result.status} ({human_bytes(result.size)}, "
