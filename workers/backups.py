@@ -113,7 +113,7 @@ def do_prune(db: DatabaseConfig, opts: dict[str, Any], progress: Progress | None
     repo = open_repository(runtime.config(), opts.get("storage"))
     result = run_prune(repo, section.retention, section.retention_days, database_id=db.id,
                        dry_run=_truthy(opts.get("dry_run", False)), lock_wait=float(opts.get("lock_wait", 60)),
-                       pitr_windows={d.id: d.backup.pitr_window for d in runtime.config().databases})
+                       pitr_windows={i: d.backup.pitr_window for i, d in runtime.config().databases.items()})
     return result, True, None
 
 
