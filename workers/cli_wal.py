@@ -69,17 +69,18 @@ def wal_push(path: Path, database_id: str, storage: str | None) -> None:
 @_storage
 def wal_fetch(name: str, dest: Path, database_id: str, storage: str | None) -> None:
     """Restore one archived WAL file (restore_command = 'dbfleet wal fetch %f %p --db ID')."""
-    from engines.errors import IntegrityError
+    from engines.errors import DbfleetError, IntegrityError
 
     try:
         found = _archive(database_id, storage).fetch(name, dest)
-    except IntegrityError as exc:
-        err_console.print(f"[red]error:[/red] wal fetch {name}: damaged in the repository: {exc}; "
-                          "recovery stops here rather than ending early")
-        sys.exit(EXIT_DAMAGED)
-    except ValueError as exc:
+    except ValueError as exc:  # not a WAL file name
         err_console.print(f"wal fetch: {exc}")
         sys.exit(EXIT_MISSING)
+    except DbfleetError as exc:  # damaged, unreadable storage, wrong key: never "end of archive"
+        what = "damaged in the repository" if isinstance(exc, IntegrityError) else "cannot be read"
+        err_console.print(f"[red]error:[/red] wal fetch {name}: {what}: {exc}; "
+                          "recovery stops here rather than ending early")
+        sys.exit(EXIT_DAMAGED)
     if not found:
         err_console.print(f"wal fetch {name}: not archived", highlight=False)
         sys.exit(EXIT_MISSING)
