@@ -93,7 +93,8 @@ def prepare(port: int, events: int) -> None:
 
 def pgbackrest_conf(root: Path, data: Path, port: int) -> Path:
     repo = root / "pgbackrest-repo"
-    repo.mkdir(exist_ok=True)
+    shutil.rmtree(repo, ignore_errors=True)  # a fresh repository each run: sizes and pushes comparable
+    repo.mkdir()
     own(repo)
     conf = root / "pgbackrest.conf"
     conf.write_text(f"[global]\nrepo1-path={repo}\nrepo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass=bench-cipher\n"
