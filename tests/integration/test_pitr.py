@@ -265,32 +265,54 @@ def test_a_backup_killed_midway_leaves_no_visible_backup_and_the_next_one_succee
     assert len([p for p in (world.root / "repo" / "backups").rglob("*") if p.is_file()]) == 1
 
 
-def test_restore_to_a_time_recovers_exactly_the_markers_committed_before_it(world: Env) -> None:
-    committed = world.markers()
+def _time_target(world: Env, committed: dict[int, datetime]) -> datetime:
+    """Halfway between two markers committed well after the base backup."""
     assert world.backup_done_at is not None
     later = sorted(ts for ts in committed.values() if ts > world.backup_done_at + timedelta(seconds=0.3))
     assert len(later) > 50, "the writer should have committed markers well after the base backup"
     i = len(later) // 2
-    target = later[i] + (later[i + 1] - later[i]) / 2
-    expected = {n for n, ts in committed.items() if ts <= target}
-    _proc, port = _restore(world, "r_time", "--pitr", target.isoformat())
-    try:
-        restored = set(world.markers(port))
-        assert restored == expected
-        assert len(expected) < len(committed)  # the target really cut the history short
-    finally:
-        world.pg("-m", "fast", "stop", data=world.root / "r_time")
+    return later[i] + (later[i + 1] - later[i]) / 2
 
 
-def test_latest_recovers_every_archived_marker(world: Env) -> None:
-    committed = set(world.markers())
-    proc, port = _restore(world, "r_latest", "--latest")
-    try:
-        assert set(world.markers(port)) == committed
-        assert world.sql("SELECT pg_is_in_recovery()", port)[0][0] is False
-    finally:
-        world.pg("-m", "fast", "stop", data=world.root / "r_latest")
-    assert "r_latest" in proc.stdout or "latest" in proc.stdout
+@pytest.fixture(scope="module")
+def restored(world: Env) -> Iterator[dict[str, Any]]:
+    """Two restores run side by side (each is mostly process start-ups): to a time, and --latest."""
+    committed = world.markers()
+    target = _time_target(world, committed)
+    runs = {"r_time": ("--pitr", target.isoformat()), "r_latest": ("--latest",)}
+    started = {}
+    for name, args in runs.items():
+        port = free_port()
+        cmd = [world.dbfleet, "--config", str(world.config), "backups", "restore", DB_ID, *args,
+               "--data-dir", str(world.root / name), "--port", str(port), "--local"]
+        started[name] = (subprocess.Popen(cmd, user=RUN_AS, env=world.env(), stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True), port)
+    out: dict[str, Any] = {"committed": committed, "target": target}
+    for name, (proc, port) in started.items():
+        stdout, stderr = proc.communicate(timeout=600)
+        world.outputs += [stdout, stderr]
+        out[name] = {"rc": proc.returncode, "stdout": stdout, "stderr": stderr, "port": port}
+    yield out
+    for name in runs:
+        if (world.root / name / "postmaster.pid").exists():
+            world.pg("-m", "fast", "stop", data=world.root / name)
+
+
+def test_restore_to_a_time_recovers_exactly_the_markers_committed_before_it(world: Env, restored: dict[str, Any]) -> None:
+    run = restored["r_time"]
+    assert run["rc"] == 0, run["stderr"][-3000:]
+    expected = {n for n, ts in restored["committed"].items() if ts <= restored["target"]}
+    assert set(world.markers(run["port"])) == expected
+    assert len(expected) < len(restored["committed"])  # the target really cut the history short
+    assert "last_transaction_at" in run["stdout"]  # the reached point is reported
+    assert "recovery stopping before commit" in (world.root / "r_time" / "dbfleet-recovery.log").read_text()
+
+
+def test_latest_recovers_every_archived_marker(world: Env, restored: dict[str, Any]) -> None:
+    run = restored["r_latest"]
+    assert run["rc"] == 0, run["stderr"][-3000:]
+    assert set(world.markers(run["port"])) == set(restored["committed"])
+    assert world.sql("SELECT pg_is_in_recovery()", run["port"])[0][0] is False
 
 
 def test_wal_push_is_idempotent_and_refuses_a_different_file_under_the_same_name(world: Env) -> None:
