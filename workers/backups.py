@@ -87,7 +87,7 @@ def do_restore(db: DatabaseConfig, opts: dict[str, Any], progress: Progress | No
     """Restore a backup of ``db`` into ``target`` (a database id; default: ``db`` itself)."""
     from workers import physical  # point-in-time restores into a new data directory
 
-    if any(opts.get(k) for k in physical.PITR_OPTIONS):
+    if physical.wants_pitr(db, opts):
         return physical.do_pitr_restore(db, opts, progress)
     cfg = runtime.config()
     target_db = cfg.database(opts.get("target") or db.id)

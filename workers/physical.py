@@ -34,6 +34,23 @@ def wants_physical(db: DatabaseConfig, options: dict[str, Any]) -> bool:
     return str(physical).strip().lower() in ("1", "true", "yes", "on")
 
 
+def wants_pitr(db: DatabaseConfig, options: dict[str, Any]) -> bool:
+    """True when a restore is physical: a PITR option was given, or the backup asked for is a base backup."""
+    if any(options.get(k) for k in PITR_OPTIONS):
+        return True
+    if db.kind != "postgresql":
+        return False
+    from engines.backup.engine import find_backup
+    from engines.backup.physical import is_physical
+    from engines.errors import BackupNotFound
+
+    try:
+        repo = open_repository(runtime.config(), options.get("storage"))
+        return is_physical(find_backup(repo, db.id, options.get("backup_id")))
+    except BackupNotFound:
+        return False
+
+
 def do_physical_backup(db: DatabaseConfig, opts: dict[str, Any], progress: Any = None) -> Result:
     """A pg_basebackup base backup of ``db`` into the repository (created on first use)."""
     from workers.backups import _level

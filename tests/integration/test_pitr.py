@@ -331,6 +331,12 @@ def test_wal_push_is_idempotent_and_refuses_a_different_file_under_the_same_name
     assert "different file is already archived" in refused.stderr
 
 
+def test_restoring_a_base_backup_without_a_data_dir_is_refused_with_the_way_to_do_it(world: Env) -> None:
+    proc = world.run("backups", "restore", DB_ID, "--local", check=False)
+    assert proc.returncode != 0
+    assert "needs --data-dir" in proc.stderr
+
+
 def test_wal_fetch_of_a_missing_file_exits_1(world: Env) -> None:
     proc = world.run("wal", "fetch", "--db", DB_ID, "00000001000000FF000000FE", str(world.root / "nope"),
                      check=False)
@@ -384,7 +390,8 @@ def test_a_corrupted_wal_chunk_is_detected_by_verify_and_fetch(world: Env) -> No
 
 
 def test_the_canary_password_appears_in_no_output_log_or_history(world: Env) -> None:
-    world.run("wal", "status", "--db", DB_ID)
+    status = world.run("wal", "status", "--db", DB_ID)
+    assert "newest segment" in status.stdout and "continuity from each base backup" in status.stdout
     seen = "\n".join(world.outputs)
     assert "base backup" in seen or "pg_basebackup" in seen  # the outputs were captured
     assert CANARY not in seen
