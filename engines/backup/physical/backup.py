@@ -125,7 +125,7 @@ def run_physical_backup(repo: Repository, db: DatabaseConfig, *, level: int | No
     facts = server_facts(db, password)
     tool, version = tools.pg_tool("pg_basebackup", facts["server_major"])
     with RepoLock(repo.storage, SHARED, f"physical backup {db.id}", wait=lock_wait), \
-            tools.private_dir("dbfleet-basebackup-") as tmp:
+            tools.private_dir(prefix="dbfleet-basebackup-") as tmp:
         known = set(repo.chunk_sizes())
         started, t0 = utcnow(), time.monotonic()
         backup_id = new_backup_id(started)
