@@ -107,6 +107,11 @@ def _task_id(task_id: str | None) -> str:
 def do_backup(db: DatabaseConfig, opts: dict[str, Any], progress: Progress | None = None,
               task_id: str | None = None) -> Result:
     """Back ``db`` up into the configured (or ``storage``) repository, creating it on first use."""
+    from workers import physical  # PostgreSQL physical backups: --physical or backup.method: physical
+
+    if physical.wants_physical(db, opts):
+        with task_dir(_workdir(opts), _task_id(task_id)) as work:
+            return physical.do_physical_backup(db, opts, progress, workdir=work)
     cfg = runtime.config()
     repo = open_repository(cfg, opts.get("storage"), create=True)
     with task_dir(_workdir(opts), _task_id(task_id)) as work:
@@ -131,6 +136,10 @@ def do_verify(db: DatabaseConfig, opts: dict[str, Any], progress: Progress | Non
 def do_restore(db: DatabaseConfig, opts: dict[str, Any], progress: Progress | None = None,
                task_id: str | None = None) -> Result:
     """Restore a backup of ``db`` into ``target`` (a database id; default: ``db`` itself)."""
+    from workers import physical  # point-in-time restores into a new data directory
+
+    if physical.wants_pitr(db, opts):
+        return physical.do_pitr_restore(db, opts, progress)
     cfg = runtime.config()
     target_db = cfg.database(opts.get("target") or db.id)
     options = _restore_options(target_db, opts)
@@ -159,7 +168,8 @@ def do_prune(db: DatabaseConfig, opts: dict[str, Any], progress: Progress | None
     section = runtime.config().database_scripts.backup
     repo = open_repository(runtime.config(), opts.get("storage"))
     result = run_prune(repo, section.retention, section.retention_days, database_id=db.id,
-                       dry_run=_truthy(opts.get("dry_run", False)), lock_wait=float(opts.get("lock_wait", 60)))
+                       dry_run=_truthy(opts.get("dry_run", False)), lock_wait=float(opts.get("lock_wait", 60)),
+                       pitr_windows={i: d.backup.pitr_window for i, d in runtime.config().databases.items()})
     return result, True, None
 
 

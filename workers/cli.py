@@ -367,6 +367,7 @@ def _register() -> None:
     from workers.cli_migrate import migrate
     from workers.cli_repo import repo
     from workers.cli_tune import tune
+    from workers.cli_wal import wal
 
     cli.add_command(backups)
     cli.add_command(repo)
@@ -375,6 +376,7 @@ def _register() -> None:
     cli.add_command(tune)
     cli.add_command(migrate)
     cli.add_command(kinds)
+    cli.add_command(wal)
 
 
 _register()

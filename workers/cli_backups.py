@@ -132,6 +132,21 @@ _timeout = click.option("--timeout", default=6 * 3600.0, show_default=True, help
 _storage = click.option("--storage", default=None, help="storage target (default: backup.storage)")
 
 
+def pitr_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--pitr/--lsn/--xid/--target-name/--latest/--immediate --data-dir --port (docs/pitr.md)."""
+    for opt in reversed([
+            click.option("--pitr", default=None, help="PostgreSQL PITR: recover to this time (with a zone)"),
+            click.option("--lsn", default=None, help="PITR: recover to this WAL position"),
+            click.option("--xid", default=None, help="PITR: recover to this transaction id"),
+            click.option("--target-name", default=None, help="PITR: recover to this restore point"),
+            click.option("--latest", is_flag=True, help="PITR: replay every archived WAL file"),
+            click.option("--immediate", is_flag=True, help="PITR: stop as soon as the base backup is consistent"),
+            click.option("--data-dir", default=None, help="PITR: the new data directory"),
+            click.option("--port", default=None, type=int, help="PITR: port of the recovered server")]):
+        func = opt(func)
+    return func
+
+
 @click.group("backups")
 def backups() -> None:
     """Back up, verify, restore, drill and prune."""
@@ -141,11 +156,15 @@ def backups() -> None:
 @click.argument("database_id")
 @_storage
 @click.option("--no-compression", is_flag=True, help="store chunks uncompressed")
+@click.option("--physical", is_flag=True, default=None, help="PostgreSQL: pg_basebackup base backup (docs/pitr.md)")
+@click.option("--incremental", is_flag=True, default=None, help="with --physical, PostgreSQL 17+: block-level incremental")
 @_local
 @_timeout
-def backups_run(database_id: str, storage: str | None, no_compression: bool, local: bool, timeout: float) -> None:
+def backups_run(database_id: str, storage: str | None, no_compression: bool, local: bool, timeout: float,
+                physical: bool | None, incremental: bool | None) -> None:
     """Take a backup of DATABASE_ID now."""
     opts: dict[str, Any] = {"storage": storage} if storage else {}
+    opts |= {k: True for k, v in (("physical", physical or incremental), ("incremental", incremental)) if v}
     if no_compression:
         opts["compression"] = False
     _go("backup", database_id, opts, local, timeout)
@@ -176,6 +195,7 @@ def backups_verify(database_id: str, backup_id: str | None, read_data: bool, sub
 @click.option("--clean", is_flag=True, help="drop existing objects instead of refusing a non-empty target")
 @click.option("--jobs", default=2, show_default=True, help="pg_restore parallel jobs")
 @click.option("--no-owner", is_flag=True, help="PostgreSQL: do not restore ownership and grants")
+@pitr_options
 @_storage
 @_local
 @_timeout

@@ -56,6 +56,9 @@ def verify(repo: Repository, database_id: str | None = None, backup_id: str | No
                     if error:
                         problems.append({"backup": ", ".join(sorted(users[cid])), "object": repo.chunk_key(cid),
                                          "problem": error})
+        from engines.backup.wal.hooks import verify_archives  # WAL continuity and chunks (docs/pitr.md)
+
+        problems += verify_archives(repo, database_id, stored, read_data)
     return {"ok": not problems, "backups_checked": len(ids), "chunks_referenced": len(users),
             "chunks_read": len(to_read) if read_data else 0, "bytes_read": read_bytes,
             "read_data": read_data, "subset_percent": subset if read_data else None,

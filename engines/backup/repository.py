@@ -30,7 +30,7 @@ VERSION = 2
 CHUNKER = {"algorithm": "fastcdc2020", "avg_size": 1 << 20, "min_size": 256 << 10, "max_size": 4 << 20,
            "normalized_chunking": 1, "seed": 0}
 # prefixes whose objects mean "a repository lives here" (a location holding any is never re-initialised)
-OBJECT_PREFIXES = ("keys/", "backups/", "index/", "data/")
+OBJECT_PREFIXES = ("keys/", "backups/", "index/", "data/", "wal/")
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=-]{0,99}$")
 
 

@@ -1,0 +1,219 @@
+"""Benchmark: dbfleet physical backup/restore and WAL push vs pg_basebackup -Ft and pgBackRest, same data, same run.
+
+    .venv/bin/python ops/bench/pitr.py [--events 1000000] [--dir /tmp/h6-bench-pitr] [--segments 8]
+
+Creates a PostgreSQL 15 cluster with initdb (as the `postgres` OS user when run as root),
+loads the music database (Faker users, catalogue, play_events), then times:
+  - dbfleet physical backup (pg_basebackup tar stream -> chunks, zstd 3, AES-256-GCM)
+  - pg_basebackup -Ft to a local directory (no compression, no encryption)
+  - pgBackRest full backup (compress-type=zst level 3, repo1-cipher-type=aes-256-cbc), if installed
+  - restore of each into a new data directory (dbfleet: verified chunks, tar -x, pg_verifybackup)
+  - WAL push of --segments segments, one process per segment as archive_command runs them
+Prints wall times, bytes, ratios and the command lines; asserts nothing about time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import psycopg  # noqa: E402
+
+from engines.backup.physical.backup import run_physical_backup  # noqa: E402
+from engines.backup.physical.restore import extract, verify_manifest  # noqa: E402
+from engines.backup.repository import Repository  # noqa: E402
+from engines.config import DatabaseConfig  # noqa: E402
+from engines.embedded.music import generate_music_database  # noqa: E402
+from engines.embedded.redis import free_port  # noqa: E402
+from engines.storage.filesystem import FilesystemStorage  # noqa: E402
+
+PG15 = Path("/usr/lib/postgresql/15/bin")
+PASSWORD = "bench-password"
+USER = "postgres" if os.geteuid() == 0 else None
+DBFLEET = str(Path(sys.executable).with_name("dbfleet"))
+
+
+def timed(label: str, fn: Any) -> tuple[float, Any]:
+    start = time.perf_counter()
+    value = fn()
+    wall = time.perf_counter() - start
+    print(f"  {label:<52} {wall:8.1f} s", flush=True)
+    return wall, value
+
+
+def du(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def as_user(args: list[str], **kw: Any) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(args, user=USER, check=True, capture_output=True, **kw)
+
+
+def own(path: Path) -> None:
+    if USER:
+        shutil.chown(path, USER, USER)
+
+
+def cluster(root: Path, port: int) -> Path:
+    """initdb + start a PostgreSQL 15 cluster archiving with cp into root/walcopy."""
+    data, walcopy = root / "pg15", root / "walcopy"
+    if not (data / "PG_VERSION").exists():
+        pw = root / "pw"
+        pw.write_text(PASSWORD + "\n")
+        own(pw)
+        as_user([str(PG15 / "initdb"), "-D", str(data), "-U", "postgres", "--auth-host=scram-sha-256",
+                 "--auth-local=trust", f"--pwfile={pw}"])
+        walcopy.mkdir(exist_ok=True)
+        own(walcopy)
+        conf = {"listen_addresses": "127.0.0.1", "unix_socket_directories": str(root), "wal_level": "replica",
+                "archive_mode": "on", "archive_command": f"cp %p {walcopy}/%f", "max_wal_size": "2GB"}
+        with open(data / "postgresql.conf", "a") as fh:
+            fh.writelines(f"{k} = '{v}'\n" for k, v in conf.items())
+    as_user([str(PG15 / "pg_ctl"), "-D", str(data), "-w", "-o", f"-p {port}", "-l", str(root / "pg15.log"), "start"])
+    return data
+
+
+def prepare(port: int, events: int) -> None:
+    kw = {"host": "127.0.0.1", "port": port, "user": "postgres", "password": PASSWORD}
+    with psycopg.connect(dbname="postgres", autocommit=True, **kw) as admin:
+        if admin.execute("SELECT 1 FROM pg_database WHERE datname = 'music'").fetchone():
+            return
+        admin.execute("CREATE DATABASE music")
+    with psycopg.connect(dbname="music", autocommit=True, **kw) as conn:
+        timed(f"generate music database ({events:,} play events)", lambda: generate_music_database(conn, events))
+
+
+def pgbackrest_conf(root: Path, data: Path, port: int) -> Path:
+    repo = root / "pgbackrest-repo"
+    shutil.rmtree(repo, ignore_errors=True)  # a fresh repository each run: sizes and pushes comparable
+    repo.mkdir()
+    own(repo)
+    conf = root / "pgbackrest.conf"
+    conf.write_text(f"[global]\nrepo1-path={repo}\nrepo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass=bench-cipher\n"
+                    f"compress-type=zst\ncompress-level=3\nprocess-max=2\nlog-level-console=warn\n"
+                    f"log-path={root}\nlock-path={root}\nspool-path={root}\narchive-check=n\nstart-fast=y\n"
+                    f"[bench]\npg1-path={data}\npg1-port={port}\npg1-socket-path={root}\n")
+    own(conf)
+    return conf
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/h6-bench-pitr"))
+    parser.add_argument("--segments", type=int, default=8)
+    args = parser.parse_args()
+    root = args.dir.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    own(root)
+    port = free_port()
+    data = cluster(root, port)
+    try:
+        run(root, data, port, args)
+    finally:
+        as_user([str(PG15 / "pg_ctl"), "-D", str(data), "-w", "-m", "fast", "stop"])
+
+
+def run(root: Path, data: Path, port: int, args: argparse.Namespace) -> None:
+    prepare(port, args.events)
+    print(f"cluster: {du(data) / 2**20:,.0f} MiB data directory; 2 cores shared with other work", flush=True)
+    work = root / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    own(work)
+    os.environ["H6_BENCH_PW"] = PASSWORD
+    db = DatabaseConfig(id="bench", kind="postgresql", host="127.0.0.1", port=port, dbname="postgres",
+                        user="postgres", password_env="H6_BENCH_PW")
+    f: dict[str, float] = {}
+    repo = Repository.init(FilesystemStorage(work / "dbfleet-repo"), "bench-key")
+    f["dbfleet"], res = timed("dbfleet physical backup (zstd 3, AES-256-GCM)", lambda: run_physical_backup(repo, db))
+    stored = du(work / "dbfleet-repo")
+    env = {"PATH": os.environ["PATH"], "PGPASSWORD": PASSWORD}
+    base_cmd = [str(PG15 / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-Ft",
+                "-X", "fetch", "-c", "fast", "-D", str(work / "pg_basebackup")]
+    f["pg_basebackup"], _ = timed("pg_basebackup -Ft -X fetch -D dir (plain)", lambda: subprocess.run(
+        base_cmd, env=env, check=True))
+    plain = du(work / "pg_basebackup")
+    manifest = next(m for m in [repo.load_manifest("bench", res["backup_id"])])
+    restore_dir = work / "restore-dbfleet"
+    restore_dir.mkdir(mode=0o700)
+    f["dbfleet_restore"], _ = timed("dbfleet restore (verify chunks, tar -x, pg_verifybackup)", lambda: (
+        extract(repo, manifest, restore_dir), verify_manifest(restore_dir, 15)))
+    rest = pgbackrest_runs(root, data, port, work) if shutil.which("pgbackrest") else None
+    pushes = wal_pushes(root, work, args.segments, rest is not None)
+    report(f, stored, plain, res, rest, pushes, base_cmd)
+
+
+def pgbackrest_runs(root: Path, data: Path, port: int, work: Path) -> dict[str, Any]:
+    conf = pgbackrest_conf(root, data, port)
+    pb = ["pgbackrest", f"--config={conf}", "--stanza=bench"]
+    as_user([*pb, "stanza-create"])
+    backup_wall, _ = timed("pgbackrest backup --type=full (zst 3, aes-256-cbc)",
+                           lambda: as_user([*pb, "--type=full", "backup"]))
+    size = du(root / "pgbackrest-repo" / "backup")
+    target = work / "restore-pgbackrest"
+    target.mkdir(mode=0o700)
+    own(target)
+    restore_wall, _ = timed("pgbackrest restore", lambda: as_user([*pb, f"--pg1-path={target}", "restore"]))
+    return {"backup": backup_wall, "size": size, "restore": restore_wall, "cmd": pb, "conf": conf}
+
+
+def wal_pushes(root: Path, work: Path, count: int, with_pgbackrest: bool) -> dict[str, float]:
+    """Push ``count`` archived segments one process each, as archive_command does."""
+    segments = sorted(p for p in (root / "walcopy").iterdir() if len(p.name) == 24)[-count:]
+    cfg = work / "dbfleet.yaml"
+    key = work / "repo.key"
+    key.write_text("bench-key")
+    cfg.write_text(f"storage:\n  repo:\n    type: filesystem\n    path: {work / 'dbfleet-repo'}\n"
+                   f"    key_file: {key}\ndatabases:\n  bench:\n    kind: postgresql\n    host: 127.0.0.1\n"
+                   f"fleet:\n  state_dir: {work / 'state'}\n")
+    out: dict[str, float] = {"segments": len(segments)}
+    out["dbfleet"], _ = timed(f"dbfleet wal push x{len(segments)} (one process each)", lambda: [subprocess.run(
+        [DBFLEET, "--config", str(cfg), "wal", "push", str(s), "--db", "bench"], check=True, capture_output=True)
+        for s in segments])
+    if with_pgbackrest:
+        conf = root / "pgbackrest.conf"
+        out["pgbackrest"], _ = timed(f"pgbackrest archive-push x{len(segments)}", lambda: [as_user(
+            ["pgbackrest", f"--config={conf}", "--stanza=bench", "archive-push", str(s)]) for s in segments])
+    return out
+
+
+def report(f: dict[str, float], stored: int, plain: int, res: dict[str, Any], rest: dict[str, Any] | None,
+           pushes: dict[str, float], base_cmd: list[str]) -> None:
+    mib = 2**20
+    print()
+    print("commands:")
+    print("  dbfleet: run_physical_backup -> pg_basebackup --format=tar --pgdata=- --wal-method=fetch "
+          "--checkpoint=fast | chunker/zstd 3/AES-GCM")
+    print(f"  plain:   {' '.join(base_cmd)}")
+    print(f"  wal:     {DBFLEET} --config CFG wal push SEGMENT --db bench")
+    print(f"backup: dbfleet {f['dbfleet']:.1f} s vs pg_basebackup -Ft {f['pg_basebackup']:.1f} s  ratio "
+          f"{f['dbfleet'] / f['pg_basebackup']:.2f}; stored {stored / mib:,.0f} MiB vs plain tar {plain / mib:,.0f} MiB "
+          f"(stream {res['stats']['total_bytes'] / mib:,.0f} MiB)")
+    if rest:
+        print(f"  pgbackrest: {' '.join(rest['cmd'])} backup|restore  (config {rest['conf']})")
+        print(f"backup vs pgBackRest: {f['dbfleet']:.1f} s vs {rest['backup']:.1f} s ratio "
+              f"{f['dbfleet'] / rest['backup']:.2f} (target <= 1.2); repository {stored / mib:,.0f} MiB vs "
+              f"{rest['size'] / mib:,.0f} MiB ratio {stored / rest['size']:.2f} (target <= 1.1)")
+        print(f"restore vs pgBackRest: {f['dbfleet_restore']:.1f} s vs {rest['restore']:.1f} s ratio "
+              f"{f['dbfleet_restore'] / rest['restore']:.2f} (target <= 1.0)")
+    else:
+        print("pgBackRest: not installed (apt-get install pgbackrest) - skipped")
+    n = pushes["segments"]
+    line = f"WAL push: dbfleet {n / pushes['dbfleet']:.2f} segments/s ({pushes['dbfleet'] / n:.2f} s each)"
+    if "pgbackrest" in pushes:
+        line += (f" vs pgBackRest archive-push {n / pushes['pgbackrest']:.2f} segments/s; "
+                 f"throughput ratio {pushes['pgbackrest'] / pushes['dbfleet']:.2f}")
+    print(line)
+
+
+if __name__ == "__main__":
+    main()
