@@ -1,0 +1,96 @@
+"""The contract of an in-place masking target, and the lookup from database kind to its class."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from engines.compliance.base import load
+
+CONTROL_TABLE = "dbfleet_anonymize_checkpoints"
+
+
+@dataclass
+class ColumnShape:
+    """What masking needs to know of a column."""
+
+    name: str
+    sql_type: str
+    nullable: bool = True
+    unique: bool = False
+    max_length: int | None = None
+
+
+@dataclass
+class TableShape:
+    """A table to mask: its key (ordered), its columns."""
+
+    name: str
+    key: list[str]
+    columns: dict[str, ColumnShape] = field(default_factory=dict)
+    ident: Any = None
+
+
+@dataclass
+class Checkpoint:
+    """How far a job got: the last key masked (a list, one value per key column) and rows masked."""
+
+    job_id: str
+    last_key: list[Any] | None
+    rows_done: int
+    finished: bool = False
+
+
+class MaskTarget(abc.ABC):
+    """Masks one table of one database in batches, each batch and its checkpoint in one transaction.
+
+    Contract:
+    - ``describe`` reads the table's key, columns, nullability, single-column unique constraints;
+    - ``checkpoint`` reads a job's row of the control table (created on first use), None when new;
+    - ``batch`` returns up to ``n`` rows (key values then masked columns' values) with keys greater than
+      ``after``, in key order, locked against concurrent writers until ``write`` commits;
+    - ``write`` updates those rows with the new values AND upserts the checkpoint in the same transaction,
+      so a crash (kill -9) loses the batch and its checkpoint together and a resume masks each row once;
+    - ``taken`` says which of ``values`` appear in ``column`` in rows with keys above ``bound`` (not masked
+      yet) or, with ``above=False``, at or below it (masked already): how unique columns avoid collisions.
+    """
+
+    kind: ClassVar[str]
+
+    def __init__(self, connector: Any) -> None:
+        self.connector = connector
+
+    @abc.abstractmethod
+    def describe(self, table: str) -> TableShape: ...
+
+    @abc.abstractmethod
+    def checkpoint(self, job_id: str) -> Checkpoint | None: ...
+
+    @abc.abstractmethod
+    def reset(self, job_id: str) -> None: ...
+
+    @abc.abstractmethod
+    def start(self, shape: TableShape, job_id: str, table: str, rules: str) -> None: ...
+
+    @abc.abstractmethod
+    def batch(self, shape: TableShape, columns: list[str], after: list[Any] | None, n: int) -> list[tuple[Any, ...]]: ...
+
+    @abc.abstractmethod
+    def taken(self, shape: TableShape, column: str, values: list[Any], bound: list[Any], above: bool) -> set[Any]: ...
+
+    @abc.abstractmethod
+    def write(self, shape: TableShape, columns: list[str], rows: list[tuple[Any, ...]], cp: Checkpoint,
+              finished: bool) -> None: ...
+
+    @abc.abstractmethod
+    def rollback(self) -> None: ...
+
+
+MASK_TARGETS = {"postgresql": "engines.compliance.anonymize.postgres:PostgresMaskTarget"}
+
+
+def mask_target_class(kind: str) -> type[MaskTarget]:
+    """The in-place masking class of ``kind``."""
+    cls: type[MaskTarget] = load(MASK_TARGETS, kind, "in-place anonymisation")
+    return cls

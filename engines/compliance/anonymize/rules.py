@@ -1,0 +1,196 @@
+"""Deterministic masking rules: the same value under the same key always gives the same fake.
+
+Every fake is drawn from a Faker instance (or an HMAC byte stream) seeded with HMAC-SHA256(key, rule, value),
+so joins and foreign keys stay consistent across tables and databases masked with one key. The key is
+never stored; only its fingerprint (a second HMAC) may be recorded to tell runs apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import string
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from engines.errors import ConfigError
+
+RULES = ("email", "name", "phone", "default", "hash", "null", "redact", "keep", "date_shift", "generalize",
+         "card", "iban", "faker")
+# rules whose output repeats for different inputs: never on a unique column
+NOT_UNIQUE = ("null", "redact", "generalize", "date_shift")
+_PROVIDER = re.compile(r"^[a-z][a-z0-9_]*$")
+_FORBIDDEN = {"seed", "seed_instance", "seed_locale", "add_provider", "get_providers", "provider", "format",
+              "set_formatter", "get_formatter", "parse", "random", "unique", "optional", "weights"}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A parsed rule: ``email``, ``date_shift:30``, ``faker:company``."""
+
+    name: str
+    arg: str | None = None
+
+    @property
+    def text(self) -> str:
+        return f"{self.name}:{self.arg}" if self.arg else self.name
+
+
+def parse_rule(text: str, where: str = "rule") -> Rule:
+    """Parse and check a rule; unknown names list the known ones."""
+    name, _, arg = str(text).strip().partition(":")
+    name = name.strip().lower()
+    if name not in RULES:
+        raise ConfigError([(where, f"unknown anonymisation rule {text!r}; known: {', '.join(RULES)} (faker:<provider>)")])
+    if name == "faker" and not (_PROVIDER.match(arg) and arg not in _FORBIDDEN):
+        raise ConfigError([(where, f"faker rule needs a Faker provider name, e.g. faker:company (got {arg!r})")])
+    if name == "date_shift" and arg and not arg.isdigit():
+        raise ConfigError([(where, f"date_shift:<days> takes a whole number of days (got {arg!r})")])
+    if name == "generalize" and arg and not arg.isdigit():
+        raise ConfigError([(where, f"generalize:<n> takes a bucket size (got {arg!r})")])
+    return Rule(name, arg or None)
+
+
+class Masker:
+    """Applies rules to values, deterministically under ``key``."""
+
+    def __init__(self, key: bytes, locale: str = "en_US") -> None:
+        from faker import Faker
+
+        if len(key) < 16:
+            raise ConfigError([("compliance.key", "the anonymisation key must be at least 16 bytes")])
+        self._key = key
+        self.fake = Faker(locale)
+        self.fingerprint = hmac.new(key, b"dbfleet-anonymize-fingerprint", hashlib.sha256).hexdigest()[:16]
+
+    def digest(self, rule: str, value: Any, attempt: int = 0) -> bytes:
+        """HMAC-SHA256 of the rule, the value's text and the collision attempt."""
+        msg = f"{rule}\x00{value}\x00{attempt}".encode()
+        return hmac.new(self._key, msg, hashlib.sha256).digest()
+
+    def _seeded(self, rule: str, value: Any, attempt: int) -> Any:
+        self.fake.seed_instance(int.from_bytes(self.digest(rule, value, attempt)[:8], "big"))
+        return self.fake
+
+    def _stream(self, rule: str, value: Any, attempt: int, n: int) -> bytes:
+        out, block = b"", 0
+        while len(out) < n:
+            out += self.digest(f"{rule}#{block}", value, attempt)
+            block += 1
+        return out[:n]
+
+    def apply(self, rule: Rule, value: Any, max_length: int | None = None, attempt: int = 0) -> Any:
+        """The masked value of ``value``; NULL stays NULL (except for ``keep``, everything else is replaced)."""
+        if value is None or rule.name == "keep":
+            return value
+        if rule.name == "null":
+            return None
+        out = getattr(self, f"_r_{rule.name}")(rule, value, attempt)
+        if isinstance(out, str) and max_length:
+            out = out[:max_length]
+        return out
+
+    # -- rules ---------------------------------------------------------------------------------
+    def _r_email(self, rule: Rule, value: Any, attempt: int) -> str:
+        fake = self._seeded("email", value, attempt)
+        tag = self.digest("email-tag", value, attempt).hex()[:6]
+        return f"{fake.user_name()}.{tag}@{fake.safe_domain_name()}"
+
+    def _r_name(self, rule: Rule, value: Any, attempt: int) -> str:
+        return str(self._seeded("name", value, attempt).name())
+
+    def _r_faker(self, rule: Rule, value: Any, attempt: int) -> Any:
+        fake = self._seeded(f"faker:{rule.arg}", value, attempt)
+        fn = getattr(fake, str(rule.arg), None)
+        if not callable(fn):
+            raise ConfigError([("rule", f"Faker has no provider {rule.arg!r}")])
+        out = fn()
+        return out if isinstance(out, (date, datetime, int, float)) and not isinstance(value, str) else str(out)
+
+    def _r_hash(self, rule: Rule, value: Any, attempt: int) -> str:
+        return self.digest("hash", value, attempt).hex()
+
+    def _r_redact(self, rule: Rule, value: Any, attempt: int) -> Any:
+        if not isinstance(value, str):
+            return self._r_default(rule, value, attempt)
+        return "".join("*" if ch.isalnum() else ch for ch in value)
+
+    def _r_phone(self, rule: Rule, value: Any, attempt: int) -> str:
+        text = str(value)
+        keep = re.match(r"^\s*\+\d{1,3}", text)  # keep the country calling code
+        head = keep.group() if keep else ""
+        return head + self._shape(text[len(head):], "phone", value, attempt, letters=False)
+
+    def _r_default(self, rule: Rule, value: Any, attempt: int) -> Any:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int):
+            digits = self._shape(str(abs(value)), "default", value, attempt)
+            return int(digits) * (-1 if value < 0 else 1)
+        if isinstance(value, (date, datetime)):
+            return self._r_date_shift(Rule("date_shift"), value, attempt)
+        return self._shape(str(value), "default", value, attempt)
+
+    def _shape(self, text: str, rule: str, value: Any, attempt: int, letters: bool = True) -> str:
+        """Same length and character classes: digits -> digits, letters -> letters of the same case."""
+        stream = self._stream(rule, value, attempt, max(1, len(text)))
+        out = []
+        for ch, b in zip(text, stream, strict=False):
+            if ch.isdigit():
+                out.append(str(b % 10))
+            elif letters and ch.isascii() and ch.isalpha():
+                pool = string.ascii_uppercase if ch.isupper() else string.ascii_lowercase
+                out.append(pool[b % 26])
+            elif letters and ch.isalpha():
+                out.append("x" if ch.islower() else "X")
+            else:
+                out.append(ch)
+        return "".join(out)
+
+    def _r_date_shift(self, rule: Rule, value: Any, attempt: int) -> Any:
+        span = int(rule.arg or 30)
+        offset = 1 + int.from_bytes(self.digest("date_shift", value, attempt)[:4], "big") % span
+        if self.digest("date_shift-sign", value, attempt)[0] & 1:
+            offset = -offset
+        if isinstance(value, (date, datetime)):
+            return value + timedelta(days=offset)
+        shifted = date.fromisoformat(str(value)[:10]) + timedelta(days=offset)
+        return shifted.isoformat() + str(value)[10:]
+
+    def _r_generalize(self, rule: Rule, value: Any, attempt: int) -> Any:
+        if isinstance(value, datetime):
+            return value.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
+        if isinstance(value, date):
+            return value.replace(month=1, day=1)
+        if isinstance(value, int) and not isinstance(value, bool):
+            size = int(rule.arg or 10)
+            return value - value % size
+        text = str(value)
+        keep = int(rule.arg or 2)
+        return text[:keep] + "".join("*" if ch.isalnum() else ch for ch in text[keep:])
+
+    def _r_card(self, rule: Rule, value: Any, attempt: int) -> str:
+        from stdnum import luhn
+
+        text = str(value)
+        digits = re.sub(r"\D", "", text)
+        if len(digits) < 12:
+            return self._shape(text, "card", value, attempt, letters=False)
+        stream = self._stream("card", value, attempt, len(digits))
+        body = digits[:6] + "".join(str(b % 10) for b in stream[6:len(digits) - 1])
+        new = body + luhn.calc_check_digit(body)
+        it = iter(new)
+        return "".join(next(it) if ch.isdigit() else ch for ch in text)
+
+    def _r_iban(self, rule: Rule, value: Any, attempt: int) -> str:
+        from stdnum import iban
+
+        compact = iban.compact(str(value))
+        if len(compact) < 5 or not compact[:2].isalpha():
+            return self._shape(str(value), "iban", value, attempt)
+        bban = self._shape(compact[4:], "iban", value, attempt)
+        check = iban.calc_check_digits(compact[:2] + "00" + bban)
+        new = compact[:2] + check + bban
+        return iban.format(new) if " " in str(value) else new

@@ -1,0 +1,93 @@
+"""The per-kind discovery contract and the one lookup that picks a class for a database kind."""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from engines.errors import ConfigError
+
+
+@dataclass
+class ColumnInfo:
+    """One column (or document field path / Redis key field) as the catalog describes it."""
+
+    name: str
+    data_type: str
+    family: str = "text"  # text | date | number | inet | other: which validators apply
+    comment: str | None = None  # column comment or security label: may pin a classification
+    readable: bool = True
+    max_length: int | None = None
+
+
+@dataclass
+class TableInfo:
+    """One table (collection, index, Redis key pattern) and its columns."""
+
+    name: str  # as shown in findings: "users", "sales.orders", "session:*"
+    columns: list[ColumnInfo]
+    readable: bool = True
+    reason: str | None = None  # why it cannot be read (no SELECT privilege ...)
+    rows_estimate: int | None = None
+    ident: Any = None  # what the discoverer needs to address it (schema/name tuple, ...)
+    key_columns: list[str] = field(default_factory=list)
+
+
+class CannotSample(Exception):
+    """Sampling a table failed for a reason worth reporting (privilege, timeout); the message says which."""
+
+
+class Discoverer(abc.ABC):
+    """Reads a database's catalog and bounded random samples of its rows, read-only.
+
+    Contract:
+    - ``tables`` lists what can hold PII with its columns, marking tables (or columns) the role cannot read
+      as not readable with the reason, rather than raising;
+    - ``sample`` returns at most ``n`` rows of the given columns, chosen at random over the whole table
+      (TABLESAMPLE, random key ranges), inside a read-only transaction bounded by ``statement_timeout``
+      seconds; it raises :class:`CannotSample` with a reason for a privilege error or a timeout;
+    - neither writes, neither keeps sampled values beyond the call.
+    """
+
+    kind: ClassVar[str]
+
+    def __init__(self, connector: Any, settings: dict[str, Any]) -> None:
+        self.connector = connector
+        self.settings = settings
+        self.timeout = float(settings.get("statement_timeout_seconds", 10.0))
+
+    @abc.abstractmethod
+    def tables(self) -> list[TableInfo]:
+        """Every user table with its columns, readable or not."""
+
+    @abc.abstractmethod
+    def sample(self, table: TableInfo, columns: list[ColumnInfo], n: int) -> list[tuple[Any, ...]]:
+        """Up to ``n`` randomly chosen rows of ``columns``."""
+
+
+# kind -> "module:Class". The kinds registry (engines/kinds.py) can hold these; nothing else names a kind.
+DISCOVERERS = {
+    "postgresql": "engines.compliance.postgres:PostgresDiscoverer",
+    "mysql": "engines.compliance.mysql:MySQLDiscoverer",
+    "sqlite": "engines.compliance.sqlite:SQLiteDiscoverer",
+    "redis": "engines.compliance.redis:RedisDiscoverer",
+    "mongodb": "engines.compliance.documents:MongoDiscoverer",
+    "elasticsearch": "engines.compliance.documents:ElasticsearchDiscoverer",
+}
+
+
+def load(table: dict[str, str], kind: str, what: str) -> Any:
+    """The class registered for ``kind`` in ``table``; unknown kinds list the known ones."""
+    target = table.get(kind)
+    if target is None:
+        raise ConfigError([("kind", f"no {what} for {kind!r}; known: {', '.join(sorted(table))}")])
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def discoverer_class(kind: str) -> type[Discoverer]:
+    """The discovery class of ``kind``."""
+    cls: type[Discoverer] = load(DISCOVERERS, kind, "PII discovery")
+    return cls
