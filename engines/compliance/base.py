@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import importlib
+import random
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -57,6 +58,9 @@ class Discoverer(abc.ABC):
         self.connector = connector
         self.settings = settings
         self.timeout = float(settings.get("statement_timeout_seconds", 10.0))
+        seed = settings.get("sample_seed")  # reproducible samples (tests, benchmarks); default: truly random
+        self.seed = None if seed is None else int(seed)
+        self.random = random.Random(self.seed)
 
     @abc.abstractmethod
     def tables(self) -> list[TableInfo]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 from engines.backup.dumpers.mysql import quote_ident
@@ -66,7 +65,7 @@ class MySQLDiscoverer(Discoverer):
             return []
         per = max(1, n // RANGES)
         got: list[tuple[Any, ...]] = []
-        for start in sorted(random.randint(int(lo), int(hi)) for _ in range(RANGES)):
+        for start in sorted(self.random.randint(int(lo), int(hi)) for _ in range(RANGES)):
             got += self._rows(f"SELECT {cols} FROM {name} WHERE {key} >= %s ORDER BY {key} LIMIT %s",  # noqa: S608
                               (start, per))
         return got[:n]
@@ -83,7 +82,8 @@ class MySQLDiscoverer(Discoverer):
             try:
                 if numeric_key and (table.rows_estimate or 0) > n * 4:
                     return self._ranges(table, cols, n)
-                return self._rows(f"SELECT {cols} FROM {quote_ident(table.ident)} ORDER BY RAND() LIMIT %s",  # noqa: S608
+                order = "RAND()" if self.seed is None else f"RAND({int(self.seed)})"
+                return self._rows(f"SELECT {cols} FROM {quote_ident(table.ident)} ORDER BY {order} LIMIT %s",  # noqa: S608
                                   (n,))
             finally:
                 self._rows("COMMIT")

@@ -62,6 +62,8 @@ class PostgresDiscoverer(Discoverer):
         schema, name, _ = table.ident
         cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
         sample = sql.SQL(" TABLESAMPLE SYSTEM ({})").format(sql.Literal(percent)) if percent else sql.SQL("")
+        if percent and self.seed is not None:
+            sample = sql.SQL("{} REPEATABLE ({})").format(sample, sql.Literal(self.seed))
         stmt = sql.SQL("SELECT {} FROM {}{} ORDER BY random() LIMIT {}").format(
             cols, sql.Identifier(schema, name), sample, sql.Literal(n))
         return list(self.connector.conn.execute(stmt).fetchall())
@@ -77,6 +79,8 @@ class PostgresDiscoverer(Discoverer):
             with conn.transaction():
                 conn.execute("SET TRANSACTION READ ONLY")
                 conn.execute("SELECT set_config('statement_timeout', %s, true)", (str(int(self.timeout * 1000)),))
+                if self.seed is not None:
+                    conn.execute("SELECT setseed(%s)", (self.random.random(),))
                 got = self._query(table, columns, n, percent)
                 while percent and percent < 100 and len(got) < n:  # pages sampled held too few rows
                     percent = min(100.0, percent * 10)

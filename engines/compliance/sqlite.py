@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import sqlite3
 import time
 from typing import Any
@@ -57,9 +56,10 @@ class SQLiteDiscoverer(Discoverer):
         try:
             top = table.rows_estimate or 0
             if top <= n * 4:
-                return conn.execute(f"SELECT {cols} FROM {name} ORDER BY random() LIMIT ?", (n,)).fetchall()  # noqa: S608
+                rows = conn.execute(f"SELECT {cols} FROM {name}").fetchall()  # noqa: S608 - small: read whole
+                return self.random.sample(rows, min(n, len(rows)))
             per, got = max(1, n // RANGES), []
-            for start in sorted(random.randint(1, top) for _ in range(RANGES)):
+            for start in sorted(self.random.randint(1, top) for _ in range(RANGES)):
                 got += conn.execute(f"SELECT {cols} FROM {name} WHERE rowid >= ? ORDER BY rowid LIMIT ?",  # noqa: S608
                                     (start, per)).fetchall()
             return got[:n]
