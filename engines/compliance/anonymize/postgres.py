@@ -14,8 +14,8 @@ SELECT a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull,
        CASE WHEN a.atttypmod > 4 AND t.typname IN ('varchar', 'bpchar') THEN a.atttypmod - 4 END,
        EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisunique AND i.indnatts = 1
                 AND i.indkey[0] = a.attnum AND i.indpred IS NULL),
-       coalesce(array_position((SELECT i.indkey::int2[] FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
-                               a.attnum), 0)
+       coalesce((SELECT k.i FROM pg_index i, unnest(i.indkey) WITH ORDINALITY k(n, i)
+                  WHERE i.indrelid = c.oid AND i.indisprimary AND k.n = a.attnum), 0)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 JOIN pg_type t ON t.oid = a.atttypid
