@@ -343,6 +343,9 @@ def _register() -> None:
     cli.add_command(audit)
     cli.add_command(audit_checks)
     cli.add_command(migrate)
+    from workers.cli_compliance import compliance
+
+    cli.add_command(compliance)
 
 
 _register()

@@ -17,6 +17,9 @@ class ScriptType(str, Enum):
     RESTORE = "restore"
     RESTORE_DRILL = "restore_drill"
     SECURITY_AUDIT = "security_audit"
+    COMPLIANCE_AUDIT = "compliance_scan"
+    COMPLIANCE_ANONYMIZE = "compliance_anonymize"
+    COMPLIANCE_ERASE = "compliance_erase"
 
 
 # script name -> (task name, queue). Each engine adds its row when it lands.
@@ -28,6 +31,9 @@ SCRIPTS: dict[str, tuple[str, str]] = {
     ScriptType.RESTORE.value: ("backups.restore", "backups"),
     ScriptType.RESTORE_DRILL.value: ("backups.drill", "backups"),
     ScriptType.SECURITY_AUDIT.value: ("audits.security", "audits"),
+    ScriptType.COMPLIANCE_AUDIT.value: ("compliance.scan", "compliance"),
+    ScriptType.COMPLIANCE_ANONYMIZE.value: ("compliance.anonymize", "compliance"),
+    ScriptType.COMPLIANCE_ERASE.value: ("compliance.erase", "compliance"),
 }
 
 
