@@ -19,6 +19,7 @@ _PHONE_CHARS = re.compile(r"^\+?[\d\s().\-/]{6,24}(?:\s*(?:x|ext\.?)\s*\d{1,6})?
 _PHONE_IN = re.compile(r"(?<![\w+])\+\d[\d\s().\-]{7,18}\d")
 _IBAN_IN = re.compile(r"\b[A-Z]{2}\d{2}(?:\s?[A-Z0-9]{4}){2,7}(?:\s?[A-Z0-9]{1,4})?\b")
 _CARD_IN = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
+_DATE_LIKE = re.compile(r"^\d{4}[-/.]\d{1,2}[-/.]\d{1,2}$|^\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}$")
 _ICD10 = re.compile(r"^[A-TV-Z]\d[0-9AB](?:\.[0-9A-TV-Z]{1,4})?$")
 _WORD = re.compile(r"[^\W\d_][^\W\d_'’.-]*", re.U)
 MEDICAL_TERMS = frozenset({
@@ -90,7 +91,7 @@ def is_phone(v: str) -> bool:
     import phonenumbers
 
     v = v.strip()
-    if not _PHONE_CHARS.match(v):
+    if not _PHONE_CHARS.match(v) or _DATE_LIKE.match(v):
         return False
     main = re.split(r"(?i)\s*(?:x|ext\.?)\s*\d", v)[0]
     digits = re.sub(r"\D", "", main)
