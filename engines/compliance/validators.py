@@ -198,7 +198,7 @@ def is_health(v: str) -> bool:
 
 def embeds_pii(v: str) -> bool:
     """Free text (3+ words) with an e-mail address, an international phone number, an IBAN or a card in it."""
-    if len(v) < 20 or len(v.split()) < 3:
+    if len(v) < 20 or sum(1 for w in v.split() if any(c.isalpha() for c in w)) < 3:
         return False
     if _EMAIL_IN.search(v) or _PHONE_IN.search(v):
         return True
