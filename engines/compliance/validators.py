@@ -17,6 +17,8 @@ _EMAIL = re.compile(r"^[\w!#$%&'*+/=?^`{|}~-]+(?:\.[\w!#$%&'*+/=?^`{|}~-]+)*"
 _EMAIL_IN = re.compile(r"[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,63}")
 _PHONE_CHARS = re.compile(r"^\+?[\d\s().\-/]{6,24}(?:\s*(?:x|ext\.?)\s*\d{1,6})?$", re.I)
 _PHONE_IN = re.compile(r"(?<![\w+])\+\d[\d\s().\-]{7,18}\d")
+_PHONE_NAT = re.compile(r"(?<![\w/])(?:\(\d{2,5}\)\s?|\d{2,5}[\s.-])\d{2,4}[\s.-]?\d{2,5}(?:[\s.-]\d{2,4})?"
+                        r"(?:\s*(?:x|ext\.?)\s*\d{1,6})?(?![\w/])", re.I)
 _IBAN_IN = re.compile(r"\b[A-Z]{2}\d{2}(?:\s?[A-Z0-9]{4}){2,7}(?:\s?[A-Z0-9]{1,4})?\b")
 _CARD_IN = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
 _DATE_LIKE = re.compile(r"^\d{4}[-/.]\d{1,2}[-/.]\d{1,2}$|^\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}$")
@@ -202,9 +204,17 @@ def embeds_pii(v: str) -> bool:
         return False
     if _EMAIL_IN.search(v) or _PHONE_IN.search(v):
         return True
+    if any(_national_phone(m.group()) for m in _PHONE_NAT.finditer(v)):
+        return True
     if any(is_iban(m.group()) for m in _IBAN_IN.finditer(v)):
         return True
     return any(is_card(m.group()) for m in _CARD_IN.finditer(v))
+
+
+def _national_phone(text: str) -> bool:
+    """A number in running text: parenthesised area code, a trunk 0, or three digit groups (not 2024-000123)."""
+    groups = len(re.findall(r"\d+", re.split(r"(?i)x|ext", text)[0]))
+    return (text.startswith(("(", "0")) or groups >= 3) and is_phone(text)
 
 
 VALIDATORS: dict[str, Callable[[Any], bool]] = {

@@ -120,7 +120,7 @@ class PostgresMaskTarget(MaskTarget):
 
         names = [*shape.key, *columns]
         alias = [sql.Identifier(f"v{i}") for i in range(len(names))]
-        arrays = sql.SQL(", ").join(sql.SQL("%s::{}[]").format(sql.SQL(shape.columns[c].sql_type)) for c in names)
+        arrays = sql.SQL(", ").join(sql.SQL("%b::{}[]").format(sql.SQL(shape.columns[c].sql_type)) for c in names)
         sets = sql.SQL(", ").join(sql.SQL("{} = u.{}").format(sql.Identifier(c), alias[len(shape.key) + i])
                                   for i, c in enumerate(columns))
         match = sql.SQL(" AND ").join(sql.SQL("t.{} = u.{}").format(sql.Identifier(k), alias[i])

@@ -55,6 +55,20 @@ def parse_rule(text: str, where: str = "rule") -> Rule:
     return Rule(name, arg or None)
 
 
+_DIGITS = "".join(str(b % 10) for b in range(256))
+_UPPER = "".join(string.ascii_uppercase[b % 26] for b in range(256))
+_LOWER = "".join(string.ascii_lowercase[b % 26] for b in range(256))
+_IS_DIGIT, _IS_UPPER, _IS_LOWER = frozenset(string.digits), frozenset(string.ascii_uppercase), \
+    frozenset(string.ascii_lowercase)
+_IBAN_LETTERS = {ord(c): str(i) for i, c in enumerate(string.ascii_uppercase, 10)}
+
+
+def iban_check_digits(country: str, bban: str) -> str:
+    """ISO 13616 check digits (mod 97-10) of ``country`` + ``bban``."""
+    number = int((bban + country + "00").translate(_IBAN_LETTERS))
+    return f"{98 - number % 97:02d}"
+
+
 class Masker:
     """Applies rules to values, deterministically under ``key``."""
 
@@ -72,19 +86,15 @@ class Masker:
 
     def digest(self, rule: str, value: Any, attempt: int = 0) -> bytes:
         """HMAC-SHA256 of the rule, the value's text and the collision attempt."""
-        msg = f"{rule}\x00{value}\x00{attempt}".encode()
-        return hmac.new(self._key, msg, hashlib.sha256).digest()
+        return hmac.digest(self._key, f"{rule}\x00{value}\x00{attempt}".encode(), "sha256")
 
     def _seeded(self, rule: str, value: Any, attempt: int) -> Any:
         self._random.seed(int.from_bytes(self.digest(rule, value, attempt)[:8], "big"))
         return self.fake
 
     def _stream(self, rule: str, value: Any, attempt: int, n: int) -> bytes:
-        out, block = b"", 0
-        while len(out) < n:
-            out += self.digest(f"{rule}#{block}", value, attempt)
-            block += 1
-        return out[:n]
+        """``n`` pseudo-random bytes: SHAKE-256 extended from the value's HMAC."""
+        return hashlib.shake_256(self.digest(rule, value, attempt)).digest(n)
 
     def apply(self, rule: Rule, value: Any, max_length: int | None = None, attempt: int = 0) -> Any:
         """The masked value of ``value``; NULL stays NULL (except for ``keep``, everything else is replaced)."""
@@ -157,18 +167,10 @@ class Masker:
     def _shape(self, text: str, rule: str, value: Any, attempt: int, letters: bool = True) -> str:
         """Same length and character classes: digits -> digits, letters -> letters of the same case."""
         stream = self._stream(rule, value, attempt, max(1, len(text)))
-        out = []
-        for ch, b in zip(text, stream, strict=False):
-            if ch.isdigit():
-                out.append(str(b % 10))
-            elif letters and ch.isascii() and ch.isalpha():
-                pool = string.ascii_uppercase if ch.isupper() else string.ascii_lowercase
-                out.append(pool[b % 26])
-            elif letters and ch.isalpha():
-                out.append("x" if ch.islower() else "X")
-            else:
-                out.append(ch)
-        return "".join(out)
+        return "".join([_DIGITS[b] if ch in _IS_DIGIT else _UPPER[b] if letters and ch in _IS_UPPER else
+                        _LOWER[b] if letters and ch in _IS_LOWER else
+                        ("x" if ch.islower() else "X") if letters and ch.isalpha() else ch
+                        for ch, b in zip(text, stream, strict=False)])
 
     def _r_date_shift(self, rule: Rule, value: Any, attempt: int) -> Any:
         span = int(rule.arg or 30)
@@ -206,12 +208,10 @@ class Masker:
         return "".join(next(it) if ch.isdigit() else ch for ch in text)
 
     def _r_iban(self, rule: Rule, value: Any, attempt: int) -> str:
-        from stdnum import iban
-
-        compact = iban.compact(str(value))
-        if len(compact) < 5 or not compact[:2].isalpha():
-            return self._shape(str(value), "iban", value, attempt)
+        text = str(value)
+        compact = text.replace(" ", "").upper()
+        if len(compact) < 5 or not compact[:2].isalpha() or not compact.isalnum():
+            return self._shape(text, "iban", value, attempt)
         bban = self._shape(compact[4:], "iban", value, attempt)
-        check = iban.calc_check_digits(compact[:2] + "00" + bban)
-        new = compact[:2] + check + bban
-        return iban.format(new) if " " in str(value) else new
+        new = compact[:2] + iban_check_digits(compact[:2], bban) + bban
+        return " ".join(new[i:i + 4] for i in range(0, len(new), 4)) if " " in text else new
