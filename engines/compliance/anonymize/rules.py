@@ -80,7 +80,7 @@ class Masker:
         self._key = key
         self.fake = Faker(locale)
         self._random = random.Random()
-        self.fake.random = self._random  # reseeded per value: far cheaper than Faker.seed_instance
+        self.fake.random = self._random  # type: ignore[attr-defined]  # reseeded per value, cheaper than seed_instance
         self._name_lists: tuple[tuple[str, ...], tuple[str, ...]] | None = None
         self.fingerprint = hmac.new(key, b"dbfleet-anonymize-fingerprint", hashlib.sha256).hexdigest()[:16]
 
