@@ -121,6 +121,21 @@ class _Batcher:
                                 f"(column too short for unique fakes?)")
 
 
+def _open_job(target: MaskTarget, shape: TableShape, parsed: dict[str, Rule], job: str, again: bool) -> Checkpoint:
+    """The job's checkpoint: resumed, restarted (``again``), new, or refused when it already finished."""
+    cp = target.checkpoint(job)
+    if cp and cp.finished and not again:
+        raise ComplianceRefused(f"{shape.name} was already masked with these rules (job {job}); masking again "
+                                "would replace fakes with fakes of fakes: pass again=True (--again) if that is meant")
+    if cp and cp.finished:
+        target.reset(job)
+        cp = None
+    if cp is None:
+        target.start(shape, job, shape.name, json.dumps({c: r.text for c, r in parsed.items()}, sort_keys=True))
+        cp = Checkpoint(job, None, 0)
+    return cp
+
+
 def anonymize_in_place(target: MaskTarget, database_id: str, table: str, rules: dict[str, str], masker: Masker, *,
                        batch_size: int = 1000, again: bool = False, throttle_seconds: float = 0.0,
                        progress: Progress | None = None) -> dict[str, Any]:
@@ -128,16 +143,7 @@ def anonymize_in_place(target: MaskTarget, database_id: str, table: str, rules: 
     shape = target.describe(table)
     parsed = check_rules(shape, rules)
     job = job_id(shape.name, parsed, masker.fingerprint)
-    cp = target.checkpoint(job)
-    if cp and cp.finished and not again:
-        raise ComplianceRefused(f"{table} was already masked with these rules (job {job}); masking again would "
-                                "replace fakes with fakes of fakes: pass again=True (--again) if that is meant")
-    if cp and cp.finished:
-        target.reset(job)
-        cp = None
-    if cp is None:
-        target.start(shape, job, shape.name, json.dumps({c: r.text for c, r in parsed.items()}, sort_keys=True))
-        cp = Checkpoint(job, None, 0)
+    cp = _open_job(target, shape, parsed, job, again)
     resumed_from, started, batches = cp.rows_done, time.perf_counter(), 0
     batcher = _Batcher(target, shape, parsed, masker)
     if not parsed:  # every rule is keep
