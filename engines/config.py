@@ -404,7 +404,6 @@ class ComplianceSection(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     enabled: bool = True
-    schedule: str | None = None  # a scan of every database, e.g. "0 4 * * 1"
     sample_size: int = Field(default=100, ge=5, le=10_000)
     min_confidence: float = Field(default=0.5, ge=0, le=1)
     statement_timeout_seconds: float = Field(default=10.0, gt=0)
@@ -416,11 +415,6 @@ class ComplianceSection(BaseModel):
     batch_size: int = Field(default=1000, ge=1, le=100_000)
     erasure_policies: dict[str, Literal["delete", "anonymize", "keep"]] = Field(default_factory=dict)
     erasure_rules: dict[str, dict[str, str]] = Field(default_factory=dict)  # table -> column -> rule
-
-    @field_validator("schedule")
-    @classmethod
-    def _cron(cls, v: str | None) -> str | None:
-        return check_cron(v, "compliance") if v else v
 
     def anonymization_key(self) -> bytes:
         """The anonymisation key (key_file or key_env), resolved in this process."""
