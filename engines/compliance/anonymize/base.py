@@ -87,7 +87,9 @@ class MaskTarget(abc.ABC):
     def rollback(self) -> None: ...
 
 
-MASK_TARGETS = {"postgresql": "engines.compliance.anonymize.postgres:PostgresMaskTarget"}
+MASK_TARGETS = {"postgresql": "engines.compliance.anonymize.postgres:PostgresMaskTarget",
+                "mysql": "engines.compliance.anonymize.dbapi:MySQLMaskTarget",
+                "sqlite": "engines.compliance.anonymize.dbapi:SQLiteMaskTarget"}
 
 
 def mask_target_class(kind: str) -> type[MaskTarget]:
