@@ -73,7 +73,9 @@ class Eraser(abc.ABC):
     def execute(self, subject: Subject, steps: list[Step], masker: Any) -> dict[str, int]: ...
 
 
-ERASERS = {"postgresql": "engines.compliance.erasure_pg:PostgresEraser"}
+ERASERS = {"postgresql": "engines.compliance.erasure_pg:PostgresEraser",
+           "mysql": "engines.compliance.erasure_dbapi:MySQLEraser",
+           "sqlite": "engines.compliance.erasure_dbapi:SQLiteEraser"}
 
 
 def eraser_class(kind: str) -> type[Eraser]:
