@@ -87,3 +87,13 @@ def scan_database(db: DatabaseConfig, cfg: Config, history: HistoryStore, settin
 def discovery_of(report: dict[str, Any]) -> DiscoveryReport:
     """The discovery part of a scan report as an object."""
     return DiscoveryReport.from_dict(report["discovery"])
+
+
+def pii_tables(history: HistoryStore, database_id: str, min_confidence: float = 0.7) -> list[str]:
+    """Tables the last compliance scan found personal data in (``users``, ``sales.orders``): what the
+    security audit's ``pg.rls_on_pii_tables`` takes as its ``pii_tables`` option instead of guessing."""
+    previous = previous_scan(history, database_id)
+    if not previous:
+        return []
+    report = discovery_of(previous)
+    return sorted({f.table for f in report.pii() if f.confidence >= min_confidence})

@@ -4,6 +4,7 @@ registry-id-only database references, standards and their recommendations."""
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from stdnum import iban, luhn
@@ -124,3 +125,15 @@ def test_clear_card_numbers_make_pci_non_compliant_and_lead_the_recommendations(
     assert recs[0]["risk"] == "critical" and "PCI-DSS 3.4" in recs[0]["controls"][0]
     assert [r["risk"] for r in recs] == sorted((r["risk"] for r in recs), key=["critical", "high", "medium",
                                                                                 "low"].index)
+
+
+def test_pii_tables_for_the_security_audit_come_from_the_last_scan(tmp_path: Any) -> None:
+    from engines.compliance.scan import pii_tables
+    from engines.history import SUCCEEDED, HistoryStore
+
+    history = HistoryStore(f"sqlite:///{tmp_path / 'h8_hist.db'}")
+    assert pii_tables(history, "music") == []
+    report = _report(ColumnFinding("users", "email", "email", 0.98), ColumnFinding("sales.orders", "note", "phone", 0.4))
+    history.start("s1", "compliance_scan", "music")
+    history.finish("s1", SUCCEEDED, summary={"discovery": report.to_dict()})
+    assert pii_tables(history, "music") == ["users"]
