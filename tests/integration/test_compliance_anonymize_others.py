@@ -107,3 +107,20 @@ def test_mariadb_masks_to_the_same_fakes_as_sqlite(maria_db: Any, sqlite_db: Any
     rows = _maria_rows()
     assert rows == _sqlite_rows(sqlite_db) == _expected()
     assert len({r[0] for r in rows.values()}) == N
+
+
+def test_unique_columns_bump_colliding_fakes_deterministically(tmp_path: Path) -> None:
+    results, tables = [], []
+    for name in ("h8_a.db", "h8_b.db"):
+        path = tmp_path / name
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE nicks (id INTEGER PRIMARY KEY, nick TEXT NOT NULL UNIQUE)")
+            conn.executemany("INSERT INTO nicks (nick) VALUES (?)", [(f"nick{i}",) for i in range(200)])
+        entry = db("nicks", kind="sqlite", path=str(path))
+        with open_connector(entry) as conn:
+            results.append(anonymize_in_place(mask_target_class("sqlite")(conn), "nicks", "nicks",
+                                              {"nick": "faker:first_name"}, Masker(KEY), batch_size=100))
+        with sqlite3.connect(path) as conn:
+            tables.append([r[0] for r in conn.execute("SELECT nick FROM nicks ORDER BY id")])
+    assert results[0]["unique_collisions_resolved"] > 0  # Faker draws common first names far more often
+    assert len(set(tables[0])) == 200 and tables[0] == tables[1]

@@ -52,8 +52,9 @@ class MaskTarget(abc.ABC):
       ``after``, in key order, locked against concurrent writers until ``write`` commits;
     - ``write`` updates those rows with the new values AND upserts the checkpoint in the same transaction,
       so a crash (kill -9) loses the batch and its checkpoint together and a resume masks each row once;
-    - ``taken`` says which of ``values`` appear in ``column`` in rows with keys above ``bound`` (not masked
-      yet) or, with ``above=False``, at or below it (masked already): how unique columns avoid collisions.
+    - ``taken`` says which of ``values`` already appear anywhere in ``column`` (masked rows, rows not masked
+      yet, the batch's originals): how unique columns avoid collisions, from database state alone, so a
+      resumed run bumps exactly as the interrupted one would have.
     """
 
     kind: ClassVar[str]
@@ -77,7 +78,7 @@ class MaskTarget(abc.ABC):
     def batch(self, shape: TableShape, columns: list[str], after: list[Any] | None, n: int) -> list[tuple[Any, ...]]: ...
 
     @abc.abstractmethod
-    def taken(self, shape: TableShape, column: str, values: list[Any], bound: list[Any], above: bool) -> set[Any]: ...
+    def taken(self, shape: TableShape, column: str, values: list[Any]) -> set[Any]: ...
 
     @abc.abstractmethod
     def write(self, shape: TableShape, columns: list[str], rows: list[tuple[Any, ...]], cp: Checkpoint,

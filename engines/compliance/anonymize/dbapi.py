@@ -56,12 +56,12 @@ class DbApiMaskTarget(MaskTarget):
                    (job_id, table, rules))
         self.db.commit()
 
-    def _after(self, shape: TableShape, after: list[Any] | None, above: bool = True) -> tuple[str, list[Any]]:
+    def _after(self, shape: TableShape, after: list[Any] | None) -> tuple[str, list[Any]]:
         if after is None:
-            return ("1=1" if above else "1=0"), []
+            return "1=1", []
         keys = ", ".join(type(self).quote(k) for k in shape.key)
         marks = ", ".join(self.mark for _ in shape.key)
-        return f"({keys}) {'>' if above else '<='} ({marks})", list(after)
+        return f"({keys}) > ({marks})", list(after)
 
     def batch(self, shape: TableShape, columns: list[str], after: list[Any] | None, n: int) -> list[tuple[Any, ...]]:
         q = type(self).quote
@@ -73,15 +73,14 @@ class DbApiMaskTarget(MaskTarget):
 
     lock = ""
 
-    def taken(self, shape: TableShape, column: str, values: list[Any], bound: list[Any], above: bool) -> set[Any]:
-        where, args = self._after(shape, bound, above)
+    def taken(self, shape: TableShape, column: str, values: list[Any]) -> set[Any]:
         found: set[Any] = set()
+        col = type(self).quote(column)
         for i in range(0, len(values), 500):
             chunk = values[i:i + 500]
             marks = ", ".join(self.mark for _ in chunk)
-            col = type(self).quote(column)
-            found |= {r[0] for r in self._exec(f"SELECT {col} FROM {self._ident(shape)} WHERE {col} IN ({marks})"  # noqa: S608
-                                               f" AND {where}", [*chunk, *args])}
+            found |= {r[0] for r in self._exec(f"SELECT {col} FROM {self._ident(shape)} WHERE {col} IN ({marks})",  # noqa: S608
+                                               chunk)}
         return found
 
     def write(self, shape: TableShape, columns: list[str], rows: list[tuple[Any, ...]], cp: Checkpoint,

@@ -17,7 +17,7 @@ from engines.compliance.model import ComplianceRefused
 from engines.config import DatabaseConfig
 from engines.errors import ConfigError
 
-MAX_ATTEMPTS = 50
+MAX_ATTEMPTS = 100
 BACKUP_MAX_AGE_HOURS = 24
 Progress = Callable[[int, int | None], None]
 
@@ -83,8 +83,7 @@ class _Batcher:
         self.nkey = len(shape.key)
         self.collisions = 0
 
-    def mask(self, rows: list[tuple[Any, ...]], prev: list[Any] | None) -> list[tuple[Any, ...]]:
-        last = list(rows[-1][: self.nkey])
+    def mask(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         masked_cols = []
         for i, col in enumerate(self.cols):
             values = [r[self.nkey + i] for r in rows]
@@ -92,19 +91,17 @@ class _Batcher:
             rule = self.rules[col]
             out = [self.masker.apply(rule, v, info.max_length) for v in values]
             if info.unique:
-                out = self._unique(col, rule, values, out, last, prev)
+                out = self._unique(col, rule, values, out)
             masked_cols.append(out)
         return [(*r[: self.nkey], *(m[j] for m in masked_cols)) for j, r in enumerate(rows)]
 
-    def _unique(self, col: str, rule: Rule, values: list[Any], out: list[Any], last: list[Any],
-                prev: list[Any] | None) -> list[Any]:
+    def _unique(self, col: str, rule: Rule, values: list[Any], out: list[Any]) -> list[Any]:
         maxlen = self.shape.columns[col].max_length
         attempts = [0] * len(out)
         for _ in range(MAX_ATTEMPTS):
             live = [v for v in out if v is not None]
-            busy = self.target.taken(self.shape, col, live, last, True) | set(values)
-            if prev is not None:
-                busy |= self.target.taken(self.shape, col, live, prev, False)
+            # any row holding the fake (masked before, not masked yet, or this batch's original) is a clash
+            busy = self.target.taken(self.shape, col, live) | set(values)
             seen: set[Any] = set()
             clash = []
             for j, v in enumerate(out):
@@ -151,7 +148,7 @@ def anonymize_in_place(target: MaskTarget, database_id: str, table: str, rules: 
     while parsed:
         try:
             rows = target.batch(shape, batcher.cols, cp.last_key, batch_size)
-            new = batcher.mask(rows, cp.last_key) if rows else []
+            new = batcher.mask(rows) if rows else []
             done = len(rows) < batch_size
             cp = Checkpoint(job, list(rows[-1][: batcher.nkey]) if rows else cp.last_key, cp.rows_done + len(rows))
             target.write(shape, batcher.cols, new, cp, done)

@@ -85,15 +85,14 @@ class PostgresMaskTarget(MaskTarget):
                           " ON CONFLICT (job_id) DO NOTHING", (job_id, table, rules))
         self.conn.commit()
 
-    def _after(self, shape: TableShape, after: list[Any] | None, above: bool = True) -> tuple[Any, list[Any]]:
+    def _after(self, shape: TableShape, after: list[Any] | None) -> tuple[Any, list[Any]]:
         from psycopg import sql
 
         if after is None:
-            return sql.SQL("TRUE" if above else "FALSE"), []
+            return sql.SQL("TRUE"), []
         keys = sql.SQL(", ").join(sql.Identifier(k) for k in shape.key)
         params = sql.SQL(", ").join(sql.SQL("%s::{}").format(sql.SQL(shape.columns[k].sql_type)) for k in shape.key)
-        op = sql.SQL(">" if above else "<=")
-        return sql.SQL("({}) {} ({})").format(keys, op, params), list(after)
+        return sql.SQL("({}) > ({})").format(keys, params), list(after)
 
     def batch(self, shape: TableShape, columns: list[str], after: list[Any] | None, n: int) -> list[tuple[Any, ...]]:
         from psycopg import sql
@@ -105,14 +104,12 @@ class PostgresMaskTarget(MaskTarget):
             keys, sql.Literal(n))
         return list(self.conn.execute(stmt, params).fetchall())
 
-    def taken(self, shape: TableShape, column: str, values: list[Any], bound: list[Any], above: bool) -> set[Any]:
+    def taken(self, shape: TableShape, column: str, values: list[Any]) -> set[Any]:
         from psycopg import sql
 
-        where, params = self._after(shape, bound, above)
-        stmt = sql.SQL("SELECT {c} FROM {t} WHERE {c} = ANY(%s::{ty}[]) AND {w}").format(
-            c=sql.Identifier(column), t=sql.Identifier(*shape.ident), ty=sql.SQL(shape.columns[column].sql_type),
-            w=where)
-        return {r[0] for r in self.conn.execute(stmt, [values, *params]).fetchall()}
+        stmt = sql.SQL("SELECT {c} FROM {t} WHERE {c} = ANY(%b::{ty}[])").format(
+            c=sql.Identifier(column), t=sql.Identifier(*shape.ident), ty=sql.SQL(shape.columns[column].sql_type))
+        return {r[0] for r in self.conn.execute(stmt, [values]).fetchall()}
 
     def write(self, shape: TableShape, columns: list[str], rows: list[tuple[Any, ...]], cp: Checkpoint,
               finished: bool) -> None:
