@@ -142,6 +142,8 @@ def erase_cmd(database_id: str, subject: str, yes: bool, dry_run: bool, local: b
     console.print(rows_table("backups that may still hold the subject", ["backup", "taken", "expires"],
                              [[b["backup_id"], b["taken_at"], b["expires"]] for b in result["backups"]]
                              or [["none", "-", "-"]]))
+    if result.get("note"):
+        err_console.print(escape(result["note"]))
 
 
 @compliance.group("trail")

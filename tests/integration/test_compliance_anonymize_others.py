@@ -124,3 +124,19 @@ def test_unique_columns_bump_colliding_fakes_deterministically(tmp_path: Path) -
             tables.append([r[0] for r in conn.execute("SELECT nick FROM nicks ORDER BY id")])
     assert results[0]["unique_collisions_resolved"] > 0  # Faker draws common first names far more often
     assert len(set(tables[0])) == 200 and tables[0] == tables[1]
+
+
+def test_hostile_table_and_column_names_are_masked_safely(tmp_path: Path) -> None:
+    path = tmp_path / "h8_hostile.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute('CREATE TABLE "we""ird; DROP TABLE x" (id INTEGER PRIMARY KEY, "e-mail ""x""" TEXT UNIQUE)')
+        conn.executemany('INSERT INTO "we""ird; DROP TABLE x" ("e-mail ""x""") VALUES (?)',
+                         [(f"h{i}@corp.example",) for i in range(30)])
+    entry = db("hostile", kind="sqlite", path=str(path))
+    with open_connector(entry) as conn:
+        result = anonymize_in_place(mask_target_class("sqlite")(conn), "hostile", 'we"ird; DROP TABLE x',
+                                    {'e-mail "x"': "email"}, Masker(KEY), batch_size=7)
+    assert result["rows_masked"] == 30
+    with sqlite3.connect(path) as conn:
+        values = [r[0] for r in conn.execute('SELECT "e-mail ""x""" FROM "we""ird; DROP TABLE x"')]
+    assert len(values) == 30 and not [v for v in values if v.endswith("@corp.example")]

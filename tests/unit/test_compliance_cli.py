@@ -64,3 +64,18 @@ def test_bad_rule_syntax_is_a_clear_error(people: Path) -> None:
                                    "email=shuffle", "--local"])
     assert out.exit_code == 2 and "unknown anonymisation rule" in out.output
     assert "Traceback" not in out.output
+
+
+def test_erase_shows_the_plan_then_erases_with_yes(people: Path) -> None:
+    with sqlite3.connect(people / "h8_cli_people.db") as conn:
+        conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, contact_id INTEGER REFERENCES contacts(id), body TEXT)")
+        conn.executemany("INSERT INTO notes (contact_id, body) VALUES (?, ?)", [(3, "a"), (3, "b"), (4, "c")])
+    plan = CliRunner().invoke(cli, ["compliance", "erase", "people", "--subject", "contacts.id=3", "--local",
+                                    "--dry-run"])
+    assert plan.exit_code == 0 and "notes" in plan.output and "fk" in plan.output
+    done = CliRunner().invoke(cli, ["compliance", "erase", "people", "--subject", "contacts.id=3", "--local", "--yes"])
+    assert done.exit_code == 0, done.output
+    assert "expires" in done.output and "backup repository not readable" in done.output  # none configured
+    with sqlite3.connect(people / "h8_cli_people.db") as conn:
+        assert conn.execute("SELECT count(*) FROM notes").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM contacts WHERE id = 3").fetchone()[0] == 0
