@@ -27,8 +27,11 @@ def _run(script: str, database_id: str, options: dict[str, Any], local: bool, ti
     from workers.compliance import run_local, run_on_fleet
 
     if local:
-        with err_console.status(f"{script} on {database_id}"):
-            return run_local(script, database_id, options)
+        with err_console.status(f"{script} on {database_id}") as status:
+            def progress(done: int, _total: int | None) -> None:
+                status.update(f"{script} on {database_id}: {done:,} rows")
+
+            return run_local(script, database_id, options, progress)
     err_console.print(f"sending {script} for {database_id} to the compliance queue")
     with err_console.status(f"{script} on {database_id}: waiting for a worker"):
         return run_on_fleet(script, database_id, options, timeout)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from engines.compliance import operations
@@ -12,6 +13,19 @@ from workers.app import app
 from workers.common import ScriptTask
 
 Result = tuple[dict[str, Any], bool, str | None]
+
+
+class RowsProgress:
+    """Publishes rows masked so far in the task state (Flower, `dbfleet run --wait`), at most once a second."""
+
+    def __init__(self, task: ScriptTask) -> None:
+        self.task, self.last = task, time.monotonic()  # first report after a second: short runs publish nothing
+
+    def __call__(self, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if now - self.last >= 1.0 and self.task.request.id:
+            self.last = now
+            self.task.update_state(state="PROGRESS", meta={"phase": "masking", "rows": done, "total": total})
 
 
 def do_scan(db: DatabaseConfig, options: dict[str, Any], progress: Any = None) -> Result:
@@ -41,7 +55,7 @@ def scan(self: ScriptTask, database_id: str, options: dict[str, Any] | None = No
 @app.task(name="compliance.anonymize", bind=True, base=ScriptTask, script_type="compliance_anonymize")
 def anonymize(self: ScriptTask, database_id: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Deterministic in-place masking of one table; a redelivery resumes from the checkpoint."""
-    return self.execute(database_id, options, do_anonymize)
+    return self.execute(database_id, options, lambda db, o: do_anonymize(db, o, RowsProgress(self)))
 
 
 @app.task(name="compliance.erase", bind=True, base=ScriptTask, script_type="compliance_erase")
@@ -50,7 +64,7 @@ def erase(self: ScriptTask, database_id: str, options: dict[str, Any] | None = N
     return self.execute(database_id, options, do_erase)
 
 
-def run_local(script: str, database_id: str, options: dict[str, Any]) -> dict[str, Any]:
+def run_local(script: str, database_id: str, options: dict[str, Any], progress: Any = None) -> dict[str, Any]:
     """Run a compliance script in this process, recorded in history like a task."""
     import uuid
 
@@ -63,7 +77,7 @@ def run_local(script: str, database_id: str, options: dict[str, Any]) -> dict[st
     run_id, history = f"local-{uuid.uuid4()}", runtime.history()
     history.start(run_id, script, database_id, options, queue="local", worker="api")
     try:
-        result, ok, error = OPERATIONS[script](db, options)
+        result, ok, error = OPERATIONS[script](db, options, progress)
     except Exception as exc:
         history.finish(run_id, FAILED, error=f"{type(exc).__name__}: {exc}")
         raise
