@@ -170,11 +170,13 @@ def mariadb_people() -> Iterator[Any]:
         cur.execute("USE h8_cmp_my")
         cur.execute("CREATE TABLE kunden (id INT AUTO_INCREMENT PRIMARY KEY, vorname VARCHAR(60), nachname VARCHAR(60),"
                     " telefon VARCHAR(40), courriel VARCHAR(120) COMMENT 'contact', kontonummer VARCHAR(40),"
-                    " client_ip VARCHAR(45), geburtsdatum DATE, bemerkung TEXT)")
+                    " client_ip VARCHAR(45), geburtsdatum DATE, bemerkung TEXT,"
+                    " alt_iban VARCHAR(40) COMMENT 'test fixtures; pii=none', code VARCHAR(20) COMMENT 'pii=national_id')")
         rows = [(fake.first_name(), fake.last_name(), fake.phone_number(), fake.email(), fake.iban(), fake.ipv4(),
-                 fake.date_of_birth(), fake.sentence()) for _ in range(600)]
+                 fake.date_of_birth(), fake.sentence(), fake.iban(), "X") for _ in range(600)]
         cur.executemany("INSERT INTO kunden (vorname, nachname, telefon, courriel, kontonummer, client_ip,"
-                        " geburtsdatum, bemerkung) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", rows)
+                        " geburtsdatum, bemerkung, alt_iban, code) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                        rows)
         cur.execute("CREATE TABLE tresor (id INT PRIMARY KEY, iban VARCHAR(40))")
         cur.execute("CREATE USER IF NOT EXISTS 'h8_cmp_my'@'%' IDENTIFIED BY ''")
         cur.execute("GRANT SELECT ON h8_cmp_my.kunden TO 'h8_cmp_my'@'%'")
@@ -192,7 +194,9 @@ def test_mariadb_german_and_french_column_names_are_classified(mariadb_people: A
     found = {k: f.category for k, f in _by_key(report).items() if f.status == PII}
     assert found == {"kunden.vorname": "person_name", "kunden.nachname": "person_name", "kunden.telefon": "phone",
                      "kunden.courriel": "email", "kunden.kontonummer": "iban", "kunden.client_ip": "ip",
-                     "kunden.geburtsdatum": "dob", "tresor.iban": "iban"}  # tresor: empty, name only
+                     "kunden.geburtsdatum": "dob", "kunden.code": "national_id",  # pinned by its comment
+                     "tresor.iban": "iban"}  # tresor: empty, name only
+    assert [f.key for f in report.suppressed] == ["kunden.alt_iban"]
     assert _by_key(report)["kunden.kontonummer"].evidence["sampled"] == 60  # key-range samples, full count
 
 
