@@ -7,7 +7,13 @@ from typing import Any
 from engines.compliance.base import CannotSample, ColumnInfo, Discoverer, TableInfo
 
 CATALOG = """
-SELECT n.nspname, c.relname, c.reltuples::bigint, c.relpages,
+SELECT n.nspname, c.relname,
+       CASE WHEN c.relkind = 'p' THEN (SELECT coalesce(sum(greatest(k.reltuples, 0)), 0)::bigint FROM pg_inherits i
+                                        JOIN pg_class k ON k.oid = i.inhrelid WHERE i.inhparent = c.oid)
+            ELSE c.reltuples::bigint END,
+       CASE WHEN c.relkind = 'p' THEN (SELECT coalesce(sum(k.relpages), 0)::int FROM pg_inherits i
+                                        JOIN pg_class k ON k.oid = i.inhrelid WHERE i.inhparent = c.oid)
+            ELSE c.relpages END,
        has_table_privilege(c.oid, 'SELECT'),
        a.attname, format_type(a.atttypid, a.atttypmod), t.typcategory,
        has_column_privilege(c.oid, a.attnum, 'SELECT'),

@@ -33,6 +33,12 @@ COMMENT ON COLUMN decoys.contact_iban IS 'test data only; dbfleet:pii=none';
 COMMENT ON COLUMN decoys.legacy_code IS 'pii=national_id (pinned by the DPO)';
 CREATE TABLE secret_patients (id serial PRIMARY KEY, diagnosis text, patient_email text);
 """
+PARTITIONED = """
+CREATE TABLE logins (id int, login_email text, at date) PARTITION BY RANGE (at);
+CREATE TABLE logins_2025 PARTITION OF logins FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE TABLE logins_2026 PARTITION OF logins FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+INSERT INTO logins SELECT g, 'user' || g || '@corp.example', date '2025-01-01' + g % 700 FROM generate_series(1, 3000) g;
+"""
 HOSTILE = 'CREATE TABLE "we""ird; DROP TABLE users" (id serial PRIMARY KEY, "e-mail ""x""" text)'
 
 
@@ -63,6 +69,7 @@ def pg_music() -> Iterator[Any]:
         generate_music_database(conn, events=2000, seed=5)
         conn.execute(DECOYS)
         conn.execute(HOSTILE)
+        conn.execute(PARTITIONED)
         with conn.cursor() as cur:
             cur.executemany("INSERT INTO decoys (email, card_number, notes, remarks, contact_iban, legacy_code)"
                             " VALUES (%s, %s, %s, %s, %s, %s)", decoy_rows(fake, 120))
@@ -106,6 +113,8 @@ def test_decoy_columns_are_not_taken_for_what_their_names_say(pg_music: Any) -> 
     assert "decoys.remarks" not in found  # free text without PII
     assert found["decoys.notes"].category == "free_text_with_pii"
     assert "artists.name" not in found and "playlists.name" not in found
+    assert found["logins.login_email"].category == "email"  # the partitioned table, sampled once
+    assert not [k for k in found if k.startswith("logins_20")]  # its partitions are not listed again
 
 
 def test_comments_pin_and_suppress_classifications(pg_music: Any) -> None:
