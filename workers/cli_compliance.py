@@ -156,12 +156,19 @@ def trail() -> None:
 
 @trail.command("verify")
 @click.option("--anchor", type=click.Path(exists=True, dir_okay=False), help="an exported head (JSON)")
-def trail_verify(anchor: str | None) -> None:
+@click.option("--repository-anchor", is_flag=True, help="also check the newest anchor exported to the backup storage")
+def trail_verify(anchor: str | None, repository_anchor: bool) -> None:
     """Check every link of the chain; exit 1 naming the first broken entry."""
+    from engines.compliance.operations import latest_anchor
     from engines.compliance.operations import trail_verify as verify
     from workers import runtime
 
-    result = verify(runtime.config(), json.loads(Path(anchor).read_text()) if anchor else None)
+    head = json.loads(Path(anchor).read_text()) if anchor else None
+    if repository_anchor:
+        head = latest_anchor(runtime.config())
+        if head is None:
+            err_console.print("no anchor exported yet (dbfleet compliance trail export-anchor)")
+    result = verify(runtime.config(), head)
     if result["ok"]:
         console.print(f"[green]trail intact[/green]: {result['entries']} entries, head {result['anchor']['mac'][:16]}…")
         return
@@ -176,3 +183,13 @@ def trail_head() -> None:
     from workers import runtime
 
     click.echo(json.dumps(verify(runtime.config())["anchor"]))
+
+
+@trail.command("export-anchor")
+def trail_export_anchor() -> None:
+    """Write the trail's head to the backup storage (run it daily: cron or a schedule)."""
+    from engines.compliance.operations import export_anchor
+    from workers import runtime
+
+    out = export_anchor(runtime.config())
+    console.print(f"anchor of entry {out['seq']} written to {escape(out['key'])}")

@@ -6,6 +6,7 @@ database ids, table names, counts and digests, never values, keys or passwords.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from typing import Any
 
@@ -145,3 +146,34 @@ def trail_verify(cfg: Config, anchor: dict[str, Any] | None = None) -> dict[str,
         return {**trail.verify(anchor), "anchor": trail.head()}
     finally:
         trail.engine.dispose()
+
+
+ANCHORS = "compliance/trail-anchors/"
+
+
+def _anchor_storage(cfg: Config) -> Any:
+    from engines.storage import open_storage
+
+    name, scfg = cfg.backup_storage()
+    return open_storage(name, scfg)
+
+
+def export_anchor(cfg: Config) -> dict[str, Any]:
+    """Write the trail's head to the backup storage (``compliance/trail-anchors/<time>.json``), never replacing one."""
+    trail = open_trail(cfg)
+    if trail is None:
+        raise ConfigError([("database_scripts.compliance.trail_key_file", "no trail key is configured")])
+    try:
+        head = {**trail.head(), "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    finally:
+        trail.engine.dispose()
+    key = f"{ANCHORS}{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%f')}.json"
+    _anchor_storage(cfg).put_new(key, json.dumps(head, sort_keys=True).encode())
+    return {"key": key, **head}
+
+
+def latest_anchor(cfg: Config) -> dict[str, Any] | None:
+    """The newest exported anchor in the backup storage, if any."""
+    storage = _anchor_storage(cfg)
+    keys = sorted(info.key for info in storage.list(ANCHORS))
+    return json.loads(storage.get(keys[-1])) if keys else None

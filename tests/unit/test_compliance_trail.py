@@ -89,3 +89,24 @@ def test_cli_trail_verify_exits_1_naming_the_broken_entry(tmp_path: Path, fresh_
     _sql(history, "UPDATE dbfleet_compliance_trail SET database_id = 'other' WHERE seq = 2")
     bad = CliRunner().invoke(cli, ["compliance", "trail", "verify"])
     assert bad.exit_code == 1 and "broken at entry 2" in bad.output
+
+
+def test_an_anchor_exported_to_the_backup_storage_catches_a_cut_tail(tmp_path: Path, fresh_runtime: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers.cli import cli
+
+    history = tmp_path / "h8_anchor_history.db"
+    monkeypatch.setenv("H8_TRAIL_KEY", KEY.decode())
+    fresh_runtime.write_text(f"fleet: {{history_url: 'sqlite:///{history}'}}\n"
+                             f"storage: {{repo: {{type: filesystem, path: '{tmp_path / 'repo'}'}}}}\n"
+                             "database_scripts: {compliance: {trail_key_env: H8_TRAIL_KEY}}\n")
+    trail = AuditTrail(f"sqlite:///{history}", KEY)
+    for i in range(4):
+        trail.append("compliance.scan", "music", {"n": i})
+    exported = CliRunner().invoke(cli, ["compliance", "trail", "export-anchor"])
+    assert exported.exit_code == 0 and "anchor of entry 4" in exported.output
+    assert list((tmp_path / "repo" / "compliance" / "trail-anchors").iterdir())
+    _sql(history, "DELETE FROM dbfleet_compliance_trail WHERE seq = 4")
+    assert CliRunner().invoke(cli, ["compliance", "trail", "verify"]).exit_code == 0  # the chain alone looks fine
+    cut = CliRunner().invoke(cli, ["compliance", "trail", "verify", "--repository-anchor"])
+    assert cut.exit_code == 1 and "anchor" in cut.output
