@@ -65,11 +65,13 @@ def erase(self: ScriptTask, database_id: str, options: dict[str, Any] | None = N
 
 
 def run_local(script: str, database_id: str, options: dict[str, Any], progress: Any = None) -> dict[str, Any]:
-    """Run a compliance script in this process, recorded in history like a task."""
+    """Run a compliance script in this process, recorded in history (scrubbed) like a task."""
+    import json
     import uuid
 
     from engines.errors import ScriptFailed
     from engines.history import FAILED, SUCCEEDED
+    from engines.secrets import scrub
     from workers.manager import check_options
 
     check_options(options)
@@ -79,8 +81,9 @@ def run_local(script: str, database_id: str, options: dict[str, Any], progress: 
     try:
         result, ok, error = OPERATIONS[script](db, options, progress)
     except Exception as exc:
-        history.finish(run_id, FAILED, error=f"{type(exc).__name__}: {exc}")
+        history.finish(run_id, FAILED, error=scrub(f"{type(exc).__name__}: {exc}"))
         raise
+    result = json.loads(scrub(json.dumps(result, default=str)))
     history.finish(run_id, SUCCEEDED if ok else FAILED, summary=result, error=error)
     if not ok and not result:
         raise ScriptFailed(error or "failed")
