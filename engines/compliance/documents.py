@@ -30,9 +30,11 @@ class DocumentDiscoverer(Discoverer):
     kind = "documents"
 
     def collections(self) -> list[str]:
+        """Collection (index) names, system ones left out."""
         raise NotImplementedError
 
     def documents(self, name: str, n: int) -> list[dict[str, Any]]:
+        """Up to ``n`` documents of ``name`` chosen at random by the server."""
         raise NotImplementedError
 
     def tables(self) -> list[TableInfo]:

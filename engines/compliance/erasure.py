@@ -67,10 +67,12 @@ class Eraser(abc.ABC):
         self.connector, self.policies, self.rules = connector, policies, rules
 
     @abc.abstractmethod
-    def plan(self, subject: Subject) -> list[Step]: ...
+    def plan(self, subject: Subject) -> list[Step]:
+        """Every table holding rows of ``subject``, dependants first, with counts and actions (read-only)."""
 
     @abc.abstractmethod
-    def execute(self, subject: Subject, steps: list[Step], masker: Any) -> dict[str, int]: ...
+    def execute(self, subject: Subject, steps: list[Step], masker: Any) -> dict[str, int]:
+        """Apply ``steps`` in one transaction; rows affected per table."""
 
 
 ERASERS = {"postgresql": "engines.compliance.erasure_pg:PostgresEraser",

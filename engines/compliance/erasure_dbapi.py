@@ -34,12 +34,15 @@ class DbApiEraser(Eraser):
             cur.close()
 
     def foreign_keys(self) -> list[Fk]:
+        """Every foreign key of the database: (name, child, child columns, parent, parent columns)."""
         raise NotImplementedError
 
     def columns(self, table: str) -> list[str]:
+        """Column names of ``table``."""
         raise NotImplementedError
 
     def key(self, table: str) -> list[str]:
+        """Primary-key columns of ``table``."""
         raise NotImplementedError
 
     def _walk(self, subject: Subject) -> tuple[dict[str, tuple[str, list[Any], int, str]], dict[str, list[str]]]:

@@ -72,6 +72,7 @@ class DiscoveryReport:
         return sorted({f.table for f in self.pii() if not categories or f.category in categories})
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON form, with findings by category."""
         out = asdict(self)
         out["categories"] = self.categories()
         return out

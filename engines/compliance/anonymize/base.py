@@ -63,29 +63,37 @@ class MaskTarget(abc.ABC):
         self.connector = connector
 
     @abc.abstractmethod
-    def describe(self, table: str) -> TableShape: ...
+    def describe(self, table: str) -> TableShape:
+        """Key, columns, nullability and single-column unique constraints of ``table``."""
 
     @abc.abstractmethod
-    def checkpoint(self, job_id: str) -> Checkpoint | None: ...
+    def checkpoint(self, job_id: str) -> Checkpoint | None:
+        """The job's checkpoint (control table created on first use), None when the job is new."""
 
     @abc.abstractmethod
-    def reset(self, job_id: str) -> None: ...
+    def reset(self, job_id: str) -> None:
+        """Forget a finished job (``again``)."""
 
     @abc.abstractmethod
-    def start(self, shape: TableShape, job_id: str, table: str, rules: str) -> None: ...
+    def start(self, shape: TableShape, job_id: str, table: str, rules: str) -> None:
+        """Record a new job (no key masked yet)."""
 
     @abc.abstractmethod
-    def batch(self, shape: TableShape, columns: list[str], after: list[Any] | None, n: int) -> list[tuple[Any, ...]]: ...
+    def batch(self, shape: TableShape, columns: list[str], after: list[Any] | None, n: int) -> list[tuple[Any, ...]]:
+        """Up to ``n`` rows (keys, then ``columns``) after ``after`` in key order, locked; opens the transaction."""
 
     @abc.abstractmethod
-    def taken(self, shape: TableShape, column: str, values: list[Any]) -> set[Any]: ...
+    def taken(self, shape: TableShape, column: str, values: list[Any]) -> set[Any]:
+        """Which of ``values`` already appear in ``column``."""
 
     @abc.abstractmethod
     def write(self, shape: TableShape, columns: list[str], rows: list[tuple[Any, ...]], cp: Checkpoint,
-              finished: bool) -> None: ...
+              finished: bool) -> None:
+        """Apply the masked rows and the checkpoint, then commit the batch's transaction."""
 
     @abc.abstractmethod
-    def rollback(self) -> None: ...
+    def rollback(self) -> None:
+        """Abandon the batch in progress."""
 
 
 MASK_TARGETS = {"postgresql": "engines.compliance.anonymize.postgres:PostgresMaskTarget",

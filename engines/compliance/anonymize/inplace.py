@@ -84,6 +84,7 @@ class _Batcher:
         self.collisions = 0
 
     def mask(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """The batch's rows with every ruled column replaced by its fake."""
         masked_cols = []
         for i, col in enumerate(self.cols):
             values = [r[self.nkey + i] for r in rows]

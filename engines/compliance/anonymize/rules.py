@@ -37,6 +37,7 @@ class Rule:
 
     @property
     def text(self) -> str:
+        """The rule as written (``date_shift:30``)."""
         return f"{self.name}:{self.arg}" if self.arg else self.name
 
 
