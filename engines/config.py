@@ -385,8 +385,10 @@ class MonitoringSection(BaseModel):
 
     @model_validator(mode="after")
     def _rules(self) -> MonitoringSection:
-        if not self.alert_rules:  # the rule parser's imports cost ~0.4 s CPU (`dbfleet wal push` runs per WAL file)
-            return self
+        for channel in self.alert_channels:
+            self.check_channel(channel)
+        if not self.alert_rules and "max_silence" not in self.model_fields_set:
+            return self  # the rule parser's imports cost ~0.4 s CPU (`dbfleet wal push` runs per WAL file)
         from engines.monitoring.metrics import known_metrics
         from engines.monitoring.rules import RuleError, parse, parse_duration
 
@@ -407,8 +409,6 @@ class MonitoringSection(BaseModel):
                     raise ValueError(f"alert_rules[{i}] ({rule.name}).{what}: {exc}") from None
             for channel in rule.channels or self.alert_channels:
                 self.check_channel(channel)
-        for channel in self.alert_channels:
-            self.check_channel(channel)
         try:
             parse_duration(self.max_silence)
         except ValueError as exc:
@@ -513,6 +513,44 @@ class TuningSection(BaseModel):
         return v
 
 
+class ComplianceSection(BaseModel):
+    """``database_scripts.compliance``: discovery sampling, key references (anonymisation, trail), erasure
+    policies; overridable per database under ``options.compliance``. Keys are references, never values."""
+
+    model_config = ConfigDict(extra="allow")
+    enabled: bool = True
+    sample_size: int = Field(default=100, ge=5, le=10_000)
+    min_confidence: float = Field(default=0.5, ge=0, le=1)
+    statement_timeout_seconds: float = Field(default=10.0, gt=0)
+    security_audit: bool = True  # run the security audit as evidence for the standards
+    key_file: str | None = None  # anonymisation HMAC key (held like the repository key)
+    key_env: str | None = None
+    trail_key_file: str | None = None  # HMAC key of the tamper-evident trail
+    trail_key_env: str | None = None
+    batch_size: int = Field(default=1000, ge=1, le=100_000)
+    erasure_policies: dict[str, Literal["delete", "anonymize", "keep"]] = Field(default_factory=dict)
+    erasure_rules: dict[str, dict[str, str]] = Field(default_factory=dict)  # table -> column -> rule
+
+    def anonymization_key(self) -> bytes:
+        """The anonymisation key (key_file or key_env), resolved in this process."""
+        return _key_bytes("compliance anonymisation key", self.key_env, self.key_file, "key_file/key_env")
+
+    def trail_key(self) -> bytes:
+        """The trail's HMAC key (trail_key_file or trail_key_env), resolved in this process."""
+        return _key_bytes("compliance trail key", self.trail_key_env, self.trail_key_file,
+                          "trail_key_file/trail_key_env")
+
+
+def _key_bytes(owner: str, env: str | None, file: str | None, fields: str) -> bytes:
+    value = resolve_secret(owner, env=env, file=file)
+    if not value:
+        raise ConfigError([(f"database_scripts.compliance.{fields.split('/')[0]}",
+                            f"{owner} is not configured: set database_scripts.compliance.{fields}")])
+    if len(value.encode()) < 16:
+        raise ConfigError([(f"database_scripts.compliance.{fields.split('/')[0]}", f"{owner} must be >= 16 bytes")])
+    return value.encode()
+
+
 class ScriptsSection(BaseModel):
     """The seed's ``database_scripts:`` block. Sections later engines read stay open."""
 
@@ -522,7 +560,7 @@ class ScriptsSection(BaseModel):
     performance_tuning: TuningSection = Field(default_factory=TuningSection)
     disaster_recovery: dict[str, Any] = Field(default_factory=dict)
     security_audit: AuditSection = Field(default_factory=AuditSection)
-    compliance: dict[str, Any] = Field(default_factory=dict)
+    compliance: ComplianceSection = Field(default_factory=ComplianceSection)
 
 
 class ScheduleConfig(_Model):

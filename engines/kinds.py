@@ -19,9 +19,11 @@ from typing import Any
 from engines.errors import ConfigError, DriverMissingError
 
 # the capability columns, in the order the matrix shows them
-CAPABILITIES = ("connector", "dumper", "health", "auditor", "tuner", "source", "target")
+CAPABILITIES = ("connector", "dumper", "health", "auditor", "tuner", "discoverer", "masker", "eraser", "source",
+                "target")
 LABELS = {"connector": "connect", "dumper": "backup", "health": "health", "auditor": "audit", "tuner": "tuning",
-          "source": "migrate from", "target": "migrate into"}
+          "discoverer": "PII scan", "masker": "anonymise", "eraser": "erase", "source": "migrate from",
+          "target": "migrate into"}
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,9 @@ class Kind:
     health: str | None = None
     auditor: str | None = None
     tuner: str | None = None
+    discoverer: str | None = None  # compliance: PII discovery
+    masker: str | None = None  # compliance: in-place anonymisation
+    eraser: str | None = None  # compliance: right to erasure
     source: str | None = None
     target: str | None = None
     driver: tuple[str, str] | None = None
@@ -62,39 +67,47 @@ class Kind:
 
 
 _M = "engines.migration."
+_C = "engines.compliance."
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("postgresql", ("postgres", "pg"), 5432,
          connector="engines.connectors.postgres:PostgresConnector",
          dumper="engines.backup.dumpers.postgres:PostgresDumper",
          health="engines.health.postgres:CHECKS",
          auditor="engines.security.postgres", tuner="engines.tuning.postgres:PostgresTuner",
+         discoverer=_C + "postgres:PostgresDiscoverer", masker=_C + "anonymize.postgres:PostgresMaskTarget",
+         eraser=_C + "erasure_pg:PostgresEraser",
          source=_M + "sources:PostgresSource", target=_M + "postgres_target:PostgresTarget"),
     Kind("mysql", ("mariadb",), 3306,
          connector="engines.connectors.mysql:MySQLConnector",
          dumper="engines.backup.dumpers.mysql:MySQLDumper",
          health="engines.health.mysql:CHECKS",
          auditor="engines.security.mysql", tuner="engines.tuning.mysql:MySQLTuner",
+         discoverer=_C + "mysql:MySQLDiscoverer", masker=_C + "anonymize.dbapi:MySQLMaskTarget",
+         eraser=_C + "erasure_dbapi:MySQLEraser",
          source=_M + "sources:MySQLSource"),
     Kind("redis", (), 6379,
          connector="engines.connectors.redis:RedisConnector",
          dumper="engines.backup.dumpers.redis:RedisDumper",
          health="engines.health.redis:CHECKS",
-         auditor="engines.security.redis", tuner="engines.tuning.redis:RedisTuner"),
+         auditor="engines.security.redis", tuner="engines.tuning.redis:RedisTuner",
+         discoverer=_C + "redis:RedisDiscoverer"),
     Kind("mongodb", ("mongo",), 27017,
          connector="engines.connectors.mongodb:MongoConnector",
          dumper="engines.backup.dumpers.mongodb:MongoDumper",
          health="engines.health.mongodb:CHECKS",
-         auditor="engines.security.mongodb",
+         auditor="engines.security.mongodb", discoverer=_C + "documents:MongoDiscoverer",
          target=_M + "document_targets:MongoTarget", driver=("pymongo", "mongodb")),
     Kind("elasticsearch", ("es",), 9200,
          connector="engines.connectors.elasticsearch:ElasticsearchConnector",
          dumper="engines.backup.dumpers.elasticsearch:ElasticsearchDumper",
          health="engines.health.elasticsearch:CHECKS",
-         auditor="engines.security.elasticsearch",
+         auditor="engines.security.elasticsearch", discoverer=_C + "documents:ElasticsearchDiscoverer",
          target=_M + "document_targets:ElasticsearchTarget", driver=("elasticsearch", "elasticsearch")),
     Kind("sqlite", (), file_based=True,
          connector="engines.connectors.sqlite:SQLiteConnector",
-         dumper="engines.backup.dumpers.sqlite:SQLiteDumper"),
+         dumper="engines.backup.dumpers.sqlite:SQLiteDumper",
+         discoverer=_C + "sqlite:SQLiteDiscoverer", masker=_C + "anonymize.dbapi:SQLiteMaskTarget",
+         eraser=_C + "erasure_dbapi:SQLiteEraser"),
     Kind("clickhouse", (), 8123,
          connector="engines.connectors.clickhouse:ClickHouseConnector",
          dumper="engines.backup.dumpers.clickhouse:ClickHouseDumper",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from engines.compliance.scan import pii_tables
 from engines.config import DatabaseConfig
 from engines.history import SUCCEEDED
 from engines.monitoring.alerts import AlertRule, alert_id
@@ -42,7 +43,11 @@ def _cache_summary(report: Any) -> None:
 def do_audit(db: DatabaseConfig, options: dict[str, Any], progress: Any = None) -> Result:
     """Audit ``db``, compare with its previous audit, cache the summary for the exporter."""
     section = runtime.config().database_scripts.security_audit.model_dump()
-    report = run_audit(db, audit_settings(db, section, options))
+    settings = audit_settings(db, section, options)
+    scanned = pii_tables(runtime.history(), db.id)  # pg.rls_on_pii_tables: discovered PII, not column names
+    if scanned and "pii_tables" not in settings:
+        settings = {**settings, "pii_tables": scanned, "pii_source": "compliance scan"}
+    report = run_audit(db, settings)
     if report.error:
         return report.to_dict(), False, report.error
     previous = previous_audit(db.id) or {}

@@ -363,6 +363,7 @@ def schedule_remove(name: str) -> None:
 def _register() -> None:
     from workers.cli_audit import audit, audit_checks
     from workers.cli_backups import backups
+    from workers.cli_compliance import compliance
     from workers.cli_kinds import kinds
     from workers.cli_migrate import migrate
     from workers.cli_repo import repo
@@ -377,6 +378,7 @@ def _register() -> None:
     cli.add_command(migrate)
     cli.add_command(kinds)
     cli.add_command(wal)
+    cli.add_command(compliance)
 
 
 _register()

@@ -18,6 +18,9 @@ class ScriptType(str, Enum):
     RESTORE_DRILL = "restore_drill"
     SECURITY_AUDIT = "security_audit"
     PERFORMANCE_TUNING = "performance_tuning"
+    COMPLIANCE_AUDIT = "compliance_scan"
+    COMPLIANCE_ANONYMIZE = "compliance_anonymize"
+    COMPLIANCE_ERASE = "compliance_erase"
 
 
 # script name -> (task name, queue). Each engine adds its row when it lands.
@@ -32,6 +35,9 @@ SCRIPTS: dict[str, tuple[str, str]] = {
     ScriptType.PERFORMANCE_TUNING.value: ("tuning.analyze", "tuning"),
     "performance_tuning_apply": ("tuning.apply", "tuning"),
     "performance_tuning_revert": ("tuning.revert", "tuning"),
+    ScriptType.COMPLIANCE_AUDIT.value: ("compliance.scan", "compliance"),
+    ScriptType.COMPLIANCE_ANONYMIZE.value: ("compliance.anonymize", "compliance"),
+    ScriptType.COMPLIANCE_ERASE.value: ("compliance.erase", "compliance"),
 }
 
 

@@ -277,15 +277,17 @@ def _rls(probe: PgProbe) -> Verdict:
                       " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
                       " WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
                       " AND n.nspname !~ '^pg_toast' GROUP BY 1, 2, 3 ORDER BY 1, 2")
+    scanned = probe.options.get("pii_source") == "compliance scan"  # the last PII scan's findings, not names
     bad = []
     for schema, table, rls, columns in rows:
-        pii = [c for c in columns if PII_COLUMN.search(c)]
+        pii = [] if scanned else [c for c in columns if PII_COLUMN.search(c)]
         if (pii or f"{schema}.{table}" in listed or table in listed) and not rls:
             bad.append({"table": f"{schema}.{table}", "pii_columns": pii})
+    source = ("the last compliance scan's PII findings" if scanned
+              else "column names (run `dbfleet compliance scan` to use discovered PII instead)")
     if not bad:
-        return passed(tables_checked=len(rows))
-    return failed(tables=bad[:50], tables_without_rls=len(bad),
-                  source="column names (the compliance engine's tags will replace this heuristic)")
+        return passed(tables_checked=len(rows), source=source)
+    return failed(tables=bad[:50], tables_without_rls=len(bad), source=source)
 
 
 

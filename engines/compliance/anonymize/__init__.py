@@ -1,0 +1,1 @@
+"""Deterministic anonymisation in place: rules, the per-kind batch targets, the resumable loop."""
