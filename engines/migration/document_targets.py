@@ -15,6 +15,7 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import re
 import urllib.parse
 import urllib.request
 import uuid
@@ -303,8 +304,10 @@ def ch_ident(name: str) -> str:
 
 def ch_type(target_type: str, nullable: bool) -> str:
     base = target_type.split("(")[0].strip()
-    if base == "numeric" and "(" in target_type:
-        kind = f"Decimal({target_type[target_type.index('(') + 1:-1]})"
+    # numeric(p[,s]) -> Decimal(p, s) from the digits only: a type's text comes from the source
+    precision = re.fullmatch(r"numeric\((\d+)(?:,\s*(\d+))?\)", target_type.strip())
+    if precision:
+        kind = f"Decimal({','.join(filter(None, precision.groups()))})"
     else:
         kind = CH_TYPES.get(target_type, CH_TYPES.get(base, "String"))
     return f"Nullable({kind})" if nullable else kind

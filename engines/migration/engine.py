@@ -32,6 +32,7 @@ from engines.migration.checksum import (
     pg_row_hash,
     python_checksum,
 )
+from engines.migration.ddl import type_sql
 from engines.migration.document_targets import ClickHouseTarget, DocumentTarget, ElasticsearchTarget, MongoTarget
 from engines.migration.linehash import line_hash
 from engines.migration.model import Batch, Embed, MigrationPlan, MigrationType, Table
@@ -406,7 +407,7 @@ def _rows_like(table: Table, lines: list[bytes]) -> sql.Composable:
         fields = line.split(b"\t")
         wanted.append(sql.SQL("ROW({})").format(sql.SQL(", ").join(
             sql.SQL("{}::{}::text").format(sql.Literal(textpath.unescape(fields[names.index(c.name)])),
-                                           sql.SQL(c.source_type)) for c in cols)))
+                                           type_sql(c.source_type)) for c in cols)))
     return sql.SQL("({})").format(sql.SQL(" OR ").join(sql.SQL("{} IS NOT DISTINCT FROM {}").format(row, w)
                                                         for w in wanted))
 

@@ -17,6 +17,7 @@ from psycopg import pq, sql
 from engines.config import DatabaseConfig
 from engines.errors import ConfigError
 from engines.migration import relay
+from engines.migration.ddl import UnsafeDefinition, safe_type
 from engines.migration.model import Batch, Column, Embed, Table
 from engines.migration.types import enum_values, map_mysql
 
@@ -117,6 +118,7 @@ class PostgresSource:
             columns = [Column(c, t, {"e": "text", "d": base}.get(kind, t), nullable,
                               "json" if t in ("json", "jsonb") else None, ident)
                        for c, t, nullable, ident, kind, base in cols]
+            _check_types(f"{schema}.{name}", columns)
             tables.append(Table(f"{schema}.{name}", schema, name, schema, name, columns, key, int(estimate)))
         _check_found(only, tables)
         return tables
@@ -266,9 +268,10 @@ class PostgresSource:
             if kind == "f":
                 if f"{ref_schema}.{ref_name}" not in migrated:
                     continue  # the referenced table is not part of the migration
-                objects.append({"kind": "fk", "name": name, "sql": definition, "ref": f"{ref_schema}.{ref_name}"})
+                objects.append({"kind": "fk", "name": name, "sql": definition, "ref": f"{ref_schema}.{ref_name}",
+                                "contype": kind})
             else:
-                objects.append({"kind": "constraint", "name": name, "sql": definition})
+                objects.append({"kind": "constraint", "name": name, "sql": definition, "contype": kind})
         return objects
 
     def foreign_key(self, child: Table, parent: Table) -> list[str]:
@@ -413,6 +416,7 @@ class MySQLSource:
             key = [r[0] for r in self.query(
                 "SELECT column_name FROM information_schema.key_column_usage WHERE table_schema = %s"
                 " AND table_name = %s AND constraint_name = 'PRIMARY' ORDER BY ordinal_position", (schema, name))]
+            _check_types(name, [c for c in columns if c.name not in enums], source_types=False)
             tables.append(Table(name, schema, name, "public", name, columns, key, int(estimate), enums))
         _check_found(only, tables)
         return tables
@@ -537,6 +541,19 @@ class _RawPyMySQL:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _check_types(table: str, columns: list[Column], source_types: bool = True) -> None:
+    """Refuse a column whose PostgreSQL type (and ``source_types``: its type on a PostgreSQL source), as the
+    source reports it, is more than a type name: a hostile source's text would otherwise reach the
+    target's CREATE TABLE and the checksum casts."""
+    for c in columns:
+        for text in {c.source_type, c.target_type} if source_types else {c.target_type}:
+            try:
+                safe_type(text)
+            except UnsafeDefinition as exc:
+                raise ConfigError([("source", f"{table}.{c.name}: {exc}; the source's catalog is not to be"
+                                              " trusted, nothing was written")]) from None
 
 
 def _check_found(only: list[str] | None, tables: list[Table]) -> None:
