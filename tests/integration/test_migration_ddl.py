@@ -19,8 +19,8 @@ import pytest
 
 from engines.errors import ConfigError
 from engines.migration import engine
+from engines.migration.clickhouse_target import ch_type
 from engines.migration.ddl import UnsafeDefinition, constraint_statement, index_statement, safe_type
-from engines.migration.document_targets import ch_type
 from engines.migration.engine import MigrationFailed
 from tests.conftest import db
 from tests.integration.backup_cases import pg_admin
