@@ -13,6 +13,8 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from celery import chain, chord, group
@@ -68,17 +70,29 @@ def _task_error(migration_id: str, what: str, exc: BaseException, fails_run: boo
     return ScriptFailed(message)
 
 
+def _options(options: dict[str, Any]) -> engine.MigrationOptions:
+    """The plan request's options (JSON from the broker) as MigrationOptions; base_id names the base plan."""
+    fields = {k: v for k, v in options.items() if k != "base_id"}
+    if options.get("base_id"):
+        fields["base"] = store().plan(options["base_id"])
+    return engine.MigrationOptions.of(**fields)
+
+
+@contextmanager
+def _step(migration_id: str, what: str, fails_run: bool = True) -> Iterator[None]:
+    """Turn any failure of a step into a scrubbed ScriptFailed (failing the migration when ``fails_run``)."""
+    try:
+        yield
+    except Exception as exc:
+        raise _task_error(migration_id, what, exc, fails_run) from None
+
+
 @app.task(name="migrations.plan", bind=True)
 def plan_task(self: Any, source: DbRef, target: DbRef, options: dict[str, Any]) -> dict[str, Any]:
     """Discover the source, map types, split into batches; store and return the plan (writes nothing)."""
     src, tgt = resolve(source), resolve(target)
-    base = store().plan(options["base_id"]) if options.get("base_id") else None
     try:
-        plan = engine.plan_migration(
-            src, tgt, MigrationType(options.get("type", "full")), int(options.get("batch_size", 1000)),
-            int(options.get("parallel_workers", 4)), bool(options.get("validation", True)), options.get("tables"),
-            options.get("watermark"), int(options.get("max_rejects", 0)), options.get("migration_id"), base,
-            float(options.get("lock_timeout", 60)), options.get("embed"), bool(options.get("indexes", True)))
+        plan = engine.plan_migration(src, tgt, _options(options))
     except DbfleetError as exc:
         raise ScriptFailed(scrub(str(exc))) from None
     plan.source["_ref"], plan.target["_ref"] = source, target
@@ -88,11 +102,10 @@ def plan_task(self: Any, source: DbRef, target: DbRef, options: dict[str, Any]) 
 
 @app.task(name="migrations.prepare", bind=True)
 def prepare_task(self: Any, migration_id: str) -> dict[str, Any]:
+    """Create the target's schema; the migration is running from here."""
     plan = store().plan(migration_id)
-    try:
+    with _step(migration_id, "prepare"):
         plan = engine.prepare(plan, *_dbs(plan))
-    except Exception as exc:
-        raise _task_error(migration_id, "prepare", exc) from None
     store().save_plan(plan, None, None)
     store().set_status(migration_id, RUNNING)
     return {"migration_id": migration_id, "created": plan.created}
@@ -103,11 +116,11 @@ def copy_batch_task(self: Any, migration_id: str, batch_id: int) -> dict[str, An
     """Copy one batch (idempotent: a batch whose checkpoint exists in the target is skipped)."""
     plan = store().plan(migration_id)
     try:
-        result = engine.copy_batch(plan, batch_id, *_dbs(plan))
-    except Exception as exc:
-        error = _task_error(migration_id, f"batch {batch_id}", exc, fails_run=False)
+        with _step(migration_id, f"batch {batch_id}", fails_run=False):
+            result = engine.copy_batch(plan, batch_id, *_dbs(plan))
+    except ScriptFailed as error:
         store().batch_failed(migration_id, batch_id, str(error))
-        raise error from None
+        raise
     store().batch_done(migration_id, batch_id, int(result.get("rows", 0)), int(result.get("rejects", 0)),
                        float(result.get("seconds", 0.0)))
     return result
@@ -115,11 +128,10 @@ def copy_batch_task(self: Any, migration_id: str, batch_id: int) -> dict[str, An
 
 @app.task(name="migrations.finalize", bind=True)
 def finalize_task(self: Any, migration_id: str) -> dict[str, Any]:
+    """Keys, indexes, constraints after every batch; the reject threshold."""
     plan = store().plan(migration_id)
-    try:
+    with _step(migration_id, "finalize"):
         return engine.finalize(plan, *_dbs(plan))
-    except Exception as exc:
-        raise _task_error(migration_id, "finalize", exc) from None
 
 
 @app.task(name="migrations.validate", bind=True)
@@ -129,10 +141,8 @@ def validate_task(self: Any, migration_id: str) -> dict[str, Any]:
     if not plan.validation:
         store().set_status(migration_id, COMPLETED, report={"validation": "disabled"})
         return {"migration_id": migration_id, "validation": "disabled"}
-    try:
+    with _step(migration_id, "validate"):
         report = engine.validate(plan, *_dbs(plan))
-    except Exception as exc:
-        raise _task_error(migration_id, "validate", exc) from None
     if not report["ok"]:
         bad = [f"{t['table']} ranges {[(m['from'], m['to']) for m in t['mismatched_ranges']]}"
                for t in report["tables"] if not t["ok"]]
@@ -155,11 +165,10 @@ def mark_failed(self: Any, migration_id: str) -> None:
 
 @app.task(name="migrations.rollback", bind=True)
 def rollback_task(self: Any, migration_id: str) -> dict[str, Any]:
+    """Undo what the migration created or changed on the target."""
     plan = store().plan(migration_id)
-    try:
+    with _step(migration_id, "rollback"):
         undone = engine.rollback(plan, *_dbs(plan))
-    except Exception as exc:
-        raise _task_error(migration_id, "rollback", exc) from None
     store().set_status(migration_id, ROLLED_BACK)
     return {"migration_id": migration_id, "undone": undone}
 

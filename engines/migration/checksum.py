@@ -26,6 +26,8 @@ from typing import Any
 
 from psycopg import sql
 
+from engines.migration.ddl import type_sql
+
 MOD = 2 ** 64
 
 
@@ -49,7 +51,7 @@ def pg_row_hash(columns: Sequence[Any], source: bool = False) -> sql.Composed:
     for c in columns:
         expr: sql.Composable = sql.Identifier(c.name)
         if source and c.source_type != c.target_type:
-            expr = sql.SQL("{}::{}").format(expr, sql.SQL(c.target_type))
+            expr = sql.SQL("{}::{}").format(expr, type_sql(c.target_type))
         if not STABLE_TYPES.match(c.target_type):
             expr = sql.SQL("{}::text COLLATE \"C\"").format(expr)
         elif _COLLATABLE.match(c.target_type):

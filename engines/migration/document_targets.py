@@ -14,16 +14,21 @@ import abc
 import base64
 import datetime as dt
 import hashlib
-import json
-import urllib.parse
-import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from engines.connectors import open_connector
 from engines.errors import ConfigError
+from engines.migration.base import Checkpoints, Source, Target
 from engines.migration.checksum import MOD
-from engines.migration.model import MigrationPlan, Table
+from engines.migration.model import Batch, Embed, MigrationPlan, Table
+from engines.migration.types import converter
+
+if TYPE_CHECKING:
+    from engines.config import DatabaseConfig
 
 CONTROL = "_dbfleet_checkpoints"
 
@@ -66,13 +71,69 @@ def _plain(value: Any, kind: str) -> Any:
     return value
 
 
-class DocumentTarget(abc.ABC):
-    """A target without multi-statement transactions: idempotent writes by id, checkpoint after."""
+class DocumentTarget(Target):
+    """A target without multi-statement transactions: idempotent writes by id, checkpoint after (a rerun
+    rewrites the same ids). Validation compares document counts and id checksums per table."""
 
     kind = "documents"
 
     def __init__(self, client: Any) -> None:
         self.client = client
+
+    @classmethod
+    @contextmanager
+    def connect(cls, db: DatabaseConfig, lock_timeout: float = 60.0) -> Iterator[DocumentTarget]:
+        """The target over the database's connector client."""
+        with open_connector(db) as t:
+            yield cls(t.conn)
+
+    def write_batch(self, plan: MigrationPlan, table: Table, batch: Batch, source: Source) -> dict[str, Any]:
+        """Idempotent writes by document id, then the checkpoint (embedded children from the same snapshot)."""
+        done = self.done(plan, batch.id)
+        if done is not None:
+            return {"batch": batch.id, "table": table.source, "skipped": True, "rows": int(done.get("rows", 0))}
+        convert = converter([c.cast for c in table.columns])
+        embedded: Embedded = {}
+        with source.snapshot():  # parents and children from one snapshot
+            rows = [convert(r) for r in source.batch_rows(plan, table, batch)]
+            for e in table.embeds:
+                embedded[e.field] = _children(source, e, batch)
+        n = self.write(plan, table, batch.id, rows, embedded)
+        return {"batch": batch.id, "table": table.source, "rows": n, "rejects": 0, "skipped": False,
+                "embedded": {f: sum(len(v) for v in by_key.values()) for f, by_key in embedded.items()}}
+
+    def finalize(self, plan: MigrationPlan, db: DatabaseConfig, cps: Checkpoints) -> list[str]:
+        """Nothing to build after the load."""
+        return []
+
+    def validate(self, plan: MigrationPlan, db: DatabaseConfig, source: Source, cps: Checkpoints,
+                 report: dict[str, Any]) -> dict[str, Any]:
+        """Per table: the documents' count and id checksum against what the batches wrote (and, where
+        children are embedded, ``embedded_report``)."""
+        for table in plan.tables:
+            batches = [b.id for b in plan.batches if b.table == table.source]
+            want = (sum(cps.get(b, {}).get("rows", 0) for b in batches),
+                    sum(cps.get(b, {}).get("checksum", 0) for b in batches) % 2 ** 64)
+            n, checksum = self.measure(plan, table)
+            ok = (n, checksum) == want
+            entry: dict[str, Any] = {
+                "table": table.source, "target": table.target_name, "batches": len(batches), "source_rows": want[0],
+                "target_rows": n, "rejects": 0, "ok": ok,
+                "mismatched_ranges": [] if ok else [{"batch": None, "from": None, "to": None,
+                                                     "source_rows": want[0], "target_rows": n}]}
+            if table.embeds:
+                entry["embedded"] = [self.embedded_report(plan, source, table, e, [cps.get(b, {}) for b in batches])
+                                     for e in table.embeds]
+                entry["ok"] = ok = ok and all(e["ok"] for e in entry["embedded"])
+            report["tables"].append(entry)
+            report["ok"] = report["ok"] and ok
+        report["rejects"] = []
+        return report
+
+    def embedded_report(self, plan: MigrationPlan, source: Source, table: Table, embed: Embed,
+                        cps: list[dict[str, Any]]) -> dict[str, Any]:
+        """Validation of one embedded child table (targets that embed override it)."""
+        raise NotImplementedError(f"{self.kind} targets do not embed child tables")
 
     @abc.abstractmethod
     def prepare(self, plan: MigrationPlan) -> list[str]:
@@ -108,9 +169,36 @@ class DocumentTarget(abc.ABC):
         return _plain(v, self.kind)
 
 
+
+def _children(source: Any, embed: Embed, batch: Batch) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
+    """The batch's child rows as sub-documents (without the foreign key columns), by parent key."""
+    convert = converter([c.cast for c in embed.columns])
+    names = [c.name for c in embed.columns]
+    fk_at = [names.index(k) for k in embed.fk]
+    keep = [i for i, name in enumerate(names) if name not in embed.fk]
+    out: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for raw in source.children(embed, batch):
+        row = convert(raw)
+        out.setdefault(tuple(row[i] for i in fk_at), []).append({names[i]: row[i] for i in keep})
+    return out
+
+
 # ------------------------------------------------------------------ MongoDB
 class MongoTarget(DocumentTarget):
+    """MongoDB: a collection per table, documents by _id; child tables can be embedded."""
+
     kind = "mongodb"
+    supports_embeds = True
+
+    def embedded_report(self, plan: MigrationPlan, source: Source, table: Table, embed: Embed,
+                        cps: list[dict[str, Any]]) -> dict[str, Any]:
+        """Sub-documents in each document against what the batches embedded, and the child rows no document
+        can hold (a NULL foreign key, or a missing parent row)."""
+        written = [cp.get("embedded", {}).get(embed.field, (0, 0)) for cp in cps]
+        want = (sum(w[0] for w in written), sum(w[1] for w in written) % 2 ** 64)
+        n, checksum = self.measure_embedded(plan, table, embed.field)
+        return {"table": embed.table, "field": embed.field, "source_rows": want[0], "target_rows": n,
+                "not_embedded": source.orphans(table, embed), "ok": (n, checksum) == want}  # type: ignore[attr-defined]
 
     def value(self, v: Any) -> Any:
         from bson import Binary, Decimal128
@@ -288,117 +376,3 @@ class ElasticsearchTarget(DocumentTarget):
         self.client.delete_by_query(index=CONTROL, query={"term": {"migration_id.keyword": plan.id}},
                                     ignore_unavailable=True)
         return done
-
-
-# ------------------------------------------------------------------ ClickHouse (HTTP interface)
-CH_TYPES = {"smallint": "Int16", "integer": "Int32", "bigint": "Int64", "boolean": "UInt8", "real": "Float32",
-            "double precision": "Float64", "date": "Date", "timestamp": "DateTime64(6)",
-            "timestamptz": "DateTime64(6, 'UTC')", "timestamp with time zone": "DateTime64(6, 'UTC')",
-            "timestamp without time zone": "DateTime64(6)", "uuid": "UUID"}
-
-
-def ch_ident(name: str) -> str:
-    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
-
-
-def ch_type(target_type: str, nullable: bool) -> str:
-    base = target_type.split("(")[0].strip()
-    if base == "numeric" and "(" in target_type:
-        kind = f"Decimal({target_type[target_type.index('(') + 1:-1]})"
-    else:
-        kind = CH_TYPES.get(target_type, CH_TYPES.get(base, "String"))
-    return f"Nullable({kind})" if nullable else kind
-
-
-def clickhouse_ddl(table: Table, database: str) -> str:
-    """CREATE TABLE ... ENGINE = ReplacingMergeTree ORDER BY (key): re-inserted keys collapse."""
-    cols = ", ".join(f"{ch_ident(c.name)} {ch_type(c.target_type, c.nullable and c.name not in table.key)}"
-                     for c in table.columns)
-    order = ", ".join(ch_ident(k) for k in table.key)
-    return (f"CREATE TABLE IF NOT EXISTS {ch_ident(database)}.{ch_ident(table.target_name)} ({cols})"
-            f" ENGINE = ReplacingMergeTree ORDER BY ({order})")
-
-
-class ClickHouseTarget(DocumentTarget):
-    kind = "clickhouse"
-
-    def __init__(self, url: str, user: str | None = None, password: str | None = None, timeout: float = 30) -> None:
-        super().__init__(None)
-        self.url, self.timeout = url.rstrip("/"), timeout
-        self.headers = {"X-ClickHouse-User": user or "default"}
-        if password:
-            self.headers["X-ClickHouse-Key"] = password
-
-    def value(self, v: Any) -> Any:
-        if isinstance(v, bool):
-            return int(v)
-        if isinstance(v, dt.datetime):
-            return v.strftime("%Y-%m-%d %H:%M:%S.%f")
-        return _plain(v, self.kind)
-
-    def query(self, sql_text: str, body: bytes | None = None) -> str:
-        url = f"{self.url}/?{urllib.parse.urlencode({'query': sql_text})}" if body is not None else self.url
-        data = body if body is not None else sql_text.encode()
-        req = urllib.request.Request(url, data=data, headers=self.headers, method="POST")
-        with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - URL from the config
-            text: str = resp.read().decode()
-            return text
-
-    def database(self, plan: MigrationPlan) -> str:
-        return str(plan.target.get("dbname") or "default")
-
-    def prepare(self, plan: MigrationPlan) -> list[str]:
-        _require_keys(plan)
-        db, created = self.database(plan), list(plan.created)
-        self.query(f"CREATE TABLE IF NOT EXISTS {ch_ident(db)}.{CONTROL} (migration_id String, batch_id Int64,"
-                   " table_name String, rows Int64, checksum String) ENGINE = ReplacingMergeTree"
-                   " ORDER BY (migration_id, batch_id)")
-        for t in plan.tables:
-            exists = self.query(f"EXISTS TABLE {ch_ident(db)}.{ch_ident(t.target_name)}").strip() == "1"
-            if not exists:
-                self.query(clickhouse_ddl(t, db))
-                created.append(f"chtable:{t.target_name}")
-        return created
-
-    def done(self, plan: MigrationPlan, batch_id: int) -> dict[str, Any] | None:
-        out = self.query(f"SELECT rows FROM {ch_ident(self.database(plan))}.{CONTROL} FINAL WHERE migration_id = "  # noqa: S608 - quoted names, escaped id
-                         f"'{_ch_str(plan.id)}' AND batch_id = {int(batch_id)} FORMAT JSONEachRow")
-        return json.loads(out.splitlines()[0]) if out.strip() else None
-
-    def write(self, plan: MigrationPlan, table: Table, batch_id: int, rows: list[tuple[Any, ...]],
-              embedded: Embedded | None = None) -> int:
-        docs = self.documents(table, rows)
-        db = self.database(plan)
-        if docs:
-            body = "\n".join(json.dumps(d, default=str) for _, d in docs).encode()
-            self.query(f"INSERT INTO {ch_ident(db)}.{ch_ident(table.target_name)} FORMAT JSONEachRow", body)
-        line = json.dumps({"migration_id": plan.id, "batch_id": batch_id, "table_name": table.source,
-                           "rows": len(docs), "checksum": str(id_checksum([i for i, _ in docs]))})
-        self.query(f"INSERT INTO {ch_ident(db)}.{CONTROL} FORMAT JSONEachRow", line.encode())
-        return len(docs)
-
-    def measure(self, plan: MigrationPlan, table: Table) -> tuple[int, int]:
-        keys = ", ".join(f"toString({ch_ident(k)})" for k in table.key)
-        out = self.query(f"SELECT arrayStringConcat([{keys}], '|') FROM {ch_ident(self.database(plan))}."  # noqa: S608 - quoted names
-                         f"{ch_ident(table.target_name)} FINAL FORMAT TabSeparatedRaw")
-        ids = [line for line in out.split("\n") if line]
-        return len(ids), id_checksum(ids)
-
-    def checkpoints(self, plan: MigrationPlan) -> dict[int, dict[str, int]]:
-        out = self.query(f"SELECT batch_id, rows, checksum FROM {ch_ident(self.database(plan))}.{CONTROL} FINAL"  # noqa: S608 - quoted names, escaped id
-                         f" WHERE migration_id = '{_ch_str(plan.id)}' FORMAT JSONEachRow")
-        rows = [json.loads(line) for line in out.splitlines() if line.strip()]
-        return {int(r["batch_id"]): {"rows": int(r["rows"]), "checksum": int(r["checksum"])} for r in rows}
-
-    def rollback(self, plan: MigrationPlan) -> list[str]:
-        done = []
-        for obj in reversed(plan.created):
-            kind, _, name = obj.partition(":")
-            if kind == "chtable":
-                self.query(f"DROP TABLE IF EXISTS {ch_ident(self.database(plan))}.{ch_ident(name)}")
-                done.append(obj)
-        return done
-
-
-def _ch_str(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("'", "\\'")

@@ -6,6 +6,12 @@ import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from engines.errors import DbfleetError
+
+
+class MigrationFailed(DbfleetError):
+    """A migration step failed in a way a retry will not fix (the message says what to do)."""
+
 
 class MigrationType(str, enum.Enum):
     """FULL copies every row; INCREMENTAL copies rows whose watermark column moved since the last run."""

@@ -14,18 +14,29 @@ writes (its rows and its checkpoint commit together).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 
-from engines.errors import ConfigError, DbfleetError
-from engines.migration.checksum import python_checksum, sql_checksum
-from engines.migration.model import Batch, MigrationPlan, Table
+from engines.connectors import open_connector
+from engines.errors import ConfigError
+from engines.migration import ddl
+from engines.migration.base import Checkpoints, Source, Target
+from engines.migration.checksum import python_checksum
+from engines.migration.model import Batch, MigrationFailed, MigrationPlan, MigrationType, Table
+from engines.migration.postgres_schema import PostgresSchema, index_name, not_built, target_ident
+from engines.migration.postgres_validate import PostgresValidation, text_spec
 from engines.migration.sources import SESSION, pg_range
+from engines.migration.types import converter
+
+if TYPE_CHECKING:
+    from engines.config import DatabaseConfig
+
+__all__ = ["PostgresTarget", "index_name", "key_text", "target_ident"]
 
 CONTROL = "_dbfleet_migration"
 DDL = [
@@ -53,41 +64,49 @@ class _SourceFailed(Exception):
     """Carries an exception raised while reading the source out through the target's COPY."""
 
 
-def index_name(table: Table, obj: dict[str, Any]) -> str:
-    """The target name of a schema object: PostgreSQL's own (its definition holds it); a MySQL index is named
-    per table there, so it becomes ``<table>_<index>`` (shortened with a hash to PostgreSQL's 63 bytes)."""
-    if "sql" in obj or obj["kind"] != "index":
-        return str(obj["name"])
-    name = f"{table.target_name}_{obj['name']}"
-    if len(name.encode()) <= 63:
-        return name
-    return name.encode()[:54].decode(errors="ignore") + "_" + hashlib.md5(name.encode()).hexdigest()[:8]  # noqa: S324
+class PostgresTarget(PostgresSchema, PostgresValidation, Target):
+    """A PostgreSQL database written over one psycopg connection (autocommit; a transaction per batch)."""
 
+    kind = "postgresql"
+    poolable = True
+    accepts_pg_copy = True
+    supports_incremental = True
+    builds_schema = True
 
-def target_ident(table: Table) -> sql.Composed:
-    return sql.SQL("{}.{}").format(sql.Identifier(table.target_schema), sql.Identifier(table.target_name))
-
-
-class PostgresTarget:
     def __init__(self, conn: Any, lock_timeout: float = 60.0) -> None:
         self.conn = conn
+        self.lock_timeout = lock_timeout
         conn.autocommit = True
         conn.execute(SESSION)
         # a batch waits this long for a table lock, then fails (and the migration can be resumed)
         conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{int(lock_timeout * 1000)}ms")))
 
     # ------------------------------------------------------------ prepare / rollback
-    def prepare(self, plan: MigrationPlan, keyed_now: set[str] | frozenset[str] = frozenset()) -> list[str]:
-        """Create the control tables, enum types and tables that do not exist (with their primary key only
-        for the tables in ``keyed_now``; ``add_key`` builds the others' after the load); snapshot the ones
-        that do exist."""
+    @classmethod
+    @contextmanager
+    def connect(cls, db: DatabaseConfig, lock_timeout: float = 60.0) -> Iterator[PostgresTarget]:
+        """The target over the database's connector."""
+        with open_connector(db) as t:
+            yield cls(t.conn, lock_timeout)
+
+    def usable(self) -> bool:
+        """Idle and answering."""
+        from engines.migration.postgres_source import usable_pg
+
+        return usable_pg(self.conn)
+
+    def prepare(self, plan: MigrationPlan) -> list[str]:
+        """Create the control tables, enum types and tables that do not exist; snapshot the ones that do
+        exist. Tables copied by a streaming path get their primary key at finalize (``add_key``); the typed
+        path reads each batch's range back as it writes it, so its tables get the key (and its index) now."""
+        keyed_now = {t.source for t in plan.tables if plan.path != "pg-pg" and text_spec(plan, t) is None}
         created: list[str] = list(plan.created)
         with self.conn.transaction():
             for stmt in DDL:
                 self.conn.execute(stmt)
             for table in plan.tables:
                 self._create(plan, table, created, table.source in keyed_now)
-        if plan.type == "incremental":  # upserts need the key; a base run that never finalized lacks it
+        if plan.type == MigrationType.INCREMENTAL.value:  # upserts need the key; a base run that never finalized lacks it
             for table in plan.tables:
                 self.add_key(dataclasses.replace(plan, created=created), table)
         return created
@@ -116,7 +135,7 @@ class PostgresTarget:
         cols = []
         for c in table.columns:
             typ = (sql.SQL("{}.{}").format(sql.Identifier(table.target_schema), sql.Identifier(c.target_type))
-                   if c.name in table.enums else sql.SQL(c.target_type))
+                   if c.name in table.enums else ddl.type_sql(c.target_type))
             parts = [sql.Identifier(c.name), typ]
             if c.identity:
                 parts.append(sql.SQL("GENERATED BY DEFAULT AS IDENTITY"))
@@ -128,8 +147,6 @@ class PostgresTarget:
         self.conn.execute(sql.SQL("CREATE TABLE {} ({})").format(ident, sql.SQL(", ").join(cols)))
         created.append(f"table:{table.target}")
 
-    def _exists(self, query: str, *args: Any) -> bool:
-        return self.conn.execute(query, args).fetchone() is not None
 
     def _check_columns(self, table: Table) -> None:
         have = {r[0] for r in self.conn.execute(
@@ -300,106 +317,66 @@ class PostgresTarget:
             self.conn.execute(sql.SQL("TRUNCATE {}").format(dest))
 
     # ------------------------------------------------------------ finalize / validate
-    def add_key(self, plan: MigrationPlan, table: Table) -> None:
-        """The primary key of a table this migration created, if it has none yet (built after the load)."""
-        if not table.key or f"table:{table.target}" not in plan.created or self._exists(
-                "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n"
-                " ON n.oid = c.relnamespace WHERE i.indisprimary AND n.nspname = %s AND c.relname = %s",
-                table.target_schema, table.target_name):
-            return
-        try:
-            self.conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
-                target_ident(table), sql.SQL(", ").join(sql.Identifier(k) for k in table.key)))
-        except (psycopg.errors.UniqueViolation, psycopg.errors.NotNullViolation) as exc:
-            detail = " ".join(filter(None, [str(exc).splitlines()[0], exc.diag.message_detail]))
-            raise DbfleetError(f"{table.target}: the copied rows cannot take the primary key "
-                               f"({', '.join(table.key)}): {detail}; remove the duplicates from the target (and"
-                               " their cause) and resume the migration, or roll it back") from None
 
-    def build(self, plan: MigrationPlan, table: Table, obj: dict[str, Any]) -> str | None:
-        """One secondary index or constraint of a table this migration created, unless it is there (a
-        foreign key is added NOT VALID: ``check_table`` validates it). Returns why it failed, or None."""
-        if f"table:{table.target}" not in plan.created:
-            return None
-        name = index_name(table, obj)
-        if obj["kind"] == "index":
-            there = self._exists("SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-                                 " WHERE n.nspname = %s AND c.relname = %s", table.target_schema, name)
-        else:
-            there = self._exists("SELECT 1 FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN"
-                                 " pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND"
-                                 " c.relname = %s AND k.conname = %s", table.target_schema, table.target_name, name)
-        if there:
-            return None
-        try:
-            self.conn.execute(self._schema_sql(plan, table, obj, name))
-        except psycopg.Error as exc:
-            return f"{table.target} {obj['kind']} {name}: {str(exc).splitlines()[0]}"
-        return None
+    def write_batch(self, plan: MigrationPlan, table: Table, batch: Batch, source: Source) -> dict[str, Any]:
+        """The batch in one transaction with its checkpoint, by the plan's path; a batch already done is skipped."""
+        with self.conn.transaction():
+            # the batch and its checkpoint commit together or not at all, so a crash that loses a recent
+            # commit only means the batch runs again: no need to wait for the WAL flush (finalize's commit,
+            # a normal one, makes every batch durable before the migration reports success)
+            self.conn.execute("SET LOCAL synchronous_commit = off")
+            if not self.claim(plan, batch):
+                return {"batch": batch.id, "table": table.source, "skipped": True, **(self.done(plan, batch) or {})}
+            upsert = plan.type == MigrationType.INCREMENTAL.value
+            self.clear_range(plan, table, batch, upsert)
+            written, escaped = None, True
+            if plan.path == "pg-pg":
+                n, checksum, rejects = source.copy_binary(self, plan, table, batch)
+            elif (spec := text_spec(plan, table)) is not None:
+                n, checksum, rejects, escaped = source.copy_text(self, plan, table, batch, spec)
+            else:
+                n, checksum, rejects = self._copy_typed(source, plan, table, batch, upsert)
+                if table.ranges_portable and not upsert:
+                    written = self._verify_written(plan, table, batch, n, checksum)
+            self.record(plan, batch, n, checksum, rejects, written, escaped)
+        return {"batch": batch.id, "table": table.source, "rows": n, "rejects": rejects, "skipped": False}
 
-    def _schema_sql(self, plan: MigrationPlan, table: Table, obj: dict[str, Any], name: str) -> sql.Composable:
-        ident = target_ident(table)
-        if "sql" in obj:  # a PostgreSQL source: the server's own definition (same names on both sides)
-            if obj["kind"] == "index":
-                return sql.SQL(obj["sql"])
-            return sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}{}").format(
-                ident, sql.Identifier(name), sql.SQL(obj["sql"]), sql.SQL(" NOT VALID" if obj["kind"] == "fk" else ""))
-        if obj["kind"] == "index":
-            cols = [sql.SQL("(left({}, {}))").format(sql.Identifier(c), sql.Literal(obj["prefix"][c]))
-                    if c in obj["prefix"] else sql.Identifier(c) for c in obj["columns"]]
-            return sql.SQL("CREATE {}INDEX {} ON {} ({})").format(
-                sql.SQL("UNIQUE " if obj["unique"] else ""), sql.Identifier(name), ident, sql.SQL(", ").join(cols))
-        rules = ("CASCADE", "SET NULL", "SET DEFAULT", "RESTRICT", "NO ACTION")
-        actions = sql.SQL("").join(sql.SQL(" ON {} {}").format(sql.SQL(event), sql.SQL(obj[key]))
-                                   for event, key in (("UPDATE", "on_update"), ("DELETE", "on_delete"))
-                                   if obj.get(key) in rules)
-        return sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({}){} NOT VALID").format(
-            ident, sql.Identifier(name), sql.SQL(", ").join(sql.Identifier(c) for c in obj["columns"]),
-            target_ident(plan.table(obj["ref"])), sql.SQL(", ").join(sql.Identifier(c) for c in obj["ref_columns"]),
-            actions)
+    def _copy_typed(self, source: Source, plan: MigrationPlan, table: Table, batch: Batch,
+                    upsert: bool) -> tuple[int, int, int]:
+        convert = converter([c.cast for c in table.columns])
+        rows, bad = [], 0
+        for raw in source.batch_rows(plan, table, batch):
+            try:
+                rows.append(convert(raw))
+            except ValueError as exc:  # a value no PostgreSQL type can hold: a reject, like the target's own
+                bad += 1
+                self.conn.execute("INSERT INTO _dbfleet_migration.rejects (migration_id, batch_id, table_name, key,"
+                                  " reason) VALUES (%s, %s, %s, %s, %s)",
+                                  (plan.id, batch.id, table.source, key_text(table, raw), str(exc)))
+        written, rejected = self.copy_rows(plan, table, batch, rows, upsert)
+        n, checksum = python_checksum(written, [c.target_type for c in table.columns])
+        return n, checksum, bad + rejected
 
-    def prepare_table(self, plan: MigrationPlan, table: Table) -> list[str]:
-        """Finalize, first step (ACCESS EXCLUSIVE on the table): the primary key, the constraints other than
-        foreign keys, identity sequences past the copied keys. Returns what failed."""
-        self.add_key(plan, table)
-        failed = [f for obj in table.schema if obj["kind"] == "constraint" and (f := self.build(plan, table, obj))]
-        for c in table.columns:
-            if c.identity:
-                self.conn.execute(sql.SQL("SELECT setval(pg_get_serial_sequence(quote_ident({}) || '.' || quote_ident({}),"
-                                          " {}), coalesce(max({}), 0) + 1, false) FROM {}").format(
-                    sql.Literal(table.target_schema), sql.Literal(table.target_name), sql.Literal(c.name),
-                    sql.Identifier(c.name), target_ident(table)))
+    def _verify_written(self, plan: MigrationPlan, table: Table, batch: Batch, n: int, checksum: int) -> int:
+        """Read the range back inside the batch's transaction: the target must hold exactly the mapped source
+        rows (count and checksum of the values on both sides). Returns the server-side checksum of the range,
+        which later validation recomputes to catch anything changed since."""
+        if self.measure(plan, table, batch, "python") != (n, checksum):
+            raise MigrationFailed(f"batch {batch.id} of {table.source}: the rows read back from the target differ "
+                                  "from the source rows just written (a cast changed values)")
+        return self.measure(plan, table, batch, "sql")[1]
+
+    def finalize(self, plan: MigrationPlan, db: DatabaseConfig, cps: Checkpoints) -> list[str]:
+        """Keys, indexes, constraints (``build_schema``; when validating, the foreign keys' validation and
+        ANALYZE run in validate, beside the checksum scans); incremental watermarks."""
+        failed = self.build_schema(plan, db, cps, checks=not plan.validation)
+        if failed:
+            raise not_built(plan, failed)
+        if plan.type == MigrationType.INCREMENTAL.value:
+            for table in plan.tables:
+                if plan.until.get(table.source) is not None:
+                    self.watermark(plan.base_id or plan.id, table.source, plan.until[table.source])
         return failed
-
-    def check_table(self, plan: MigrationPlan, table: Table) -> list[str]:
-        """Finalize, last step (SHARE UPDATE EXCLUSIVE on the table): validate its foreign keys that are not
-        (added NOT VALID, or left so by an earlier failed run), then ANALYZE. Returns what failed."""
-        failed = []
-        if f"table:{table.target}" in plan.created:
-            for (name,) in self.conn.execute(
-                    "SELECT k.conname FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n"
-                    " ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s AND k.contype = 'f'"
-                    " AND NOT k.convalidated", (table.target_schema, table.target_name)).fetchall():
-                try:
-                    self.conn.execute(sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(
-                        target_ident(table), sql.Identifier(name)))
-                except psycopg.Error as exc:
-                    failed.append(f"{table.target} fk {name}: {str(exc).splitlines()[0]}")
-        self.conn.execute(sql.SQL("ANALYZE {}").format(target_ident(table)))
-        return failed
-
-    def measure(self, plan: MigrationPlan, table: Table, batch: Batch | None, method: str = "sql") -> tuple[int, int]:
-        """(count, checksum) of the target rows of ``batch`` (None: the whole table), computed by the server
-        (``sql``, over each row's text) or here over the driver's values (``python``)."""
-        where, params = (pg_range(table.key, batch) if batch else (sql.SQL("true"), []))
-        cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
-        select = sql.SQL("SELECT {} FROM {} WHERE {}").format(cols, target_ident(table), where)
-        if method == "sql":
-            n, checksum = self.conn.execute(sql_checksum(select), params).fetchone()
-            return int(n), int(checksum)
-        with self.conn.cursor() as cur:
-            cur.execute(select, params)
-            return python_checksum(cur, [c.target_type for c in table.columns])
 
     def checkpoints(self, plan: MigrationPlan) -> dict[int, dict[str, int]]:
         """batch id -> rows, source checksum, rejects, and the server-side checksum of the range at write time
@@ -414,6 +391,13 @@ class PostgresTarget:
         cur = self.conn.execute("SELECT table_name, key, reason FROM _dbfleet_migration.rejects"
                                 " WHERE migration_id = %s ORDER BY at", (plan.id,))
         return [{"table": t, "key": k, "reason": r} for t, k, r in cur.fetchall()]
+
+    def last_watermark(self, migration_id: str, table: str) -> str | None:
+        """The watermark the last incremental run of ``migration_id`` copied (None: no run has)."""
+        try:
+            return self.watermark(migration_id, table)
+        except psycopg.errors.UndefinedTable:  # no earlier run has prepared this target
+            return None
 
     def watermark(self, migration_id: str, table: str, value: str | None = None) -> str | None:
         """Read (or, with ``value``, record) the last watermark an incremental run of ``migration_id`` copied."""

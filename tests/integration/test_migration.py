@@ -18,11 +18,13 @@ import pytest
 from psycopg import sql
 
 from engines.errors import ConfigError
-from engines.migration import engine, relay
+from engines.migration import engine, postgres_validate, relay
 from engines.migration.checksum import pg_hash_items
 from engines.migration.engine import MigrationFailed
-from engines.migration.model import MigrationType
-from engines.migration.sources import PostgresSource
+from engines.migration.model import Batch, MigrationType, Table
+from engines.migration.mysql_source import MySQLSource
+from engines.migration.postgres_source import PostgresSource
+from engines.migration.postgres_validate import text_spec
 from tests.conftest import db
 from tests.integration.backup_cases import pg_admin
 from tests.servers import CANARY, require
@@ -152,7 +154,7 @@ def test_mariadb_to_postgresql_with_pgloader_casts_rejects_and_validation(maria_
     tampered = next(t for t in engine.validate(plan, maria_source, pg15_target)["tables"] if t["table"] == "items")
     assert [(m["from"], m["to"]) for m in tampered["mismatched_ranges"]] == [
         (b.lo, b.hi) for b in plan.batches if b.table == "items" and (b.lo or [0])[0] <= 20 < (b.hi or [99])[0]]
-    assert engine.text_spec(plan, plan.table("measures")) is None and by_table["measures"]["target_rows"] == 30
+    assert text_spec(plan, plan.table("measures")) is None and by_table["measures"]["target_rows"] == 30
     assert _rows(pg15_target, "SELECT f, d, at FROM measures WHERE id = 3") == [
         (1.0, 0.428571428, dt.datetime(2026, 1, 1, 0, 0, 3, 123456))]  # MariaDB divides to 9 decimals
     _exec(pg15_target, "UPDATE measures SET d = 0.5 WHERE id = 12")
@@ -323,8 +325,8 @@ def test_the_c_relay_copies_each_row_once_and_hashes_it_in_the_same_scan(pg18_so
                      (first,))
     assert [(int(n), int(h)) for n, h in recorded] == [(int(by_sql[0]), int(by_sql[1]))] and by_sql[1] != 0
     scans: list[bool] = []
-    measure_part = engine._measure_part
-    monkeypatch.setattr(engine, "_measure_part", lambda *a, grouped=True: scans.append(grouped) or measure_part(
+    measure_part = postgres_validate.measure_part
+    monkeypatch.setattr(postgres_validate, "measure_part", lambda *a, grouped=True: scans.append(grouped) or measure_part(
         *a, grouped=grouped))
     assert engine.validate(plan, pg18_source, pg15_target)["ok"]
     assert scans and not any(scans)  # totals agreed: no table read again batch by batch
@@ -353,7 +355,7 @@ def test_the_relay_refuses_a_stream_it_does_not_understand(pg18_source: Any, pg1
             with target.cursor().copy("COPY odd_text FROM STDIN (FORMAT binary)") as copy:
                 copy.write(b"")
                 # a last column that is not an 8-byte hash
-                src.relay_into(odd, engine.Batch(0, odd.source, None, None), target.pgconn, sql.SQL("'x'::text"))
+                src.relay_into(odd, Batch(0, odd.source, None, None), target.pgconn, sql.SQL("'x'::text"))
         assert src.conn.execute("SELECT count(*) FROM odd_text").fetchone() == (3,)  # the source COPY was cancelled
         assert target.execute("SELECT count(*) FROM odd_text").fetchone() == (0,)  # and the target's abandoned
 
@@ -476,13 +478,13 @@ def test_a_copy_stopped_midway_leaves_the_source_connection_usable(pg18_source: 
     with open_connector(pg18_source) as connector:
         src = PostgresSource(connector.conn)
         users = next(t for t in src.discover(["users"]))
-        whole = engine.Batch(0, users.source, None, None)
+        whole = Batch(0, users.source, None, None)
         chunks = src.copy_chunks(users, whole, rows_per_chunk=100)
         assert next(chunks).count(b"\n") == 100
         chunks.close()  # the target refused, say: the server's COPY is cancelled
         assert src.conn.execute("SELECT count(*) FROM users").fetchone() == (3000,)
         assert sum(c.count(b"\n") for c in src.copy_chunks(users, whole)) == 3000
-        gone = engine.Table("public.gone", "public", "gone", "public", "gone", users.columns, users.key)
+        gone = Table("public.gone", "public", "gone", "public", "gone", users.columns, users.key)
         with pytest.raises(psycopg.errors.UndefinedTable):
             next(src.copy_chunks(gone, whole))
         assert src.conn.execute("SELECT 1").fetchone() == (1,)
@@ -514,12 +516,12 @@ def test_incremental_copies_changed_rows_by_watermark(pg18_source: Any, pg15_tar
         full = engine.plan_migration(pg18_source, pg15_target, tables=["users"], batch_size=1000)
         assert _run(full, pg18_source, pg15_target)["ok"]
         base = engine.prepare(full, pg18_source, pg15_target)
-        first = engine.plan_migration(pg18_source, pg15_target, MigrationType.INCREMENTAL, tables=["users"],
+        first = engine.plan_migration(pg18_source, pg15_target, type=MigrationType.INCREMENTAL, tables=["users"],
                                       watermark="updated_at", base=base, batch_size=1000)
         _run(first, pg18_source, pg15_target)  # records the watermark; every row is at it already
         c.execute("UPDATE users SET name = 'changed', updated_at = '2026-06-01' WHERE id IN (5, 2500)")
         c.execute("INSERT INTO users (email, name, updated_at) VALUES ('new@example.com', 'new', '2026-06-02')")
-    second = engine.plan_migration(pg18_source, pg15_target, MigrationType.INCREMENTAL, tables=["users"],
+    second = engine.plan_migration(pg18_source, pg15_target, type=MigrationType.INCREMENTAL, tables=["users"],
                                    watermark="updated_at", base=base, batch_size=1000)
     assert second.since["public.users"].startswith("2026-01-01") and second.path == "rows"
     plan = engine.prepare(second, pg18_source, pg15_target)
@@ -541,8 +543,8 @@ def test_large_mysql_tables_are_split_by_the_statistics_without_counting(maria_s
     conn.close()
     monkeypatch.setattr(sources, "ESTIMATED_ROWS", 1)  # every table counts as large here
     asked: list[str] = []
-    query = sources.MySQLSource.query
-    monkeypatch.setattr(sources.MySQLSource, "query", lambda self, q, *a: asked.append(q) or query(self, q, *a))
+    query = MySQLSource.query
+    monkeypatch.setattr(MySQLSource, "query", lambda self, q, *a: asked.append(q) or query(self, q, *a))
     plan = engine.plan_migration(maria_source, pg15_target, tables=["texts", "links"], batch_size=10)
     assert asked and not [q for q in asked if "count(*)" in q.lower()]
     texts = [b for b in plan.batches if b.table == "texts"]
@@ -578,9 +580,9 @@ def test_bad_requests_are_clear(pg18_source: Any, pg15_target: Any) -> None:
     with pytest.raises(ConfigError, match="cannot migrate into 'redis'"):
         engine.plan_migration(pg18_source, db("r", kind="redis", host="127.0.0.1"))
     with pytest.raises(ConfigError, match="needs a watermark"):
-        engine.plan_migration(pg18_source, pg15_target, MigrationType.INCREMENTAL)
+        engine.plan_migration(pg18_source, pg15_target, type=MigrationType.INCREMENTAL)
     with pytest.raises(ConfigError, match="has no primary key"):
-        engine.plan_migration(pg18_source, pg15_target, MigrationType.INCREMENTAL, tables=["events"], watermark="at")
+        engine.plan_migration(pg18_source, pg15_target, type=MigrationType.INCREMENTAL, tables=["events"], watermark="at")
 
 
 DOC_TARGETS = {

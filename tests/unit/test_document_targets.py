@@ -10,14 +10,8 @@ from decimal import Decimal
 import pytest
 
 from engines.errors import ConfigError
-from engines.migration.document_targets import (
-    ClickHouseTarget,
-    MongoTarget,
-    clickhouse_ddl,
-    doc_id,
-    es_mapping,
-    id_checksum,
-)
+from engines.migration.clickhouse_target import ClickHouseTarget, clickhouse_ddl
+from engines.migration.document_targets import MongoTarget, doc_id, es_mapping, id_checksum
 from engines.migration.model import Batch, Column, MigrationPlan, Table
 
 TABLE = Table("public.plays", "public", "plays", "public", "plays", [

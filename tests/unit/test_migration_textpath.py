@@ -129,7 +129,7 @@ def test_server_side_row_hash_reads_target_types_and_hashes_the_rest_as_text() -
 def test_validating_postgresql_to_postgresql_needs_version_14_on_both_sides() -> None:
     from types import SimpleNamespace
 
-    from engines.migration.engine import _check_hashable
+    from engines.migration.postgres_source import check_hashable as _check_hashable
 
     def server(version: int) -> SimpleNamespace:  # just what the check reads of a psycopg connection
         return SimpleNamespace(info=SimpleNamespace(server_version=version))

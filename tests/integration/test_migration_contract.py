@@ -1,0 +1,133 @@
+"""The Source/Target contract (engines/migration/base.py), the same cases for every pair that runs here:
+PostgreSQL -> PostgreSQL and MariaDB -> PostgreSQL, on the machine's servers. Hostile names, NULLs,
+unicode, a keyless table, a batch killed before its commit then resumed, validation catching a tampered row.
+(Document targets run against their named stand-ins in tests/integration/test_migration.py.)"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pymysql
+import pytest
+
+from engines.migration import engine
+from engines.migration.postgres_target import PostgresTarget
+from tests.conftest import db
+from tests.integration.backup_cases import pg_admin
+from tests.integration.test_migration import mongo_stand_in  # noqa: F401 - the fixture
+from tests.servers import require
+
+pytestmark = pytest.mark.integration
+
+PG = ['CREATE TABLE "we;ird ""t" (id int PRIMARY KEY, "v a""l" text, n int)',
+      """INSERT INTO "we;ird ""t" SELECT g, CASE WHEN g % 3 = 0 THEN NULL ELSE 'ü☃ ' || g END,
+         CASE WHEN g % 2 = 0 THEN g END FROM generate_series(1, 50) g""",
+      "CREATE TABLE nokey (a int, b text)", "INSERT INTO nokey VALUES (1, 'x'), (1, 'x'), (NULL, NULL)"]
+MARIA = ['CREATE TABLE `we;ird "t` (id INT PRIMARY KEY, `v a"l` TEXT, n INT)',
+         "INSERT INTO `we;ird \"t` SELECT seq, IF(seq % 3 = 0, NULL, CONCAT('ü☃ ', seq)), IF(seq % 2 = 0, seq, NULL)"
+         " FROM seq_1_to_50",
+         "CREATE TABLE nokey (a INT, b TEXT)", "INSERT INTO nokey VALUES (1, 'x'), (1, 'x'), (NULL, NULL)"]
+
+
+def _pg_db(name: str) -> Any:
+    return db(name, kind="postgresql", host="127.0.0.1", dbname=name, user="postgres")
+
+
+@pytest.fixture
+def target() -> Iterator[Any]:
+    require("postgresql15")
+    name = f"h4_ct_{uuid.uuid4().hex[:8]}"
+    with pg_admin() as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield _pg_db(name)
+    with pg_admin() as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["postgresql", "mariadb"])
+def source(request: pytest.FixtureRequest) -> Iterator[Any]:
+    name = f"h4_cs_{uuid.uuid4().hex[:8]}"
+    if request.param == "postgresql":
+        require("postgresql15")
+        with pg_admin() as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        with psycopg.connect(host="127.0.0.1", user="postgres", dbname=name, autocommit=True) as c:
+            for stmt in PG:
+                c.execute(stmt)
+        yield _pg_db(name)
+        with pg_admin() as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        return
+    host, port = require("mariadb")
+    conn = pymysql.connect(host=host, port=port, user="root", autocommit=True, charset="utf8mb4")
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+        cur.execute(f"USE `{name}`")
+        for stmt in MARIA:
+            cur.execute(stmt)
+    yield db("h4_maria", kind="mariadb", host=host, port=port, dbname=name, user="root")
+    with conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE `{name}`")
+    conn.close()
+
+
+def _rows(target: Any, query: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname=target.dbname, autocommit=True) as c:
+        return c.execute(query).fetchall()
+
+
+def test_every_pair_keeps_the_contract(source: Any, target: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = engine.prepare(engine.plan_migration(source, target, batch_size=20), source, target)
+    first = plan.batches[0]
+    record = PostgresTarget.record
+
+    def killed(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("worker killed before the batch's commit")
+
+    monkeypatch.setattr(PostgresTarget, "record", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        engine.copy_batch(plan, first.id, source, target)
+    monkeypatch.setattr(PostgresTarget, "record", record)
+    assert _rows(target, "SELECT count(*) FROM _dbfleet_migration.checkpoints") == [(0,)]  # nothing half-written
+    for b in plan.batches:  # the resumed run: every batch, the killed one again
+        engine.copy_batch(plan, b.id, source, target)
+    assert engine.copy_batch(plan, first.id, source, target)["skipped"]  # redelivered: skipped
+    engine.finalize(plan, source, target)
+    report = engine.validate(plan, source, target)
+    assert report["ok"], report
+    assert _rows(target, 'SELECT count(*), count("v a""l"), count(n) FROM "we;ird ""t"') == [(50, 34, 25)]
+    assert _rows(target, 'SELECT "v a""l" FROM "we;ird ""t" WHERE id = 1') == [("ü☃ 1",)]
+    assert sorted(_rows(target, "SELECT a, b FROM nokey"), key=str) == sorted([(1, "x"), (1, "x"), (None, None)],
+                                                                               key=str)
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname=target.dbname, autocommit=True) as c:
+        c.execute('UPDATE "we;ird ""t" SET "v a""l" = \'tampered\' WHERE id = 7')
+    report = engine.validate(plan, source, target)
+    bad = [t for t in report["tables"] if not t["ok"]]
+    assert not report["ok"] and [t["table"].split(".")[-1] for t in bad] == ['we;ird "t']
+    assert bad[0]["mismatched_ranges"]
+
+
+def test_every_source_keeps_the_contract_into_a_document_target(source: Any, mongo_stand_in: Any) -> None:  # noqa: F811
+    """Into MongoDB (its named stand-in, mongomock): documents by id, so a batch written but not
+    checkpointed (killed in between) is rewritten, not doubled; validation counts documents and ids.
+    Keyless tables cannot become documents (refused at plan time, see test_document_targets)."""
+    target = db("h4_mongo", kind="mongodb", host="127.0.0.1", dbname=f"h4_ct_{uuid.uuid4().hex[:6]}")
+    names = ['public.we;ird "t'] if source.kind == "postgresql" else ['we;ird "t']
+    plan = engine.prepare(engine.plan_migration(source, target, tables=names, batch_size=20), source, target)
+    for b in plan.batches:
+        engine.copy_batch(plan, b.id, source, target)
+    store = mongo_stand_in[target.dbname]
+    store["_dbfleet_checkpoints"].delete_one({"migration_id": plan.id, "batch_id": plan.batches[0].id})  # the kill
+    for b in plan.batches:  # resumed: the batch without a checkpoint runs again, the others are skipped
+        engine.copy_batch(plan, b.id, source, target)
+    engine.finalize(plan, source, target)
+    assert engine.validate(plan, source, target)["ok"]
+    docs = store['we;ird "t']
+    assert docs.count_documents({}) == 50 and docs.count_documents({'v a"l': None}) == 16
+    assert docs.find_one({"id": 1})['v a"l'] == "ü☃ 1"
+    docs.delete_one({"id": 7})  # tampered
+    report = engine.validate(plan, source, target)
+    assert not report["ok"] and report["tables"][0]["target_rows"] == 49
