@@ -76,7 +76,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          auditor="engines.security.postgres", tuner="engines.tuning.postgres:PostgresTuner",
          discoverer=_C + "postgres:PostgresDiscoverer", masker=_C + "anonymize.postgres:PostgresMaskTarget",
          eraser=_C + "erasure_pg:PostgresEraser",
-         source=_M + "sources:PostgresSource", target=_M + "postgres_target:PostgresTarget"),
+         source=_M + "postgres_source:PostgresSource", target=_M + "postgres_target:PostgresTarget"),
     Kind("mysql", ("mariadb",), 3306,
          connector="engines.connectors.mysql:MySQLConnector",
          dumper="engines.backup.dumpers.mysql:MySQLDumper",
@@ -84,7 +84,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          auditor="engines.security.mysql", tuner="engines.tuning.mysql:MySQLTuner",
          discoverer=_C + "mysql:MySQLDiscoverer", masker=_C + "anonymize.dbapi:MySQLMaskTarget",
          eraser=_C + "erasure_dbapi:MySQLEraser",
-         source=_M + "sources:MySQLSource"),
+         source=_M + "mysql_source:MySQLSource"),
     Kind("redis", (), 6379,
          connector="engines.connectors.redis:RedisConnector",
          dumper="engines.backup.dumpers.redis:RedisDumper",
@@ -112,7 +112,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          connector="engines.connectors.clickhouse:ClickHouseConnector",
          dumper="engines.backup.dumpers.clickhouse:ClickHouseDumper",
          health="engines.health.clickhouse:CHECKS",
-         target=_M + "document_targets:ClickHouseTarget"),  # raw HTTP: see engines/connectors/clickhouse.py
+         target=_M + "clickhouse_target:ClickHouseTarget"),  # raw HTTP: see engines/connectors/clickhouse.py
 )}
 
 # every accepted spelling -> canonical kind

@@ -1,39 +1,29 @@
-"""Which Source and Target class serves which database kind: the one lookup of the migration package.
-
-Kept as ``module:Class`` strings, imported on first use (a target's driver is needed only when it is
-used). The fleet-wide registry of kinds (``engines/kinds.py``) is meant to hold these two columns; this
-table is then read from it.
+"""Which Source and Target class serves which database kind: read from the kinds registry
+(engines/kinds.py, its ``source`` and ``target`` columns), the one table of kinds. Classes are imported on
+first use (a target's driver is needed only when it is used).
 """
 
 from __future__ import annotations
 
-import importlib
-
+from engines import kinds
 from engines.errors import ConfigError
 from engines.migration.base import Source, Target
 
-SOURCES = {"postgresql": "engines.migration.postgres_source:PostgresSource",
-           "mysql": "engines.migration.mysql_source:MySQLSource"}
-TARGETS = {"postgresql": "engines.migration.postgres_target:PostgresTarget",
-           "mongodb": "engines.migration.document_targets:MongoTarget",
-           "elasticsearch": "engines.migration.document_targets:ElasticsearchTarget",
-           "clickhouse": "engines.migration.clickhouse_target:ClickHouseTarget"}
-
-
-def _load(path: str) -> type:
-    module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+SOURCES = {name: kinds.KINDS[name].source for name in kinds.kinds_with("source")}
+TARGETS = {name: kinds.KINDS[name].target for name in kinds.kinds_with("target")}
 
 
 def source_class(kind: str) -> type[Source]:
     """The Source class for ``kind``; a clear error naming the kinds a migration can read."""
-    if kind not in SOURCES:
+    if not kinds.supports(kind, "source"):
         raise ConfigError([("source", f"cannot migrate from {kind!r}; sources: {', '.join(SOURCES)}")])
-    return _load(SOURCES[kind])
+    cls: type[Source] = kinds.load(kind, "source", "migration source")
+    return cls
 
 
 def target_class(kind: str) -> type[Target]:
     """The Target class for ``kind``; a clear error naming the kinds a migration can write."""
-    if kind not in TARGETS:
+    if not kinds.supports(kind, "target"):
         raise ConfigError([("target", f"cannot migrate into {kind!r}; targets: {', '.join(TARGETS)}")])
-    return _load(TARGETS[kind])
+    cls: type[Target] = kinds.load(kind, "target", "migration target")
+    return cls

@@ -54,7 +54,7 @@ def test_clickhouse_target_creates_writes_checkpoints_measures_and_rolls_back(cl
     assert target.rollback(plan) == ["chtable:pla`ys"]  # idempotent: DROP TABLE IF EXISTS
 
 
-@pytest.mark.xfail(strict=True, reason="for h4 (engines/migration): timestamp columns map to DateTime64, which "
+@pytest.mark.xfail(strict=True, reason="not done yet (issue 20): timestamp columns map to DateTime64, which "
                                        "ClickHouse 18.16 (Debian's server) does not have (it came in 20.1); the "
                                        "error also reaches the user as a bare 'HTTP Error 404: Not Found'")
 def test_clickhouse_target_takes_timestamp_columns_on_the_debian_server(target: Any) -> None:
