@@ -1,40 +1,115 @@
-"""Script types the fleet runs: one table from script name to Celery task and queue."""
+"""Script types the fleet runs: one table from script name to Celery task, queue and accepted options."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
-from engines.errors import UnknownScriptError
+from engines.errors import ConfigError, UnknownScriptError
 
 
 class ScriptType(str, Enum):
-    """Script types of the seed API; only those in SCRIPTS run in this version."""
+    """Every operation of the application API (``ScriptType.BACKUP`` or the string ``"backup"``)."""
 
     HEALTH_CHECK = "health_check"
+    MONITORING = "monitoring"
     BACKUP = "backup"
     BACKUP_VERIFY = "backup_verify"
     BACKUP_PRUNE = "backup_prune"
     RESTORE = "restore"
     RESTORE_DRILL = "restore_drill"
     SECURITY_AUDIT = "security_audit"
+    PERFORMANCE_TUNING = "performance_tuning"
+    MIGRATION = "migration"
+    COMPLIANCE_AUDIT = "compliance_audit"
+    DISASTER_RECOVERY = "disaster_recovery"
 
 
-# script name -> (task name, queue). Each engine adds its row when it lands.
-SCRIPTS: dict[str, tuple[str, str]] = {
-    ScriptType.HEALTH_CHECK.value: ("health.check", "health"),
-    ScriptType.BACKUP.value: ("backups.run", "backups"),
-    ScriptType.BACKUP_VERIFY.value: ("backups.verify", "backups"),
-    ScriptType.BACKUP_PRUNE.value: ("backups.prune", "backups"),
-    ScriptType.RESTORE.value: ("backups.restore", "backups"),
-    ScriptType.RESTORE_DRILL.value: ("backups.drill", "backups"),
-    ScriptType.SECURITY_AUDIT.value: ("audits.security", "audits"),
+@dataclass(frozen=True)
+class Script:
+    """One operation: its default task, queue and the option keys a caller may send."""
+
+    task: str
+    queue: str
+    options: frozenset[str]
+    engine: str = ""  # for NotAvailable: which engine brings the task
+
+    def __iter__(self) -> Any:
+        """``task, queue = SCRIPTS[name]`` (the table's previous shape)."""
+        return iter((self.task, self.queue))
+
+    def task_for(self, options: dict[str, Any]) -> str:
+        """The task that runs these options (tuning applies with ``auto_apply``, DR has actions)."""
+        if self.task == "tuning.analyze" and _truthy(options.get("auto_apply")):
+            return "tuning.apply"
+        if self.task == "dr.observe" and options.get("action"):
+            return f"dr.{options['action']}"
+        return self.task
+
+
+_BACKUP = {"backup_type", "compression", "compression_level", "encryption", "storage", "cloud_storage", "tables",
+           "retention_days", "spool_dir"}
+_RESTORE = {"backup_id", "target", "storage", "target_dbname", "target_path", "tables", "clean", "jobs",
+            "no_owner", "globals", "spool_dir"}
+_AUDIT = {"exclude", "fail_on", "expected_superusers", "allowed_createrole", "pii_tables", "checks"}
+_HEALTH = {"detailed", "deep"}
+DR_ACTIONS = ("observe", "failover", "drill")
+
+# script name -> Script. Each engine's queue is fixed here; its module registers the task.
+SCRIPTS: dict[str, Script] = {
+    ScriptType.HEALTH_CHECK.value: Script("health.check", "health", frozenset(_HEALTH)),
+    ScriptType.MONITORING.value: Script("health.check", "health",
+                                        frozenset(_HEALTH | {"metrics", "alert_thresholds"})),
+    ScriptType.BACKUP.value: Script("backups.run", "backups", frozenset(_BACKUP)),
+    ScriptType.BACKUP_VERIFY.value: Script("backups.verify", "backups",
+                                           frozenset({"backup_id", "read_data", "subset", "storage"})),
+    ScriptType.BACKUP_PRUNE.value: Script("backups.prune", "backups",
+                                          frozenset({"dry_run", "lock_wait", "storage"})),
+    ScriptType.RESTORE.value: Script("backups.restore", "backups", frozenset(_RESTORE)),
+    ScriptType.RESTORE_DRILL.value: Script("backups.drill", "backups",
+                                           frozenset({"backup_id", "storage", "spool_dir"})),
+    ScriptType.SECURITY_AUDIT.value: Script("audits.security", "audits", frozenset(_AUDIT)),
+    ScriptType.PERFORMANCE_TUNING.value: Script("tuning.analyze", "tuning",
+                                                frozenset({"auto_apply", "dry_run", "checks", "min_benefit"}),
+                                                "the tuning engine (issue: performance tuning)"),
+    ScriptType.COMPLIANCE_AUDIT.value: Script("compliance.scan", "compliance",
+                                              frozenset({"frameworks", "tables", "sample_rows"}),
+                                              "the compliance engine (issue: compliance)"),
+    ScriptType.DISASTER_RECOVERY.value: Script("dr.observe", "dr", frozenset({"action", "target", "dry_run"}),
+                                               "the disaster recovery engine (issue: disaster recovery)"),
+    ScriptType.MIGRATION.value: Script("migrations.plan", "migrations",
+                                       frozenset({"target", "type", "batch_size", "parallel_workers", "validation",
+                                                  "tables", "wait"})),
 }
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
 def resolve(script: str | ScriptType) -> tuple[str, str, str]:
     """(script name, task name, queue) for a script given as enum, ``health_check`` or ``health-check``."""
+    name = script_name(script)
+    return name, SCRIPTS[name].task, SCRIPTS[name].queue
+
+
+def script_name(script: str | ScriptType) -> str:
+    """The table key of ``script``; UnknownScriptError lists the known ones."""
     name = script.value if isinstance(script, ScriptType) else str(script).strip().lower().replace("-", "_")
     if name not in SCRIPTS:
         raise UnknownScriptError(str(script.value if isinstance(script, ScriptType) else script), list(SCRIPTS))
-    task, queue = SCRIPTS[name]
-    return name, task, queue
+    return name
+
+
+def check_keys(name: str, options: dict[str, Any], internal: frozenset[str] = frozenset()) -> None:
+    """Refuse option keys the script does not read, naming them and the accepted ones."""
+    allowed = SCRIPTS[name].options | internal
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ConfigError([(f"config.{k}", f"{name} does not accept {k!r} (accepted: {', '.join(sorted(allowed))})")
+                           for k in unknown], f"{name} options")
+    if name == ScriptType.DISASTER_RECOVERY.value and options.get("action") not in (None, *DR_ACTIONS):
+        raise ConfigError([("config.action", f"expected one of {', '.join(DR_ACTIONS)}")], f"{name} options")
+    if name == ScriptType.BACKUP.value and options.get("backup_type") not in (None, "full", "incremental"):
+        raise ConfigError([("config.backup_type", "expected full or incremental")], f"{name} options")

@@ -90,6 +90,7 @@ class PostgresDumper(Dumper):
             env = self._env(tmp, self.password, self.db)
             args = [str(pg_dump), "--format=custom", "--compress=0", f"--snapshot={snapshot}",
                     "--no-password", *self._conn_args(self.db)]
+            args += [f"--table={t}" for t in self.db.options.get("backup_tables", ())]  # a per-run subset
             with tools.ToolStream(args, env=env, what="pg_dump") as dump:
                 write("dump", "pg_dump-custom", dump.stdout)
                 dump.finish()
