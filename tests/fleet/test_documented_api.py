@@ -45,7 +45,7 @@ def _spotify_database() -> None:
         conn.execute("CREATE TABLE sessions (id serial PRIMARY KEY, user_id int, seen timestamptz DEFAULT now())")
         conn.execute("INSERT INTO sessions (user_id) SELECT g FROM generate_series(1, 5) g")
         conn.execute("CREATE TABLE playlists (id serial PRIMARY KEY, name text)")
-        conn.execute("INSERT INTO playlists (name) SELECT 'p' || g FROM generate_series(1, 50) g")
+        conn.execute("INSERT INTO playlists (name) SELECT md5(g::text) FROM generate_series(1, 200000) g")  # several chunks
 
 
 def _config(root: Path, redis: EmbeddedRedis, exporter_url: str, s3_url: str) -> dict[str, Any]:
@@ -89,6 +89,11 @@ def doc_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DocFleet]:
         pytest.skip("prometheus-node-exporter is not installed (apt-get install prometheus-node-exporter)")
     _spotify_database()
     root = tmp_path_factory.mktemp(PREFIX + "docapi")
+    import sqlite3
+
+    with sqlite3.connect(root / "local.db") as conn:
+        conn.execute("CREATE TABLE plays (id INTEGER PRIMARY KEY, track TEXT)")
+        conn.execute("INSERT INTO plays (track) VALUES ('intro'), ('outro')")
     (root / "api.token").write_text("h10-api-token-" + "x" * 24 + "\n")
     (root / "api.token").chmod(0o600)
     port = free_port()
@@ -228,7 +233,9 @@ def test_context_is_recorded_and_dry_run_sends_nothing(doc_fleet: DocFleet) -> N
     ctx = OperationContext(who="alice", why="ticket OPS-12", tenant="music", timeout=120)
     run = asyncio.run(_awaited(manager.execute_script(ScriptType.HEALTH_CHECK, "spotify_local", {}, context=ctx)))
     row = manager.get_script_history(database_id="spotify_local", limit=1)[0]
+    assert run.ok and run.payload["status"] in ("up", "degraded"), run.errors  # degraded: a busy host
     assert row.task_id == run.task_id and row.context == ctx and run.context == ctx
+    assert {"cpu_usage", "memory_usage", "disk_usage"} <= {c["check"] for c in run.payload["checks"]}  # psutil
     dry = asyncio.run(_awaited(manager.execute_script(
         ScriptType.BACKUP, "spotify_prod", {}, context=OperationContext(who="bob", dry_run=True))))
     assert dry.status == "dry_run" and dry.payload == {"would_send": "backups.run", "queue": "backups"}
@@ -297,9 +304,12 @@ def test_monitoring_facade_examples(doc_fleet: DocFleet) -> None:
     from workers.monitoring import AlertRule, monitoring_engine, setup_monitoring
 
     async def main() -> tuple[Any, Any, Any]:
+        manager = DatabaseScriptManager()
+        assert (await manager.execute_script("health_check", "spotify_prod")).ok
+        assert (await manager.execute_script("backup", "spotify_local")).ok
         await setup_monitoring([{"id": "spotify_prod", "config": {"type": "postgresql", "host": "127.0.0.1",
                                                                   "database": SPOTIFY_DB}},
-                                {"id": "spotify_streaming"}])
+                                {"id": "spotify_streaming"}, {"id": "spotify_local"}])
         entries = await monitoring_engine.start_monitoring(interval_seconds=30)   # beat entries on the health queue
         dashboard = await monitoring_engine.get_dashboard_data()
         also = await monitoring_engine._get_dashboard_data()
@@ -309,13 +319,14 @@ def test_monitoring_facade_examples(doc_fleet: DocFleet) -> None:
         return entries, dashboard, also
 
     entries, dashboard, also = asyncio.run(main())
-    assert entries == ["monitoring:spotify_prod", "monitoring:spotify_streaming"]
+    assert entries == ["monitoring:spotify_prod", "monitoring:spotify_streaming", "monitoring:spotify_local"]
     beat = {s["name"]: s for s in DatabaseScriptManager().list_schedules()}
     assert beat["monitoring:spotify_prod"]["task"] == "health.check"
-    assert [d["id"] for d in dashboard["databases"]] == ["spotify_prod", "spotify_streaming"]
+    assert [d["id"] for d in dashboard["databases"]] == ["spotify_prod", "spotify_streaming", "spotify_local"]
     assert dashboard["databases"][0]["health"]["status"] in ("up", "degraded")
-    assert dashboard["databases"][0]["last_backup"]["age_seconds"] >= 0
-    assert also["databases"] == dashboard["databases"]
+    assert dashboard["databases"][2]["last_backup"]["age_seconds"] >= 0
+    assert {a["rule"] for a in dashboard["alerts"]} >= {"h10_sessions_seen"}  # fired by the health check above
+    assert [(d["id"], d["health"]) for d in also["databases"]] == [(d["id"], d["health"]) for d in dashboard["databases"]]
     runtime.reset()  # a restarted process still has the rule
     assert [r["name"] for r in monitoring_engine.alert_rules()] == ["playlist_db_load"]
     monitoring_engine.stop_monitoring()
