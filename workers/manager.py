@@ -211,14 +211,18 @@ class DatabaseScriptManager:
             raise ConfigError([("fleet.broker_url", f"the broker does not answer ({type(exc).__name__}): "
                                                     "start it, or check fleet.broker_url")], cfg.source) from None
         runtime.history()
-        available = sorted(n for n, s in SCRIPTS.items() if s.task in self.app.tasks)
+        available = sorted(n for n, s in SCRIPTS.items() if self.available(s.task))
         return {"config": cfg.source, "databases": len(cfg.databases), "available": available}
 
     def available(self, task: str) -> bool:
         """True when ``task`` is registered in this app (its engine's module is installed)."""
-        if task not in self.app.tasks:
-            self.app.loader.import_default_modules()
-        return task in self.app.tasks
+        if task in self.app.tasks:
+            return True
+        from workers.app import app as base  # task modules register on it (an app finalized earlier may lack them)
+
+        self.app.loader.import_default_modules()
+        base.loader.import_default_modules()
+        return task in self.app.tasks or task in base.tasks
 
     def execute_script(self, script_type: ScriptType | str, database_id: str,
                        config: dict[str, Any] | None = None,

@@ -89,9 +89,18 @@ class OperationResult:
         out["ok"] = self.ok
         return out
 
+    def to_row(self) -> dict[str, Any]:
+        """The history row shape of earlier versions (``dbfleet history`` renders it)."""
+        options = dict(self.options) | ({CONTEXT_KEY: self.context.to_dict()} if self.context else {})
+        return {"id": self.task_id, "script_type": self.operation, "database_id": self.database_id,
+                "options": options, "queue": self.queue, "worker": self.worker, "status": self.status,
+                "attempts": self.attempts, "started_at": self.started_at, "finished_at": self.finished_at,
+                "summary": self.payload or None, "error": "; ".join(self.errors) or None}
+
     def __getitem__(self, key: str) -> Any:
-        """``result["status"]``; for history rows also the previous keys (``id``, ``script_type``, ``error``)."""
-        legacy = {"id": self.task_id, "script_type": self.operation,
+        """``result["status"]``, and the keys of earlier history rows: ``id``, ``script_type``, ``error`` and
+        ``summary`` (as before, the engine's whole result; the attribute ``.summary`` is the short one)."""
+        legacy = {"id": self.task_id, "script_type": self.operation, "summary": self.payload or None,
                   "error": "; ".join(self.errors) or None}
         if key in legacy:
             return legacy[key]
