@@ -340,3 +340,29 @@ def test_setup_monitoring_refuses_a_config_that_is_not_the_registry(doc_fleet: D
         asyncio.run(setup_monitoring([{"id": "spotify_prod", "config": {"host": "10.0.0.9"}}]))
     with pytest.raises(ConfigError, match="not a connection or monitoring key"):
         asyncio.run(setup_monitoring([{"id": "spotify_prod", "config": {"password": "x"}}]))
+
+
+def test_a_table_subset_backup_restores_as_partial(doc_fleet: DocFleet) -> None:
+    import psycopg
+    from psycopg import sql
+
+    from workers.manager import DatabaseScriptManager, ScriptType
+
+    restored = PREFIX + "spotify_subset"
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(restored)))
+    manager = DatabaseScriptManager()
+
+    async def main() -> tuple[Any, Any]:
+        backup = await manager.execute_script(ScriptType.BACKUP, "spotify_prod", {"tables": ["sessions"]})
+        restore = await manager.execute_script(ScriptType.RESTORE, "spotify_prod", {
+            "backup_id": backup.payload["backup_id"], "target_dbname": restored})
+        return backup, restore
+
+    backup, restore = asyncio.run(main())
+    assert backup.ok and backup.payload["partial"] is True and backup.payload["tables"] == ["sessions"], backup.errors
+    assert restore.ok and restore.payload["partial"] is True and restore.payload["tables"] == ["sessions"], \
+        restore.errors
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname=restored) as conn:
+        tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    assert tables == {"sessions"}  # playlists was not in the subset
