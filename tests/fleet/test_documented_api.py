@@ -297,6 +297,18 @@ def test_custom_metric_rule_fires_through_a_real_health_check(doc_fleet: DocFlee
     assert active["h10_sessions_seen"]["values"]["active_users"] == 5.0
     assert not fired or fired[0]["to"] == "firing"
 
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from workers.exporter import build_registry
+
+    samples = {(s.name, s.labels.get("database"), s.labels.get("metric") or s.labels.get("resource")): s.value
+               for fam in text_string_to_metric_families(generate_latest(build_registry()).decode())
+               for s in fam.samples}
+    assert samples[("dbfleet_custom_metric", "spotify_prod", "active_users")] == 5.0
+    assert 0.0 <= samples[("dbfleet_host_usage_percent", "spotify_prod", "cpu")] <= 100.0
+    assert 0.0 < samples[("dbfleet_host_usage_percent", "spotify_prod", "disk")] <= 100.0
+
 
 def test_monitoring_facade_examples(doc_fleet: DocFleet) -> None:
     from workers import runtime
