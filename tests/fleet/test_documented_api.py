@@ -41,6 +41,8 @@ def _spotify_database() -> None:
     with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(SPOTIFY_DB)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(SPOTIFY_DB)))
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(SPOTIFY_DB + "_copy")))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(SPOTIFY_DB + "_copy")))
     with psycopg.connect(host="127.0.0.1", user="postgres", dbname=SPOTIFY_DB, autocommit=True) as conn:
         conn.execute("CREATE TABLE sessions (id serial PRIMARY KEY, user_id int, seen timestamptz DEFAULT now())")
         conn.execute("INSERT INTO sessions (user_id) SELECT g FROM generate_series(1, 5) g")
@@ -63,6 +65,8 @@ def _config(root: Path, redis: EmbeddedRedis, exporter_url: str, s3_url: str) ->
                                               "buffer_underruns": {"redis": "LLEN h10:underruns"},
                                               "quality_switches": {"redis": "SCARD h10:quality_switches"},
                                               "buffer_rate": {"redis": "GET h10:buffer_rate"}}},
+            "spotify_copy": {"kind": "postgresql", "host": "127.0.0.1", "dbname": SPOTIFY_DB + "_copy",
+                             "user": "postgres"},
             "spotify_local": {"kind": "sqlite", "path": str(root / "local.db"), "host_metrics": {"local": True}},
         },
         "storage": {"repo": {"type": "filesystem", "path": str(root / "repo"), "key_env": "H10_REPO_KEY"},
@@ -111,7 +115,7 @@ def doc_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DocFleet]:
         runtime.reset()
         fleet = DocFleet(root, env, redis, exporter_url)
         try:
-            proc = Proc("h10-worker", ["worker", "--queues", "health,backups,tuning", "--concurrency", "2",
+            proc = Proc("h10-worker", ["worker", "--queues", "health,backups,tuning,migrations", "--concurrency", "2",
                                        "--name", "h10doc@%h"], env, root / "logs")
             fleet.procs.append(proc)
             _wait_worker(fleet)
@@ -378,3 +382,23 @@ def test_a_table_subset_backup_restores_as_partial(doc_fleet: DocFleet) -> None:
     with psycopg.connect(host="127.0.0.1", user="postgres", dbname=restored) as conn:
         tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
     assert tables == {"sessions"}  # playlists was not in the subset
+
+
+def test_migrate_database_accepts_the_documented_dicts(doc_fleet: DocFleet) -> None:
+    from workers.migrations import MigrationType, migrate_database
+
+    async def main() -> tuple[Any, Any]:
+        plan, progress = await migrate_database(
+            {"type": "postgresql", "host": "127.0.0.1", "database": SPOTIFY_DB},
+            {"type": "postgresql", "host": "127.0.0.1", "database": SPOTIFY_DB + "_copy"},
+            MigrationType.FULL, batch_size=1000, parallel_workers=4, validation_enabled=True,
+            tables_or_collections=["sessions"])
+        return plan, await progress.wait(timeout=240)
+
+    plan, done = asyncio.run(main())
+    assert done["status"] == "completed", done
+    assert plan.source.get("_ref", plan.source) == "spotify_prod"  # the registry entry, with its credentials
+    import psycopg
+
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname=SPOTIFY_DB + "_copy") as conn:
+        assert conn.execute("SELECT count(*) FROM sessions").fetchone()[0] == 5

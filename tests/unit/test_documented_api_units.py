@@ -144,3 +144,28 @@ def test_documented_env_vars_apply_below_dbfleet_overrides() -> None:
     assert cfg.database_scripts.monitoring.enabled is False
     assert cfg.backup_storage()[1].url == "s3://other-bucket"
     assert cfg.database_scripts.backup.retention_days == 14  # DBFLEET_* wins over BACKUP_RETENTION_DAYS
+
+
+def test_documented_database_dicts_resolve_to_the_registry_entry_they_name() -> None:
+    from workers.operation_refs import registry_ref
+
+    cfg = parse_config("databases:\n  spotify_prod: {kind: postgresql, host: db1, dbname: music, user: app}\n",
+                       environ={})
+    assert registry_ref({"type": "postgresql", "host": "db1", "database": "music"}, cfg) == "spotify_prod"
+    assert registry_ref({"type": "postgres", "host": "db1", "port": 5432, "database": "music"}, cfg) == "spotify_prod"
+    other = registry_ref({"type": "postgresql", "host": "db2", "database": "music"}, cfg)
+    assert other == {"kind": "postgresql", "host": "db2", "dbname": "music"}  # inline: the allow-list rules apply
+    with pytest.raises(ConfigError, match="not both"):
+        registry_ref({"type": "postgresql", "kind": "postgresql", "host": "db1"}, cfg)
+
+
+def test_migration_plan_body_options_are_honoured_and_unknown_ones_refused() -> None:
+    from pydantic import ValidationError
+
+    from workers.api import MigrationRequest
+
+    body = MigrationRequest.model_validate({"source": "a", "target": "b", "options": {
+        "batch_size": 500, "parallel_workers": 2, "validation_enabled": False, "tables_or_collections": ["t"]}})
+    assert (body.batch_size, body.parallel_workers, body.validation, body.tables) == (500, 2, False, ["t"])
+    with pytest.raises(ValidationError, match="unknown keys \\['bacth_size'\\]"):
+        MigrationRequest.model_validate({"source": "a", "target": "b", "options": {"bacth_size": 5}})
