@@ -536,6 +536,11 @@ class Config(_Model):
             for name, value in seeded.items():  # the seed's alert_thresholds are defaults; a database's own win
                 if name not in db.thresholds.model_fields_set and name not in (db.thresholds.model_extra or {}):
                     setattr(db.thresholds, name, value)
+        mon = self.database_scripts.monitoring  # the documented ports serve the exporter and the API's WebSocket
+        if mon.prometheus_port and "port" not in self.fleet.exporter.model_fields_set:
+            self.fleet.exporter.port = mon.prometheus_port
+        if mon.websocket_port and "port" not in self.fleet.api.model_fields_set:
+            self.fleet.api.port = mon.websocket_port
         units = custom_metric_units({"databases": {k: db.model_dump() for k, db in self.databases.items()}})
         self.database_scripts.monitoring._custom_units.update(units)
         target = self.database_scripts.backup.storage

@@ -169,3 +169,10 @@ def test_migration_plan_body_options_are_honoured_and_unknown_ones_refused() -> 
     assert (body.batch_size, body.parallel_workers, body.validation, body.tables) == (500, 2, False, ["t"])
     with pytest.raises(ValidationError, match="unknown keys \\['bacth_size'\\]"):
         MigrationRequest.model_validate({"source": "a", "target": "b", "options": {"bacth_size": 5}})
+
+
+def test_documented_monitoring_ports_serve_the_exporter_and_the_api() -> None:
+    cfg = parse_config(DOCUMENTED_BLOCK, environ={})
+    assert (cfg.fleet.exporter.port, cfg.fleet.api.port) == (9090, 8765)
+    explicit = parse_config(DOCUMENTED_BLOCK + "fleet: {exporter: {port: 9999}}\n", environ={})
+    assert explicit.fleet.exporter.port == 9999  # fleet.exporter.port, when set, wins
