@@ -402,3 +402,33 @@ def test_migrate_database_accepts_the_documented_dicts(doc_fleet: DocFleet) -> N
 
     with psycopg.connect(host="127.0.0.1", user="postgres", dbname=SPOTIFY_DB + "_copy") as conn:
         assert conn.execute("SELECT count(*) FROM sessions").fetchone()[0] == 5
+
+
+@pytest.mark.parametrize(("script", "task"), [("compliance_audit", "compliance.scan"),
+                                              ("disaster_recovery", "dr.observe")])
+def test_engines_not_installed_raise_not_available_and_are_recorded(doc_fleet: DocFleet, script: str,
+                                                                    task: str) -> None:
+    from engines.errors import NotAvailable
+    from workers.manager import DatabaseScriptManager, current_app
+
+    manager = DatabaseScriptManager()
+    if manager.available(task):
+        pytest.skip(f"{task} is registered in this fleet: its engine's own tests cover it")
+    assert task not in current_app().tasks
+    with pytest.raises(NotAvailable, match=f"task '{task}' is not registered"):
+        manager.execute_script(script, "spotify_prod", {})
+    row = manager.get_script_history(script_type=script, database_id="spotify_prod", limit=1)[0]
+    assert row.status == "failed" and "NotAvailable" in row.errors[0]
+
+
+def test_migration_as_a_script_type(doc_fleet: DocFleet) -> None:
+    import psycopg
+
+    from workers.manager import DatabaseScriptManager, ScriptType
+
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname=SPOTIFY_DB + "_copy", autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS sessions")
+    result = asyncio.run(_awaited(DatabaseScriptManager().execute_script(
+        ScriptType.MIGRATION, "spotify_prod", {"target": "spotify_copy", "tables": ["sessions"], "batch_size": 2})))
+    assert result.status == "succeeded" and result.operation == "migration", result.payload
+    assert result.task_id and result.payload["status"] == "completed"
