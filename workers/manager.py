@@ -226,8 +226,11 @@ class DatabaseScriptManager:
 
     def execute_script(self, script_type: ScriptType | str, database_id: str,
                        config: dict[str, Any] | None = None,
-                       context: OperationContext | None = None) -> ScriptExecution | _Ready:
-        """Send one operation to its queue; refusals (unknown id, option, engine) raise here and are recorded."""
+                       context: OperationContext | None = None) -> Any:
+        """Send one operation to its queue; refusals (unknown id, option, engine) raise here and are recorded.
+
+        Returns the submitted run (ScriptExecution; a migration's MigrationExecution; a dry run's ready value):
+        ``await`` it for an OperationResult, or ``wait()`` for the engine's dict."""
         name = str(getattr(script_type, "value", script_type))
         try:
             name = script_name(script_type)

@@ -189,7 +189,7 @@ def dashboard_data(ids: list[str]) -> dict[str, Any]:
     health = _cached([runtime.HEALTH_KEY.format(i) for i in ids])
     backups = _cached([runtime.BACKUP_KEY.format(i) for i in ids])
     drills = _cached([runtime.DRILL_KEY.format(i) for i in ids])
-    databases = []
+    databases: list[dict[str, Any]] = []
     for db_id, report, backup, drill in zip(ids, health, backups, drills, strict=True):
         databases.append({"id": db_id, "kind": cfg.databases[db_id].kind,
                           "health": health_summary(report) if report else None,

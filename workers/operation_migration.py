@@ -21,9 +21,10 @@ class MigrationExecution:
 
     def __init__(self, source: str, options: dict[str, Any], context: OperationContext | None) -> None:
         self.source, self.options, self.context = source, options, context
-        self.target = options.get("target")
-        if not isinstance(self.target, str):
+        target = options.get("target")
+        if not isinstance(target, str):
             raise ConfigError([("config.target", "name the target database's registry id")], "migration options")
+        self.target: str = target
 
     def _run(self, timeout: float | None) -> tuple[str, dict[str, Any]]:
         from workers import migrations
