@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -23,6 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from engines.config import AlertRuleConfig
 from engines.errors import ConfigError
 from workers import runtime
+
+log = logging.getLogger("dbfleet.monitoring")
 
 ENTRY_PREFIX = "monitoring:"  # redbeat entries of start_monitoring
 _CONNECTION_KEYS = {"type": "kind", "kind": "kind", "host": "host", "port": "port", "database": "dbname",
@@ -196,10 +199,31 @@ def dashboard_data(ids: list[str]) -> dict[str, Any]:
                           "last_backup": _aged(backup, "finished_at", now),
                           "last_drill": _aged(drill, "at", now)})
     alerts = [a for a in runtime.alert_store().active() if a["database_id"] in ids]
+    migrations = _migrations(set(ids))
     return {"generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "databases": databases,
-            "alerts": alerts, "summary": {"databases": len(ids), "down": sum(
+            "alerts": alerts, "migrations": migrations, "summary": {"databases": len(ids), "down": sum(
                 1 for d in databases if d["health"] and d["health"]["status"] == "down"),
                 "firing": sum(1 for a in alerts if a["state"] == "firing")}}
+
+
+def _migrations(ids: set[str], limit: int = 10) -> list[dict[str, Any]]:
+    """Recent migrations from or to ``ids``: status, and batches/rows progress while they run."""
+    from workers.migrations import store
+
+    try:
+        recent = store().recent(limit)
+    except Exception as exc:  # no migration store yet: the dashboard shows the rest
+        log.warning("cannot read migrations: %s", type(exc).__name__)
+        return []
+    out = []
+    for m in recent:
+        if m["source"] not in ids and m["target"] not in ids:
+            continue
+        if m["status"] == "running":
+            p = store().progress(m["id"])
+            m = m | {k: p.get(k) for k in ("batches_done", "batches_total", "rows", "rows_per_second", "eta_seconds")}
+        out.append({k: v for k, v in m.items() if k != "report"})
+    return out
 
 
 def _aged(entry: dict[str, Any] | None, key: str, now: float) -> dict[str, Any] | None:

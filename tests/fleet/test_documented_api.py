@@ -402,6 +402,10 @@ def test_migrate_database_accepts_the_documented_dicts(doc_fleet: DocFleet) -> N
 
     with psycopg.connect(host="127.0.0.1", user="postgres", dbname=SPOTIFY_DB + "_copy") as conn:
         assert conn.execute("SELECT count(*) FROM sessions").fetchone()[0] == 5
+    from workers.monitoring import dashboard_data
+
+    shown = {m["id"]: m for m in dashboard_data(["spotify_prod"])["migrations"]}
+    assert shown[plan.id]["status"] == "completed" and shown[plan.id]["target"] == "spotify_copy"
 
 
 @pytest.mark.parametrize(("script", "task"), [("compliance_audit", "compliance.scan"),
