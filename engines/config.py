@@ -10,11 +10,20 @@ from typing import Any, Literal
 import platformdirs
 import yaml
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from engines.errors import ConfigError, SecretMissingError, UnknownDatabaseError
 from engines.kinds import DEFAULT_PORTS, KIND_ALIASES, KINDS
-from engines.secrets import password_location, remember_url, resolve_secret
+from engines.secrets import password_location, remember_url, resolve_secret, url_has_password
 
 ENV_PREFIX = "DBFLEET_"
 # Convenience names for the most common overrides; the general form is DBFLEET_A__B__C.
@@ -45,6 +54,48 @@ class Thresholds(BaseModel):
     replication_lag_seconds: float = 60.0
     query_regression_percent: float = 50.0
     disk_percent: float = 90.0
+    cpu_percent: float = 80.0  # host CPU (node_exporter/psutil) and Redis used_cpu: docs/monitoring.md
+    memory_percent: float = 85.0
+
+
+METRIC_UNITS = {"number": "number", "count": "number", "%": "%", "percent": "%", "ms": "ms", "s": "s",
+                "seconds": "s", "bytes": "bytes"}
+
+
+class CustomMetric(_Model):
+    """A metric a database declares: read-only ``sql``, a read-only ``redis`` command, or a ``count``."""
+
+    sql: str | None = None  # PostgreSQL/MySQL/ClickHouse/SQLite: one row, first column numeric
+    redis: str | None = None  # e.g. "SCARD online_users" (allow-listed read-only commands)
+    count: dict[str, Any] | None = None  # MongoDB {collection, filter}, Elasticsearch {index, query}
+    unit: str = "number"
+    timeout: float = Field(default=5.0, gt=0, le=300)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CustomMetric:
+        given = [k for k in ("sql", "redis", "count") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("declare exactly one of sql, redis, count")
+        if self.unit not in METRIC_UNITS:
+            raise ValueError(f"unit {self.unit!r}: known {', '.join(METRIC_UNITS)}")
+        return self
+
+
+class HostMetrics(_Model):
+    """Where a database host's CPU, memory and disk use come from: node_exporter, or psutil (``local``)."""
+
+    node_exporter_url: str | None = None  # http://host:9100/metrics
+    local: bool = False  # the database runs on the worker's own host
+    data_directory: str | None = None  # whose filesystem counts as ``disk_usage`` (default: /)
+    timeout: float = Field(default=5.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _source(self) -> HostMetrics:
+        if bool(self.node_exporter_url) == self.local:
+            raise ValueError("set node_exporter_url, or local: true (psutil on the worker), not both")
+        if self.node_exporter_url and url_has_password(self.node_exporter_url):
+            raise ValueError("node_exporter_url must not contain credentials")
+        return self
 
 
 class DatabaseBackupConfig(_Model):
@@ -76,6 +127,8 @@ class DatabaseConfig(_Model):
     thresholds: Thresholds = Field(default_factory=Thresholds)
     schedules: dict[str, str] = Field(default_factory=dict)
     backup: DatabaseBackupConfig = Field(default_factory=DatabaseBackupConfig)
+    metrics: dict[str, CustomMetric] = Field(default_factory=dict)  # custom metrics: docs/monitoring.md
+    host_metrics: HostMetrics | None = None
 
     @field_validator("kind")
     @classmethod
@@ -382,9 +435,17 @@ class MonitoringSection(BaseModel):
     delivery_attempts: int = Field(default=3, ge=1, le=10)
     delivery_backoff_seconds: float = Field(default=1.0, ge=0)
     max_silence: str = "7d"  # the longest silence the API accepts
+    prometheus_port: int | None = None
+    websocket_port: int | None = None
+    _custom_units: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def custom_units(self) -> dict[str, str]:
+        """Custom metric name -> unit kind, from every database's ``metrics`` (set by the Config)."""
+        return dict(self._custom_units)
 
     @model_validator(mode="after")
-    def _rules(self) -> MonitoringSection:
+    def _rules(self, info: ValidationInfo) -> MonitoringSection:
+        self._custom_units = dict((info.context or {}).get("custom_metrics") or {})
         for channel in self.alert_channels:
             self.check_channel(channel)
         if not self.alert_rules and "max_silence" not in self.model_fields_set:
@@ -398,7 +459,7 @@ class MonitoringSection(BaseModel):
             raise ValueError(f"alert_rules: duplicate names {', '.join(dupes)}")
         for i, rule in enumerate(self.alert_rules):
             try:
-                parse(rule.expr, known_metrics())
+                parse(rule.expr, known_metrics(self._custom_units))
             except RuleError as exc:
                 raise ValueError(f"alert_rules[{i}] ({rule.name}): {exc.message} at position "
                                  f"{exc.position + 1}\n    {exc.caret().replace(chr(10), chr(10) + '    ')}") from None
@@ -595,6 +656,13 @@ class Config(_Model):
             for name, value in seeded.items():  # the seed's alert_thresholds are defaults; a database's own win
                 if name not in db.thresholds.model_fields_set and name not in (db.thresholds.model_extra or {}):
                     setattr(db.thresholds, name, value)
+        mon = self.database_scripts.monitoring  # the documented ports serve the exporter and the API's WebSocket
+        if mon.prometheus_port and "port" not in self.fleet.exporter.model_fields_set:
+            self.fleet.exporter.port = mon.prometheus_port
+        if mon.websocket_port and "port" not in self.fleet.api.model_fields_set:
+            self.fleet.api.port = mon.websocket_port
+        units = custom_metric_units({"databases": {k: db.model_dump() for k, db in self.databases.items()}})
+        self.database_scripts.monitoring._custom_units.update(units)
         target = self.database_scripts.backup.storage
         if target and target not in self.storage:
             raise ValueError(f"database_scripts.backup.storage: unknown storage target {target!r}")
@@ -702,15 +770,30 @@ def parse_config(text: str, source: str = "dbfleet.yaml",
         tree = interpolate(tree)
     except ConfigError as exc:
         raise ConfigError(exc.problems, source) from None
+    from engines.config_env import apply_documented_env
+
+    apply_documented_env(tree, dict(os.environ if environ is None else environ))  # below DBFLEET_* overrides
     for keys, value in env_overrides(environ):
         _apply(tree, keys, value)
     tree["source"] = source
     try:
-        return Config.model_validate(tree)
+        return Config.model_validate(tree, context={"custom_metrics": custom_metric_units(tree)})
     except ValidationError as exc:
         problems = [(".".join(str(p) for p in err["loc"]), err["msg"].removeprefix("Value error, "))
                     for err in exc.errors()]
         raise ConfigError(problems, source) from None
+
+
+def custom_metric_units(tree: dict[str, Any]) -> dict[str, str]:
+    """Every database's custom metric names with their unit kind (the rule language's view of them)."""
+    out: dict[str, str] = {}
+    for db in (tree.get("databases") or {}).values():
+        for name, spec in ((db or {}).get("metrics") or {}).items() if isinstance(db, dict) else ():
+            unit = spec.get("unit", "number") if isinstance(spec, dict) else "number"
+            out[str(name)] = METRIC_UNITS.get(str(unit), "number")
+        if isinstance(db, dict) and db.get("host_metrics"):
+            out.update({"cpu_usage": "%", "memory_usage": "%", "disk_usage": "%"})
+    return out
 
 
 def load_config(path: str | Path | None = None) -> Config:

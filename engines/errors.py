@@ -102,3 +102,15 @@ class ToolFailed(DbfleetError):
 
 class RestoreRefused(DbfleetError):
     """A restore would overwrite or mix with existing data; nothing was written."""
+
+
+class NotAvailable(DbfleetError):
+    """An operation whose engine is not installed in this fleet yet (its task is not registered)."""
+
+    def __init__(self, operation: str, task: str, hint: str = "") -> None:
+        self.operation, self.task, self.hint = operation, task, hint
+        super().__init__(f"{operation} is not available in this fleet: task {task!r} is not registered"
+                         + (f" ({hint})" if hint else ""))
+
+    def __reduce__(self):
+        return (self.__class__, (self.operation, self.task, self.hint))

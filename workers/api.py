@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from engines.config import Config
 from engines.errors import ConfigError
@@ -46,6 +46,24 @@ class MigrationRequest(BaseModel):
         default=None, description="MongoDB: child table -> parent table (or {into, as}), by foreign key")
     indexes: bool = Field(default=True, description="PostgreSQL targets: rebuild secondary indexes and constraints")
     start: bool = Field(default=False, description="start the run right after planning")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _options(cls, data: Any) -> Any:
+        """The documented body nests the plan options in ``options``: lift them, refusing unknown keys."""
+        if not isinstance(data, dict) or data.get("options") is None:
+            return data
+        options, data = data["options"], {k: v for k, v in data.items() if k != "options"}
+        if not isinstance(options, dict):
+            raise ValueError("options must be an object")
+        aliases = {"migration_type": "type", "validation_enabled": "validation", "tables_or_collections": "tables"}
+        options = {aliases.get(k, k): v for k, v in options.items()}
+        unknown = sorted(set(options) - (set(cls.model_fields) - {"source", "target", "start"}))
+        clash = sorted(set(options) & set(data))
+        if unknown or clash:
+            raise ValueError(f"options: unknown keys {unknown}" if unknown else f"options: {clash} also given at the "
+                             "top level; give each once")
+        return {**data, **options}
 
 
 class SilenceRequest(BaseModel):
@@ -158,10 +176,12 @@ def create_api(cfg: Config | None = None, cache: Any = None, store: Any = None, 
         """Plan a migration on a worker of the migrations queue (and start it with ``start: true``)."""
         from engines.errors import DbfleetError
         from workers import migrations
+        from workers.operation_refs import registry_ref
 
         options = body.model_dump(exclude={"source", "target", "start"}, exclude_none=True)
         try:
-            plan = migrations.plan(body.source, body.target, **options)
+            source, target = (registry_ref(r, cfg) for r in (body.source, body.target))
+            plan = migrations.plan(source, target, **options)
         except DbfleetError as exc:
             raise HTTPException(422, str(exc)) from None
         if body.start:

@@ -14,13 +14,14 @@ from celery.signals import worker_ready
 from engines.backup.check import verify
 from engines.backup.drill import drill as run_drill
 from engines.backup.dumpers.base import RestoreOptions, Target
-from engines.backup.engine import open_repository, restore_backup, run_backup
+from engines.backup.engine import find_backup, open_repository, restore_backup, run_backup
 from engines.backup.private import contained, sweep, task_dir
 from engines.backup.prune import prune as run_prune
 from engines.config import DatabaseConfig
 from workers import runtime
 from workers.app import app
 from workers.common import ScriptTask
+from workers.operation_options import RETENTION_KEY, backup_run_options, describe_backup, stored_retention_days
 
 log = logging.getLogger("dbfleet.tasks")
 Result = tuple[dict[str, Any], bool, str | None]
@@ -114,10 +115,14 @@ def do_backup(db: DatabaseConfig, opts: dict[str, Any], progress: Progress | Non
             return physical.do_physical_backup(db, opts, progress, workdir=work)
     cfg = runtime.config()
     repo = open_repository(cfg, opts.get("storage"), create=True)
+    run_options = backup_run_options(repo, opts, cfg.database_scripts.backup.backup_type)  # refuses contradictions
+    if run_options.get("tables"):  # the dumpers pass it to pg_dump --table / mariadb-dump
+        db = db.model_copy(update={"options": {**db.options, "backup_tables": run_options["tables"]}})
     with task_dir(_workdir(opts), _task_id(task_id)) as work:
-        result = run_backup(repo, db, level=_level(opts), workdir=work, progress=progress,
-                            options={"backup_type": cfg.database_scripts.backup.backup_type,
-                                     "storage": opts.get("storage")})
+        result = run_backup(repo, db, level=_level(opts), workdir=work, progress=progress, options=run_options)
+    result = describe_backup(result, run_options)
+    if run_options.get("retention_days"):  # a per-database policy, read by prune
+        runtime.remember(RETENTION_KEY, db.id, {"retention_days": run_options["retention_days"]})
     runtime.remember(runtime.BACKUP_KEY, db.id, {"finished_at": result["finished_at"], "kind": db.kind,
                                           "duration_seconds": result["duration_seconds"], **result["stats"]})
     return result, True, None
@@ -147,6 +152,9 @@ def do_restore(db: DatabaseConfig, opts: dict[str, Any], progress: Progress | No
     with task_dir(_workdir(opts), _task_id(task_id)) as work:
         result = restore_backup(repo, db, Target(target_db, target_db.password()), backup_id=opts.get("backup_id"),
                                 options=options, spool_dir=work, progress=progress)
+    manifest = find_backup(repo, db.id, result.get("backup_id") or opts.get("backup_id"))
+    if manifest.get("options", {}).get("partial"):  # a backup of a table subset restores only those tables
+        result |= {"partial": True, "tables": manifest["options"].get("tables")}
     return result, True, None
 
 
@@ -167,7 +175,8 @@ def do_prune(db: DatabaseConfig, opts: dict[str, Any], progress: Progress | None
     """Apply retention to ``db``'s backups, then delete chunks nothing references."""
     section = runtime.config().database_scripts.backup
     repo = open_repository(runtime.config(), opts.get("storage"))
-    result = run_prune(repo, section.retention, section.retention_days, database_id=db.id,
+    days = stored_retention_days(db.id) or section.retention_days  # a backup run's retention_days wins
+    result = run_prune(repo, section.retention, days, database_id=db.id,
                        dry_run=_truthy(opts.get("dry_run", False)), lock_wait=float(opts.get("lock_wait", 60)),
                        pitr_windows={i: d.backup.pitr_window for i, d in runtime.config().databases.items()})
     return result, True, None

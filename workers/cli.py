@@ -187,8 +187,8 @@ def history(script: str | None, database_id: str | None, since: str | None, stat
 
     from workers.manager import DatabaseScriptManager
 
-    rows = DatabaseScriptManager().get_script_history(
-        script, database_id, limit, _since(since) if since else None, state)
+    rows = [r.to_row() for r in DatabaseScriptManager().get_script_history(
+        script, database_id, limit, _since(since) if since else None, state)]
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
     else:

@@ -12,6 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from engines.config import Config
+from engines.monitoring.metrics import CUSTOM_HINT, HOST_METRICS
 from workers import runtime
 
 log = logging.getLogger("dbfleet.exporter")
@@ -49,6 +50,10 @@ class FleetCollector(Collector):
                                   labels=[*labels, "check", "unit"])
         status = GaugeMetricFamily("dbfleet_health_check_status", "Status of each health check: 0 ok, 1 warning, "
                                    "2 critical, 3 unknown", labels=[*labels, "check"])
+        custom = GaugeMetricFamily("dbfleet_custom_metric", "A metric the database declares (databases.<id>.metrics)",
+                                   labels=[*labels, "metric", "unit"])
+        host = GaugeMetricFamily("dbfleet_host_usage_percent", "CPU, memory and disk use of the database's host "
+                                 "(host_metrics: node_exporter or psutil)", labels=[*labels, "resource"])
         direct = {"response_time": (rt, 0.001), "database_size": (size, 1.0), "connections": (conns, 1.0),
                   "replication_lag": (lag, 1.0)}
         for db_id, kind, report in self._cached(runtime.HEALTH_KEY):
@@ -60,10 +65,14 @@ class FleetCollector(Collector):
                 if isinstance(v, bool) or not isinstance(v, (int, float)):
                     continue
                 value.add_metric([db_id, kind, c["check"], c.get("unit") or ""], float(v))
+                if c.get("hint") == CUSTOM_HINT:
+                    custom.add_metric([db_id, kind, c["check"], c.get("unit") or ""], float(v))
+                elif c["check"] in HOST_METRICS:
+                    host.add_metric([db_id, kind, c["check"].removesuffix("_usage")], float(v))
                 if c["check"] in direct and (c["check"] != "connections" or c.get("unit") == "%"):
                     family, scale = direct[c["check"]]
                     family.add_metric([db_id, kind], float(v) * scale)
-        yield from (up, rt, size, conns, lag, ts, value, status)
+        yield from (up, rt, size, conns, lag, ts, value, status, custom, host)
 
     def _cached(self, key: str) -> list[tuple[str, str, dict[str, Any]]]:
         keys = [key.format(i) for i in self.cfg.databases]

@@ -24,9 +24,18 @@ def _load_memory(db_id: str) -> dict[str, Any]:
     return json.loads(raw) if raw else {}
 
 
+def _has_stored_rules() -> bool:
+    """Rules added at run time (workers.monitoring.add_alert_rule) live in the alert store."""
+    try:
+        return bool(runtime.alert_store().rule_specs())
+    except Exception as exc:
+        log.warning("cannot read run-time alert rules: %s", type(exc).__name__)
+        return False
+
+
 def evaluate_alerts(db: DatabaseConfig, report: dict[str, Any]) -> list[dict[str, Any]]:
     """Run the alert rules on a report; transitions go to the realtime feed. Never fails the check."""
-    if not runtime.config().database_scripts.monitoring.alert_rules:
+    if not runtime.config().database_scripts.monitoring.alert_rules and not _has_stored_rules():
         return []
     try:
         transitions: list[dict[str, Any]] = runtime.evaluator().evaluate(report, db.tags)

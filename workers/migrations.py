@@ -300,7 +300,11 @@ async def migrate_database(source_config: DbRef, target_config: DbRef,
                            parallel_workers: int = 4, validation_enabled: bool = True,
                            tables_or_collections: list[str] | None = None, **options: Any
                            ) -> tuple[MigrationPlan, MigrationProgress]:
-    """The seed's API: plan (on a worker), start the run, return (plan, progress)."""
+    """The seed's API: plan (on a worker), start the run, return (plan, progress). Documented dicts
+    (``{"type": "postgresql", "host": ..., "database": ...}``) resolve to the registry entry they name."""
+    from workers.operation_refs import registry_ref
+
+    source_config, target_config = (registry_ref(r, runtime.config()) for r in (source_config, target_config))
     migration_plan = await asyncio.to_thread(
         plan, source_config, target_config, type=MigrationType(migration_type).value, batch_size=batch_size,
         parallel_workers=parallel_workers, validation=validation_enabled, tables=tables_or_collections, **options)

@@ -17,6 +17,8 @@ from engines.errors import DbfleetError
 from engines.health.deep import HealthChecks, HealthContext
 from engines.health.model import CRITICAL, OK, UNKNOWN, WARNING, CheckResult, HealthReport
 from engines.kinds import get_kind, load
+from engines.monitoring import custom as custom_metrics
+from engines.monitoring import host as host_metrics
 from engines.secrets import scrub
 
 
@@ -58,12 +60,14 @@ def run_health(db: DatabaseConfig, factory: Callable[[DatabaseConfig], Connector
             server = _collect(conn, db, checks)
             if deep:
                 checks.extend(_deep(conn, db, memory if memory is not None else {}))
+            checks.extend(custom_metrics.collect(conn, db))  # the database's own metrics (docs/monitoring.md)
     except DbfleetError as exc:
         error = scrub(str(exc))
     except Exception as exc:  # a driver error we did not wrap: still a verdict, not a crash
         error = scrub(f"{db.kind} database {db.id!r}: {type(exc).__name__}: {exc}")
     if error:
         checks.insert(0, CheckResult("reachability", CRITICAL, False, hint=error))
+    checks.extend(host_metrics.collect(db, memory if memory is not None else {}))
     worst = {c.status for c in checks}
     status = "down" if error else ("degraded" if worst & {WARNING, CRITICAL} else "up")
     return HealthReport(

@@ -53,7 +53,7 @@ class AlertRule:
 
 def compile_rules(section: MonitoringSection) -> list[AlertRule]:
     """The section's rules, parsed (the config loader has already reported any error with its position)."""
-    metrics = known_metrics()
+    metrics = known_metrics(section.custom_units())
     return [_compile(r, section, metrics) for r in section.alert_rules]
 
 
@@ -61,6 +61,23 @@ def _compile(r: AlertRuleConfig, section: MonitoringSection, metrics: dict[str, 
     return AlertRule(r.name, r.expr, parse(r.expr, metrics), parse_duration(r.for_), r.severity, dict(r.labels),
                      list(r.channels if r.channels is not None else section.alert_channels),
                      parse_duration(r.repeat_interval or section.repeat_interval), r.databases, r.tags, r.summary)
+
+
+def rule_spec(r: AlertRuleConfig, section: MonitoringSection, units: dict[str, str]) -> dict[str, Any]:
+    """A complete, JSON-able rule for the store: parsed now (RuleError here), with the units it needs."""
+    node = parse(r.expr, units)
+    return {"name": r.name, "expr": r.expr, "units": {m: units[m] for m in sorted(metric_names(node))},
+            "for_seconds": parse_duration(r.for_), "severity": r.severity, "labels": dict(r.labels),
+            "channels": list(r.channels if r.channels is not None else section.alert_channels),
+            "repeat_seconds": parse_duration(r.repeat_interval or section.repeat_interval),
+            "databases": r.databases, "tags": r.tags, "summary": r.summary}
+
+
+def from_spec(spec: dict[str, Any]) -> AlertRule:
+    """A stored rule, compiled."""
+    return AlertRule(spec["name"], spec["expr"], parse(spec["expr"], spec["units"]), float(spec["for_seconds"]),
+                     spec["severity"], dict(spec.get("labels") or {}), list(spec["channels"]),
+                     float(spec["repeat_seconds"]), spec.get("databases"), spec.get("tags"), spec.get("summary"))
 
 
 def alert_id(rule: str, database_id: str) -> str:
@@ -97,8 +114,18 @@ class Evaluator:
         metrics = from_report(report)
         items = [(rule, rule.node.evaluate(metrics) is True,
                   {m: metrics.get(m) for m in sorted(metric_names(rule.node))})
-                 for rule in self.rules if rule.node is not None and rule.applies_to(db_id, tags or [])]
+                 for rule in self.all_rules() if rule.node is not None and rule.applies_to(db_id, tags or [])]
         return self.apply(db_id, items)
+
+    def all_rules(self) -> list[AlertRule]:
+        """The config's rules, then the run-time rules of the store (read each time: another process adds them)."""
+        names = {r.name for r in self.rules}
+        try:
+            specs = self.store.rule_specs()
+        except Exception as exc:  # the store is down: the config's rules still run
+            log.warning("cannot read run-time alert rules: %s", type(exc).__name__)
+            specs = []
+        return self.rules + [from_spec(s) for s in specs if s["name"] not in names]
 
     def apply(self, db_id: str, items: list[tuple[AlertRule, bool, dict[str, Any]]]) -> list[dict[str, Any]]:
         """Move each (rule, condition holds, values) alert of ``db_id`` one step and notify; also used for

@@ -96,6 +96,16 @@ class Silence(_Base):
                 "created_by": self.created_by, "comment": self.comment}
 
 
+class StoredRule(_Base):
+    """An alert rule added at run time (``add_alert_rule``): complete, so every process compiles it alike."""
+
+    __tablename__ = "dbfleet_alert_rules"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)  # name, expr, units, severity, channels, for/repeat seconds
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str | None] = mapped_column(String(200))
+
+
 class AlertStore:
     """Sessions over the alert tables; the engine does its state changes inside :meth:`session`."""
 
@@ -146,6 +156,28 @@ class AlertStore:
         """Silences that have not expired."""
         with self.session() as s:
             return [x for x in s.scalars(select(Silence)) if as_utc(x.ends_at) > now]
+
+    def save_rule(self, spec: dict[str, Any], now: datetime, by: str | None = None) -> None:
+        """Add or replace a run-time rule (``spec`` as made by engines.monitoring.alerts.rule_spec)."""
+        with self.session() as s, s.begin():
+            row = s.get(StoredRule, spec["name"])
+            if row is None:
+                s.add(StoredRule(name=spec["name"], spec=spec, created_at=now, created_by=by))
+            else:
+                row.spec, row.created_at, row.created_by = spec, now, by
+
+    def rule_specs(self) -> list[dict[str, Any]]:
+        """Every run-time rule's spec, by name."""
+        with self.session() as s:
+            return [dict(r.spec) for r in s.scalars(select(StoredRule).order_by(StoredRule.name))]
+
+    def delete_rule(self, name: str) -> bool:
+        """Remove a run-time rule; False when there was none of that name."""
+        with self.session() as s, s.begin():
+            row = s.get(StoredRule, name)
+            if row is not None:
+                s.delete(row)
+            return row is not None
 
     def close(self) -> None:
         self.engine.dispose()

@@ -59,4 +59,5 @@ install_pkg() {
     || { echo "ensure-services: could not install $pkg" >&2; return 1; }
 }
 install_pkg clickhouse-server clickhouse-server
+install_pkg prometheus-node-exporter prometheus-node-exporter  # host metrics tests start their own on a free port
 exit 0  # the tests themselves decide: skip locally, fail in CI (tests/servers.py)

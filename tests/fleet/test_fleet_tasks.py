@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -31,15 +32,15 @@ def test_health_check_runs_on_a_worker_and_is_recorded(fleet) -> None:
 def test_awaitable_facade(fleet) -> None:
     import asyncio
 
-    async def main() -> tuple[dict, list]:
+    async def main() -> tuple[Any, list]:
         manager = fleet.manager()
-        result = await manager.execute_script("health_check", "lite")
+        result = await manager.execute_script("health_check", "lite")  # an OperationResult since issue 15
         rows = await manager.get_script_history(script_type="health_check", database_id="lite", limit=1)
         return result, rows
 
     result, rows = asyncio.run(main())
-    assert result["status"] == "up" and result["kind"] == "sqlite"
-    assert rows[0]["database_id"] == "lite"
+    assert result.status == "succeeded" and result.payload["status"] == "up" and result.payload["kind"] == "sqlite"
+    assert rows[0].database_id == "lite" and rows[0].task_id == result.task_id
 
 
 def test_documented_signature_from_application_code(fleet) -> None:

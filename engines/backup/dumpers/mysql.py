@@ -77,7 +77,7 @@ class MySQLDumper(Dumper):
             cnf = tools.secret_file(tmp, "my.cnf", _cnf(self.password))
             args = [str(tool), *self._args(cnf, self.db), "--single-transaction", "--routines", "--triggers",
                     "--events", "--hex-blob", "--quick", "--default-character-set=utf8mb4", "--no-tablespaces",
-                    "--", self.db.dbname]
+                    "--", self.db.dbname, *self.db.options.get("backup_tables", ())]  # a per-run subset
             with tools.ToolStream(args, what=tool.name) as dump:
                 write("dump", "sql", dump.stdout)
                 dump.finish()

@@ -134,6 +134,7 @@ class PostgresDumper(Dumper):
             counter.start()
             env = self._env(tmp, self.password, self.db)
             args = [str(pg_dump), "--format=custom", "--compress=0", f"--snapshot={snapshot}", "--no-password"]
+            args += [f"--table={t}" for t in self.db.options.get("backup_tables", ())]  # a per-run subset
             with tools.ToolStream(args, env=env, what="pg_dump") as dump:
                 write("dump", "pg_dump-custom", dump.stdout)
                 dump.finish()
