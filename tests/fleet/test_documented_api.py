@@ -415,9 +415,8 @@ def test_an_engine_missing_from_the_fleet_raises_not_available_and_is_recorded(
     """A client whose code has no module for an engine (an older or trimmed install) gets NotAvailable
     before anything is sent, and the refusal is recorded; simulated by unregistering the engine's task."""
     from engines.errors import NotAvailable
-    from workers.manager import DatabaseScriptManager, current_app
-
     from workers.app import app as base
+    from workers.manager import DatabaseScriptManager, current_app
 
     for app in {id(a): a for a in (current_app(), base)}.values():
         app.loader.import_default_modules()
