@@ -26,38 +26,29 @@ start() {
   wait_port "$name" "$port"
 }
 
-# Debian packages the tests use (idempotent: installs only what is missing, only as root).
+# Debian packages the tests use (idempotent: installs only what is missing, only as root, quietly; the
+# package list is refreshed only when an install from the current one fails).
 ensure_packages() {
   local missing=() pkg
   for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" != 0 ]; then echo "ensure-services: missing ${missing[*]} (installing needs root)" >&2; return 0; fi
   echo "ensure-services: installing ${missing[*]}"
-  apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 || \
-    { apt-get update -q >/dev/null 2>&1; apt-get install -y -q "${missing[@]}" >/dev/null 2>&1; } || \
+  export DEBIAN_FRONTEND=noninteractive
+  local apt=(apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300)
+  "${apt[@]}" "${missing[@]}" >/dev/null 2>&1 || \
+    { apt-get update -qq >/dev/null 2>&1; "${apt[@]}" "${missing[@]}" >/dev/null 2>&1; } || \
     echo "ensure-services: could not install ${missing[*]}" >&2
 }
 
 ensure_packages postgresql-15-hypopg postgresql-15-pg-qualstats  # tuning: hypothetical indexes, predicate stats
+# ClickHouse and node_exporter: the tests start their own servers from these packages on free ports with their
+# data in temp dirs (tests/servers.py ClickHouseServer; the host-metrics tests); here they are only installed
+ensure_packages clickhouse-server prometheus-node-exporter
 
 start postgresql 5432 bash -c 'pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | head -1) main start'
 start mariadb 3306 start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
 start redis 6379 redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \
   --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
 start rabbitmq 5672 rabbitmq-server -detached
-# ClickHouse: the tests start their own server from Debian's package (tests/servers.py ClickHouseServer,
-# data in a temp dir, free ports); here it is only installed, when missing (root only, quiet, idempotent).
-install_pkg() {
-  local pkg=$1 binary=$2
-  command -v "$binary" >/dev/null 2>&1 && { echo "ensure-services: $pkg installed"; return 0; }
-  if [ "$(id -u)" != 0 ]; then echo "ensure-services: $pkg is missing and installing it needs root" >&2; return 1; fi
-  echo "ensure-services: installing $pkg"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 "$pkg" >/dev/null 2>&1 \
-    || { apt-get update -qq >/dev/null 2>&1 \
-         && apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 "$pkg" >/dev/null 2>&1; } \
-    || { echo "ensure-services: could not install $pkg" >&2; return 1; }
-}
-install_pkg clickhouse-server clickhouse-server
-install_pkg prometheus-node-exporter prometheus-node-exporter  # host metrics tests start their own on a free port
 exit 0  # the tests themselves decide: skip locally, fail in CI (tests/servers.py)
