@@ -12,6 +12,7 @@ import yaml
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from engines.dr.models import DisasterRecoverySection
 from engines.errors import ConfigError, UnknownDatabaseError
 from engines.kinds import DEFAULT_PORTS, KIND_ALIASES, KINDS
 from engines.secrets import resolve_secret, url_has_password
@@ -23,6 +24,9 @@ ENV_SHORTCUTS = {
     "DBFLEET_RESULT_BACKEND": ("fleet", "result_backend"),
     "DBFLEET_STATE_DIR": ("fleet", "state_dir"),
     "DBFLEET_HISTORY_URL": ("fleet", "history_url"),
+    # the DR_* names for the inline disaster_recovery group
+    **{f"DR_{key.upper()}": ("database_scripts", "disaster_recovery", key) for key in (
+        "strategy", "rto_minutes", "rpo_minutes", "auto_failover_enabled", "failover_after", "drill_schedule")},
 }
 _INTERP = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 
@@ -396,7 +400,7 @@ class ScriptsSection(BaseModel):
     monitoring: MonitoringSection = Field(default_factory=MonitoringSection)
     backup: BackupSection = Field(default_factory=BackupSection)
     performance_tuning: dict[str, Any] = Field(default_factory=dict)
-    disaster_recovery: dict[str, Any] = Field(default_factory=dict)
+    disaster_recovery: DisasterRecoverySection = Field(default_factory=DisasterRecoverySection)
     security_audit: AuditSection = Field(default_factory=AuditSection)
     compliance: dict[str, Any] = Field(default_factory=dict)
 
@@ -439,6 +443,10 @@ class Config(_Model):
         for name, sched in self.schedules.items():
             if sched.database not in self.databases:
                 raise ValueError(f"schedules.{name}: unknown database id {sched.database!r}")
+        for dr_id, group in self.database_scripts.disaster_recovery.all_groups().items():
+            for site in group.sites():
+                if site.database not in self.databases:
+                    raise ValueError(f"disaster_recovery ({dr_id}): unknown database id {site.database!r}")
         return self
 
     def backup_storage(self, name: str | None = None) -> tuple[str, StorageConfig]:

@@ -335,6 +335,7 @@ def schedule_remove(name: str) -> None:
 def _register() -> None:
     from workers.cli_audit import audit, audit_checks
     from workers.cli_backups import backups
+    from workers.cli_dr import dr
     from workers.cli_kinds import kinds
     from workers.cli_migrate import migrate
     from workers.cli_repo import repo
@@ -345,6 +346,7 @@ def _register() -> None:
     cli.add_command(audit_checks)
     cli.add_command(migrate)
     cli.add_command(kinds)
+    cli.add_command(dr)
 
 
 _register()
