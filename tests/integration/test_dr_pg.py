@@ -26,6 +26,7 @@ from engines.config import DatabaseConfig
 from engines.dr.auto import observe_and_act
 from engines.dr.context import DRContext
 from engines.dr.coord import Coordinator
+from engines.dr.drill import drill
 from engines.dr.failover import failover
 from engines.dr.models import DRConfiguration
 from engines.dr.observe import metrics, observe
@@ -267,6 +268,8 @@ def test_kill9_primary_automatic_failover_fences_and_rejoins_with_pg_rewind(env:
 def test_failover_is_refused_when_lag_exceeds_rpo_and_forced_with_force(env: dict[str, object]) -> None:
     group = make_group(env, rpo_minutes=0.01)  # 0.6 s
     standby = group.standbys[0]
+    write_marker(group.primary, 0)  # one commit the standby replays before it is cut off
+    assert wait_for(lambda: standby.sql("SELECT count(*) FROM h9_markers") == [(1,)])
     standby.sql("ALTER SYSTEM SET primary_conninfo = ''")  # the standby stops receiving WAL
     standby.sql("SELECT pg_reload_conf()")
     assert wait_for(lambda: standby.sql("SELECT count(*) FROM pg_stat_wal_receiver") == [(0,)])
@@ -281,7 +284,7 @@ def test_failover_is_refused_when_lag_exceeds_rpo_and_forced_with_force(env: dic
     assert standby.sql("SELECT pg_is_in_recovery()") == [(True,)]
     forced = failover(group.ctx, reason="test", force=True)
     assert forced.status == "promoted" and forced.forced and forced.data_loss_bytes and forced.data_loss_bytes > 0
-    assert standby.sql("SELECT count(*) FROM h9_markers") == [(0,)]  # the loss the estimate announced
+    assert standby.sql("SELECT count(*) FROM h9_markers") == [(1,)]  # the loss the estimate announced
 
 
 def test_racing_failovers_promote_exactly_once_and_a_stale_token_cannot_promote(env: dict[str, object]) -> None:
@@ -379,3 +382,17 @@ def test_switchover_and_back_loses_no_marker(env: dict[str, object]) -> None:
     rows = {r[0] for r in group.primary.sql("SELECT seq FROM h9_markers")}
     assert set(acked) <= rows
     assert wait_for(lambda: group.standbys[0].sql("SELECT count(*) FROM h9_markers") == [(len(rows),)])
+
+
+def test_a_drill_on_a_throwaway_copy_measures_rto_and_rpo_and_fails_over_target(env: dict[str, object]) -> None:
+    group = make_group(env, failover_after=0.5, rto_minutes=0.005)  # 0.3 s: below failover_after, must miss
+    event = drill(group.ctx, rate=20.0, warmup=1.0)
+    m = event.measures
+    assert event.kind == "drill" and m["markers_acknowledged"] > 5, event.detail
+    assert m["rto_seconds"] >= 0.5 and isinstance(m["rpo_markers"], int) and m["rpo_seconds"] >= 0
+    assert event.status == "failed" and "RTO" in event.detail  # the target was missed, and says so
+    assert group.primary.sql("SELECT pg_is_in_recovery()") == [(False,)]  # the real group is untouched
+    assert group.standbys[0].sql("SELECT pg_is_in_recovery()") == [(True,)]
+    assert not list(group.primary.data.parent.glob("dbfleet-drill-*"))  # scratch clusters removed
+    runs = env["history"].query(script_type="dr_drill")  # type: ignore[attr-defined]
+    assert runs and runs[0]["status"] == "failed" and runs[0]["summary"]["measures"]["rto_seconds"] == m["rto_seconds"]
