@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,21 @@ from engines.history import FAILED, SUCCEEDED
 from engines.secrets import resolve_secret, scrub
 
 log = logging.getLogger("dbfleet.dr")
+
+
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def is_local_host(host: str | None) -> bool:
+    """True when ``host`` names this machine (loopback, its hostname, or one of its addresses)."""
+    if not host or host.startswith("/") or host in LOOPBACK:
+        return True
+    names = {socket.gethostname(), socket.getfqdn()}
+    try:
+        names |= set(socket.gethostbyname_ex(socket.gethostname())[2])
+    except OSError:
+        pass
+    return host in names
 
 
 @dataclass
@@ -55,6 +71,17 @@ class DRContext:
         """The replication role's password, resolved here (it is then known to scrub)."""
         return resolve_secret(f"disaster_recovery {self.dr_id!r} replication",
                               env=self.cfg.replication_password_env, file=self.cfg.replication_password_file)
+
+    def local_data_dir(self, database_id: str, *, must_exist: bool = True) -> Path | None:
+        """The site's data directory when its node runs on this host (and holds a cluster), else None.
+
+        Two hosts often use the same path: a path alone never proves the cluster there is this node's.
+        """
+        site = self.cfg.site(database_id)
+        if not site.data_dir or not is_local_host(self.db(database_id).host):
+            return None
+        path = Path(site.data_dir)
+        return path if not must_exist or (path / "PG_VERSION").exists() else None
 
     def group_dir(self) -> Path:
         path = self.state_dir / "dr" / self.dr_id

@@ -55,10 +55,13 @@ def _writer(ctx: DRContext, rate: float, stop: threading.Event, log: Markers) ->
 
 
 def _scratch_config(ctx: DRContext, root: Path) -> DRConfiguration:
+    primary = ctx.cfg.primary_site
+    if primary is None:
+        raise DbfleetError("a drill needs a primary site")
     return ctx.cfg.model_copy(update={
         "dr_id": f"{ctx.dr_id}-drill-{int(time.time())}", "fence_command": [], "redirect_command": [],
         "auto_failover_enabled": True, "lease_ttl": 30.0,
-        "primary_site": ctx.cfg.primary_site.model_copy(update={"database": "drill_a", "data_dir": str(root / "a")}),
+        "primary_site": primary.model_copy(update={"database": "drill_a", "data_dir": str(root / "a")}),
         "secondary_sites": [ctx.cfg.secondary_sites[0].model_copy(update={"database": "drill_b",
                                                                           "data_dir": str(root / "b")})]})
 
@@ -80,7 +83,7 @@ def _make_copy(ctx: DRContext, scratch: DRContext, root: Path) -> None:
     """A = base backup of the real primary started as a standalone primary; B = its streaming standby."""
     from engines.dr.setup import setup
 
-    a = Path(scratch.cfg.primary_site.data_dir)  # type: ignore[union-attr]
+    a = Path(scratch.cfg.site("drill_a").data_dir or "")
     basebackup(ctx, ctx.db(ctx.current_primary()), a, "", passfile(scratch, "drill_b"))
     (a / "standby.signal").unlink(missing_ok=True)
     write_auto_conf(a, {"port": str(scratch.db("drill_a").port), "listen_addresses": "127.0.0.1",
@@ -133,7 +136,7 @@ def _measure(scratch: DRContext, rate: float, warmup: float, timeout: float) -> 
         for obs in observers:  # the observers know where the primary was before the fault
             observe(obs)
         fault_at = time.time()
-        pg_ctl(scratch.cfg.primary_site.data_dir, "stop", "-m", "immediate")  # type: ignore[union-attr,arg-type]
+        pg_ctl(scratch.cfg.site("drill_a").data_dir or "", "stop", "-m", "immediate")
         promoted = wait_until(tick, timeout, interval=0.2)
         wait_until(lambda: log.first_success_after is not None, 30)
     finally:

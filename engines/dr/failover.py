@@ -118,8 +118,8 @@ def check_rpo(ctx: DRContext, event: DREvent) -> None:
 def fence(ctx: DRContext, event: DREvent, old: str, old_up: bool) -> None:
     """SQL fence when reachable, data-directory fence when local, and always the fence command."""
     event.fenced_sql = fence_sql(ctx.db(old)) if old_up else None
-    site = ctx.cfg.site(old)
-    if site.data_dir and fence_data_dir(site.data_dir):
+    data_dir = ctx.local_data_dir(old)
+    if data_dir is not None and fence_data_dir(data_dir):
         event.steps.append(f"{old}: data directory fenced (standby.signal, read-only)")
     hook = run_hook("fence", ctx.cfg.fence_command, _env(ctx, event, old, None), ctx.cfg.command_timeout)
     event.hooks.append(hook)

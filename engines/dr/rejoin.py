@@ -40,8 +40,8 @@ def rewind(data_dir: Path, source: DatabaseConfig) -> str:
             env["PGPASSFILE"] = str(secret_file(tmp, "pgpass", f"*:*:*:*:{escaped}\n"))
             chown_like(Path(env["PGPASSFILE"]), data_dir)
             chown_like(tmp, data_dir)
-        out = run_tool(as_owner([str(binary), "--target-pgdata", str(data_dir), "--source-server", conninfo], data_dir),
-                       env=env, what="pg_rewind", timeout=6 * 3600)
+        args = [str(binary), "--target-pgdata", str(data_dir), "--source-server", conninfo]
+        out = run_tool(as_owner(args, data_dir), env=env, what="pg_rewind", timeout=6 * 3600)
     return out.strip().splitlines()[-1] if out.strip() else "pg_rewind done"
 
 
@@ -73,10 +73,10 @@ def _rejoin(ctx: DRContext, database_id: str, steps: list[str], wait: float) -> 
     primary = ctx.current_primary()
     if database_id == primary:
         raise SetupError(f"{database_id} is the current primary; rejoin is for an old primary or a broken standby")
-    site = ctx.cfg.site(database_id)
-    if not site.data_dir or not (Path(site.data_dir) / "PG_VERSION").exists():
-        raise SetupError(f"site {database_id} has no data_dir with a cluster on this worker; use dr setup to re-clone")
-    data_dir = Path(site.data_dir)
+    data_dir = ctx.local_data_dir(database_id)
+    if data_dir is None:
+        raise SetupError(f"{database_id}: no data_dir with its cluster on this host; run the rejoin on its host, "
+                         "or dr setup to re-clone")
     fence_data_dir(data_dir)  # whatever happens next, a start comes up read-only
     make_clean(data_dir, steps)
     steps.append(f"pg_rewind onto {primary}: {rewind(data_dir, ctx.db(primary))}")

@@ -90,10 +90,10 @@ def basebackup(ctx: DRContext, upstream: DatabaseConfig, data_dir: Path, slot: s
 
 def setup_standby(ctx: DRContext, standby_id: str, *, start: bool = True, wait: float = 60.0) -> list[str]:
     """Clone the current primary into the standby's data directory and start it streaming; idempotent."""
-    site = ctx.cfg.site(standby_id)
-    if not site.data_dir:
-        raise SetupError(f"site {standby_id} has no data_dir: this worker cannot create its standby")
-    data_dir, steps = Path(site.data_dir), []
+    local = ctx.local_data_dir(standby_id, must_exist=False)
+    if local is None:
+        raise SetupError(f"site {standby_id} has no data_dir, or its host is not this one: run dr setup there")
+    data_dir, steps = local, []
     primary_id = ctx.current_primary()
     pfile, slot = passfile(ctx, standby_id), ctx.cfg.slot_name(standby_id)
     if (data_dir / "PG_VERSION").exists():
@@ -128,6 +128,9 @@ def setup(ctx: DRContext, *, start: bool = True) -> DREvent:
                                                 "hot_standby is")
     else:
         for standby_id in ctx.standbys():
+            if ctx.local_data_dir(standby_id, must_exist=False) is None:
+                event.steps.append(f"{standby_id}: not on this host (or no data_dir): skipped")
+                continue
             try:
                 event.steps += setup_standby(ctx, standby_id, start=start)
             except DbfleetError as exc:

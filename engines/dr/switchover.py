@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from engines.dr.context import DRContext
 from engines.dr.failover import Refused, promote
 from engines.dr.fence import fence_sql, unfence_sql
@@ -45,9 +43,9 @@ def switchover(ctx: DRContext, target: str | None = None, *, wait: float = 60.0)
 def _run(ctx: DRContext, event: DREvent, target: str | None, wait: float) -> None:
     """Stop writes on the primary, wait until the target replayed everything, stop the old primary."""
     old = event.old_primary = ctx.current_primary()
-    site = ctx.cfg.site(old)
-    if not site.data_dir or not (Path(site.data_dir) / "PG_VERSION").exists():
-        raise Refused("refused", f"{old} has no data_dir on this worker: cannot rewire it as a standby")
+    data_dir = ctx.local_data_dir(old)
+    if data_dir is None:
+        raise Refused("refused", f"{old} has no data_dir on this host: run the switchover on its host")
     target = event.new_primary = target or _streaming_standby(ctx)
     status, _ = node_status(target, ctx.db(target))
     if not (status.reachable and status.role == "standby" and status.streaming):
@@ -55,12 +53,12 @@ def _run(ctx: DRContext, event: DREvent, target: str | None, wait: float) -> Non
     if not fence_sql(ctx.db(old)):
         raise Refused("failed", f"cannot make {old} read-only")
     event.fenced_sql = True
-    pg_ctl(site.data_dir, "stop", "-m", "fast")  # the shutdown checkpoint is streamed before the walsender exits
-    final = lsn_int(controldata(site.data_dir)["Latest checkpoint location"]) or 0
+    pg_ctl(data_dir, "stop", "-m", "fast")  # the shutdown checkpoint is streamed before the walsender exits
+    final = lsn_int(controldata(data_dir)["Latest checkpoint location"]) or 0
     caught_up = wait_until(lambda: (lsn_int(query(ctx.db(target), "SELECT pg_last_wal_replay_lsn()::text")[0][0])
                                     or 0) >= final, wait)
     if not caught_up:
-        pg_ctl(site.data_dir, "start")
+        pg_ctl(data_dir, "start")
         unfence_sql(ctx.db(old))
         raise Refused("failed", f"{target} did not replay {old}'s last WAL within {wait:.0f}s; {old} restarted")
     event.data_loss_bytes, event.data_loss_seconds = 0, 0.0

@@ -6,6 +6,8 @@ the canary; every event, history row, log line and written file is checked for i
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import logging
 import os
@@ -47,6 +49,40 @@ def _as_owner(args: list[str]) -> list[str]:
     return ["runuser", "-u", OWNER, "--", *args] if os.geteuid() == 0 else args
 
 
+@functools.lru_cache(maxsize=1)
+def _template() -> Path:
+    """initdb (checksums on), DR settings, the canary-password replication role and the marker table."""
+    root = Path(tempfile.mkdtemp(prefix="h9_dr_template_"))
+    atexit.register(shutil.rmtree, root, True)
+    if os.geteuid() == 0:
+        shutil.chown(root, OWNER, OWNER)
+    data = root / "data"
+    subprocess.run(_as_owner([str(BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
+                              "-k", "--no-sync", "-N"]), check=True, capture_output=True)
+    conf = {"listen_addresses": "'127.0.0.1'", "unix_socket_directories": "''",
+            "wal_level": "replica", "max_wal_senders": 10, "max_replication_slots": 10,
+            "wal_log_hints": "on", "shared_buffers": "16MB", "fsync": "off", "max_connections": 40,
+            "wal_keep_size": "64MB", "hot_standby_feedback": "on"}
+    with open(data / "postgresql.conf", "a") as fh:
+        fh.writelines(f"{k} = {v}\n" for k, v in conf.items())
+    (data / "pg_hba.conf").write_text(
+        f"host all {REPL_USER} 127.0.0.1/32 scram-sha-256\n"
+        f"host replication {REPL_USER} 127.0.0.1/32 scram-sha-256\n"
+        "host all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n")
+    port = free_port()
+    pg_ctl = str(BIN / "pg_ctl")
+    subprocess.run(_as_owner([pg_ctl, "start", "-w", "-D", str(data), "-o", f"-p {port}", "-l",
+                              str(root / "template.log")]), check=True, capture_output=True)
+    try:
+        with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True) as conn:
+            conn.execute(f"CREATE ROLE {REPL_USER} LOGIN REPLICATION PASSWORD '{CANARY}'")
+            conn.execute("CREATE TABLE h9_markers (seq bigint PRIMARY KEY, at timestamptz DEFAULT now())")
+    finally:
+        subprocess.run(_as_owner([pg_ctl, "stop", "-w", "-m", "fast", "-D", str(data)]), check=True,
+                       capture_output=True)
+    return data
+
+
 class Cluster:
     """One PostgreSQL 15 cluster in ``root/name`` on a free loopback port."""
 
@@ -59,21 +95,11 @@ class Cluster:
                               dbname="postgres", user="postgres", connect_timeout=2, query_timeout=30)
 
     def init(self) -> Cluster:
-        subprocess.run(_as_owner([str(BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
-                                  "-k", "--no-sync", "-N"]), check=True, capture_output=True)
-        conf = {"port": self.port, "listen_addresses": "'127.0.0.1'", "unix_socket_directories": "''",
-                "wal_level": "replica", "max_wal_senders": 10, "max_replication_slots": 10,
-                "wal_log_hints": "on", "shared_buffers": "16MB", "fsync": "off", "max_connections": 40,
-                "wal_keep_size": "64MB", "hot_standby_feedback": "on"}
+        """A copy of the session's template cluster (initdb once: it is the slow part) on its own port."""
+        subprocess.run(_as_owner(["cp", "-a", str(_template()), str(self.data)]), check=True, capture_output=True)
         with open(self.data / "postgresql.conf", "a") as fh:
-            fh.writelines(f"{k} = {v}\n" for k, v in conf.items())
-        (self.data / "pg_hba.conf").write_text(
-            f"host all {REPL_USER} 127.0.0.1/32 scram-sha-256\n"
-            f"host replication {REPL_USER} 127.0.0.1/32 scram-sha-256\n"
-            "host all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n")
+            fh.write(f"port = {self.port}\n")
         self.start()
-        self.sql(f"CREATE ROLE {REPL_USER} LOGIN REPLICATION PASSWORD '{CANARY}'")
-        self.sql("CREATE TABLE h9_markers (seq bigint PRIMARY KEY, at timestamptz DEFAULT now())")
         return self
 
     def start(self) -> None:
