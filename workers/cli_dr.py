@@ -60,9 +60,10 @@ def dr_setup(group: str | None) -> None:
 @_group
 def dr_status(group: str | None) -> None:
     """Observe the group: roles, streaming, replay lag vs RPO, timeline, slots."""
-    from engines.dr.observe import observe
+    from engines.dr.dispatch import engine_for
 
-    status = observe(_ctx(group))
+    ctx = _ctx(group)
+    status = engine_for(ctx).observe(ctx)
     rows = [[n.database, n.role, "yes" if n.reachable else "NO", n.timeline or "-", n.lsn or "-",
              "-" if n.streaming is None else ("yes" if n.streaming else "NO"),
              "-" if n.lag_bytes is None else n.lag_bytes, "-" if n.lag_seconds is None else f"{n.lag_seconds:.2f}",
@@ -84,9 +85,10 @@ def dr_status(group: str | None) -> None:
 @click.option("--emergency", is_flag=True, help="the primary site is lost: fence it, promote, ignore RPO")
 def dr_failover(group: str | None, reason: str, force: bool, emergency: bool) -> None:
     """Fence the primary and promote the most advanced standby (needs the group's lease)."""
-    from engines.dr.failover import failover
+    from engines.dr.dispatch import engine_for
 
-    _show(failover(_ctx(group), reason=reason, force=force, emergency=emergency))
+    ctx = _ctx(group)
+    _show(engine_for(ctx).failover(ctx, reason=reason, force=force, emergency=emergency))
 
 
 @dr.command("switchover")

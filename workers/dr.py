@@ -38,9 +38,9 @@ def _observe(ctx: Any, _opts: dict[str, Any]) -> Result:
 
 
 def _failover(ctx: Any, opts: dict[str, Any]) -> Result:
-    from engines.dr.failover import failover
+    from engines.dr.dispatch import engine_for
 
-    return _event(failover(ctx, reason=str(opts.get("reason", "")), force=bool(opts.get("force")),
+    return _event(engine_for(ctx).failover(ctx, reason=str(opts.get("reason", "")), force=bool(opts.get("force")),
                            emergency=bool(opts.get("emergency"))))
 
 

@@ -71,6 +71,11 @@ async def setup_disaster_recovery(dr_config: DRConfiguration | dict[str, Any]) -
 
 async def trigger_emergency_failover(dr_id: str, reason: str) -> DREvent:
     """Fail over now even though the primary may still answer (fenced first); RPO is not enforced."""
-    from engines.dr.failover import failover
+    from engines.dr.dispatch import engine_for
 
-    return await asyncio.to_thread(lambda: failover(context(dr_id), reason=reason, emergency=True))
+    def run() -> DREvent:
+        ctx = context(dr_id)
+        event: DREvent = engine_for(ctx).failover(ctx, reason=reason, emergency=True)
+        return event
+
+    return await asyncio.to_thread(run)

@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engines.dr.context import DRContext
-from engines.dr.failover import failover
+from engines.dr.dispatch import engine_for
 from engines.dr.models import DREvent, DRStatus
-from engines.dr.observe import observe
 
 
 @dataclass
@@ -42,10 +41,12 @@ def verdict(ctx: DRContext, now: float) -> Verdict:
 
 def observe_and_act(ctx: DRContext) -> tuple[DRStatus, DREvent | None]:
     """One observer tick: observe, report, and fail over when the observers agree it is time."""
-    status = observe(ctx)
+    engine = engine_for(ctx)
+    status: DRStatus = engine.observe(ctx)
     if status.primary_reachable or not ctx.cfg.auto_failover_enabled:
         return status, None
     decision = verdict(ctx, ctx.clock())
     if not decision.fail_over:
         return status, None
-    return status, failover(ctx, reason=f"automatic: {decision.reason}")
+    event: DREvent = engine.failover(ctx, reason=f"automatic: {decision.reason}")
+    return status, event
