@@ -50,14 +50,14 @@ class DRConfiguration(BaseModel):
     rto_minutes: float = Field(default=15.0, gt=0)
     rpo_minutes: float = Field(default=5.0, ge=0)
     auto_failover_enabled: bool = False
-    failover_after: float = Field(default=10.0, gt=0, description="seconds the primary must be unreachable")
+    failover_after: float = Field(default=5.0, gt=0, description="seconds the primary must be unreachable")
     min_observers: int = Field(default=2, ge=1)
     lease_ttl: float = Field(default=60.0, gt=0)
     fence_command: list[str] = Field(default_factory=list)
     redirect_command: list[str] = Field(default_factory=list)
     command_timeout: float = Field(default=60.0, gt=0)
     drill_schedule: str | None = None
-    observe_interval_seconds: int = Field(default=10, ge=1)
+    observe_interval_seconds: int = Field(default=2, ge=1)
     replication_user: str = "replicator"
     replication_password_env: str | None = None
     replication_password_file: str | None = None
