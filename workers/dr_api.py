@@ -43,8 +43,12 @@ def groups() -> dict[str, DRConfiguration]:
 
 
 def context(dr_id: str, observer: str | None = None, *, history: bool = True) -> DRContext:
-    """A DRContext for ``dr_id`` bound to this process's registry, cache and history."""
+    """A DRContext for ``dr_id`` (or the one group a database id belongs to), bound to this process's
+    registry, cache and history."""
     known = groups()
+    if dr_id not in known:  # a database id names the group it belongs to (ScriptType.DISASTER_RECOVERY runs)
+        owners = [g for g in known.values() if dr_id in {s.database for s in g.sites()}]
+        dr_id = owners[0].dr_id if len(owners) == 1 else dr_id
     if dr_id not in known:
         raise UnknownDRGroup(f"unknown DR group {dr_id!r} (known: {', '.join(sorted(known)) or 'none configured'})")
     cfg = runtime.config()

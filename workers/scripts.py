@@ -17,6 +17,7 @@ class ScriptType(str, Enum):
     RESTORE = "restore"
     RESTORE_DRILL = "restore_drill"
     SECURITY_AUDIT = "security_audit"
+    DISASTER_RECOVERY = "disaster_recovery"  # observe a DR group (by a member database id) and act on it
 
 
 # script name -> (task name, queue). Each engine adds its row when it lands.
@@ -28,6 +29,7 @@ SCRIPTS: dict[str, tuple[str, str]] = {
     ScriptType.RESTORE.value: ("backups.restore", "backups"),
     ScriptType.RESTORE_DRILL.value: ("backups.drill", "backups"),
     ScriptType.SECURITY_AUDIT.value: ("audits.security", "audits"),
+    ScriptType.DISASTER_RECOVERY.value: ("dr.observe", "dr"),
 }
 
 

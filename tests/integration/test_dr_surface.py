@@ -48,6 +48,8 @@ def test_cli_task_and_emergency_api_on_a_configured_group(env: dict[str, object]
         assert shown.exit_code == 0 and "s1" in shown.output and "stand" in shown.output, shown.output
         result = observe.apply(args=[group.ctx.dr_id]).get()
         assert result["primary_reachable"] and result["failover"] is None
+        by_member = observe.apply(args=["s1"], kwargs={"options": {}}).get()  # how execute_script sends it
+        assert by_member["dr_id"] == group.ctx.dr_id
         event = asyncio.run(trigger_emergency_failover(group.ctx.dr_id, "Primary datacenter power failure"))
         assert event.status == "promoted" and event.new_primary == "s1" and event.fenced_sql
         write_marker(group.standbys[0], 1)

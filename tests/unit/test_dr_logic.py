@@ -69,3 +69,14 @@ def test_metrics_carry_the_documented_names_and_low_cardinality_labels() -> None
     assert samples[("dbfleet_dr_rpo_budget_ratio", "s")] == 0.05
     assert samples[("dbfleet_dr_replay_lag_seconds", "s")] == 3.0 and samples[("dbfleet_dr_primary_up", "p")] == 1.0
     assert all(set(labels) == {"dr_group", "database"} for _n, labels, _v in metrics(status))
+
+
+def test_the_dr_queue_has_its_tasks_and_the_script_type_routes_there() -> None:
+    from engines.config import parse_config
+    from workers.app import create_app
+    from workers.scripts import ScriptType, resolve
+
+    app = create_app(parse_config("{}", environ={}))
+    app.loader.import_default_modules()
+    assert {f"dr.{v}" for v in ("observe", "failover", "switchover", "drill", "setup", "rejoin")} <= set(app.tasks)
+    assert resolve(ScriptType.DISASTER_RECOVERY)[1:] == ("dr.observe", "dr")
