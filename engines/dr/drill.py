@@ -60,7 +60,7 @@ def _scratch_config(ctx: DRContext, root: Path) -> DRConfiguration:
         raise DbfleetError("a drill needs a primary site")
     return ctx.cfg.model_copy(update={
         "dr_id": f"{ctx.dr_id}-drill-{int(time.time())}", "fence_command": [], "redirect_command": [],
-        "auto_failover_enabled": True, "lease_ttl": 30.0,
+        "auto_failover_enabled": True, "lease_ttl": 30.0, "restart_in_place": False,
         "primary_site": primary.model_copy(update={"database": "drill_a", "data_dir": str(root / "a")}),
         "secondary_sites": [ctx.cfg.secondary_sites[0].model_copy(update={"database": "drill_b",
                                                                           "data_dir": str(root / "b")})]})

@@ -52,6 +52,7 @@ class DRConfiguration(BaseModel):
     auto_failover_enabled: bool = False
     failover_after: float = Field(default=5.0, gt=0, description="seconds the primary must be unreachable")
     min_observers: int = Field(default=2, ge=1)
+    restart_in_place: bool = True  # a worker on the primary's host restarts a crashed postmaster first
     lease_ttl: float = Field(default=60.0, gt=0)
     fence_command: list[str] = Field(default_factory=list)
     redirect_command: list[str] = Field(default_factory=list)

@@ -161,6 +161,7 @@ def run_dbfleet(root: Path, fault: str, coord: Coordinator) -> dict[str, Any]:
                              connect_timeout=1) for n, p in (("a", pport), ("b", sport))}
     cfg = DRConfiguration(dr_id=f"bench-{uuid.uuid4().hex[:6]}", replication_user="postgres",
                           primary_site={"database": "a", "data_dir": str(pdata)}, auto_failover_enabled=True,
+                          restart_in_place=fault == "crash",  # after node loss no worker is left on that host
                           secondary_sites=[{"database": "b", "data_dir": str(sdata)}])
     ctxs = [DRContext(cfg=cfg, resolve=dbs.__getitem__, coord=coord, state_dir=root / "state", observer=f"w{i}")
             for i in (1, 2)]

@@ -254,7 +254,7 @@ def test_setup_streams_with_a_passfile_and_observe_measures_lag_under_load(env: 
 
 
 def test_kill9_primary_automatic_failover_fences_and_rejoins_with_pg_rewind(env: dict[str, object]) -> None:
-    group = make_group(env, auto_failover_enabled=True, failover_after=1.0, rpo_minutes=1)
+    group = make_group(env, auto_failover_enabled=True, failover_after=1.0, rpo_minutes=1, restart_in_place=False)
     w1, w2 = group.observer("w1"), group.observer("w2")
     for seq in range(1, 51):
         write_marker(group.primary, seq)
@@ -423,3 +423,19 @@ def test_a_drill_on_a_throwaway_copy_measures_rto_and_rpo_and_fails_over_target(
     assert not list(group.primary.data.parent.glob("dbfleet-drill-*"))  # scratch clusters removed
     runs = env["history"].query(script_type="dr_drill")  # type: ignore[attr-defined]
     assert runs and runs[0]["status"] == "failed" and runs[0]["summary"]["measures"]["rto_seconds"] == m["rto_seconds"]
+
+
+def test_a_crashed_primary_on_this_host_is_restarted_in_place_not_failed_over(env: dict[str, object]) -> None:
+    group = make_group(env, auto_failover_enabled=True, failover_after=0.5)
+    write_marker(group.primary, 1)
+    observe(group.ctx)
+    pid = group.primary.postmaster_pid()
+    group.primary.kill9()
+    assert wait_for(lambda: not Path(f"/proc/{pid}").exists())  # gone, and reaped by init (not a zombie)
+    _status, event = observe_and_act(group.observer("w2"))
+    assert event is not None and event.kind == "restart" and event.status == "done", event and event.detail
+    write_marker(group.primary, 2)  # the same primary accepts writes again
+    assert group.standbys[0].sql("SELECT pg_is_in_recovery()") == [(True,)]
+    assert wait_for(lambda: group.standbys[0].sql("SELECT count(*) FROM h9_markers") == [(2,)])
+    assert env["coord"].events(group.ctx.dr_id)[0]["kind"] == "restart"  # type: ignore[attr-defined]
+
