@@ -89,8 +89,6 @@ class Writer:
                 if self.fault_at is None or began < self.fault_at:  # a write in flight at the fault proves nothing
                     break
                 if self.first_after_fault is None:
-                    if os.environ.get("H9_DEBUG"):
-                        print("first write after fault on", name, now - self.fault_at, file=sys.stderr)
                     self.first_after_fault = now
                 if name != self.old and self.first_new is None:
                     self.first_new = now
@@ -115,9 +113,6 @@ def init_node(root: Path, name: str) -> tuple[Path, int]:
 def kill_postmaster(data: Path) -> None:
     pid = int((data / "postmaster.pid").read_text().split()[0])
     os.kill(pid, signal.SIGKILL)
-    if os.environ.get("H9_DEBUG"):
-        print("killed", pid, subprocess.run(["ps", "-o", "pid,ppid,stat,cmd", "--ppid", str(pid), "-p", str(pid)],
-                                            capture_output=True, text=True).stdout, file=sys.stderr)
 
 
 def survivor_markers(port: int) -> set[int]:
