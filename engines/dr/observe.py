@@ -95,8 +95,11 @@ def observe(ctx: DRContext, *, report: bool = True, guard: bool = True) -> DRSta
         slot = ctx.cfg.slot_name(sid)
         if slot in slots:
             standby.slot, (standby.slot_active, standby.slot_retained_bytes) = slot, slots[slot]
-        if standby.role == "primary":
-            problems.append(_split_brain(ctx, sid) if guard else f"{sid} accepts writes beside {primary_id}")
+        if standby.role == "primary":  # fence it only when the recorded primary is itself writable
+            both = primary.reachable and primary.role == "primary" and not primary.read_only
+            problems.append(_split_brain(ctx, sid) if guard and both else
+                            f"{sid} accepts writes; recorded primary {primary_id} is "
+                            f"{'writable too' if both else 'not'}: check dbfleet dr status before acting")
             continue
         _lag(ctx, standby, extra, primary, pextra, replication)
         problems += _standby_problems(ctx, standby)

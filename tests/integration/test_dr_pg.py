@@ -439,3 +439,15 @@ def test_a_crashed_primary_on_this_host_is_restarted_in_place_not_failed_over(en
     assert wait_for(lambda: group.standbys[0].sql("SELECT count(*) FROM h9_markers") == [(2,)])
     assert env["coord"].events(group.ctx.dr_id)[0]["kind"] == "restart"  # type: ignore[attr-defined]
 
+
+
+def test_a_coordinator_that_lost_its_state_never_fences_the_real_primary(env: dict[str, object]) -> None:
+    group = make_group(env)
+    moved = failover(group.ctx, reason="forced while healthy", force=True)
+    assert moved.status == "promoted" and moved.fenced_sql
+    env["coord"].forget(group.ctx.dr_id)  # type: ignore[attr-defined]  # Redis flushed: back to the configured primary
+    status = observe(group.ctx)
+    assert any("check dbfleet dr status" in p for p in status.problems)
+    write_marker(group.standbys[0], 7)  # the real primary still takes writes
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        write_marker(group.primary, 8)
