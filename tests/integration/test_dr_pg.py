@@ -103,6 +103,9 @@ class Cluster:
         return self
 
     def start(self) -> None:
+        pid = getattr(self, "killed_pid", None)
+        if pid:  # a kill -9'd postmaster must be reaped (this container's init is slow) before its lock file frees
+            wait_for(lambda: not Path(f"/proc/{pid}").exists())
         subprocess.run(_as_owner([str(BIN / "pg_ctl"), "start", "-w", "-D", str(self.data), "-l",
                                   str(self.data.parent / f"{self.name}.log")]), check=True, capture_output=True)
 
@@ -111,7 +114,7 @@ class Cluster:
 
     def kill9(self) -> None:
         """kill -9 the postmaster and its children; nothing restarts it."""
-        pid = self.postmaster_pid()
+        pid = self.killed_pid = self.postmaster_pid()
         children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
         for p in [pid, *map(int, children)]:
             try:
