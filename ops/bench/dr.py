@@ -253,6 +253,10 @@ def run_patroni(root: Path, fault: str, dcs: dict[str, int]) -> dict[str, Any]:
         ports = {leader: nodes[leader]["pg"], other: nodes[other]["pg"]}
         return measure(Writer(ports, leader), inject, lambda: nodes[other]["pg"])
     finally:
+        agents = [int(pid) for p in procs.values() for pid in subprocess.run(
+            ["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()]
+        for pid in agents:  # runuser does not always pass SIGTERM on to the patroni agent
+            _signal(pid, signal.SIGTERM)
         for p in procs.values():
             p.terminate()
         for p in procs.values():
@@ -260,12 +264,21 @@ def run_patroni(root: Path, fault: str, dcs: dict[str, int]) -> dict[str, Any]:
                 p.wait(20)
             except subprocess.TimeoutExpired:
                 p.kill()
+        for pid in agents:
+            _signal(pid, signal.SIGKILL)
         for n in nodes:
             if (root / f"p{n}" / "postmaster.pid").exists():
                 subprocess.run(as_owner([str(BIN / "pg_ctl"), "stop", "-m", "immediate", "-D", str(root / f"p{n}")]),
                                capture_output=True)
         etcd.terminate()
         etcd.wait(10)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def _wait(predicate: Any, timeout: float) -> bool:
