@@ -4,7 +4,9 @@ Static entries come from dbfleet.yaml: ``schedules:``, each database's ``schedul
 ``database_scripts.backup.schedule`` / ``verify_schedule`` / ``drill_schedule`` (for every database)
 and ``database_scripts.monitoring.interval_seconds`` (a health check per database) and
 ``database_scripts.security_audit.schedule`` (weekly by default) and
-``database_scripts.performance_tuning.analysis_interval`` (a read-only tuning analysis, daily by default).
+``database_scripts.performance_tuning.analysis_interval`` (a read-only tuning analysis, daily by default) and
+``database_scripts.disaster_recovery`` (each DR group observed every ``observe_interval_seconds``, drilled
+on its ``drill_schedule``).
 Only what a database's kind supports (engines/kinds.py) is scheduled; an explicit schedule naming a
 script its kind cannot run is a ConfigError.
 Runtime entries (``dbfleet schedule add``) live in Redis through celery-redbeat.
@@ -83,6 +85,12 @@ def build_beat_schedule(cfg: Config) -> dict[str, dict[str, Any]]:
             if runs_on("performance_tuning", db.kind):  # read-only analysis; applying is its own decision
                 out[f"performance_tuning:{db_id}"] = entry("performance_tuning", db_id,
                                                            cron_schedule(analysis_cron(tuning.analysis_interval)))
+    for dr_id, group in cfg.database_scripts.disaster_recovery.all_groups().items():
+        # observe each DR group (lag vs RPO, automatic failover) and drill it on its own schedule, on the dr queue
+        out[f"dr_observe:{dr_id}"] = entry("disaster_recovery", dr_id, schedule(group.observe_interval_seconds))
+        if group.drill_schedule:
+            out[f"dr_drill:{dr_id}"] = {**entry("disaster_recovery", dr_id, cron_schedule(group.drill_schedule)),
+                                        "task": "dr.drill"}
     for db_id, db in cfg.databases.items():
         for script, cron in db.schedules.items():
             _explicit(script, db_id, db.kind, f"databases.{db_id}.schedules.{script}")

@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from engines.dr.models import DisasterRecoverySection
 from engines.errors import ConfigError, SecretMissingError, UnknownDatabaseError
 from engines.kinds import DEFAULT_PORTS, KIND_ALIASES, KINDS
 from engines.secrets import password_location, remember_url, resolve_secret, url_has_password
@@ -32,6 +33,9 @@ ENV_SHORTCUTS = {
     "DBFLEET_RESULT_BACKEND": ("fleet", "result_backend"),
     "DBFLEET_STATE_DIR": ("fleet", "state_dir"),
     "DBFLEET_HISTORY_URL": ("fleet", "history_url"),
+    # the DR_* names for the inline disaster_recovery group
+    **{f"DR_{key.upper()}": ("database_scripts", "disaster_recovery", key) for key in (
+        "strategy", "rto_minutes", "rpo_minutes", "auto_failover_enabled", "failover_after", "drill_schedule")},
 }
 _INTERP = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 
@@ -619,7 +623,7 @@ class ScriptsSection(BaseModel):
     monitoring: MonitoringSection = Field(default_factory=MonitoringSection)
     backup: BackupSection = Field(default_factory=BackupSection)
     performance_tuning: TuningSection = Field(default_factory=TuningSection)
-    disaster_recovery: dict[str, Any] = Field(default_factory=dict)
+    disaster_recovery: DisasterRecoverySection = Field(default_factory=DisasterRecoverySection)
     security_audit: AuditSection = Field(default_factory=AuditSection)
     compliance: ComplianceSection = Field(default_factory=ComplianceSection)
 
@@ -669,6 +673,10 @@ class Config(_Model):
         for name, sched in self.schedules.items():
             if sched.database not in self.databases:
                 raise ValueError(f"schedules.{name}: unknown database id {sched.database!r}")
+        for dr_id, group in self.database_scripts.disaster_recovery.all_groups().items():
+            for site in group.sites():
+                if site.database not in self.databases:
+                    raise ValueError(f"disaster_recovery ({dr_id}): unknown database id {site.database!r}")
         return self
 
     def backup_storage(self, name: str | None = None) -> tuple[str, StorageConfig]:

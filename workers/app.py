@@ -23,7 +23,7 @@ LONG_QUEUES = frozenset({"backups", "migrations", "dr"})
 TIME_LIMITS = {"backups": 6 * 3600, "health": 120, "audits": 1800, "migrations": 12 * 3600,
                "tuning": 1800, "compliance": 3 * 3600, "dr": 4 * 3600}
 TASK_MODULES = ["workers.health", "workers.backups", "workers.physical", "workers.audits", "workers.migrations",
-                "workers.fleet", "workers.tuning", "workers.compliance"]
+                "workers.fleet", "workers.tuning", "workers.compliance", "workers.dr"]
 
 
 def time_limit(cfg: Config, queue: str) -> int:

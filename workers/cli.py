@@ -364,6 +364,7 @@ def _register() -> None:
     from workers.cli_audit import audit, audit_checks
     from workers.cli_backups import backups
     from workers.cli_compliance import compliance
+    from workers.cli_dr import dr
     from workers.cli_kinds import kinds
     from workers.cli_migrate import migrate
     from workers.cli_repo import repo
@@ -379,6 +380,7 @@ def _register() -> None:
     cli.add_command(kinds)
     cli.add_command(wal)
     cli.add_command(compliance)
+    cli.add_command(dr)
 
 
 _register()

@@ -66,7 +66,7 @@ _COMPLIANCE_MASK = {"table", "rules", "batch_size", "i_know", "backup_id", "agai
 _COMPLIANCE_ERASE = {"subject", "dry_run", "erasure_policies", "erasure_rules", "batch_size"}
 _AUDIT = {"exclude", "fail_on", "expected_superusers", "allowed_createrole", "pii_tables", "checks"}
 _HEALTH = {"detailed", "deep"}
-DR_ACTIONS = ("observe", "failover", "drill")
+DR_ACTIONS = ("observe", "failover", "switchover", "drill", "setup", "rejoin")
 
 # script name -> Script. Each engine's queue is fixed here; its module registers the task.
 SCRIPTS: dict[str, Script] = {
@@ -91,7 +91,8 @@ SCRIPTS: dict[str, Script] = {
                                                   "the compliance engine"),
     ScriptType.COMPLIANCE_ERASE.value: Script("compliance.erase", "compliance", frozenset(_COMPLIANCE_ERASE),
                                               "the compliance engine"),
-    ScriptType.DISASTER_RECOVERY.value: Script("dr.observe", "dr", frozenset({"action", "target", "dry_run"}),
+    ScriptType.DISASTER_RECOVERY.value: Script("dr.observe", "dr", frozenset({"action", "target", "dry_run", "force",
+                                                                              "emergency", "reason", "rate"}),
                                                "the disaster recovery engine (issue: disaster recovery)"),
     ScriptType.MIGRATION.value: Script("migrations.plan", "migrations",
                                        frozenset({"target", "type", "batch_size", "parallel_workers", "validation",

@@ -18,6 +18,7 @@ from typing import Any
 
 from engines.backup import tools
 from engines.backup.dumpers.base import DumpInfo
+from engines.backup.dumpers.postgres import LIBPQ_ENV, conn_params, passfile_text
 from engines.backup.locks import SHARED, RepoLock
 from engines.backup.physical import is_physical
 from engines.backup.physical.tar import TarTap
@@ -34,17 +35,17 @@ _START_TIME = re.compile(r"^START TIME: (.+)$", re.M)
 
 
 def pg_env(db: DatabaseConfig, password: str | None, directory: Path) -> tuple[dict[str, str], list[str]]:
-    """libpq environment (password in a passfile under ``directory``) and extra arguments (a DSN without password)."""
+    """libpq environment (connection parameters as PG* variables, the password in a passfile under
+    ``directory``) and extra arguments (none: no DSN ever reaches a command line)."""
+    params = conn_params(db)  # the DSN parsed by libpq itself, then the explicit fields
     env = {"PGAPPNAME": "dbfleet", "PGCONNECT_TIMEOUT": str(max(2, int(db.connect_timeout)))}
-    for var, value in (("PGHOST", db.host), ("PGPORT", db.port), ("PGUSER", db.user)):
-        if value is not None:
-            env[var] = str(value)
-    if password:
-        escaped = password.replace("\\", "\\\\").replace(":", "\\:")
-        env["PGPASSFILE"] = str(tools.secret_file(directory, "pgpass", f"*:*:*:*:{escaped}\n"))
+    env |= {LIBPQ_ENV[key]: value for key, value in params.items()}
+    if password:  # lines for this host, port and user only (a replication connection's database is "replication")
+        text = passfile_text(params, password, ["replication", params["dbname"]])
+        env["PGPASSFILE"] = str(tools.secret_file(directory, "pgpass", text))
     elif db.passfile:
         env["PGPASSFILE"] = db.passfile
-    return env, (["-d", db.dsn] if db.dsn else [])
+    return env, []
 
 
 def server_facts(db: DatabaseConfig, password: str | None) -> dict[str, Any]:

@@ -1,0 +1,41 @@
+"""Which DR engine runs a group: one table from the primary's kind to its observe/failover functions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from engines.dr.context import DRContext
+from engines.errors import DbfleetError
+
+
+@dataclass(frozen=True)
+class DREngine:
+    """The operations a kind supports in a DR group (setup, switchover, rejoin and drills: PostgreSQL only)."""
+
+    observe: Callable[..., Any]
+    failover: Callable[..., Any]
+
+
+def _postgresql() -> DREngine:
+    from engines.dr import failover, observe
+
+    return DREngine(observe.observe, failover.failover)
+
+
+def _redis() -> DREngine:
+    from engines.dr import redis_replica
+
+    return DREngine(redis_replica.observe, redis_replica.failover)
+
+
+ENGINES: dict[str, Callable[[], DREngine]] = {"postgresql": _postgresql, "redis": _redis}
+
+
+def engine_for(ctx: DRContext) -> DREngine:
+    """The DR engine of the group's kind (from its current primary's registry entry)."""
+    kind = ctx.db(ctx.current_primary()).kind
+    if kind not in ENGINES:
+        raise DbfleetError(f"disaster recovery for {kind} is not supported (supported: {', '.join(sorted(ENGINES))})")
+    return ENGINES[kind]()
