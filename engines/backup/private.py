@@ -1,8 +1,8 @@
 """Private working directories: every decrypted spool and passfile of a task lives under one of them.
 
 ``<root>/private/<task id>/`` is 0700 (as is ``<root>/private``), holds an ``owner`` file (host,
-pid) and is removed when the task ends. What a killed worker left behind is removed when a
-worker starts (:func:`sweep`) and when the redelivered task starts again (same task id).
+pid) and is removed when the task ends. What a killed worker or local run left behind is removed when
+a worker starts (:func:`sweep`) and whenever the next task or local run opens its own directory.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ from engines.errors import ConfigError
 
 log = logging.getLogger("dbfleet.backup")
 _TASK_ID = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+OWNERLESS_GRACE = 300.0  # seconds a directory without its owner file is taken as being created
 
 
 def private_root(base: Path) -> Path:
@@ -35,8 +37,11 @@ def _owner_alive(path: Path) -> bool:
     """True when the task that owns ``path`` is still running on this host."""
     try:
         owner = json.loads((path / "owner").read_text())
-    except (OSError, ValueError):
-        return False
+    except (OSError, ValueError):  # no owner yet: a task creating its directory right now, unless it is old
+        try:
+            return time.time() - path.stat().st_mtime < OWNERLESS_GRACE
+        except OSError:
+            return False
     if owner.get("host") != socket.gethostname():
         return True  # another host's task (shared storage): never ours to judge
     try:
@@ -68,6 +73,7 @@ def task_dir(base: Path, task_id: str) -> Iterator[Path]:
     """``base/private/<task_id>``, 0700, removed on exit; a dead previous run's copy is removed first."""
     if not _TASK_ID.match(task_id):
         raise ConfigError([("task_id", f"refusing task id {task_id!r} as a directory name")])
+    sweep(base)  # whoever runs next (a worker's task or a local run) removes what killed runs left here
     path = private_root(base) / task_id
     if path.exists():
         if _owner_alive(path):

@@ -282,6 +282,16 @@ def test_task_directories_are_private_removed_at_the_end_and_swept_after_a_kill(
     (dead / "owner").write_text(json.dumps({"host": os.uname().nodename, "pid": 2**22 + 7}))
     with task_dir(tmp_path, "killed-task") as again:  # the redelivered task starts clean
         assert sorted(p.name for p in again.iterdir()) == ["owner"]
+    other = tmp_path / "private" / "local-killed-run"  # a killed local run: the next task of any id sweeps it
+    other.mkdir()
+    (other / "owner").write_text(json.dumps({"host": os.uname().nodename, "pid": 2**22 + 9}))
+    (other / "pgpass").write_text(CANARY)
+    creating = tmp_path / "private" / "being-created"  # no owner file yet: left alone while it is young
+    creating.mkdir()
+    with task_dir(tmp_path, "next-task"):
+        assert not other.exists() and creating.exists() and live.exists()
+    os.utime(creating, (0, 0))
+    assert "being-created" in sweep(tmp_path)
 
 
 def test_paths_from_task_options_stay_inside_configured_directories(tmp_path: Path) -> None:
