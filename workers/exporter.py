@@ -33,6 +33,7 @@ class FleetCollector(Collector):
         yield from self._runs()
         yield from self._tasks()
         yield from self._alerts()
+        yield from self._dr()
 
     def _databases(self) -> Iterator[Any]:
         labels = ["database", "kind"]
@@ -192,6 +193,36 @@ class FleetCollector(Collector):
         for (state, severity), n in sorted(counts.items()):
             alerts.add_metric([state, severity], float(n))
         yield alerts
+
+
+    def _dr(self) -> Iterator[Any]:
+        """Each DR group's last observation (written by ``dr.observe`` to the coordination store)."""
+        from engines.dr.coord import Coordinator
+        from engines.dr.models import DRStatus
+        from engines.dr.observe import metrics
+
+        groups = self.cfg.database_scripts.disaster_recovery.all_groups()
+        if not groups:
+            return
+        helps = {"dbfleet_dr_primary_up": "1 when the DR group's primary answered the last observation",
+                 "dbfleet_dr_standby_streaming": "1 when the standby streams from the primary",
+                 "dbfleet_dr_replay_lag_seconds": "Standby replay lag at the last observation",
+                 "dbfleet_dr_replay_lag_bytes": "Standby replay lag in bytes at the last observation",
+                 "dbfleet_dr_rpo_budget_ratio": "Replay lag over the group's RPO (above 1: the RPO would be missed)",
+                 "dbfleet_dr_slot_retained_bytes": "WAL the standby's replication slot holds back"}
+        families = {name: GaugeMetricFamily(name, text, labels=["dr_group", "database"]) for name, text in helps.items()}
+        store = Coordinator(self.cache)
+        for dr_id in groups:
+            try:
+                raw = store.last_status(dr_id)
+                samples = metrics(DRStatus.model_validate(raw)) if raw else []
+            except Exception as exc:  # one unreadable observation does not hide the others
+                log.warning("DR status of %s unreadable: %s", dr_id, type(exc).__name__)
+                continue
+            for name, labels, value in samples:
+                if name in families:
+                    families[name].add_metric([labels["dr_group"], labels["database"]], value)
+        yield from families.values()
 
 
 def build_registry(cfg: Config | None = None) -> CollectorRegistry:
