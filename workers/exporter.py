@@ -202,8 +202,6 @@ class FleetCollector(Collector):
         from engines.dr.observe import metrics
 
         groups = self.cfg.database_scripts.disaster_recovery.all_groups()
-        if not groups:
-            return
         helps = {"dbfleet_dr_primary_up": "1 when the DR group's primary answered the last observation",
                  "dbfleet_dr_standby_streaming": "1 when the standby streams from the primary",
                  "dbfleet_dr_replay_lag_seconds": "Standby replay lag at the last observation",
