@@ -209,10 +209,10 @@ class FleetCollector(Collector):
                  "dbfleet_dr_rpo_budget_ratio": "Replay lag over the group's RPO (above 1: the RPO would be missed)",
                  "dbfleet_dr_slot_retained_bytes": "WAL the standby's replication slot holds back"}
         families = {name: GaugeMetricFamily(name, text, labels=["dr_group", "database"]) for name, text in helps.items()}
-        store = Coordinator(self.cache)
+        store = Coordinator(self.cache) if groups else None
         for dr_id in groups:
             try:
-                raw = store.last_status(dr_id)
+                raw = store.last_status(dr_id) if store else None
                 samples = metrics(DRStatus.model_validate(raw)) if raw else []
             except Exception as exc:  # one unreadable observation does not hide the others
                 log.warning("DR status of %s unreadable: %s", dr_id, type(exc).__name__)
