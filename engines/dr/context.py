@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,7 +94,8 @@ class DRContext:
         safe = DREvent.model_validate_json(scrub(event.model_dump_json()))
         self.coord.record_event(self.dr_id, safe.model_dump(mode="json"))
         if self.history is not None:
-            run_id = f"dr-{event.kind}-{self.dr_id}-{int(event.started_at * 1000)}-{event.token or 0}"
+            # unique per event: racing observers refused in the same millisecond record one row each
+            run_id = f"dr-{event.kind}-{self.dr_id}-{int(event.started_at * 1000)}-{event.token or 0}-{uuid.uuid4().hex[:8]}"
             self.history.start(run_id, f"dr_{event.kind}", self.dr_id, {"reason": event.reason}, queue="dr",
                                worker=self.observer)
             self.history.finish(run_id, SUCCEEDED if event.ok else FAILED, summary=safe.model_dump(mode="json"),

@@ -334,6 +334,7 @@ def test_racing_failovers_promote_exactly_once_and_a_stale_token_cannot_promote(
         t.start()
     for t in threads:
         t.join()
+    assert len(events) == 4  # every racer came back with an event (none died recording its refusal)
     promoted = [e for e in events if e.status == "promoted"]
     assert len(promoted) == 1, [(e.status, e.detail) for e in events]
     primaries = [c.name for c in group.standbys if c.sql("SELECT pg_is_in_recovery()") == [(False,)]]
