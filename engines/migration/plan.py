@@ -65,8 +65,11 @@ def plan_migration(source: DatabaseConfig, target: DatabaseConfig, options: Migr
     """Discover the source, map types, split every table into key ranges. Reads only; writes nothing.
     ``options`` (or its fields by name) say what and how (``MigrationOptions``)."""
     opts = MigrationOptions.of(options, **fields)
-    if opts.batch_size < 1 or opts.parallel_workers < 1:
-        raise ConfigError([("batch_size", "batch_size and parallel_workers must be at least 1")])
+    bad = [(name, f"{name} must be at least {low}, got {getattr(opts, name)}")
+           for name, low in (("batch_size", 1), ("parallel_workers", 1), ("max_rejects", 0))
+           if getattr(opts, name) < low]
+    if bad:  # each named under its own field, before anything is read
+        raise ConfigError(bad)
     if opts.type == MigrationType.INCREMENTAL and not opts.watermark:
         raise ConfigError([("watermark", "an incremental migration needs a watermark column (e.g. updated_at)")])
     with connections(source, target) as (src, tgt):

@@ -29,3 +29,17 @@ def test_the_registry_names_what_it_can_read_and_write() -> None:
         target_class("redis")
     with pytest.raises(ConfigError, match="cannot migrate from 'mongodb'; sources: postgresql, mysql"):
         source_class("mongodb")
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [("parallel_workers", 0, "parallel_workers must be at least 1"),
+                                                         ("batch_size", 0, "batch_size must be at least 1"),
+                                                         ("max_rejects", -1, "max_rejects must be at least 0")])
+def test_out_of_range_numbers_are_refused_under_their_own_name_before_connecting(field: str, value: int,
+                                                                                 message: str) -> None:
+    from engines.config import DatabaseConfig
+    from engines.migration.plan import plan_migration
+
+    nowhere = DatabaseConfig(kind="postgresql", host="127.0.0.1", port=1, connect_timeout=1)
+    with pytest.raises(ConfigError) as info:
+        plan_migration(nowhere, nowhere, **{field: value})
+    assert info.value.problems == [(field, message + f", got {value}")]
