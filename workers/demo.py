@@ -270,10 +270,30 @@ def _backup_step(manager: Any, script: str, db_id: str, opts: dict[str, Any]) ->
         err_console.print(f"[red]{script} of {db_id} failed: {exc}[/red]")
         return [script, db_id, styled("failed"), f"{time.monotonic() - start:.2f}s", execution.task_id[:8]], \
             execution.task_id, False
-    print_result(script, result)
+    if script == "security_audit":
+        _audit_summary(result)  # the full findings table does not fit 80 columns: counts + the HTML page
+    else:
+        print_result(script, result)
     passed = result.get("ok", True) is not False
     return [script, db_id, styled("ok" if passed else "failed"), f"{time.monotonic() - start:.2f}s",
             execution.task_id[:8]], execution.task_id, passed
+
+
+def _audit_summary(result: dict[str, Any]) -> None:
+    """Failing findings by severity and where the full HTML report was written (under the state dir)."""
+    from engines.secrets import write_private
+    from engines.security.model import SEVERITIES, AuditReport
+    from engines.security.report import to_html
+
+    report = AuditReport.from_dict(result)
+    failing = report.failing()
+    counts = {sev: sum(1 for f in failing if f.severity == sev) for sev in SEVERITIES}
+    page = state_dir().expanduser().resolve() / "reports" / f"audit-{report.database_id}.html"
+    page.parent.mkdir(parents=True, exist_ok=True)
+    write_private(page, to_html(report))
+    console.print(rows_table(f"security audit of {report.database_id}: failing findings", ["severity", "count"],
+                             [[sev, str(n)] for sev, n in counts.items()]))
+    console.print(f"full report: {page}")
 
 
 def _summary(cfg: Any, root: Path, rows: list[list[str]], ids: list[str], started: float) -> bool:

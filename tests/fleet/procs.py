@@ -66,9 +66,10 @@ def child_env(config: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run `dbfleet ARGS` to completion, capturing output (wide, uncoloured tables)."""
-    env = dict(env, COLUMNS="200", NO_COLOR="1", TERM="dumb")
+def run_cli(args: list[str], env: dict[str, str], timeout: float = 120,
+            columns: int = 200) -> subprocess.CompletedProcess[str]:
+    """Run `dbfleet ARGS` to completion, capturing output (uncoloured tables, ``columns`` wide)."""
+    env = dict(env, COLUMNS=str(columns), NO_COLOR="1", TERM="dumb")
     return subprocess.run([sys.executable, "-m", "workers.cli", *args], env=env, capture_output=True,
                           text=True, timeout=timeout)
 

@@ -30,7 +30,7 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path) -> None:
     state = tmp_path / "demo-state"
     env = dict(os.environ)
     env.pop("DBFLEET_CONFIG", None)
-    out = run_cli(["--state-dir", str(state), "demo", "--scale", "20000"], env, timeout=600)
+    out = run_cli(["--state-dir", str(state), "demo", "--scale", "20000"], env, timeout=600, columns=80)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     text = " ".join(out.stdout.split())  # rich wraps long lines
     for words in ("music database", "play_events", "demo summary", "health_check", "Flower:",
@@ -38,8 +38,12 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path) -> None:
                   "│ backup_verify │ music │ ok", "│ restore_drill │ music │ ok", "measured RTO",
                   "alert rule music_long_queries: fired, then resolved", "│ security_audit │ music │ ok",
                   "│ status │ ok completed │",  # the migration into music_copy, validated
-                  "it shows 12/12 tasks", "(4 databases reported)", "401 without it, 200 with it", "demo finished"):
+                  "it shows 12/12 tasks", "(4 databases reported)", "401 without it, 200 with it", "demo finished",
+                  "security audit of music: failing findings", "full report:"):
         assert words in text, words
+    page = state / "reports" / "audit-music.html"  # the audit's findings as one page, not a 150-column table
+    assert page.read_text().startswith("<!doctype html>") and "pg." in page.read_text()
+    assert max(len(line) for line in out.stdout.splitlines()) <= 80  # the summary fits an 80-column terminal
     assert _procs_mentioning(str(state)) == []
     written = {p.name for p in state.iterdir()}
     assert {"dbfleet.yaml", "history.db", "postgres", "redis", "logs", "secrets", "backups"} <= written
