@@ -35,8 +35,11 @@ def run_script(script: str, database_id: str, options: dict[str, Any], *, local:
     """Run a backups- or audits-queue script through a worker (default) or in this process; show progress."""
     if local:
         return _run_local(script, database_id, options)
-    from workers.manager import DatabaseScriptManager
+    from workers.manager import DatabaseScriptManager, current_app
+    from workers.scripts import resolve
+    from workers.status import require_worker
 
+    require_worker(current_app(), resolve(script)[2])  # says so in seconds instead of waiting for nobody
     execution = DatabaseScriptManager().execute_script(script, database_id, options)
     err_console.print(f"queued {execution.script} for {database_id}: task {execution.task_id}")
     return wait_with_progress(execution, timeout)

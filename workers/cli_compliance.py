@@ -32,6 +32,10 @@ def _run(script: str, database_id: str, options: dict[str, Any], local: bool, ti
                 status.update(f"{script} on {database_id}: {done:,} rows")
 
             return run_local(script, database_id, options, progress)
+    from workers.manager import current_app
+    from workers.status import require_worker
+
+    require_worker(current_app(), "compliance")
     err_console.print(f"sending {script} for {database_id} to the compliance queue")
     with err_console.status(f"{script} on {database_id}: waiting for a worker"):
         return run_on_fleet(script, database_id, options, timeout)

@@ -133,6 +133,14 @@ def parse_embeds(embeds: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+def _need_worker() -> None:
+    """The migrations queue's steps run on workers: say at once when none is online."""
+    from workers.migrations import celery_app
+    from workers.status import require_worker
+
+    require_worker(celery_app(), "migrations", local_flag=False)
+
+
 def _make_plan(source: str, target: str, tables: str | None, batch_size: int, parallel_workers: int,
                no_validate: bool, base_id: str | None, watermark: str | None, max_rejects: int,
                migration_id: str | None, embeds: tuple[str, ...] = (), no_indexes: bool = False) -> Any:
@@ -145,6 +153,7 @@ def _make_plan(source: str, target: str, tables: str | None, batch_size: int, pa
                        ("watermark", watermark), ("migration_id", migration_id), ("embed", parse_embeds(embeds))):
         if value:
             options[key] = value
+    _need_worker()
     with console.status("planning on a worker of the migrations queue"):
         return plan(_ref(source), _ref(target), **options)
 
@@ -168,6 +177,7 @@ def migrate_run(ctx: click.Context, migration_id_or_source: str, target: str | N
     from workers.migrations import run
 
     migration_id = migration_id_or_source
+    _need_worker()
     if target:
         plan = _make_plan(migration_id_or_source, target, None, 10000, 4, False, None, None, 0, None)
         print_plan(plan)
@@ -183,6 +193,7 @@ def migrate_resume(migration_id: str, timeout: float) -> None:
     """Continue a failed or interrupted migration: completed batches are skipped."""
     from workers.migrations import run
 
+    _need_worker()
     run(migration_id)
     _finish(follow(migration_id, timeout))
 
@@ -205,6 +216,7 @@ def migrate_rollback(migration_id: str, timeout: float) -> None:
     """Drop the tables the migration created; restore tables it wrote into from their snapshots."""
     from workers.migrations import celery_app
 
+    _need_worker()
     result = celery_app().send_task("migrations.rollback", args=[migration_id]).get(timeout=timeout)
     for obj in result["undone"]:
         console.print(f"undone: {escape(obj)}")

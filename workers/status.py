@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import click
 from celery import Celery
 
 
@@ -47,6 +48,21 @@ def workers_online(app: Celery, timeout: float = 2.0) -> dict[str, list[str]]:
     inspector = app.control.inspect(timeout=timeout)
     active = inspector.active_queues() or {}
     return {name: sorted(q["name"] for q in qs) for name, qs in active.items()}
+
+
+def require_worker(app: Celery, queue: str, local_flag: bool = True, timeout: float = 3.0) -> None:
+    """Fail fast, with what to do, when no online worker consumes ``queue`` (instead of waiting forever)."""
+    if any(queue in queues for queues in workers_online(app, timeout).values()):
+        return
+    hint = " or use --local" if local_flag else ""
+    raise NoWorker(f"no worker serves the {queue} queue: start `dbfleet worker --queues {queue}`{hint} "
+                   "(`dbfleet status` lists the workers online)")
+
+
+class NoWorker(click.ClickException):
+    """No online worker consumes the queue a command needs (exit status 2)."""
+
+    exit_code = 2
 
 
 def fleet_status(app: Celery, history: Any, queues: Iterable[str]) -> dict[str, Any]:

@@ -117,3 +117,16 @@ def test_cli_history_and_status(fleet) -> None:
     out = run_cli(["status"], fleet.env)
     assert out.returncode == 0, out.stderr
     assert "main@" in out.stdout and "health" in out.stdout and "tuning" in out.stdout
+
+
+def test_a_command_whose_queue_no_worker_serves_says_so_at_once(fleet) -> None:
+    """The shared test fleet leaves the tuning queue unconsumed: `dbfleet tune` must not wait for nobody
+    (told it may wait 600 s, it has to answer within run_cli's 120 s or the call raises)."""
+    out = run_cli(["tune", "pg18", "--timeout", "600"], fleet.env, timeout=120)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "no worker serves the tuning queue: start `dbfleet worker --queues tuning` or use --local" in \
+        " ".join(out.stderr.split())
+    from workers.manager import DatabaseScriptManager
+
+    rows = DatabaseScriptManager(fleet.app).get_script_history(script_type="performance_tuning", database_id="pg18")
+    assert rows == []  # nothing was queued for a worker that does not exist
