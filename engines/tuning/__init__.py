@@ -28,9 +28,16 @@ def analysis_cron(interval: str) -> str:
     return INTERVALS.get(interval, interval)
 
 
+OPERATOR_ONLY = frozenset({"apply_settings", "apply_mviews"})
+
+
 def tuning_settings(section: dict[str, Any], options: dict[str, Any]) -> TuningSettings:
-    """Settings from the ``performance_tuning`` section overlaid with one run's options."""
-    merged = {**section, **{k: v for k, v in options.items() if v is not None}}
+    """Settings from the ``performance_tuning`` section overlaid with one run's options.
+
+    What may change the server beyond indexes (``apply_settings``, ``apply_mviews``) is the operator's
+    decision in the config; a run option cannot turn it on."""
+    overlay = {k: v for k, v in options.items() if v is not None and k not in OPERATOR_ONLY}
+    merged = {**section, **overlay}
     only = merged.get("only") or AREAS
     if isinstance(only, str):
         only = [a.strip() for a in only.split(",") if a.strip()]

@@ -210,3 +210,9 @@ def test_tuning_scripts_resolve_to_registered_tasks_on_the_tuning_queue() -> Non
                          ("performance_tuning_apply", "tuning.apply"), ("performance-tuning-revert", "tuning.revert")):
         name, task_name, queue = resolve(script)
         assert (task_name, queue) == (task, "tuning") and task_name in app.tasks
+
+
+def test_a_run_option_cannot_turn_on_what_only_the_operator_may() -> None:
+    s = tuning_settings({"apply_settings": "never"}, {"apply_settings": "reload_only", "apply_mviews": True})
+    assert (s.apply_settings, s.apply_mviews) == ("never", False)
+    assert tuning_settings({"apply_settings": "reload_only"}, {}).apply_settings == "reload_only"
