@@ -30,15 +30,23 @@ class Refused(Exception):
 def failover(ctx: DRContext, *, reason: str = "", force: bool = False, emergency: bool = False,
              require_primary_down: bool = True, before_claim: Callable[[], None] | None = None) -> DREvent:
     """Fail the group over to its most advanced standby; returns the recorded event."""
+    need_down = require_primary_down and not emergency
+    return under_lease(ctx, reason, force or emergency,
+                       lambda event, lease: _run(ctx, event, lease, force or emergency, need_down, before_claim))
+
+
+def under_lease(ctx: DRContext, reason: str, forced: bool, run: Callable[[DREvent, Lease], None]) -> DREvent:
+    """The shape of every engine's failover: take the group's lease (or record ``skipped``), ``run`` under it,
+    turn a :class:`Refused` into the event's status, release the lease, record the event."""
     event = DREvent(dr_id=ctx.dr_id, kind="failover", status="failed", reason=reason, holder=ctx.observer,
-                    forced=force or emergency, started_at=ctx.clock())
+                    forced=forced, started_at=ctx.clock())
     lease = ctx.coord.acquire(ctx.dr_id, ctx.observer, ctx.cfg.lease_ttl)
     if lease is None:
         event.status, event.detail = "skipped", f"lease held by {ctx.coord.holder(ctx.dr_id)}; nothing done"
     else:
         event.token = lease.token
         try:
-            _run(ctx, event, lease, force or emergency, require_primary_down and not emergency, before_claim)
+            run(event, lease)
         except Refused as exc:
             event.status, event.detail = exc.status, exc.detail
         finally:

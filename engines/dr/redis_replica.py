@@ -10,7 +10,7 @@ from engines.config import DatabaseConfig
 from engines.connectors.redis import RedisConnector
 from engines.dr.context import DRContext
 from engines.dr.coord import Lease
-from engines.dr.failover import Refused, check_rpo, redirect
+from engines.dr.failover import Refused, check_rpo, redirect, under_lease
 from engines.dr.fence import run_hook
 from engines.dr.models import DREvent, DRStatus, NodeStatus
 from engines.dr.pgnode import wait_until
@@ -71,21 +71,7 @@ def observe(ctx: DRContext, *, report: bool = True) -> DRStatus:
 
 def failover(ctx: DRContext, *, reason: str = "", force: bool = False, emergency: bool = False) -> DREvent:
     """Promote the replica with the highest offset (``REPLICAOF NO ONE``) under the group's lease."""
-    event = DREvent(dr_id=ctx.dr_id, kind="failover", status="failed", reason=reason, holder=ctx.observer,
-                    forced=force or emergency, started_at=ctx.clock())
-    lease = ctx.coord.acquire(ctx.dr_id, ctx.observer, ctx.cfg.lease_ttl)
-    if lease is None:
-        event.status, event.detail = "skipped", f"lease held by {ctx.coord.holder(ctx.dr_id)}; nothing done"
-    else:
-        event.token = lease.token
-        try:
-            _run(ctx, event, lease, force or emergency)
-        except Refused as exc:
-            event.status, event.detail = exc.status, exc.detail
-        finally:
-            ctx.coord.release(lease)
-    event.finished_at = ctx.clock()
-    return ctx.record(event)
+    return under_lease(ctx, reason, force or emergency, lambda event, lease: _run(ctx, event, lease, force or emergency))
 
 
 def _run(ctx: DRContext, event: DREvent, lease: Lease, force: bool) -> None:
