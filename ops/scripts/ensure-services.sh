@@ -45,6 +45,8 @@ ensure_packages postgresql-15-hypopg postgresql-15-pg-qualstats  # tuning: hypot
 # ClickHouse and node_exporter: the tests start their own servers from these packages on free ports with their
 # data in temp dirs (tests/servers.py ClickHouseServer; the host-metrics tests); here they are only installed
 ensure_packages clickhouse-server prometheus-node-exporter
+# the realtime dashboard's browser test drives Debian's headless Chromium through chromedriver
+ensure_packages chromium chromium-driver
 
 start postgresql 5432 bash -c 'pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | head -1) main start'
 start mariadb 3306 start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
