@@ -120,16 +120,22 @@ class Report:
                 "cells": [c.to_dict() for c in self.cells], "json_path": self.json_path,
                 "chart_path": self.chart_path}
 
-    def table_rows(self) -> list[list[str]]:
+    def table(self) -> tuple[list[str], list[list[str]]]:
+        """Columns and rows for people: one column per setting key, then ours, the tool's, the ratio."""
+        keys = list(self.cells[0].setting) if self.cells else []
+        columns = [SETTING_LABELS.get(k, k) for k in keys] + ["dbfleet", "MiB/s", "tool", "ratio"]
+        if any(c.stored_bytes is not None for c in self.cells):
+            columns.append("stored / tool's")
         rows = []
         for c in self.cells:
-            label = ", ".join(f"{k}={v}" for k, v in c.setting.items())
-            tool = f"{c.tool_seconds:.2f} s" if c.tool_seconds is not None else "-"
-            ratio = f"{c.ratio:.2f}" if c.ratio is not None else "-"
-            stored = _mib(c.stored_bytes) + (f" / {_mib(c.tool_bytes)}" if c.tool_bytes else "")
-            rows.append([label, f"{c.rows:,}", f"{c.seconds:.2f} s", f"{c.mb_per_s:,.1f}", c.tool, tool, ratio,
-                         stored])
-        return rows
+            row = [_cell(c.setting[k]) for k in keys]
+            row += [f"{c.seconds:.2f} s", f"{c.mb_per_s:,.1f}",
+                    f"{c.tool_seconds:.2f} s" if c.tool_seconds is not None else "-",
+                    f"{c.ratio:.2f}" if c.ratio is not None else "-"]
+            if "stored / tool's" in columns:
+                row.append(f"{_mib(c.stored_bytes)} / {_mib(c.tool_bytes)}")
+            rows.append(row)
+        return columns, rows
 
     def write(self, directory: Path, stem: str) -> Report:
         directory.mkdir(parents=True, exist_ok=True)
@@ -139,11 +145,18 @@ class Report:
         return self
 
 
-TABLE_COLUMNS = ["setting", "rows", "dbfleet", "MiB/s", "field tool", "tool", "ratio", "stored (ours / tool)"]
+SETTING_LABELS = {"events": "events", "level": "zstd", "encryption": "encrypted", "parallel_workers": "workers",
+                  "batch_size": "batch"}
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
 def _mib(n: int | None) -> str:
-    return "-" if n is None else f"{n / 2**20:,.1f} MiB"
+    return "-" if n is None else f"{n / 2**20:,.1f}M"
 
 
 def svg_chart(report: Report, width: int = 860) -> str:
@@ -163,8 +176,8 @@ def svg_chart(report: Report, width: int = 860) -> str:
            f'<rect x="{left}" y="{height - 28}" width="12" height="12" fill="#2b6cb0"/>'
            f'<text x="{left + 16}" y="{height - 18}">dbfleet</text>',
            f'<rect x="{left + 90}" y="{height - 28}" width="12" height="12" fill="#a0aec0"/>'
-           f'<text x="{left + 106}" y="{height - 18}">field tool ({html.escape(cells[0].tool if cells else "")})'
-           "</text>"]
+           f'<text x="{left + 106}" y="{height - 18}">'
+           f'{html.escape(cells[0].tool.split(" -Z")[0] if cells else "field tool")}, same setting, same run</text>']
     for i, (cell, tool_rate) in enumerate(zip(cells, tool_rates, strict=True)):
         y = top + i * (2 * bar_h + gap)
         label = ", ".join(f"{k}={v}" for k, v in cell.setting.items())

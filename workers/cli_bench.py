@@ -22,11 +22,10 @@ def _ints(text: str, option: str) -> list[int]:
 
 
 def _sweep(kind: str, params: dict[str, Any], directory: Path | None, fmt: str) -> None:
-    from engines.bench import TABLE_COLUMNS
     from workers.bench import run_sweep
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err_console, transient=False) as bar:
+    bar_columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*bar_columns, console=err_console, transient=False) as bar:
         task = bar.add_task(f"{kind} benchmark", total=None)
 
         def progress(what: str, done: int, total: int) -> None:
@@ -36,10 +35,13 @@ def _sweep(kind: str, params: dict[str, Any], directory: Path | None, fmt: str) 
     if fmt == "json":
         click.echo(json.dumps(report.to_dict(), indent=2, default=str))
         return
-    title = f"dbfleet {kind} benchmark (through the fleet) vs the field's tool, same data, same run"
-    console.print(rows_table(title, TABLE_COLUMNS, report.table_rows()))
-    console.print("ratio = dbfleet wall / tool wall (below 1 is faster); MiB/s of the source database. "
-                  f"Machine: {report.machine.get('cpus')} CPUs, load {report.machine.get('load_average')}")
+    columns, rows = report.table()
+    tool = report.cells[0].tool.split(" -Z")[0] if report.cells else "-"
+    console.print(rows_table(f"{kind} through the fleet vs {tool}, same data, same run", columns, rows))
+    console.print(f"tool: {', '.join(dict.fromkeys(c.tool for c in report.cells))}. ratio = dbfleet wall / tool "
+                  "wall (below 1: dbfleet is faster); MiB/s of the source database. "
+                  f"{report.machine.get('cpus')} CPUs, load {report.machine.get('load_average')}: a shared machine "
+                  "makes single runs noisy")
     console.print(f"JSON: {report.json_path}\nchart: {report.chart_path}")
 
 
