@@ -200,7 +200,8 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def _run_tool(argv: list[str], env: dict[str, str], **kw: Any) -> None:
-    proc = subprocess.run(argv, env=env, capture_output=True, **kw)
+    kw.setdefault("stdout", subprocess.DEVNULL)
+    proc = subprocess.run(argv, env=env, stderr=subprocess.PIPE, **kw)
     if proc.returncode != 0:
         raise ScriptFailed(f"{Path(argv[0]).name} failed (exit {proc.returncode}): "
                            f"{proc.stderr.decode(errors='replace')[-500:].strip()}")
@@ -318,7 +319,7 @@ def migration_benchmark(root: Path, source_size: int, parallel_workers: list[int
             dump = subprocess.Popen([str(_pg_tool("pg_dump")), *conn, "-d", f"bench_music_{size}"], env=env,
                                     stdout=subprocess.PIPE)
             _run_tool([str(_pg_tool("psql")), "-q", "-v", "ON_ERROR_STOP=1", *conn, "-d", "bench_dump_target"],
-                      env, stdin=dump.stdout, stdout=subprocess.DEVNULL)
+                      env, stdin=dump.stdout)
             if dump.wait() != 0:
                 raise ScriptFailed("pg_dump failed in the pg_dump | psql baseline")
 
