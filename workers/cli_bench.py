@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,8 @@ def _sweep(kind: str, params: dict[str, Any], directory: Path | None, fmt: str) 
     columns, rows = report.table()
     tool = report.cells[0].tool.split(" -Z")[0] if report.cells else "-"
     console.print(rows_table(f"{kind} through the fleet vs {tool}, same data, same run", columns, rows))
-    console.print(f"tool: {', '.join(dict.fromkeys(c.tool for c in report.cells))}. ratio = dbfleet wall / tool "
+    tools = dict.fromkeys(re.sub(r"-Z (zstd:)?\d+", r"-Z \1<level>", c.tool) for c in report.cells)
+    console.print(f"tool: {', '.join(tools)}. ratio = dbfleet wall / tool "
                   "wall (below 1: dbfleet is faster); MiB/s of the source database. "
                   f"{report.machine.get('cpus')} CPUs, load {report.machine.get('load_average')}: a shared machine "
                   "makes single runs noisy")
