@@ -363,6 +363,7 @@ def schedule_remove(name: str) -> None:
 def _register() -> None:
     from workers.cli_audit import audit, audit_checks
     from workers.cli_backups import backups
+    from workers.cli_bench import bench
     from workers.cli_compliance import compliance
     from workers.cli_dr import dr
     from workers.cli_kinds import kinds
@@ -381,6 +382,7 @@ def _register() -> None:
     cli.add_command(wal)
     cli.add_command(compliance)
     cli.add_command(dr)
+    cli.add_command(bench)
 
 
 _register()
