@@ -88,7 +88,7 @@ def traced_fleet(fleet: Any, embedded_pg: Any) -> Iterator[tuple[Any, Collector,
         c.execute("INSERT INTO plays SELECT g, md5(g::text) FROM generate_series(1, 9000) g")
     with pg_admin() as admin:
         admin.execute(f'CREATE DATABASE "{dst}"')
-    variant = fleet.variant("traced", 11, {"tracing": {"otlp_endpoint": collector.url, "flush_interval_ms": 100}}, {
+    variant = fleet.variant("traced", 5, {"tracing": {"otlp_endpoint": collector.url, "flush_interval_ms": 100}}, {
         "trace_src": {"kind": "postgresql", "host": "127.0.0.1", "port": embedded_pg.port, "dbname": src,
                       "user": "postgres", "password_env": "DBFLEET_TEST_CANARY"},
         "trace_dst": {"kind": "postgresql", "host": "127.0.0.1", "dbname": dst, "user": "postgres"}})
