@@ -22,6 +22,7 @@ from engines.monitoring.rules import parse_duration
 from engines.monitoring.store import silence_end
 from workers import runtime
 from workers.api_auth import TOKEN_MIN_LENGTH, TokenAuth, api_token, generate_token, token_path
+from workers.dashboard import add_dashboard
 
 __all__ = ["create_api", "serve", "api_token", "generate_token", "token_path"]
 
@@ -218,6 +219,7 @@ def create_api(cfg: Config | None = None, cache: Any = None, store: Any = None, 
         await ws.accept()
         await _forward(ws, cfg.fleet.resolved_cache())
 
+    add_dashboard(app, cfg, cache, store)
     return app
 
 
