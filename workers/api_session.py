@@ -127,6 +127,9 @@ def csrf_refused() -> Response:
 
 
 NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff"}
+# pages whose forms and fetches POST back to us: with no-referrer, Chromium sends "Origin: null", which
+# same_origin() rightly refuses; same-origin still sends no Referer to any other site
+PAGE_NO_STORE = {**NO_STORE, "Referrer-Policy": "same-origin"}
 
 
 async def read_form(receive: Receive) -> dict[str, str] | None:
@@ -170,7 +173,7 @@ _LOGIN_STYLE = (
     "border:0;border-radius:4px;cursor:pointer}button:focus-visible,input:focus-visible{outline:3px solid #f0a500;"
     "outline-offset:2px}.error{color:#a4161a;font-weight:600}p.hint{font-size:.9rem;color:#4a5663}")
 _LOGIN_STYLE_HASH = base64.b64encode(hashlib.sha256(_LOGIN_STYLE.encode()).digest()).decode()
-LOGIN_CSP = (f"default-src 'none'; style-src 'sha256-{_LOGIN_STYLE_HASH}'; form-action 'self'; "
+LOGIN_CSP = (f"default-src 'none'; style-src 'sha256-{_LOGIN_STYLE_HASH}'; img-src data:; form-action 'self'; "
              "frame-ancestors 'none'; base-uri 'none'")
 
 
@@ -179,7 +182,7 @@ def login_page(message: str | None = None) -> Response:
     error = f'<p class="error" role="alert">{html.escape(message)}</p>' if message else ""
     body = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>dbfleet dashboard: sign in</title><style>{_LOGIN_STYLE}</style></head>
+<title>dbfleet dashboard: sign in</title><link rel="icon" href="data:,"><style>{_LOGIN_STYLE}</style></head>
 <body><main><h1>dbfleet dashboard</h1>{error}
 <form method="post" action="{LOGIN_PATH}">
 <label for="token">API token</label>
@@ -188,7 +191,7 @@ def login_page(message: str | None = None) -> Response:
 <p class="hint">The token of <code>dbfleet api</code> (<code>DBFLEET_API_TOKEN</code> or the file written by
 <code>dbfleet api --generate-token</code>). Signing in sets an HttpOnly session cookie for
 {SESSION_SECONDS // 3600} hours; the token itself is not stored in the browser.</p></main></body></html>"""
-    return HTMLResponse(body, status_code=401, headers={**NO_STORE, "WWW-Authenticate": "Bearer",
+    return HTMLResponse(body, status_code=401, headers={**PAGE_NO_STORE, "WWW-Authenticate": "Bearer",
                                                          "Content-Security-Policy": LOGIN_CSP,
                                                          "X-Frame-Options": "DENY"})
 

@@ -23,7 +23,7 @@ STATIC = Path(__file__).parent / "static"
 ASSETS = {"dashboard.js": "text/javascript; charset=utf-8", "dashboard.css": "text/css; charset=utf-8"}
 PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
             "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
-PAGE_HEADERS = {**browser.NO_STORE, "Content-Security-Policy": PAGE_CSP, "X-Frame-Options": "DENY"}
+PAGE_HEADERS = {**browser.PAGE_NO_STORE, "Content-Security-Policy": PAGE_CSP, "X-Frame-Options": "DENY"}
 
 
 @cache

@@ -159,7 +159,10 @@ def test_browsers_without_credentials_get_the_login_page_and_api_clients_json() 
     assert api.status_code == 401 and api.json()["error"].startswith("missing or wrong token")
     assert c.post("/login").status_code == 401
     assert c.post("/login", data={"token": TOKEN + "x" * 5000}).status_code == 401  # a body over 4 kB
-    assert c.post("/login", data={"token": TOKEN}, headers={"Origin": "https://evil.example"}).status_code == 403
+    for origin in ("https://evil.example", "null"):  # null: a sandboxed frame, or a no-referrer page elsewhere
+        assert c.post("/login", data={"token": TOKEN}, headers={"Origin": origin}).status_code == 403
+    # our own pages send "Referrer-Policy: same-origin": with no-referrer, Chromium's form POST says "Origin: null"
+    assert page.headers["referrer-policy"] == "same-origin"
     assert api_session.COOKIE not in c.cookies
 
 

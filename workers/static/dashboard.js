@@ -191,7 +191,7 @@
       if (RELOAD_EVENTS[msg.type]) soon();
     };
     ws.onclose = function () {
-      var wait = Math.min(1000 * Math.pow(2, state.retry), 15000);
+      var wait = Math.min(1000 * Math.pow(2, state.retry), 5000);
       state.retry += 1;
       connection("down", "Disconnected: reconnecting in " + Math.round(wait / 1000) + " s");
       setTimeout(connect, wait);
