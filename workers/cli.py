@@ -273,7 +273,7 @@ def exporter(port: int | None, address: str | None) -> None:
 @click.option("--address", default=None)
 @click.option("--generate-token", is_flag=True, help="create <state dir>/secrets/api.token (0600) if absent, print it")
 def api(port: int | None, address: str | None, generate_token: bool) -> None:
-    """Serve the monitoring REST + WebSocket API (OpenAPI at /docs); every route needs the token."""
+    """Serve the monitoring REST + WebSocket API (OpenAPI at /docs, dashboard at /); every route needs the token."""
     from workers import api as rest
 
     cfg = _config()

@@ -56,9 +56,9 @@
   function badge(status) {
     var label = { up: "up", degraded: "degraded", down: "down", firing: "firing", pending: "pending",
                   critical: "critical", warning: "warning", info: "info", running: "running",
-                  completed: "completed", failed: "failed" }[status] || (status || "unknown");
+                  completed: "completed", passed: "passed", failed: "failed" }[status] || (status || "unknown");
     var icon = { up: "●", degraded: "▲", down: "✖", firing: "✖", critical: "✖", warning: "▲", failed: "✖",
-                 completed: "✔" }[status] || "○";
+                 completed: "✔", passed: "✔" }[status] || "○";
     return el("span", { className: "badge st-" + (status || "unknown") },
               [el("span", { text: icon, "aria-hidden": "true" }), " " + label]);
   }
@@ -105,7 +105,7 @@
 
   function drillCell(d) {
     if (!d) return el("td", { className: "muted", text: "none yet" });
-    return el("td", {}, [badge(d.ok ? "completed" : "failed"), " " + ago(d.age_seconds + drift()), el("br"),
+    return el("td", {}, [badge(d.ok ? "passed" : "failed"), " " + ago(d.age_seconds + drift()), el("br"),
                          el("small", { text: "RTO " + duration(d.rto_seconds) + ", RPO " + duration(d.rpo_seconds) })]);
   }
 
@@ -115,7 +115,8 @@
       el("th", { scope: "row", text: d.id }), el("td", { text: d.kind }),
       el("td", {}, [h ? badge(h.status) : el("span", { className: "muted", text: "not checked yet" })]),
       el("td", { text: h ? ago(since(h.checked_at)) : "–" }),
-      el("td", { className: "problems", text: h ? (h.problems || []).join(", ") || (h.error || "") : "" }),
+      el("td", { className: "problems" }, h ? [(h.problems || []).join(", "),
+        h.error ? el("small", { className: "error", text: h.error, title: h.error }) : null] : []),
       backupCell(d.last_backup), drillCell(d.last_drill)]);
   }
 
@@ -128,7 +129,7 @@
       el("th", { scope: "row", text: String(m.id).slice(0, 8), title: m.id }),
       el("td", { text: m.source + " → " + m.target }), el("td", {}, [badge(m.status)]),
       el("td", {}, [progress, total ? " " + done + "/" + total + " batches" : ""]),
-      el("td", { text: m.rows !== undefined && m.rows !== null ? String(m.rows) : "–" }),
+      el("td", { text: m.rows !== undefined && m.rows !== null ? Number(m.rows).toLocaleString("en") : "–" }),
       el("td", { text: m.rows_per_second ? Math.round(m.rows_per_second) + " rows/s" : "–" }),
       el("td", { text: m.eta_seconds ? duration(m.eta_seconds) : "–" })]);
   }
