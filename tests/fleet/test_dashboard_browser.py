@@ -22,6 +22,7 @@ import yaml
 from engines.embedded import free_port
 from tests.fleet.conftest import API_TOKEN, Fleet
 from tests.fleet.procs import Proc, wait_for, write_config
+from tests.servers import CANARY, CANARY_WRONG
 
 pytestmark = pytest.mark.fleet
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -192,6 +193,8 @@ def test_the_dashboard_shows_a_real_alert_live_and_acknowledges_it(
     wait.until(lambda d: "up" in d.find_element(By.CSS_SELECTOR, '#databases tr[data-database="lite"]').text)
     assert browser.execute_script("return window.h15aNoReload") is True
 
+    page = browser.page_source  # pg18's password and pg18_badpw's wrong one: neither reaches the page
+    assert CANARY not in page and CANARY_WRONG not in page and API_TOKEN not in page
     shot = _artifacts(tmp_path_factory) / "dashboard.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
     print(f"dashboard screenshot: {shot}")

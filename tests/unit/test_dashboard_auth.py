@@ -92,7 +92,7 @@ def test_the_session_cookie_opens_the_page_with_its_csrf_token_and_strict_header
     api_session.issue(TOKEN, now=0),  # expired
     "9999999999.nonce." + "0" * 64,  # forged mac
     "",
-])
+], ids=["wrong", "the-token", "other-token", "expired", "forged-mac", "empty"])
 def test_a_wrong_forged_or_expired_cookie_is_401(cookie: str) -> None:
     c = client()
     c.cookies.set(api_session.COOKIE, cookie)
