@@ -95,22 +95,18 @@ class TokenAuth:
         if _token_ok(self.token, header, query):
             await self.app(scope, receive, send)
             return
-        signed_in = await self._sign_in(scope, receive)
-        verdict = browser.authorize(self.token, scope) if signed_in is None else None
-        if verdict == "ok":
-            await self.app(scope, receive, send)
-            return
-        denied: Response = JSONResponse({"error": DENIED}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        if signed_in is not None:
-            denied = signed_in
-        elif verdict is not None:
-            denied = browser.csrf_refused()
-        elif browser.wants_html(scope):
-            denied = browser.login_page()
+        answer = await self._sign_in(scope, receive)
+        if answer is None:
+            verdict = browser.authorize(self.token, scope)
+            if verdict == "ok":
+                await self.app(scope, receive, send)
+                return
+            answer = browser.refused(verdict) if verdict else browser.login_page() if browser.wants_html(scope) \
+                else JSONResponse({"error": DENIED}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
         if scope["type"] == "http":
-            await denied(scope, receive, send)
+            await answer(scope, receive, send)
         elif "websocket.http.response" in scope.get("extensions", {}):
-            await WebSocket(scope, receive, send).send_denial_response(denied)
+            await WebSocket(scope, receive, send).send_denial_response(answer)
         else:
             await WebSocket(scope, receive, send).close(code=1008, reason="missing or wrong token")
 
@@ -120,7 +116,7 @@ class TokenAuth:
             return None
         if scope["method"] == "POST" and scope["path"] == browser.LOGIN_PATH:
             if not browser.same_origin(scope):
-                return browser.csrf_refused()
+                return browser.refused("csrf")
             form = await browser.read_form(receive)
             given = (form or {}).get("token")
         elif scope["method"] == "GET" and scope["path"] == "/" and "token" in (q := QueryParams(scope["query_string"])):

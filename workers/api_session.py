@@ -120,10 +120,17 @@ def authorize(token: str, scope: Scope) -> str | None:
     return "ok"
 
 
-def csrf_refused() -> Response:
-    return JSONResponse({"error": "a state-changing request authenticated by the session cookie needs the "
-                                  "X-Dbfleet-CSRF header of the page (or send Authorization: Bearer)"},
-                        status_code=403, headers=NO_STORE)
+REFUSALS = {
+    "csrf": "a state-changing request authenticated by the session cookie needs the X-Dbfleet-CSRF header of "
+            "the page and this host's Origin (or send Authorization: Bearer)",
+    "origin": "a WebSocket authenticated by the session cookie must be opened by this host's page "
+              "(or send Authorization: Bearer / ?token=)",
+}
+
+
+def refused(verdict: str) -> Response:
+    """403 for a valid session used the wrong way (a verdict of :func:`authorize`)."""
+    return JSONResponse({"error": REFUSALS[verdict]}, status_code=403, headers=NO_STORE)
 
 
 NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff"}

@@ -141,6 +141,7 @@ def test_the_websocket_takes_the_cookie_only_from_our_origin() -> None:
                 with c.websocket_connect(path, headers={"Origin": origin}) as ws:
                     ws.receive_json()
             assert denied.value.status_code == 403, origin
+            assert "opened by this host's page" in denied.value.json()["error"]
     with c.websocket_connect("/ws-added-later", headers={"Origin": "http://testserver"}) as ws:
         assert ws.receive_json() == {"hello": "cookie"}
     with pytest.raises(WebSocketDenialResponse) as denied:
