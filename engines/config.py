@@ -570,6 +570,14 @@ class TuningSection(BaseModel):
     def _interval(cls, v: str) -> str:
         return v if v in ("daily", "weekly") else check_cron(v, "performance_tuning.analysis_interval")
 
+    @field_validator("optimization_targets")
+    @classmethod
+    def _targets(cls, v: list[str]) -> list[str]:
+        from engines.tuning.targets import parse_targets  # the tuning engine reads them (docs/tuning.md)
+
+        parse_targets(v)  # BadTarget is a ValueError: pydantic reports it with the field's path
+        return v
+
     @field_validator("maintenance_window")
     @classmethod
     def _window(cls, v: str | None) -> str | None:

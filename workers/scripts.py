@@ -85,6 +85,8 @@ SCRIPTS: dict[str, Script] = {
     ScriptType.PERFORMANCE_TUNING.value: Script("tuning.analyze", "tuning", frozenset(_TUNING), "the tuning engine"),
     "performance_tuning_apply": Script("tuning.apply", "tuning", frozenset(_TUNING), "the tuning engine"),
     "performance_tuning_revert": Script("tuning.revert", "tuning", frozenset({"change_id"}), "the tuning engine"),
+    "performance_tuning_refresh": Script("tuning.refresh_view", "tuning", frozenset({"schema", "view"}),
+                                         "the tuning engine"),
     ScriptType.COMPLIANCE_AUDIT.value: Script("compliance.scan", "compliance", frozenset(_COMPLIANCE_SCAN),
                                               "the compliance engine"),
     ScriptType.COMPLIANCE_ANONYMIZE.value: Script("compliance.anonymize", "compliance", frozenset(_COMPLIANCE_MASK),

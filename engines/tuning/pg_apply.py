@@ -167,6 +167,11 @@ def revert_change(conn: Any, change: dict[str, Any], settings: TuningSettings) -
         from engines.tuning.pg_layout import drop_view
 
         return {"change_id": change.get("change_id"), "statement": drop_view(conn, reverse), "result": "dropped"}
+    if reverse.get("action") == "unpartition":
+        from engines.tuning.pg_partition import revert_partition
+
+        return {"change_id": change.get("change_id"), "statement": "swap back to the original table",
+                "result": revert_partition(conn, reverse, settings)}
     if reverse.get("action") != "drop_index":
         raise ValueError(f"change {change.get('change_id')} has no reversible action ({reverse.get('action')!r})")
     set_timeouts(conn, settings)

@@ -145,3 +145,21 @@ def drop_view(conn: Any, reverse: dict[str, Any]) -> str:
                                                                     sql.Identifier(reverse["view"]))
     conn.execute(drop)
     return str(drop.as_string(conn))
+
+
+def refresh_view(conn: Any, schema: str, view: str) -> dict[str, Any]:
+    """``REFRESH MATERIALIZED VIEW CONCURRENTLY`` one view an apply created (readers are never blocked);
+    a view without the unique index CONCURRENTLY needs is refreshed plainly and the result says so."""
+    target = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(view))
+    found = conn.execute("SELECT ispopulated FROM pg_matviews WHERE schemaname = %s AND matviewname = %s",
+                         (schema, view)).fetchone()
+    if found is None:
+        raise LookupError(f"no materialized view {schema}.{view} (reverted or dropped: its beat entry can go)")
+    unique = conn.execute("SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n"
+                          " ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s AND i.indisunique"
+                          " AND i.indpred IS NULL AND i.indisvalid", (schema, view)).fetchone()
+    concurrently = bool(unique) and bool(found[0])  # CONCURRENTLY needs a populated view with a unique index
+    head = "REFRESH MATERIALIZED VIEW CONCURRENTLY {}" if concurrently else "REFRESH MATERIALIZED VIEW {}"
+    statement = sql.SQL(head).format(target)
+    conn.execute(statement)
+    return {"schema": schema, "view": view, "statement": statement.as_string(conn), "concurrently": concurrently}
