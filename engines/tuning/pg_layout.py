@@ -1,4 +1,5 @@
-"""Materialized-view and partitioning advice for PostgreSQL (advice only: nothing here changes the database).
+"""Materialized-view and partitioning advice for PostgreSQL; creating and refreshing the views (the conversion to
+partitions is engines/tuning/pg_partition.py).
 
 Materialized views: heavy, repeated aggregates (GROUP BY) without parameters — pg_stat_statements keeps
 no parameter values, so a parameterised query cannot be materialized as it runs. Partitioning: large
@@ -110,7 +111,7 @@ def partition_advice(conn: Any, statements: list[Statement], settings: TuningSet
         out.append(PartitionAdvice(schema, table, column, interval, count, int(nrows), [s.queryid for s in pruning],
                                    round(share, 1), [ddl], "a primary key or unique index must include "
                                    f"{column}; partitions of one {interval} each from {low} (pg_partman can create "
-                                   "them ahead); the online conversion is not automated yet"))
+                                   "them ahead); dbfleet tune DB --apply --only partitions converts it online (batches, swap, revertible)"))
     return out
 
 

@@ -98,7 +98,7 @@ def checks(conn: Any, schema: str, table: str, column: str) -> str:
 
 def partition_bounds(conn: Any, lay: Layout) -> list[tuple[str, str]]:
     """(from, to) of one partition per month/week from the oldest row to AHEAD intervals past the newest (or now)."""
-    step = sql.Literal(f"1 {lay.interval}")
+    step = sql.SQL("{}::interval").format(sql.Literal(f"1 {lay.interval}"))
     unit = sql.Literal(lay.interval)
     got = conn.execute(sql.SQL("""
         SELECT g::text, (g + {step})::text
