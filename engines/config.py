@@ -564,6 +564,7 @@ class TuningSection(BaseModel):
     optimization_targets: list[str] = Field(default_factory=list)
     apply_settings: Literal["never", "reload_only"] = "never"  # reload_only: ALTER SYSTEM + pg_reload_conf
     apply_mviews: bool = False  # --apply also creates the advised materialized views
+    verify: Literal["plan", "execute"] = "plan"  # execute: timed read-only runs decide keep/rollback (docs/tuning.md)
 
     @field_validator("analysis_interval")
     @classmethod

@@ -29,6 +29,7 @@ def analysis_cron(interval: str) -> str:
     return INTERVALS.get(interval, interval)
 
 
+VERIFY = ("plan", "execute")
 OPERATOR_ONLY = frozenset({"apply_settings", "apply_mviews", "apply_partitions"})
 
 
@@ -51,6 +52,9 @@ def tuning_settings(section: dict[str, Any], options: dict[str, Any]) -> TuningS
         raise ConfigError([("optimization_targets", str(exc))]) from None
     if isinstance(merged.get("optimization_targets"), str):
         merged["optimization_targets"] = [merged["optimization_targets"]]
+    if merged.get("verify", "plan") not in VERIFY:
+        raise ConfigError([("verify", f"unknown verify {merged['verify']!r}; known: {', '.join(VERIFY)} (execute: "
+                                      "timed read-only executions of sampled parameters before and after)")])
     if merged.get("only") and "partitions" in only:
         merged["apply_partitions"] = True  # an apply converts tables only when the run names the area
     fields = TuningSettings.__dataclass_fields__

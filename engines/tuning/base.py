@@ -50,6 +50,11 @@ class TuningSettings:
     partition_batch_rows: int = 10_000  # rows per checkpointed batch of the online conversion
     partition_batch_pause_ms: int = 0  # pause between batches (spares the server's I/O)
     partition_swap_attempts: int = 5  # swap tries under lock_timeout, with backoff, before giving up
+    verify: str = "plan"  # execute: also time sampled executions (read-only) before and after, decide on time
+    verify_samples: int = 5  # parameter sets per query
+    verify_repeats: int = 3  # executions per parameter set (the fastest counts)
+    verify_timeout_ms: int = 5000  # statement_timeout of each timed execution
+    min_time_savings: float = 30.0  # percent of measured time an index must save to be kept (verify: execute)
 
     def wants(self, area: str) -> bool:
         """True when ``area`` is among the areas this run analyses."""

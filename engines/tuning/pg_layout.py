@@ -111,7 +111,8 @@ def partition_advice(conn: Any, statements: list[Statement], settings: TuningSet
         out.append(PartitionAdvice(schema, table, column, interval, count, int(nrows), [s.queryid for s in pruning],
                                    round(share, 1), [ddl], "a primary key or unique index must include "
                                    f"{column}; partitions of one {interval} each from {low} (pg_partman can create "
-                                   "them ahead); dbfleet tune DB --apply --only partitions converts it online (batches, swap, revertible)"))
+                                   "them ahead); dbfleet tune DB --apply --only partitions converts it online "
+                                   "(batches, swap, revertible)"))
     return out
 
 
