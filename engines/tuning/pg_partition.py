@@ -101,12 +101,15 @@ class PartitionConverter:
             job = self.job()
         if job and job["state"] == "swapped":
             return {"job_id": job["job_id"], "state": "swapped", "reason": "already converted"}
+        started = time.perf_counter()
         if job is None:
             job, evidence["statements"] = self.prepare()
         else:
             evidence["resumed_from_key"] = job["last_key"]
         evidence |= {"job_id": job["job_id"], **self.copy(job)}
+        copied = time.perf_counter()
         evidence |= self.swap(job)
+        evidence |= {"copy_seconds": round(copied - started, 3), "swap_seconds": round(time.perf_counter() - copied, 3)}
         return evidence
 
     def prepare(self) -> tuple[dict[str, Any], list[str]]:

@@ -61,3 +61,26 @@ def test_the_config_section_refuses_a_bad_target_at_load_time() -> None:
 def test_a_run_option_may_narrow_the_targets_as_one_string() -> None:
     settings = tuning_settings({"optimization_targets": ["table:a"]}, {"optimization_targets": "queryid:5"})
     assert settings.optimization_targets == ["queryid:5"]
+
+
+def test_an_apply_converts_tables_only_when_the_run_names_the_partitions_area() -> None:
+    assert tuning_settings({}, {"only": "indexes,partitions"}).apply_partitions
+    assert not tuning_settings({}, {}).apply_partitions  # every area by default: no conversion
+    assert not tuning_settings({}, {"apply_partitions": True}).apply_partitions  # not a run option
+
+
+def test_the_change_table_names_what_each_change_touched() -> None:
+    from engines.tuning.base import Change, TuningReport
+    from workers.cli_tune import _evidence, _target
+
+    report = TuningReport("db", "postgresql")
+    report.changes = [
+        Change("partition_table", "db", {"schema": "public", "table": "plays", "column": "played_at",
+                                         "interval": "week"}, "kept", {"rows": 12000, "batches": 8, "state": "swapped"},
+               {"action": "unpartition"}),
+        Change("create_index", "db", {"index": "t_a_idx"}, "rolled_back",
+               {"cost_before": 10, "cost_after": 9, "savings_percent": 10.0, "time_savings_percent": 3.1}, {})]
+    part, index = report.to_dict()["changes"]
+    assert _target(part) == "public.plays by played_at per week"
+    assert _evidence(part["evidence"]) == "12000 rows in 8 batches, swapped"
+    assert _target(index) == "t_a_idx" and _evidence(index["evidence"]) == "cost 10 -> 9 (10.0%); measured time -3.1%"
