@@ -121,3 +121,19 @@ def test_the_mysql_parser_reads_columns_and_groups_statements_by_their_literal_f
     assert got.uses[("s", "c")].eq == ["email"] and got.uses[("s", "orders")].join == ["customer_id"]
     assert normalized("SELECT * FROM t WHERE a = 5") == normalized("select * from t where a = 7")
     assert normalized("CREATE TABLE t (x int)") is None
+
+
+def test_a_timed_run_of_a_statement_that_writes_is_refused_and_changes_nothing(workload_db: DatabaseConfig) -> None:
+    from engines.tuning.my_indexes import MyIndexApplier
+
+    with root(workload_db.host or "", workload_db.port or 3306, workload_db.dbname) as conn:
+        def q(statement: str, args: tuple[object, ...] | None = None) -> list[tuple[object, ...]]:
+            with conn.cursor() as cur:
+                cur.execute(statement, args)
+                return list(cur.fetchall())
+
+        applier = MyIndexApplier(q, True, workload_db.id, TuningSettings(verify="execute"))
+        got = applier.timed(f"DELETE FROM {my_ident(TABLE)} WHERE flag = 1")  # noqa: S608 - quoted
+        assert isinstance(got, str) and got.startswith("not timed") and "READ ONLY" in got
+        assert isinstance(applier.timed(f"SELECT COUNT(*) FROM {my_ident(TABLE)}"), float)  # noqa: S608
+        assert q(f"SELECT COUNT(*), @@max_statement_time FROM {my_ident(TABLE)}") == [(20000, 0.0)]  # noqa: S608
