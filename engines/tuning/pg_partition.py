@@ -10,8 +10,9 @@ Each step is resumable from its job row in ``_dbfleet_tuning.partition_jobs`` (i
 2. **copy**: key-range batches ``INSERT ... SELECT ... FOR SHARE ON CONFLICT DO NOTHING``, each committed with
    its checkpoint: a kill loses at most the batch in flight and a rerun continues after the checkpoint.
    ``FOR SHARE`` orders each batch with the writers' updates, so the trigger's newer row always wins.
-3. **swap**, a short transaction under ``lock_timeout``, retried with backoff: lock the table, compare the two
-   row counts and checksums, rename the table to ``<table>_dbfleet_old`` and the copy to the table's name,
+3. **swap**: the two row counts and checksums compared in one REPEATABLE READ snapshot (no lock: the trigger
+   writes the copy in the writer's own transaction), then a short transaction under ``lock_timeout``, retried
+   with backoff: lock the table, rename the table to ``<table>_dbfleet_old`` and the copy to the table's name,
    hand the key's sequence over, and mirror writes back into the old table so that ``revert`` (a swap back)
    loses nothing. Giving up leaves the original untouched: the trigger is disarmed at once (no lock needed)
    and the copy dropped, now or by the next run when a writer still holds its lock.
@@ -155,9 +156,21 @@ class PartitionConverter:
                 time.sleep(self.settings.partition_batch_pause_ms / 1000.0)  # spare the server's I/O
         return {"batches": batches}
 
+    def verify(self, lay: Layout) -> dict[str, Any]:
+        """Row count and checksum of the table and its copy, compared in one snapshot without any lock: the
+        trigger writes the copy in the writer's own transaction, so every snapshot sees both alike."""
+        with self.conn.transaction():
+            self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            before, after = fingerprint(self.conn, lay, "table"), fingerprint(self.conn, lay, "new")
+        if before != after:
+            raise CannotTune(f"the partitioned copy of {lay.schema}.{lay.table} differs ({after[0]} rows vs "
+                             f"{before[0]}): not swapped; rerun to retry, or revert the change")
+        return {"rows": before[0], "checksum": str(before[1])}
+
     def swap(self, job: dict[str, Any]) -> dict[str, Any]:
-        """Rename under a short lock, retried with backoff; after the last attempt, abort the conversion."""
+        """Verify, then rename under a short lock, retried with backoff; after the last attempt, abort."""
         lay, pause = self.layout(job), 0.2
+        checked = self.verify(lay)
         attempts = max(1, int(self.settings.partition_swap_attempts))
         for attempt in range(1, attempts + 1):
             try:
@@ -165,7 +178,10 @@ class PartitionConverter:
                     _lock_timeout(self.conn, self.settings)
                     self.conn.execute(sql.SQL("LOCK TABLE {}, {} IN ACCESS EXCLUSIVE MODE").format(
                         lay.ident("table"), lay.ident("new")))
-                    return self._swap_locked(job, lay) | {"swap_attempts": attempt}
+                    locked = time.perf_counter()
+                    self._swap_locked(job, lay)
+                    return checked | {"swap_attempts": attempt, "old_table": lay.old, "state": "swapped",
+                                      "locked_ms": round(1000 * (time.perf_counter() - locked), 1)}
             except errors.LockNotAvailable:
                 log.info("partition swap of %s.%s: lock not granted (attempt %d of %d)", lay.schema, lay.table,
                          attempt, attempts)
@@ -177,18 +193,13 @@ class PartitionConverter:
         self.abort(job, reason)
         raise SwapTimeout(reason)
 
-    def _swap_locked(self, job: dict[str, Any], lay: Layout) -> dict[str, Any]:
-        before, after = fingerprint(self.conn, lay, "table"), fingerprint(self.conn, lay, "new")
-        if before != after:
-            raise CannotTune(f"the partitioned copy of {lay.schema}.{lay.table} differs ({after[0]} rows vs "
-                             f"{before[0]}): not swapped; rerun to retry, or revert the change")
+    def _swap_locked(self, job: dict[str, Any], lay: Layout) -> None:
         drop_mirror(self.conn, lay, "table", "fwd")
         self.conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(lay.ident("table"), sql.Identifier(lay.old)))
         self.conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(lay.ident("new"), sql.Identifier(lay.table)))
         move_sequence(self.conn, lay, "old", "table")
         mirror(self.conn, lay, "table", "old", "rev")  # writes reach the old table too: revert loses nothing
         self.set_state(job["job_id"], "swapped")
-        return {"rows": before[0], "checksum": str(before[1]), "old_table": lay.old, "state": "swapped"}
 
     def abort(self, job: dict[str, Any], reason: str) -> None:
         """Stop a conversion: disarm the trigger now (no lock), then drop it and the copy when the lock comes."""
