@@ -136,7 +136,8 @@ def partition_bench(conn: psycopg.Connection, settings: TuningSettings) -> None:
     e = change.evidence
     print(f"partition play_events ({rows} rows, by month, PK + 2 indexes + 2 foreign keys): online conversion "
           f"{online:.2f} s ({change.status}; copy {e.get('copy_seconds')} s in {e.get('batches')} batches of "
-          f"{settings.partition_batch_rows}, swap {e.get('swap_seconds')} s) vs offline INSERT ... SELECT into the "
+          f"{settings.partition_batch_rows}, verify + swap {e.get('swap_seconds')} s, exclusive lock held "
+          f"{e.get('locked_ms')} ms) vs offline INSERT ... SELECT into the "
           f"same layout {offline:.2f} s -> ratio {online / offline:.1f}x")
 
 
