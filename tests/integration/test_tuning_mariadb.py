@@ -26,9 +26,10 @@ def root(host: str, port: int, db: str | None = None) -> pymysql.connections.Con
     return pymysql.connect(host=host, port=port, user="root", database=db, autocommit=True)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def workload_db() -> Iterator[DatabaseConfig]:
-    """A schema with 20,000 plays and the workload below recorded in mysql.slow_log."""
+    """A schema with 20,000 plays and the workload below recorded in mysql.slow_log (once per module: the
+    apply tests revert what they keep, so every test starts from the same indexes)."""
     host, port = require("mariadb")
     name = f"h16_tuning_my_{uuid.uuid4().hex[:8]}"
     conn = root(host, port)
