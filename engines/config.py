@@ -588,11 +588,20 @@ class TuningSection(BaseModel):
     optimization_targets: list[str] = Field(default_factory=list)
     apply_settings: Literal["never", "reload_only"] = "never"  # reload_only: ALTER SYSTEM + pg_reload_conf
     apply_mviews: bool = False  # --apply also creates the advised materialized views
+    verify: Literal["plan", "execute"] = "plan"  # execute: timed read-only runs decide keep/rollback (docs/tuning.md)
 
     @field_validator("analysis_interval")
     @classmethod
     def _interval(cls, v: str) -> str:
         return v if v in ("daily", "weekly") else check_cron(v, "performance_tuning.analysis_interval")
+
+    @field_validator("optimization_targets")
+    @classmethod
+    def _targets(cls, v: list[str]) -> list[str]:
+        from engines.tuning.targets import parse_targets  # the tuning engine reads them (docs/tuning.md)
+
+        parse_targets(v)  # BadTarget is a ValueError: pydantic reports it with the field's path
+        return v
 
     @field_validator("maintenance_window")
     @classmethod
