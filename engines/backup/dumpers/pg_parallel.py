@@ -161,7 +161,7 @@ class Scheduler:
             self._dispatch()
 
     def _capacity(self) -> int:
-        return max(1, self.jobs - (1 if self.loading else 0)) - self.running
+        return (self.jobs - 1 if self.loading else self.jobs) - self.running  # the loading session counts
 
     def _dispatch(self) -> None:
         if self.error is not None:
