@@ -5,22 +5,19 @@ then one data block per TABLE DATA entry: ``1`` (data block), the dump id, then 
 pieces up to a zero length. dbfleet dumps with ``--compress=0`` to a pipe, so the pieces are the
 table's ``COPY`` text as is and the TOC holds no data offsets (blocks follow in dump order).
 
-This module reads the format only as far as scheduling needs (pg_dump's ``pg_backup_archiver.c``
+This module reads the TOC only as far as scheduling needs (pg_dump's ``pg_backup_archiver.c``
 ``ReadHead``/``ReadToc``, ``pg_backup_custom.c`` ``_ReadExtraToc``); the SQL of every entry is
 still run by pg_restore itself, given a TOC-only copy of the archive and a ``-L`` list.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engines.errors import IntegrityError
 
 MAGIC = b"PGDMP"
 FORMAT_CUSTOM = 1
-BLK_DATA = 1
-BLK_BLOBS = 3
 # archive versions (major, minor) this reader knows: pg_dump 12-18 write 1.14-1.16
 MIN_VERSION = (1, 14)
 MAX_VERSION = (1, 16)
@@ -84,13 +81,13 @@ class Reader:
         self.pos += n
         return bytes(self.buf[self.pos - n:self.pos])
 
-    def int(self) -> int:
+    def integer(self) -> int:
         sign = self.byte()
         value = int.from_bytes(self.raw(self.int_size), "little")
         return -value if sign else value
 
-    def str(self) -> str | None:
-        n = self.int()
+    def string(self) -> str | None:
+        n = self.integer()
         if n < 0:
             return None
         return self.raw(n).decode("utf-8", errors="surrogateescape")
@@ -118,90 +115,36 @@ def parse_toc(buf: bytes | bytearray) -> Toc:
     if version[:2] >= (1, 15):
         compression = r.byte()
     else:
-        compression = r.int()  # a zlib level; 0 is none
+        compression = r.integer()  # a zlib level; 0 is none
     if compression != COMPRESSION_NONE:
         raise Unsupported("compressed archive data")
     for _ in range(7):  # creation time: sec, min, hour, mday, mon, year, isdst
-        r.int()
-    r.str()  # database name
-    r.str()  # server version
-    r.str()  # pg_dump version
+        r.integer()
+    r.string()  # database name
+    r.string()  # server version
+    r.string()  # pg_dump version
     entries = []
-    for _ in range(r.int()):
-        dump_id = r.int()
-        had_dumper = bool(r.int())
-        r.str()  # table oid
-        r.str()  # oid
-        tag, desc = r.str() or "", r.str() or ""
-        section = r.int()
-        defn = r.str() or ""
-        r.str()  # drop statement
-        copy_stmt = r.str() or ""
-        namespace = r.str() or ""
-        r.str()  # tablespace
-        r.str()  # table access method
+    for _ in range(r.integer()):
+        dump_id = r.integer()
+        had_dumper = bool(r.integer())
+        r.string()  # table oid
+        r.string()  # oid
+        tag, desc = r.string() or "", r.string() or ""
+        section = r.integer()
+        defn = r.string() or ""
+        r.string()  # drop statement
+        copy_stmt = r.string() or ""
+        namespace = r.string() or ""
+        r.string()  # tablespace
+        r.string()  # table access method
         if version[:2] >= (1, 16):
-            r.int()  # relkind
-        owner = r.str() or ""
-        r.str()  # "with oids": always false
+            r.integer()  # relkind
+        owner = r.string() or ""
+        r.string()  # "with oids": always false
         deps = []
-        while (dep := r.str()) is not None:
+        while (dep := r.string()) is not None:
             deps.append(int(dep))
         data_state = r.offset()
         entries.append(TocEntry(dump_id, had_dumper, tag, desc, section, defn, copy_stmt, namespace, owner, deps,
                                 data_state))
     return Toc(version, r.int_size, r.off_size, entries, r.pos)
-
-
-class BlockSplitter:
-    """Feed the archive bytes after the TOC; calls ``start(dump_id)``, ``data(bytes)`` and ``end(dump_id)`` per
-    data block as its bytes arrive. Large objects (BLOBS blocks) raise Unsupported."""
-
-    def __init__(self, toc: Toc, start: Callable[[int], None], data: Callable[[memoryview], None],
-                 end: Callable[[int], None]) -> None:
-        self.int_size = toc.int_size
-        self.start, self.data, self.end = start, data, end
-        self.pending = bytearray()  # an incomplete block header or length prefix
-        self.dump_id: int | None = None
-        self.remaining = 0  # bytes of the current piece still to pass on
-        self.blocks = 0
-
-    def feed(self, chunk: bytes | memoryview) -> None:
-        view = memoryview(chunk)
-        while view:
-            if self.remaining:
-                n = min(self.remaining, len(view))
-                self.data(view[:n])
-                self.remaining -= n
-                view = view[n:]
-                continue
-            need = (1 + (1 + self.int_size)) if self.dump_id is None else (1 + self.int_size)
-            take = min(need - len(self.pending), len(view))
-            self.pending += view[:take]
-            view = view[take:]
-            if len(self.pending) < need:
-                return
-            r = Reader(self.pending, 0, self.int_size)
-            if self.dump_id is None:
-                kind = r.byte()
-                dump_id = r.int()
-                if kind == BLK_BLOBS:
-                    raise Unsupported("large objects in the archive")
-                if kind != BLK_DATA:
-                    raise IntegrityError(f"dump stream: unknown block type {kind} after block {self.blocks}")
-                self.dump_id = dump_id
-                self.start(dump_id)
-            else:
-                length = r.int()
-                if length < 0:
-                    raise IntegrityError(f"dump stream: negative piece length in block {self.dump_id}")
-                if length == 0:
-                    self.end(self.dump_id)
-                    self.dump_id = None
-                    self.blocks += 1
-                self.remaining = length
-            self.pending.clear()
-
-    def finish(self) -> None:
-        if self.dump_id is not None or self.pending or self.remaining:
-            raise IntegrityError("dump stream ends inside a data block")
