@@ -415,40 +415,50 @@ class StreamedRestore:
 
             thread = threading.Thread(target=load, name="dbfleet-copy", daemon=True)
             thread.start()
-            feed = _Feed(unframe.proc.stdin, sched)  # type: ignore[arg-type]
+            feed = _Feed(unframe.proc.stdin, sched, errors)  # type: ignore[arg-type]
             try:
-                fetch("dump", feed)
-                unframe.proc.stdin.close()  # type: ignore[union-attr]
-            except BrokenPipeError:
-                thread.join()
-                if errors:
-                    raise errors[0] from None
-                unframe.finish()
-                raise
-            except BaseException:
+                fetch("dump", feed)  # every chunk verified, the stream's sha256 checked at its end
+                feed.close()
+            except BaseException:  # a damaged chunk, a failed load or entry (what the loader sees next follows)
                 unframe.kill()
                 thread.join()
                 raise
             thread.join()
             if errors:
+                unframe.finish()  # pg_restore's own error first, when it failed
                 raise errors[0]
             unframe.finish()
         return loader.frozen
 
 
 class _Feed:
-    """The fetch sink: the whole archive, as verified chunks arrive, to pg_restore's stdin; stops early when
-    a post-data entry failed."""
+    """The fetch sink: the whole archive, as verified chunks arrive, to pg_restore's stdin. Stops the fetch
+    when loading or a post-data entry failed. pg_restore exits once the last selected table is out (a
+    ``tables`` subset): the rest of the stream is still read, to verify it, and dropped."""
 
-    def __init__(self, pipe: IO[bytes], sched: Scheduler) -> None:
+    def __init__(self, pipe: IO[bytes], sched: Scheduler, errors: list[BaseException]) -> None:
         self.pipe = pipe
         self.sched = sched
+        self.errors = errors
+        self.open = True
 
     def write(self, data: bytes) -> int:
+        if self.errors:
+            raise self.errors[0]
         if self.sched.error is not None:
             raise self.sched.error
-        self.pipe.write(data)
+        if self.open:
+            try:
+                self.pipe.write(data)
+            except BrokenPipeError:  # pg_restore is done (or failed: its status says so after the fetch)
+                self.open = False
         return len(data)
+
+    def close(self) -> None:
+        try:
+            self.pipe.close()
+        except BrokenPipeError:
+            pass
 
 
 class _Discard:
