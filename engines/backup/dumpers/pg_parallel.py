@@ -379,7 +379,7 @@ class StreamedRestore:
         self.timings = {"schema_seconds": round(t1 - t0, 3), "load_seconds": round(t2 - t1, 3),
                         "index_seconds": round(t3 - t2, 3), "final_seconds": round(time.monotonic() - t3, 3)}
         return {"tables_loaded": len(data_entries), "tables_frozen": loaded, "post_data_entries": len(scheduled),
-                "pg_restore_calls": sched.batches + 2 + bool(first) + bool(later), **self.timings}
+                "pg_restore_calls": sched.batches + 4 + bool(first) + bool(later), **self.timings}
 
     def _run_post(self, entries: list[TocEntry]) -> None:
         with self._post_lock:
