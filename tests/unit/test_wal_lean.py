@@ -140,3 +140,42 @@ def test_the_lean_parser_leaves_anything_unusual_to_the_full_cli(world: dict[str
                  ["--unknown", "wal", "push", seg, "--db", "x"], ["wal", "fetch", "A", "--db", "x"],
                  ["backups", "list"]):
         assert lean.parse(argv) is None, argv
+
+
+def _pg_wal(world: dict[str, Any], count: int) -> list[Path]:
+    """A pg_wal directory as the archiver leaves it with a backlog: segments, each marked .ready."""
+    pg_wal = world["root"] / "data" / "pg_wal"
+    (pg_wal / "archive_status").mkdir(parents=True)
+    out = []
+    for n in range(1, count + 1):
+        seg = pg_wal / f"0000000100000000000000{n:02X}"
+        seg.write_bytes(os.urandom(4096) * 16)
+        (pg_wal / "archive_status" / f"{seg.name}.ready").touch()
+        out.append(seg)
+    return out
+
+
+def _archived(world: dict[str, Any]) -> list[str]:
+    return sorted(p.name for p in (world["root"] / "repo" / "wal" / "h18b_pg").iterdir())
+
+
+def test_a_backlog_is_pushed_ahead_and_the_later_calls_only_check_the_ledger(world: dict[str, Any]) -> None:
+    segs = _pg_wal(world, 4)
+    assert _run("wal", "push", str(segs[0]), "--db", "h18b_pg") == 0
+    assert _archived(world) == [s.name for s in segs]  # the first call pushed the three waiting behind it
+    (segs[0].parent / "archive_status" / f"{segs[0].name}.ready").rename(
+        segs[0].parent / "archive_status" / f"{segs[0].name}.done")
+    later = _entry(world, "wal", "push", str(segs[1]), "--db", "h18b_pg")
+    assert later.returncode == 0 and "already archived (pushed ahead)" in later.stderr
+    modules = _imported(later.stderr)
+    assert "engines.backup.repository" not in modules and "engines.backup.crypto" not in modules  # no key needed
+    # a file that changed since it was pushed ahead misses the ledger and meets the ordinary refusal
+    segs[2].write_bytes(b"not the pushed segment")
+    assert _run("wal", "push", str(segs[2]), "--db", "h18b_pg") == 2
+    # a ledger entry whose index object is gone (a repository restored from an older copy) pushes again
+    (world["root"] / "repo" / "wal" / "h18b_pg" / segs[3].name).unlink()
+    assert _run("wal", "push", str(segs[3]), "--db", "h18b_pg") == 0
+    assert segs[3].name in _archived(world)
+    repo = Repository.open(FilesystemStorage(world["root"] / "repo"), "h18b-lean-key")
+    dest = world["root"] / "back"
+    assert WalArchive(repo, "h18b_pg").fetch(segs[3].name, dest) and dest.read_bytes() == segs[3].read_bytes()

@@ -14,6 +14,16 @@ and file owned by this user and closed to others (else it is not used).
 
 Semantics are the CLI's: idempotent on retry, a different file under an archived name refused,
 non-zero exit on any failure so PostgreSQL retries (fetch: 1 = not archived, 126 = damaged).
+
+Push-ahead: when the archiver has a backlog (more ``pg_wal/archive_status/*.ready`` files than
+the one asked for), a push goes on to push up to ``AHEAD_MAX`` of them with the repository it
+already opened (the key derivation and imports paid once), each an ordinary idempotent push,
+and records each in a ledger (size and sha256, written after the push). When PostgreSQL then asks
+for one of them, the push finds its ledger entry, checks that the file still has that size and
+sha256 and that its index object is in the repository, and returns without opening the
+repository or importing the chunk pipeline. A crash anywhere leaves either no entry (the file is
+pushed again: "already archived") or a true one; a changed file misses the ledger and meets the
+ordinary refusal.
 """
 
 from __future__ import annotations
@@ -35,6 +45,8 @@ EXIT_USAGE = 2
 STORAGE_FIELDS = ("type", "path", "url", "endpoint_url", "key_file", "key_env")
 STORAGE_EXTRA = ("region", "access_key_env", "secret_key_env", "max_connections")
 VOLATILE_ENV = {"_", "OLDPWD", "SHLVL", "PWD"}
+AHEAD_MAX = 8  # files pushed ahead of the archiver per process
+LEDGER_MAX_AGE = 86400.0  # seconds an unused ledger entry is kept
 
 
 class LeanStorageConfig:
@@ -185,11 +197,102 @@ def _error(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _ledger(prof: dict[str, Any]) -> Path | None:
+    """This database's and repository's push-ahead ledger directory (in the private cache directory)."""
+    cache = _cache_dir()
+    if cache is None:
+        return None
+    ident = json.dumps({k: prof.get(k) for k in ("database_id", "storage_name", "storage")}, sort_keys=True)
+    path = cache / "wal-ahead" / hashlib.sha256(ident.encode()).hexdigest()[:32]
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return path
+
+
+def _digest(path: Path) -> tuple[int, str]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+            size += len(block)
+    return size, h.hexdigest()
+
+
+def _pushed_ahead(prof: dict[str, Any], ledger: Path, path: Path) -> bool:
+    """True when ``path`` was pushed ahead with this exact content and its index object is in the repository."""
+    from engines.backup.wal import names
+    from engines.storage import check_key, open_storage
+
+    name = names.check_name(path.name)
+    entry = _read_profile(ledger / name)  # same ownership and mode checks as the profile
+    if entry is None:
+        return False
+    (ledger / name).unlink(missing_ok=True)  # used once; a miss below pushes normally
+    if (entry.get("size"), entry.get("sha256")) != _digest(path):
+        return False
+    storage = open_storage(prof["storage_name"], LeanStorageConfig(prof["storage"]))  # type: ignore[arg-type]
+    return bool(storage.exists(check_key(f"wal/{prof['database_id']}/{name}")))
+
+
+def _push_ahead(archive: Any, ledger: Path, path: Path, level: int | None) -> int:
+    """Push up to AHEAD_MAX other files the archiver has marked ready; returns how many."""
+    from engines.backup.wal import names
+
+    status = path.parent / "archive_status"
+    try:
+        ready = sorted(p.name[:-len(".ready")] for p in status.iterdir() if p.name.endswith(".ready"))
+    except OSError:
+        return 0
+    _prune_ledger(ledger)
+    done = 0
+    for name in ready:
+        if done >= AHEAD_MAX:
+            break
+        if name == path.name or not names.ARCHIVABLE.match(name) or (ledger / name).exists():
+            continue
+        other = path.parent / name
+        try:
+            before = other.stat()
+            size, digest = _digest(other)
+            archive.push(other, level=level)
+            after = other.stat()
+        except Exception:  # noqa: BLE001 - gone, refused or failing: PostgreSQL's own call for it will say
+            break
+        if (before.st_size, before.st_mtime_ns, before.st_ino) != (after.st_size, after.st_mtime_ns, after.st_ino):
+            break  # changed while pushed (never for a .ready file): no ledger entry
+        _write_profile(ledger / name, {"version": PROFILE_VERSION, "size": size, "sha256": digest})
+        done += 1
+    return done
+
+
+def _prune_ledger(ledger: Path) -> None:
+    import time
+
+    cutoff = time.time() - LEDGER_MAX_AGE
+    for entry in ledger.iterdir():
+        try:
+            if entry.stat().st_mtime < cutoff:
+                entry.unlink()
+        except OSError:
+            pass
+
+
 def push(path: str, database_id: str, storage: str | None) -> None:
     prof = _postgres(database_id, storage)
-    result = _archive(prof, create=True).push(Path(path), level=prof["level"])
+    source = Path(path)
+    ledger = _ledger(prof)
+    if ledger is not None and _pushed_ahead(prof, ledger, source):
+        print(f"wal push {source.name}: already archived (pushed ahead)", file=sys.stderr)
+        return
+    archive = _archive(prof, create=True)
+    result = archive.push(source, level=prof["level"])
+    ahead = _push_ahead(archive, ledger, source, prof["level"]) if ledger is not None else 0
     print(f"wal push {result.name}: {result.status} ({human_bytes(result.size)}, "
-          f"stored {human_bytes(result.stored_bytes)})", file=sys.stderr)
+          f"stored {human_bytes(result.stored_bytes)})" + (f"; {ahead} more pushed ahead" if ahead else ""),
+          file=sys.stderr)
 
 
 def fetch(name: str, dest: str, database_id: str, storage: str | None) -> None:
