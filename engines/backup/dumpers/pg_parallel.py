@@ -13,7 +13,8 @@ What ``pg_restore --jobs`` does from a seekable file, done from the chunk stream
   everything it depends on is in, with TABLE dependencies pointed at that table's data (as
   pg_restore does), on at most ``jobs`` sessions including the loading one; entries that take an
   exclusive lock on a table never run together with another locking the same table; the largest
-  tables' entries go first. ACLs, event triggers and materialized-view refreshes run last.
+  tables' entries go first. ACLs, event triggers and materialized-view refreshes run last. Those
+  sessions get ``maintenance_work_mem``/``work_mem`` for in-memory sorts and hashes (POST_DATA_SETTINGS).
 
 Every chunk is authenticated (and the stream's sha256 checked at its end) before its bytes reach
 the target: this runs only into a staging database the caller drops on any failure.
@@ -48,6 +49,10 @@ POST_ACL_PASS = {"EVENT TRIGGER", "MATERIALIZED VIEW DATA"}
 LARGE_OBJECTS = {"BLOB", "BLOBS", "BLOB METADATA", "LARGE OBJECT"}
 HEAVY = {"INDEX", "CONSTRAINT", "FK CONSTRAINT", "INDEX ATTACH"}
 READ_SIZE = 1 << 20
+# the sessions building indexes and checking foreign keys sort and hash in memory where the server's
+# defaults (64 MB / 4 MB) would spill to disk; the staging database is dropped if the restore fails,
+# and the final rename commits synchronously (flushing everything before it)
+POST_DATA_SETTINGS = {"maintenance_work_mem": "256MB", "work_mem": "64MB", "synchronous_commit": "off"}
 
 
 class TocReady(Exception):
@@ -340,7 +345,9 @@ class StreamedRestore:
 
     def _run_entries(self, entries: list[TocEntry], name: str) -> None:
         listing = list_file(self.workdir, f"{name}.list", [e.dump_id for e in entries])
-        tools.run_tool([*self.base_args, "-L", str(listing), str(self.toc_file)], env=self.env,
+        options = " ".join(f"-c {k}={v}" for k, v in POST_DATA_SETTINGS.items())
+        env = {**self.env, "PGOPTIONS": f"{self.env.get('PGOPTIONS', '')} {options}".strip()}
+        tools.run_tool([*self.base_args, "-L", str(listing), str(self.toc_file)], env=env,
                        what=f"pg_restore ({entries[0].desc.lower()} {entries[0].tag}"
                             f"{f' and {len(entries) - 1} more' if len(entries) > 1 else ''})")
 
