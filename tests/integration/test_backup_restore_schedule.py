@@ -164,3 +164,22 @@ def test_a_corrupted_chunk_fails_the_restore_and_leaves_no_database(
     if which == "first":
         assert prepared == []  # the TOC chunk is read and verified before anything is created
     assert list((tmp_path / "spool").iterdir()) == []
+
+
+def test_an_archive_with_large_objects_loads_through_one_pg_restore_stream(tmp_path: Path) -> None:
+    require("postgresql15")
+    _fresh("h18b_sched_lo", "h18b_sched_lo_dst")
+    with cases.pg_admin() as admin:
+        admin.execute("CREATE DATABASE h18b_sched_lo")
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname="h18b_sched_lo", autocommit=True) as conn:
+        conn.execute("CREATE TABLE docs (id int PRIMARY KEY, body oid)")
+        conn.execute("INSERT INTO docs VALUES (1, lo_from_bytea(0, 'large object body'))")
+    repo = Repository.init(FilesystemStorage(tmp_path / "repo"), "h18b-sched-key")
+    source = db("h18b_sched_lo", kind="postgresql", host="127.0.0.1", dbname="h18b_sched_lo", user="postgres")
+    run_backup(repo, source, workdir=tmp_path)
+    result = restore_backup(repo, source, Target(source, None), spool_dir=tmp_path / "spool",
+                            options=RestoreOptions(target_dbname="h18b_sched_lo_dst"))
+    assert result["mode"] == "streamed" and "scheduling" not in result  # the TOC scheduler leaves blobs alone
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname="h18b_sched_lo_dst") as conn:
+        assert conn.execute("SELECT lo_get(body) FROM docs").fetchone()[0] == b"large object body"
+    _fresh("h18b_sched_lo", "h18b_sched_lo_dst")
