@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from engines.backup.dumpers import pg_parallel
 from engines.backup.dumpers.base import RestoreOptions, Target
 from engines.backup.dumpers.postgres import PostgresDumper, staging_name
 from engines.backup.engine import restore_backup, run_backup
@@ -102,15 +103,19 @@ def _databases(*names: str) -> set[str]:
         return {r[0] for r in admin.execute("SELECT datname FROM pg_database") if r[0] in wanted}
 
 
+@pytest.mark.parametrize("split", [False, True])
 def test_a_streamed_restore_schedules_every_entry_after_what_it_depends_on(
-        backed_up: tuple[Repository, Any], tmp_path: Path) -> None:
+        split: bool, backed_up: tuple[Repository, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     repo, source = backed_up
+    if split:  # plays (40,000 rows) then loads over two COPY sessions at once
+        monkeypatch.setattr(pg_parallel, "SPLIT_ROWS", 10_000)
     _fresh("h18b_sched_full")
     result = restore_backup(repo, source, Target(source, None), spool_dir=tmp_path / "spool",
                             options=RestoreOptions(target_dbname="h18b_sched_full", jobs=2))
     assert result["mode"] == "streamed" and result["scheduling"] == "toc" and result["created"]
-    # artists, albums, plays, "Odd Name", empty_one, events_2025, events_2026: all new, all loaded frozen
-    assert result["tables_loaded"] == 7 and result["tables_frozen"] == 7
+    # artists, albums, plays, "Odd Name", empty_one, events_2025, events_2026: all new, loaded frozen or split
+    assert result["tables_loaded"] == 7 and result["tables_split"] == int(split)
+    assert result["tables_frozen"] == 7 - int(split)
     assert cases.pg_fingerprint(5432, "h18b_sched_full") == cases.pg_fingerprint(5432, SRC)
     assert catalog("h18b_sched_full") == catalog(SRC)  # FKs validated, trigger, matview, sequence, ACL, comment
     assert list((tmp_path / "spool").iterdir()) == []  # nothing spooled, nothing left

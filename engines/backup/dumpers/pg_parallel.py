@@ -8,7 +8,9 @@ What ``pg_restore --jobs`` does from a seekable file, done from the chunk stream
 - the data blocks stream, in dump order, through one ``pg_restore -f -`` (which unframes them in C)
   into ``COPY ... FROM STDIN``; a table created in this restore is truncated and loaded with
   ``FREEZE`` in one transaction, so index builds and foreign-key checks later find frozen,
-  all-visible pages instead of setting (and WAL-logging) hint bits on every page;
+  all-visible pages instead of setting (and WAL-logging) hint bits on every page; a table of at
+  least SPLIT_ROWS rows (the manifest's exact source count) is loaded over ``jobs`` COPY sessions
+  at once instead, whole lines round robin (pg_restore loads one table in one worker);
 - a post-data entry (index, constraint, foreign key, trigger, sequence value) starts as soon as
   everything it depends on is in, with TABLE dependencies pointed at that table's data (as
   pg_restore does), on at most ``jobs`` sessions including the loading one; entries that take an
@@ -23,6 +25,7 @@ the target: this runs only into a staging database the caller drops on any failu
 from __future__ import annotations
 
 import logging
+import queue
 import re
 import subprocess
 import threading
@@ -49,6 +52,7 @@ POST_ACL_PASS = {"EVENT TRIGGER", "MATERIALIZED VIEW DATA"}
 LARGE_OBJECTS = {"BLOB", "BLOBS", "BLOB METADATA", "LARGE OBJECT"}
 HEAVY = {"INDEX", "CONSTRAINT", "FK CONSTRAINT", "INDEX ATTACH"}
 READ_SIZE = 1 << 20
+SPLIT_ROWS = 500_000  # a table with at least this many rows (source count) loads over ``jobs`` COPY sessions
 # the sessions building indexes and checking foreign keys sort and hash in memory where the server's
 # defaults (64 MB / 4 MB) would spill to disk; the staging database is dropped if the restore fails,
 # and the final rename commits synchronously (flushing everything before it)
@@ -253,13 +257,20 @@ class CopyLoader:
     """Reads the ``pg_restore -f -`` script of the data entries and sends each table's rows with COPY."""
 
     def __init__(self, conn: psycopg.Connection[Any], entries: list[TocEntry], script: IO[bytes],
-                 on_table: Callable[[TocEntry, int], None]) -> None:
+                 on_table: Callable[[TocEntry, int], None], *, toc: Toc | None = None,
+                 connect: Callable[[], AbstractContextManager[Any]] | None = None, sessions: int = 1,
+                 rows: dict[str, int] | None = None) -> None:
         self.conn = conn
         self.entries = entries
         self.script = script
         self.on_table = on_table
+        self.toc = toc
+        self.connect = connect
+        self.sessions = sessions if connect is not None else 1
+        self.rows = rows or {}
         self.buf = b""
         self.frozen = 0
+        self.split = 0
 
     def _more(self) -> bool:
         data = self.script.read1(READ_SIZE)  # type: ignore[attr-defined]
@@ -289,35 +300,94 @@ class CopyLoader:
         return bool(row and row[0] and stmt.startswith(f"COPY {row[1]} "))
 
     def _copy(self, entry: TocEntry, stmt: str) -> int:
+        if self.sessions > 1 and self.rows.get(f"{entry.namespace}.{entry.tag}", 0) >= SPLIT_ROWS:
+            return self._copy_split(entry, stmt)
         freeze = self._freezable(entry, stmt)
         body = stmt[:-len(";\n")] + (" WITH (FREEZE)" if freeze else "")
-        sent = 0
         with self.conn.transaction():
             if freeze:  # the table is new and empty: truncating it in this transaction allows FREEZE
                 self.conn.execute(sql.SQL("TRUNCATE ONLY {}.{}").format(sql.Identifier(entry.namespace),
                                                                         sql.Identifier(entry.tag)))
             with self.conn.cursor().copy(body) as copy:  # type: ignore[arg-type]  # the archive's own COPY
-                at_line_start = True  # the COPY line's newline: a table without rows ends at once
-                while True:
-                    end = _terminator(at_line_start, self.buf)
-                    if end is not None:
-                        if end:
-                            copy.write(self.buf[:end])
-                            sent += end
-                        self.buf = self.buf[end + 3:]
-                        break
-                    # all but the last 3 bytes (which may begin the end-of-data line) are rows
-                    cut = len(self.buf) - 3
-                    if cut > 0:
-                        copy.write(self.buf[:cut])
-                        sent += cut
-                        at_line_start = self.buf[cut - 1:cut] == b"\n"
-                        self.buf = self.buf[cut:]
-                    if not self._more():
-                        raise IntegrityError(f"the data of {entry.namespace}.{entry.tag} ends without its "
-                                             "end-of-data line")
+                sent = self._pump(entry, copy.write)
         self.frozen += freeze
         return sent
+
+    def _copy_split(self, entry: TocEntry, stmt: str) -> int:
+        """A big table's rows over ``sessions`` COPY sessions at once (whole lines each, round robin): the
+        server parses and inserts them in parallel, where one pg_restore worker loads a table alone. No
+        FREEZE here: it needs the one transaction that truncated the table."""
+        body = stmt[:-len(";\n")]
+        queues: list[queue.Queue[bytes | None]] = [queue.Queue(maxsize=4) for _ in range(self.sessions)]
+        errors: list[BaseException] = []
+
+        def worker(q: queue.Queue[bytes | None]) -> None:
+            try:
+                assert self.connect is not None
+                with self.connect() as connector:
+                    conn = connector.conn
+                    if self.toc is not None:
+                        _session(conn, self.toc)
+                    with conn.transaction(), conn.cursor().copy(body) as copy:  # type: ignore[arg-type]
+                        while (item := q.get()) is not None:
+                            copy.write(item)
+            except BaseException as exc:
+                errors.append(exc)
+                while q.get() is not None:  # keep the producer from blocking on a dead session
+                    pass
+
+        threads = [threading.Thread(target=worker, args=(q,), name="dbfleet-copy-split", daemon=True)
+                   for q in queues]
+        for t in threads:
+            t.start()
+        carry = [b""]
+        turn = [0]
+
+        def put(data: bytes | memoryview) -> None:
+            if errors:
+                raise errors[0]
+            block = carry[0] + bytes(data)
+            cut = block.rfind(b"\n") + 1
+            carry[0] = block[cut:]
+            if cut:
+                queues[turn[0] % len(queues)].put(block[:cut])
+                turn[0] += 1
+
+        try:
+            sent = self._pump(entry, put)
+            if carry[0]:
+                raise IntegrityError(f"the data of {entry.namespace}.{entry.tag} ends inside a row")
+        finally:
+            for q in queues:
+                q.put(None)
+            for t in threads:
+                t.join()
+        if errors:
+            raise errors[0]
+        self.split += 1
+        return sent
+
+    def _pump(self, entry: TocEntry, write: Callable[[bytes], Any]) -> int:
+        """Pass the rows of the current table to ``write`` up to its end-of-data line; returns the bytes."""
+        sent = 0
+        at_line_start = True  # the COPY line's newline: a table without rows ends at once
+        while True:
+            end = _terminator(at_line_start, self.buf)
+            if end is not None:
+                if end:
+                    write(self.buf[:end])
+                    sent += end
+                self.buf = self.buf[end + 3:]
+                return sent
+            # all but the last 3 bytes (which may begin the end-of-data line) are rows
+            cut = len(self.buf) - 3
+            if cut > 0:
+                write(self.buf[:cut])
+                sent += cut
+                at_line_start = self.buf[cut - 1:cut] == b"\n"
+                self.buf = self.buf[cut:]
+            if not self._more():
+                raise IntegrityError(f"the data of {entry.namespace}.{entry.tag} ends without its end-of-data line")
 
 
 def _terminator(at_line_start: bool, buf: bytes) -> int | None:
@@ -333,7 +403,8 @@ class StreamedRestore:
     """One streamed, TOC-scheduled restore into ``dbname`` (a staging database)."""
 
     def __init__(self, *, pg_restore: Path, base_args: list[str], select_args: list[str], env: dict[str, str],
-                 connect: Callable[[], AbstractContextManager[Any]], workdir: Path, jobs: int) -> None:
+                 connect: Callable[[], AbstractContextManager[Any]], workdir: Path, jobs: int,
+                 rows: dict[str, int] | None = None) -> None:
         self.pg_restore = pg_restore
         self.base_args = base_args  # pg_restore --exit-on-error -d DB with the owner options
         self.select_args = select_args  # pg_restore with the options that select entries (tables, owner)
@@ -341,6 +412,7 @@ class StreamedRestore:
         self.connect = connect  # a connector to the database being restored (``.conn``: autocommit)
         self.workdir = workdir
         self.jobs = max(1, jobs)
+        self.rows = dict(rows or {})  # the source's exact row counts (the manifest's), to split big tables
         self.timings: dict[str, float] = {}
 
     def _run_entries(self, entries: list[TocEntry], name: str) -> None:
@@ -385,7 +457,8 @@ class StreamedRestore:
             self._run_entries([by_id[i] for i in sorted(later, key=lambda i: restore_pass(by_id[i]))], "last")
         self.timings = {"schema_seconds": round(t1 - t0, 3), "load_seconds": round(t2 - t1, 3),
                         "index_seconds": round(t3 - t2, 3), "final_seconds": round(time.monotonic() - t3, 3)}
-        return {"tables_loaded": len(data_entries), "tables_frozen": loaded, "post_data_entries": len(scheduled),
+        return {"tables_loaded": len(data_entries), "tables_frozen": loaded,
+                "tables_split": getattr(self, "split", 0), "post_data_entries": len(scheduled),
                 "pg_restore_calls": sched.batches + 4 + bool(first) + bool(later), **self.timings}
 
     def _run_post(self, entries: list[TocEntry]) -> None:
@@ -411,7 +484,8 @@ class StreamedRestore:
             def table_done(entry: TocEntry, size: int) -> None:
                 sched.finished(entry.dump_id, size)
 
-            loader = CopyLoader(conn, entries, unframe.stdout, table_done)
+            loader = CopyLoader(conn, entries, unframe.stdout, table_done, toc=toc, connect=self.connect,
+                                sessions=self.jobs, rows=self.rows)
 
             def load() -> None:
                 try:
@@ -435,6 +509,7 @@ class StreamedRestore:
                 unframe.finish()  # pg_restore's own error first, when it failed
                 raise errors[0]
             unframe.finish()
+        self.split = loader.split
         return loader.frozen
 
 

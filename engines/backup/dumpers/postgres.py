@@ -220,7 +220,7 @@ class PostgresDumper(Dumper):
                 select = [str(pg_restore), *self._select_args(options)]
                 run = StreamedRestore(pg_restore=pg_restore, base_args=base, select_args=select, env=env,
                                       connect=lambda: self._connector(target.db, target.password, into),
-                                      workdir=tmp, jobs=options.jobs)
+                                      workdir=tmp, jobs=options.jobs, rows=manifest["dump"].get("row_counts"))
                 detail = run.run(fetch, toc, toc_bytes)
                 if options.globals and any(s["name"] == "globals" for s in manifest["streams"]):
                     with open(workdir / "globals", "wb") as gh:
