@@ -145,8 +145,8 @@ def _ticker(progress: Progress | None, total: int) -> Callable[[int], None]:
 
     def tick(n: int) -> None:
         done[0] += n
-        if progress:
-            progress(done[0], total)
+        if progress:  # a streamed restore reads the TOC's first chunks twice: never past 100%
+            progress(min(done[0], total), total)
 
     return tick
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from engines.config import StorageConfig
 from engines.errors import ConfigError
 from engines.secrets import resolve_secret
 from engines.storage.base import ObjectInfo, Storage, check_key
+
+if TYPE_CHECKING:  # only annotations: `wal push` opens storage without importing the config models
+    from engines.config import StorageConfig
 
 
 def _filesystem(name: str, cfg: StorageConfig) -> Storage:

@@ -1,6 +1,7 @@
 """Benchmark: dbfleet physical backup/restore and WAL push vs pg_basebackup -Ft and pgBackRest, same data, same run.
 
     .venv/bin/python ops/bench/pitr.py [--events 1000000] [--dir /tmp/h6-bench-pitr] [--segments 8]
+    .venv/bin/python ops/bench/pitr.py --wal-only [--segments 8]    # just the WAL push comparison
 
 Creates a PostgreSQL 15 cluster with initdb (as the `postgres` OS user when run as root),
 loads the music database (Faker users, catalogue, play_events), then times:
@@ -8,7 +9,9 @@ loads the music database (Faker users, catalogue, play_events), then times:
   - pg_basebackup -Ft to a local directory (no compression, no encryption)
   - pgBackRest full backup (compress-type=zst level 3, repo1-cipher-type=aes-256-cbc), if installed
   - restore of each into a new data directory (dbfleet: verified chunks, tar -x, pg_verifybackup)
-  - WAL push of --segments segments, one process per segment as archive_command runs them
+  - WAL push of --segments segments, one process per segment as archive_command runs them:
+    `dbfleet wal push` (the lean entry), the full CLI (`python -m workers.cli wal push`, what every
+    push ran before the lean entry) and `pgbackrest archive-push`, interleaved segment by segment
 Prints wall times, bytes, ratios and the command lines; asserts nothing about time.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -110,6 +114,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--dir", type=Path, default=Path("/tmp/h6-bench-pitr"))
     parser.add_argument("--segments", type=int, default=8)
+    parser.add_argument("--wal-only", action="store_true", help="only the WAL push comparison")
     args = parser.parse_args()
     root = args.dir.resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -123,6 +128,8 @@ def main() -> None:
 
 
 def run(root: Path, data: Path, port: int, args: argparse.Namespace) -> None:
+    if args.wal_only:
+        return wal_only(root, port, args.segments)
     prepare(port, args.events)
     print(f"cluster: {du(data) / 2**20:,.0f} MiB data directory; 2 cores shared with other work", flush=True)
     work = root / "work"
@@ -166,35 +173,139 @@ def pgbackrest_runs(root: Path, data: Path, port: int, work: Path) -> dict[str, 
     return {"backup": backup_wall, "size": size, "restore": restore_wall, "cmd": pb, "conf": conf}
 
 
-def wal_pushes(root: Path, work: Path, count: int, with_pgbackrest: bool) -> dict[str, float]:
-    """Push ``count`` archived segments one process each, as archive_command does."""
+def wal_pushes(root: Path, work: Path, count: int, with_pgbackrest: bool) -> dict[str, Any]:
+    """Push ``count`` archived segments one process each, as archive_command does: the lean entry, the full
+    CLI and pgBackRest interleaved per segment (each into its own fresh repository), wall and CPU each."""
     segments = sorted(p for p in (root / "walcopy").iterdir() if len(p.name) == 24)[-count:]
-    cfg = work / "dbfleet.yaml"
     key = work / "repo.key"
     key.write_text("bench-key")
-    cfg.write_text(f"storage:\n  repo:\n    type: filesystem\n    path: {work / 'dbfleet-repo'}\n"
-                   f"    key_file: {key}\ndatabases:\n  bench:\n    kind: postgresql\n    host: 127.0.0.1\n"
-                   f"fleet:\n  state_dir: {work / 'state'}\n")
-    out: dict[str, float] = {"segments": len(segments)}
-    out["dbfleet"], _ = timed(f"dbfleet wal push x{len(segments)} (one process each)", lambda: [subprocess.run(
-        [DBFLEET, "--config", str(cfg), "wal", "push", str(s), "--db", "bench"], check=True, capture_output=True)
-        for s in segments])
+    cfgs = {}
+    for name in ("lean", "full"):
+        path = work / f"dbfleet-wal-{name}"
+        shutil.rmtree(path, ignore_errors=True)
+        Repository.init(FilesystemStorage(path), "bench-key")
+        cfgs[name] = work / f"dbfleet-{name}.yaml"
+        cfgs[name].write_text(f"storage:\n  repo:\n    type: filesystem\n    path: {path}\n    key_file: {key}\n"
+                               f"databases:\n  bench:\n    kind: postgresql\n    host: 127.0.0.1\n"
+                               f"fleet:\n  state_dir: {work / 'state'}\n")
+    commands = {
+        "lean": lambda s: [DBFLEET, "--config", str(cfgs["lean"]), "wal", "push", str(s), "--db", "bench"],
+        "full": lambda s: [sys.executable, "-m", "workers.cli", "--config", str(cfgs["full"]), "wal", "push", str(s),
+                           "--db", "bench"],
+    }
     if with_pgbackrest:
         conf = root / "pgbackrest.conf"
-        out["pgbackrest"], _ = timed(f"pgbackrest archive-push x{len(segments)}", lambda: [as_user(
-            ["pgbackrest", f"--config={conf}", "--stanza=bench", "archive-push", str(s)]) for s in segments])
+        commands["pgbackrest"] = lambda s: ["pgbackrest", f"--config={conf}", "--stanza=bench", "archive-push",
+                                            str(s)]
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in commands}
+    for seg in segments:
+        for name, cmd in commands.items():
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            start = time.perf_counter()
+            if name == "pgbackrest":
+                as_user(cmd(seg))
+            else:
+                subprocess.run(cmd(seg), check=True, capture_output=True)
+            wall = time.perf_counter() - start
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            times[name].append((wall, cpu))
+    times["lean+ahead"] = ahead_pushes(segments, work, key)
+    commands["lean+ahead"] = lambda s: [DBFLEET, "--config", str(work / "dbfleet-ahead.yaml"), "wal", "push",
+                                        f"pg_wal/{Path(s).name}", "--db", "bench"]
+    out: dict[str, Any] = {"segments": len(segments), "times": times,
+                           "commands": {k: " ".join(v(Path("SEGMENT"))) for k, v in commands.items()}}
+    for name, rows in times.items():
+        out[name] = sum(w for w, _ in rows)
+        walls = sorted(w for w, _ in rows)
+        print(f"  wal push {name:<11} x{len(rows)}: {out[name]:6.1f} s wall, per segment median "
+              f"{walls[len(walls) // 2]:.2f} s (min {walls[0]:.2f}, max {walls[-1]:.2f}), CPU "
+              f"{sum(c for _, c in rows) / len(rows):.2f} s each", flush=True)
     return out
 
 
+def ahead_pushes(segments: list[Path], work: Path, key: Path) -> list[tuple[float, float]]:
+    """The same segments as an archiver with a backlog sees them: all in pg_wal, all marked .ready, pushed one
+    process each in order (each .ready turned .done after its push, as PostgreSQL does). Push-ahead lets the
+    first process push the backlog; the later ones find their file in the ledger."""
+    repo, pg_wal = work / "dbfleet-wal-ahead", work / "pg_wal"
+    for path in (repo, pg_wal):
+        shutil.rmtree(path, ignore_errors=True)
+    Repository.init(FilesystemStorage(repo), "bench-key")
+    cfg = work / "dbfleet-ahead.yaml"
+    cfg.write_text(f"storage:\n  repo:\n    type: filesystem\n    path: {repo}\n    key_file: {key}\n"
+                   f"databases:\n  bench:\n    kind: postgresql\n    host: 127.0.0.1\n")
+    (pg_wal / "archive_status").mkdir(parents=True)
+    for seg in segments:
+        shutil.copyfile(seg, pg_wal / seg.name)
+        (pg_wal / "archive_status" / f"{seg.name}.ready").touch()
+    out = []
+    for seg in segments:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        subprocess.run([DBFLEET, "--config", str(cfg), "wal", "push", f"pg_wal/{seg.name}", "--db", "bench"],
+                       cwd=work, check=True, capture_output=True)
+        wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        os.replace(pg_wal / "archive_status" / f"{seg.name}.ready", pg_wal / "archive_status" / f"{seg.name}.done")
+        out.append((wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)))
+    archived = len(list((repo / "wal" / "bench").iterdir()))
+    assert archived == len(segments), f"push-ahead archived {archived} of {len(segments)}"
+    return out
+
+
+def wal_only(root: Path, port: int, count: int) -> None:
+    """Enough archived segments for the push comparison, then only that."""
+    kw: dict[str, Any] = {"host": "127.0.0.1", "port": port, "user": "postgres", "password": PASSWORD,
+                          "dbname": "postgres"}
+    have = [p for p in (root / "walcopy").iterdir() if len(p.name) == 24]
+    with psycopg.connect(autocommit=True, **kw) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_wal (id bigint, pad text)")
+        for _ in range(max(0, count + 1 - len(have))):
+            conn.execute("INSERT INTO bench_wal SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g")
+            conn.execute("SELECT pg_switch_wal()")
+        conn.execute("CHECKPOINT")
+    deadline = time.monotonic() + 60
+    while len([p for p in (root / "walcopy").iterdir() if len(p.name) == 24]) < count and time.monotonic() < deadline:
+        time.sleep(0.5)
+    work = root / "work"
+    work.mkdir(exist_ok=True)
+    own(work)
+    rest = None
+    if shutil.which("pgbackrest"):
+        data = root / "pg15"
+        conf = pgbackrest_conf(root, data, port)
+        as_user(["pgbackrest", f"--config={conf}", "--stanza=bench", "stanza-create"])
+        rest = True
+    pushes = wal_pushes(root, work, count, rest is not None)
+    report_pushes(pushes)
+
+
+def report_pushes(pushes: dict[str, Any]) -> None:
+    n = pushes["segments"]
+    print()
+    for name, cmd in pushes["commands"].items():
+        print(f"  {name:<10}: {cmd}")
+    line = f"WAL push: dbfleet (lean) {pushes['lean'] / n:.2f} s per segment"
+    line += f", with a backlog (push-ahead) {pushes['lean+ahead'] / n:.2f} s"
+    line += f", full CLI (before) {pushes['full'] / n:.2f} s, lean/full {pushes['lean'] / pushes['full']:.2f}"
+    if "pgbackrest" in pushes:
+        line += (f"; pgBackRest archive-push {pushes['pgbackrest'] / n:.2f} s, dbfleet lean/pgBackRest "
+                 f"{pushes['lean'] / pushes['pgbackrest']:.2f}")
+    print(line)
+    cpu = {k: sum(c for _, c in v) / len(v) for k, v in pushes["times"].items()}
+    print("CPU per segment (user+sys; the machine is shared, wall is noisy): " +
+          ", ".join(f"{k} {v:.2f} s" for k, v in cpu.items()))
+
+
 def report(f: dict[str, float], stored: int, plain: int, res: dict[str, Any], rest: dict[str, Any] | None,
-           pushes: dict[str, float], base_cmd: list[str]) -> None:
+           pushes: dict[str, Any], base_cmd: list[str]) -> None:
     mib = 2**20
     print()
     print("commands:")
     print("  dbfleet: run_physical_backup -> pg_basebackup --format=tar --pgdata=- --wal-method=fetch "
           "--checkpoint=fast | chunker/zstd 3/AES-GCM")
     print(f"  plain:   {' '.join(base_cmd)}")
-    print(f"  wal:     {DBFLEET} --config CFG wal push SEGMENT --db bench")
     print(f"backup: dbfleet {f['dbfleet']:.1f} s vs pg_basebackup -Ft {f['pg_basebackup']:.1f} s  ratio "
           f"{f['dbfleet'] / f['pg_basebackup']:.2f}; stored {stored / mib:,.0f} MiB vs plain tar {plain / mib:,.0f} MiB "
           f"(stream {res['stats']['total_bytes'] / mib:,.0f} MiB)")
@@ -207,12 +318,7 @@ def report(f: dict[str, float], stored: int, plain: int, res: dict[str, Any], re
               f"{f['dbfleet_restore'] / rest['restore']:.2f} (target <= 1.0)")
     else:
         print("pgBackRest: not installed (apt-get install pgbackrest) - skipped")
-    n = pushes["segments"]
-    line = f"WAL push: dbfleet {n / pushes['dbfleet']:.2f} segments/s ({pushes['dbfleet'] / n:.2f} s each)"
-    if "pgbackrest" in pushes:
-        line += (f" vs pgBackRest archive-push {n / pushes['pgbackrest']:.2f} segments/s; "
-                 f"throughput ratio {pushes['pgbackrest'] / pushes['dbfleet']:.2f}")
-    print(line)
+    report_pushes(pushes)
 
 
 if __name__ == "__main__":

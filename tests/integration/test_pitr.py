@@ -5,7 +5,7 @@ The test creates its own cluster with initdb (wal_level=replica, archive_mode=on
 timestamps (track_commit_timestamp), takes a base backup mid-write, keeps writing, and restores.
 Every dbfleet command runs as a separate process, as the cluster's OS user (PostgreSQL refuses
 root), exactly as an operator would run it. As root, that user cannot enter /root, where this
-venv's interpreter lives: the command is then this venv's `workers.cli:main` (the `dbfleet`
+venv's interpreter lives: the command is then this venv's `workers.entry:main` (the `dbfleet`
 entry point, same installed packages) started by the system's Python 3.11 from a wrapper on PATH.
 """
 
@@ -130,7 +130,7 @@ def _wrapper(env: Env) -> None:
     site = sysconfig.get_paths()["purelib"]
     script = env.root / "bin" / "dbfleet"
     script.write_text(f"#!/bin/sh\nexec /usr/bin/python3 -c 'import site, sys; site.addsitedir(\"{site}\"); "
-                      f"sys.argv[0] = \"dbfleet\"; from workers.cli import main; main()' \"$@\"\n")
+                      f"sys.argv[0] = \"dbfleet\"; from workers.entry import main; main()' \"$@\"\n")
     script.chmod(0o755)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import subprocess
 import threading
@@ -17,6 +18,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from engines.backup import tools
 from engines.backup.dumpers.base import Dumper, DumpInfo, Fetch, RestoreOptions, Target, Write, check_dbname
+from engines.backup.dumpers.pg_parallel import StreamedRestore, plan_supported, read_toc
+from engines.backup.dumpers.pg_toc import Unsupported
 from engines.connectors.postgres import PostgresConnector
 from engines.errors import ConfigError, RestoreRefused, ToolFailed
 
@@ -30,6 +33,8 @@ ORDER BY 1, 2"""
 
 
 # libpq keyword -> the environment variable client tools read it from
+log = logging.getLogger("dbfleet.backup")
+
 LIBPQ_ENV = {"host": "PGHOST", "hostaddr": "PGHOSTADDR", "port": "PGPORT", "dbname": "PGDATABASE", "user": "PGUSER",
              "sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT", "sslkey": "PGSSLKEY",
              "sslcrl": "PGSSLCRL", "options": "PGOPTIONS", "application_name": "PGAPPNAME",
@@ -190,13 +195,50 @@ class PostgresDumper(Dumper):
 
     def stream_restore(self, fetch: Fetch, manifest: dict[str, Any], workdir: Path, target: Target,
                        options: RestoreOptions) -> dict[str, Any] | None:
-        """Into a new database: schema and data load while chunks arrive (pg_restore from stdin) into a
-        staging database, then indexes and constraints with ``pg_restore --jobs`` from the spooled copy,
-        then the staging database is renamed to the target. Any failure, a corrupted chunk included,
-        drops the staging database; a killed restore leaves only it, dropped by the retry."""
+        """Into a new database (the whole dump or a ``tables`` subset): the archive streams from the
+        repository without a spool, scheduled per TOC entry (:mod:`pg_parallel`): schema first, then
+        each table's rows, each index and constraint as soon as its tables are in, on ``jobs`` sessions.
+        Everything goes into a staging database renamed to the target at the end; any failure, a
+        corrupted chunk included, drops it; a killed restore leaves only it, dropped by the retry."""
         dbname = self.target_dbname(target, options)
-        if options.tables or options.clean or self._exists(target, dbname):
+        if options.clean or self._exists(target, dbname):
             return None  # existing targets get the spool-first path: verified before any write
+        try:
+            toc, toc_bytes = read_toc(fetch)  # the first chunks only, each verified
+            plan_supported(toc)
+        except Unsupported as exc:
+            log.info("restore of %s: %s, loading in one pg_restore stream", dbname, exc)
+            if options.tables:
+                return None
+            return self._stream_sequential(fetch, manifest, workdir, target, options)
+        into = self._prepare_target(target, dbname, options)
+        try:
+            major, pg_restore, version = self._restore_tool(target, into, manifest)
+            with tools.private_dir(workdir) as tmp:
+                env = self._env(tmp, target.password, target.db, into)
+                base = self._restore_args(pg_restore, target, into, RestoreOptions(no_owner=options.no_owner))
+                select = [str(pg_restore), *self._select_args(options)]
+                run = StreamedRestore(pg_restore=pg_restore, base_args=base, select_args=select, env=env,
+                                      connect=lambda: self._connector(target.db, target.password, into),
+                                      workdir=tmp, jobs=options.jobs, rows=manifest["dump"].get("row_counts"))
+                detail = run.run(fetch, toc, toc_bytes)
+                if options.globals and any(s["name"] == "globals" for s in manifest["streams"]):
+                    with open(workdir / "globals", "wb") as gh:
+                        fetch("globals", gh)
+                    self._replay_globals(workdir / "globals", target, env, major)
+            self._finish(target, into, dbname)
+        except BaseException:
+            self._drop(target, into)
+            raise
+        return {"target": target.db.id, "dbname": dbname, "created": True, "tool": version, "mode": "streamed",
+                "scheduling": "toc", **detail}
+
+    def _stream_sequential(self, fetch: Fetch, manifest: dict[str, Any], workdir: Path, target: Target,
+                           options: RestoreOptions) -> dict[str, Any] | None:
+        """Archives the TOC scheduler leaves alone (large objects, archive versions before 1.14): schema
+        and data load from one pg_restore reading the stream, then indexes and constraints with
+        ``pg_restore --jobs`` from the copy spooled meanwhile."""
+        dbname = self.target_dbname(target, options)
         into = self._prepare_target(target, dbname, options)
         try:
             major, pg_restore, version = self._restore_tool(target, into, manifest)
@@ -253,6 +295,12 @@ class PostgresDumper(Dumper):
         args = [str(pg_restore), "--exit-on-error", "--no-password", "-d", dbname_arg(dbname)]
         if options.clean:
             args += ["--clean", "--if-exists"]
+        return args + self._select_args(options)
+
+    @staticmethod
+    def _select_args(options: RestoreOptions) -> list[str]:
+        """pg_restore options choosing which entries are restored."""
+        args = []
         if options.no_owner:
             args += ["--no-owner", "--no-privileges"]
         for table in options.tables:
