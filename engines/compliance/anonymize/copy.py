@@ -1,0 +1,166 @@
+"""Masked copies: a source database copied into a new one through the migration engine, the ruled columns
+masked in the worker before any row leaves it for the target (the "staging copy of production").
+
+The migration plan carries ``transform = {"kind": "mask", "rules": {table: {column: rule}}, "key_env"/
+"key_file": <references>, "fingerprint": ...}``: key references and the key's fingerprint, never the key.
+Each worker resolves the key itself and refuses to mask under a key whose fingerprint differs from the one
+the copy was planned with (two workers with different keys would break the copy's consistency). Fakes are
+the same as in-place masking's (the same ``Masker``, the same driver values), so a masked copy and a table
+masked in place with one key join on the masked values.
+
+Validation: the batches are copied on the migration's "rows" path, whose checkpoints record the checksum of
+the rows as written, i.e. after masking; validation compares the copy with those masked checksums (the
+original values never enter a checksum of the copy).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+from engines.compliance.anonymize.inplace import MAX_ATTEMPTS
+from engines.compliance.anonymize.rules import NOT_UNIQUE, Masker, Rule, parse_rule
+from engines.compliance.model import ComplianceRefused
+from engines.errors import ConfigError
+
+_LENGTH = re.compile(r"^(?:character varying|varchar|character|char|bpchar)\((\d+)\)$", re.I)
+_UNIQUE = re.compile(r'^UNIQUE \((?:"((?:[^"]|"")+)"|([^,()"\s]+))\)$')
+
+
+def max_length(sql_type: str) -> int | None:
+    """The declared length of a character type (``character varying(120)`` -> 120)."""
+    m = _LENGTH.match(sql_type.strip())
+    return int(m.group(1)) if m else None
+
+
+def unique_columns(table: Any) -> set[str]:
+    """Columns of a migration ``Table`` carrying a single-column unique constraint (or unique index)."""
+    out = set()
+    for obj in table.schema:
+        text = str(obj.get("sql", ""))
+        if obj.get("contype") == "u":
+            m = _UNIQUE.match(text)
+            if m:
+                out.add((m.group(1) or "").replace('""', '"') or m.group(2))
+        elif obj.get("kind") == "index" and text.startswith("CREATE UNIQUE INDEX") and " WHERE " not in text:
+            inner = text[text.rfind("(") + 1:text.rfind(")")]
+            if "," not in inner:
+                out.add(inner.strip().strip('"'))
+    return out
+
+
+def check_copy_rules(tables: list[Any], rules: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """Match ``rules`` (table -> column -> rule; tables by ``schema.table`` or bare name) to the planned
+    tables; every problem is named under its own field. Returns the rules keyed by ``Table.source``."""
+    problems: list[tuple[str, str]] = []
+    out: dict[str, dict[str, str]] = {}
+    by_name: dict[str, Any] = {}
+    for t in tables:
+        by_name.setdefault(t.source, t)
+        by_name.setdefault(t.source_name, t)
+    for tname, cols in rules.items():
+        table = by_name.get(tname)
+        if table is None:
+            problems.append((f"rules.{tname}", f"no table {tname!r} among the copied tables "
+                                               f"({', '.join(sorted(t.source for t in tables))})"))
+            continue
+        if not isinstance(cols, dict) or not cols:
+            problems.append((f"rules.{tname}", "give column: rule pairs"))
+            continue
+        columns = {c.name: c for c in table.columns}
+        unique = unique_columns(table)
+        for col, text in cols.items():
+            where = f"rules.{tname}.{col}"
+            if col not in columns:
+                problems.append((where, f"{table.source} has no column {col!r}"))
+                continue
+            try:
+                rule = parse_rule(text, where)
+            except ConfigError as exc:
+                problems += exc.problems
+                continue
+            if col in table.key and rule.name != "keep":
+                problems.append((where, "primary-key columns are not masked (foreign keys point at them)"))
+            elif rule.name == "null" and not columns[col].nullable:
+                problems.append((where, f"{col} is NOT NULL: use redact, hash or default instead of null"))
+            elif col in unique and rule.name in NOT_UNIQUE:
+                problems.append((where, f"{col} has a unique constraint: {rule.name} would repeat values"))
+            elif rule.name != "keep":
+                out.setdefault(table.source, {})[col] = rule.text
+    if problems:
+        raise ConfigError(problems, "masked copy rules")
+    if not out:
+        raise ConfigError([("rules", "no column to mask: a masked copy needs at least one rule other than keep")])
+    return out
+
+
+def mask_spec(rules: dict[str, dict[str, str]], key_env: str | None, key_file: str | None,
+              fingerprint: str) -> dict[str, Any]:
+    """The plan's ``transform``: rules, where the key is (references) and its fingerprint."""
+    return {"kind": "mask", "rules": rules, "key_env": key_env, "key_file": key_file, "fingerprint": fingerprint}
+
+
+@functools.lru_cache(maxsize=4)
+def _masker(key: bytes) -> Masker:
+    return Masker(key)  # Faker's construction costs tens of ms: once per key and process
+
+
+def _key(spec: dict[str, Any]) -> bytes:
+    from engines.config import _key_bytes
+
+    return _key_bytes("compliance anonymisation key", spec.get("key_env"), spec.get("key_file"), "key_file/key_env")
+
+
+def batch_transform(plan: Any, table: Any, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The migration hook (``engines.migration.base.TRANSFORMS["mask"]``): one batch's rows with the ruled
+    columns masked. Unique columns: a fake equal to another row's fake or original value in the batch is
+    bumped (the next HMAC attempt), as in-place masking does; a clash across batches fails the unique
+    index the migration builds at finalize, naming it."""
+    spec = plan.transform or {}
+    rules = (spec.get("rules") or {}).get(table.source)
+    if not rules:
+        return rows
+    masker = _masker(_key(spec))
+    if masker.fingerprint != spec.get("fingerprint"):
+        raise ComplianceRefused("the anonymisation key of this worker is not the one the masked copy was planned "
+                                f"with (fingerprint {masker.fingerprint} != {spec.get('fingerprint')}): give every "
+                                "worker the same database_scripts.compliance key")
+    names = [c.name for c in table.columns]
+    unique = unique_columns(table)
+    plan_cols: list[tuple[int, Rule, int | None, bool]] = [
+        (names.index(col), parse_rule(text), max_length(table.columns[names.index(col)].source_type), col in unique)
+        for col, text in rules.items()]
+    out = [list(r) for r in rows]
+    for i, rule, length, is_unique in plan_cols:
+        cache: dict[Any, Any] = {}
+        values = [r[i] for r in rows]
+        masked = []
+        for v in values:
+            if v not in cache:
+                cache[v] = masker.apply(rule, v, length)
+            masked.append(cache[v])
+        if is_unique:
+            masked = _unique(masker, rule, length, values, masked, f"{table.source}.{names[i]}")
+        for r, m in zip(out, masked, strict=True):
+            r[i] = m
+    return [tuple(r) for r in out]
+
+
+def _unique(masker: Masker, rule: Rule, length: int | None, values: list[Any], out: list[Any],
+            where: str) -> list[Any]:
+    attempts = [0] * len(out)
+    originals = {v for v in values if v is not None}
+    for _ in range(MAX_ATTEMPTS):
+        seen: set[Any] = set()
+        clash = []
+        for j, v in enumerate(out):
+            if v is not None and (v in originals or v in seen):
+                clash.append(j)
+            seen.add(v)
+        if not clash:
+            return out
+        for j in clash:
+            attempts[j] += 1
+            out[j] = masker.apply(rule, values[j], length, attempts[j])
+    raise ComplianceRefused(f"{where}: no collision-free fake after {MAX_ATTEMPTS} attempts")
