@@ -133,13 +133,8 @@ def batch_transform(plan: Any, table: Any, rows: list[tuple[Any, ...]]) -> list[
         for col, text in rules.items()]
     out = [list(r) for r in rows]
     for i, rule, length, is_unique in plan_cols:
-        cache: dict[Any, Any] = {}
         values = [r[i] for r in rows]
-        masked = []
-        for v in values:
-            if v not in cache:
-                cache[v] = masker.apply(rule, v, length)
-            masked.append(cache[v])
+        masked = list(map(masker.compile(rule, length), values))
         if is_unique:
             masked = _unique(masker, rule, length, values, masked, f"{table.source}.{names[i]}")
         for r, m in zip(out, masked, strict=True):
