@@ -106,6 +106,11 @@ def _masker(key: bytes) -> Masker:
     return Masker(key)  # Faker's construction costs tens of ms: once per key and process
 
 
+@functools.lru_cache(maxsize=256)
+def _compiled(masker: Masker, rule: Rule, length: int | None) -> Any:
+    return masker.compile(rule, length)  # kept across the batches a worker copies: repeated values masked once
+
+
 def _key(spec: dict[str, Any]) -> bytes:
     from engines.config import _key_bytes
 
@@ -134,7 +139,7 @@ def batch_transform(plan: Any, table: Any, rows: list[tuple[Any, ...]]) -> list[
     out = [list(r) for r in rows]
     for i, rule, length, is_unique in plan_cols:
         values = [r[i] for r in rows]
-        masked = list(map(masker.compile(rule, length), values))
+        masked = _compiled(masker, rule, length).many(values)
         if is_unique:
             masked = _unique(masker, rule, length, values, masked, f"{table.source}.{names[i]}")
         for r, m in zip(out, masked, strict=True):

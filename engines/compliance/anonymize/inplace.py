@@ -88,16 +88,17 @@ class _Batcher:
     def mask(self, rows: list[tuple[Any, ...]], target: MaskTarget | None = None) -> list[tuple[Any, ...]]:
         """The batch's rows with every ruled column replaced by its fake (``target``: the connection holding
         the batch, which answers ``taken``)."""
-        masked_cols = []
+        if not rows:
+            return []
+        columns = list(zip(*rows, strict=True))  # transposed once, in C
+        masked_cols: list[Any] = []
         for i, col in enumerate(self.cols):
-            values = [r[self.nkey + i] for r in rows]
-            info = self.shape.columns[col]
-            rule = self.rules[col]
-            out = list(map(self.compiled[col], values))
-            if info.unique:
-                out = self._unique(col, rule, values, out, target or self.target)
+            values = columns[self.nkey + i]
+            out = self.compiled[col].many(values)
+            if self.shape.columns[col].unique:
+                out = self._unique(col, self.rules[col], list(values), out, target or self.target)
             masked_cols.append(out)
-        return [(*r[: self.nkey], *(m[j] for m in masked_cols)) for j, r in enumerate(rows)]
+        return list(zip(*columns[: self.nkey], *masked_cols, strict=True))
 
     def _unique(self, col: str, rule: Rule, values: list[Any], out: list[Any], target: MaskTarget) -> list[Any]:
         maxlen = self.shape.columns[col].max_length

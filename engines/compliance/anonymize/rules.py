@@ -13,7 +13,7 @@ import random
 import re
 import string
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -63,6 +63,7 @@ _LOWER = "".join(string.ascii_lowercase[b % 26] for b in range(256))
 _IS_DIGIT, _IS_UPPER, _IS_LOWER = frozenset(string.digits), frozenset(string.ascii_uppercase), \
     frozenset(string.ascii_lowercase)
 _DOMAINS = ("example.com", "example.org", "example.net")
+_ABSENT = object()
 CACHE_LIMIT = 200_000  # distinct values remembered per compiled rule (then the cache starts over)
 _IBAN_LETTERS = {ord(c): str(i) for i, c in enumerate(string.ascii_uppercase, 10)}
 
@@ -112,36 +113,11 @@ class Masker:
             out = out[:max_length]
         return out
 
-    def compile(self, rule: Rule, max_length: int | None = None) -> Callable[[Any], Any]:
-        """``apply`` of one rule to one column as a function that computes each distinct value's fake once
-        (values repeat: names, cities, phone numbers shared by a household); attempts > 0 (collision bumps)
-        go through ``apply``."""
-        if rule.name == "keep":
-            return lambda value: value
-        if rule.name == "null":
-            return lambda value: None
-        fn = getattr(self, f"_r_{rule.name}")
-        cache: dict[Any, Any] = {}
-
-        def masked(value: Any) -> Any:
-            if value is None:
-                return None
-            try:
-                return cache[value]
-            except (KeyError, TypeError):  # TypeError: an unhashable value (a JSON document, an array)
-                pass
-            out = fn(rule, value, 0)
-            if isinstance(out, str) and max_length:
-                out = out[:max_length]
-            if len(cache) >= CACHE_LIMIT:
-                cache.clear()
-            try:
-                cache[value] = out
-            except TypeError:
-                pass
-            return out
-
-        return masked
+    def compile(self, rule: Rule, max_length: int | None = None) -> CompiledRule:
+        """``apply`` of one rule to one column, computing each distinct value's fake once (values repeat:
+        names, cities, phone numbers shared by a household); attempts > 0 (collision bumps) go through
+        ``apply``. Call it on one value, or ``.many(values)`` on a batch's column."""
+        return CompiledRule(self, rule, max_length)
 
     # -- rules ---------------------------------------------------------------------------------
     def _names(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -261,3 +237,39 @@ class Masker:
         bban = self._shape(compact[4:], "iban", value, attempt)
         new = compact[:2] + iban_check_digits(compact[:2], bban) + bban
         return " ".join(new[i:i + 4] for i in range(0, len(new), 4)) if " " in text else new
+
+
+class CompiledRule:
+    """One rule bound to a masker and a column's length, with a bounded cache of the fakes computed."""
+
+    def __init__(self, masker: Masker, rule: Rule, max_length: int | None) -> None:
+        self.rule, self.max_length = rule, max_length
+        self._fn = None if rule.name in ("keep", "null") else getattr(masker, f"_r_{rule.name}")
+        self._cache: dict[Any, Any] = {}
+
+    def _miss(self, value: Any) -> Any:
+        if value is None:
+            return None
+        out = self._fn(self.rule, value, 0)  # type: ignore[misc]
+        if isinstance(out, str) and self.max_length:
+            out = out[:self.max_length]
+        if len(self._cache) >= CACHE_LIMIT:
+            self._cache.clear()
+        try:
+            self._cache[value] = out
+        except TypeError:  # an unhashable value (a JSON document, an array): not cached
+            pass
+        return out
+
+    def __call__(self, value: Any) -> Any:
+        return self.many([value])[0]
+
+    def many(self, values: Sequence[Any]) -> list[Any]:
+        """The fakes of ``values`` (a batch's column), in order."""
+        if self._fn is None:
+            return list(values) if self.rule.name == "keep" else [None] * len(values)
+        get, miss, absent = self._cache.get, self._miss, _ABSENT
+        try:
+            return [out if (out := get(v, absent)) is not absent else miss(v) for v in values]
+        except TypeError:  # unhashable values
+            return [miss(v) for v in values]
