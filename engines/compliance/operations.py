@@ -113,7 +113,7 @@ def do_masked_copy(db: DatabaseConfig, cfg: Config, options: dict[str, Any], pro
     The source is only read; a failed copy is rolled back (what it created in the target is dropped)."""
     import time
 
-    from engines.compliance.anonymize.copy import check_copy_rules, mask_spec
+    from engines.compliance.anonymize.copy import check_copy_rules, mask_spec, masking_key
     from engines.migration import engine as migration
 
     settings = settings_for(cfg, db, options)
@@ -126,34 +126,33 @@ def do_masked_copy(db: DatabaseConfig, cfg: Config, options: dict[str, Any], pro
                                        f"{target.kind}); mask in place there instead")])
     if "prod" in target.tags:
         raise ComplianceRefused(f"{target.id} is tagged prod: a masked copy is written into a staging database")
-    section = cfg.database_scripts.compliance
-    masker = Masker(section.anonymization_key())
+    key = cfg.database_scripts.compliance.anonymization_key()
     started = time.perf_counter()
-    plan = migration.plan_migration(db, target, migration.MigrationOptions(
-        batch_size=int(settings.get("batch_size", 1000)), parallel_workers=1,
-        validation=bool(options.get("validation", True)), tables=options.get("tables"),
-        transform={"kind": "mask"}))
-    plan.transform = mask_spec(check_copy_rules(plan.tables, rules), section.key_env, section.key_file,
-                               masker.fingerprint)
-    plan = migration.prepare(plan, db, target)
-    total = len(plan.batches)
-    try:
-        rows = 0
-        for batch in plan.batches:
-            rows += int(migration.copy_batch(plan, batch.id, db, target).get("rows") or 0)
-            if progress:
-                progress(rows, None)
-        finalized = migration.finalize(plan, db, target)
-        report = migration.validate(plan, db, target) if plan.validation else None
-    except BaseException:
-        migration.rollback(plan, db, target)
-        raise
+    with masking_key(key) as fingerprint:  # the key stays in this process; the plan names its fingerprint
+        plan = migration.plan_migration(db, target, migration.MigrationOptions(
+            batch_size=int(settings.get("batch_size", 1000)), parallel_workers=1,
+            validation=bool(options.get("validation", True)), tables=options.get("tables"),
+            transform={"kind": "mask"}))
+        plan.transform = mask_spec(check_copy_rules(plan.tables, rules), fingerprint)
+        plan = migration.prepare(plan, db, target)
+        total = len(plan.batches)
+        try:
+            rows = 0
+            for batch in plan.batches:  # here, not on the migrations queue: the batches need the key
+                rows += int(migration.copy_batch(plan, batch.id, db, target).get("rows") or 0)
+                if progress:
+                    progress(rows, None)
+            finalized = migration.finalize(plan, db, target)
+            report = migration.validate(plan, db, target) if plan.validation else None
+        except BaseException:
+            migration.rollback(plan, db, target)
+            raise
     elapsed = time.perf_counter() - started
     masked = (plan.transform or {})["rules"]
     result: dict[str, Any] = {
         "database_id": db.id, "copy_to": target.id, "mode": "copy", "migration_id": plan.id,
         "tables": [t.source for t in plan.tables], "batches": total, "rows_copied": finalized["rows"],
-        "columns": masked, "key_fingerprint": masker.fingerprint, "duration_seconds": round(elapsed, 3),
+        "columns": masked, "key_fingerprint": fingerprint, "duration_seconds": round(elapsed, 3),
         "rows_per_second": round(finalized["rows"] / elapsed, 1) if elapsed else None,
         "validation": None if report is None else {
             "ok": report["ok"], "tables": [{k: t.get(k) for k in ("table", "ok", "rows") if k in t}

@@ -1,10 +1,10 @@
 """Masked copies: a source database copied into a new one through the migration engine, the ruled columns
 masked in the worker before any row leaves it for the target (the "staging copy of production").
 
-The migration plan carries ``transform = {"kind": "mask", "rules": {table: {column: rule}}, "key_env"/
-"key_file": <references>, "fingerprint": ...}``: key references and the key's fingerprint, never the key.
-Each worker resolves the key itself and refuses to mask under a key whose fingerprint differs from the one
-the copy was planned with (two workers with different keys would break the copy's consistency). Fakes are
+The migration plan carries ``transform = {"kind": "mask", "rules": {table: {column: rule}}, "fingerprint":
+...}``: the key's fingerprint, never the key nor where it is. The compliance task that plans the copy runs
+its batches itself and holds the key in memory for them (``masking_key``); a plan with a mask transform
+sent anywhere else (a migration worker, a plan crafted on the broker) finds no key and is refused. Fakes are
 the same as in-place masking's (the same ``Masker``, the same driver values), so a masked copy and a table
 masked in place with one key join on the masked values.
 
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from engines.compliance.anonymize.inplace import MAX_ATTEMPTS
@@ -95,10 +97,10 @@ def check_copy_rules(tables: list[Any], rules: dict[str, dict[str, str]]) -> dic
     return out
 
 
-def mask_spec(rules: dict[str, dict[str, str]], key_env: str | None, key_file: str | None,
-              fingerprint: str) -> dict[str, Any]:
-    """The plan's ``transform``: rules, where the key is (references) and its fingerprint."""
-    return {"kind": "mask", "rules": rules, "key_env": key_env, "key_file": key_file, "fingerprint": fingerprint}
+def mask_spec(rules: dict[str, dict[str, str]], fingerprint: str) -> dict[str, Any]:
+    """The plan's ``transform``: the rules and the key's fingerprint. No key, nor where to find one: a plan
+    travels through the migration store and the broker, and the key stays in the process that masks."""
+    return {"kind": "mask", "rules": rules, "fingerprint": fingerprint}
 
 
 @functools.lru_cache(maxsize=4)
@@ -111,10 +113,20 @@ def _compiled(masker: Masker, rule: Rule, length: int | None) -> Any:
     return masker.compile(rule, length)  # kept across the batches a worker copies: repeated values masked once
 
 
-def _key(spec: dict[str, Any]) -> bytes:
-    from engines.config import _key_bytes
+_KEYS: dict[str, bytes] = {}  # fingerprint -> key, while a masked copy runs in this process
 
-    return _key_bytes("compliance anonymisation key", spec.get("key_env"), spec.get("key_file"), "key_file/key_env")
+
+@contextmanager
+def masking_key(key: bytes) -> Iterator[str]:
+    """Make ``key`` usable by this process's batch transforms for the duration of a masked copy; yields its
+    fingerprint (what the plan names). A plan naming another fingerprint, or sent to another process (a
+    migration worker), finds no key and is refused."""
+    fingerprint = _masker(key).fingerprint
+    _KEYS[fingerprint] = key
+    try:
+        yield fingerprint
+    finally:
+        _KEYS.pop(fingerprint, None)
 
 
 def batch_transform(plan: Any, table: Any, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -126,11 +138,12 @@ def batch_transform(plan: Any, table: Any, rows: list[tuple[Any, ...]]) -> list[
     rules = (spec.get("rules") or {}).get(table.source)
     if not rules:
         return rows
-    masker = _masker(_key(spec))
-    if masker.fingerprint != spec.get("fingerprint"):
-        raise ComplianceRefused("the anonymisation key of this worker is not the one the masked copy was planned "
-                                f"with (fingerprint {masker.fingerprint} != {spec.get('fingerprint')}): give every "
-                                "worker the same database_scripts.compliance key")
+    key = _KEYS.get(str(spec.get("fingerprint")))
+    if key is None:
+        raise ComplianceRefused(f"no anonymisation key for the masked copy {getattr(plan, 'id', '?')} in this process: "
+                                "masked copies run their batches in the compliance task that planned them "
+                                "(dbfleet compliance anonymize --copy-to)")
+    masker = _masker(key)
     names = [c.name for c in table.columns]
     unique = unique_columns(table)
     plan_cols: list[tuple[int, Rule, int | None, bool]] = [
