@@ -6,7 +6,8 @@ and ``database_scripts.monitoring.interval_seconds`` (a health check per databas
 ``database_scripts.security_audit.schedule`` (weekly by default) and
 ``database_scripts.performance_tuning.analysis_interval`` (a read-only tuning analysis, daily by default) and
 ``database_scripts.disaster_recovery`` (each DR group observed every ``observe_interval_seconds``, drilled
-on its ``drill_schedule``).
+on its ``drill_schedule``) and ``database_scripts.compliance.anchor_schedule`` (the audit trail's head
+exported to the backup storage daily, when a trail key is configured).
 Only what a database's kind supports (engines/kinds.py) is scheduled; an explicit schedule naming a
 script its kind cannot run is a ConfigError.
 Runtime entries (``dbfleet schedule add``) live in Redis through celery-redbeat.
@@ -92,6 +93,12 @@ def build_beat_schedule(cfg: Config) -> dict[str, dict[str, Any]]:
         if group.drill_schedule:
             out[f"dr_drill:{dr_id}"] = {**entry("disaster_recovery", dr_id, cron_schedule(group.drill_schedule)),
                                         "task": "dr.drill"}
+    compliance = cfg.database_scripts.compliance
+    if compliance.anchor_schedule and (compliance.trail_key_env or compliance.trail_key_file):
+        # daily: the trail's head goes to the backup storage, where a later `trail verify` checks it
+        out["compliance_trail_anchor"] = {"task": "compliance.export_anchor",
+                                          "schedule": cron_schedule(compliance.anchor_schedule),
+                                          "args": [], "kwargs": {}, "options": {"queue": "compliance"}}
     for db_id, db in cfg.databases.items():
         for script, cron in db.schedules.items():
             _explicit(script, db_id, db.kind, f"databases.{db_id}.schedules.{script}")

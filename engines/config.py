@@ -625,6 +625,7 @@ class ComplianceSection(BaseModel):
     key_env: str | None = None
     trail_key_file: str | None = None  # HMAC key of the tamper-evident trail
     trail_key_env: str | None = None
+    anchor_schedule: str | None = "30 0 * * *"  # cron: export the trail's head to the backup storage (beat)
     batch_size: int = Field(default=1000, ge=1, le=100_000)
     erasure_policies: dict[str, Literal["delete", "anonymize", "keep"]] = Field(default_factory=dict)
     erasure_rules: dict[str, dict[str, str]] = Field(default_factory=dict)  # table -> column -> rule

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from engines.secrets import scrub, touch_private
 
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
+
+# called after each committed write of a run row with (event, row as a dict): the compliance trail's hook
+Recorder = Callable[[str, dict[str, Any]], None]
 
 
 class _Base(DeclarativeBase):
@@ -82,10 +87,21 @@ def sql_engine(url: str) -> Engine:
 class HistoryStore:
     """Record and query script runs. Safe to share between worker processes."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, recorder: Recorder | None = None) -> None:
         self.url = url
         self.engine = sql_engine(url)
+        self.recorder = recorder
         _Base.metadata.create_all(self.engine)
+
+    def _recorded(self, event: str, row: dict[str, Any] | None) -> None:
+        """Hand a committed row to the recorder (the audit trail); its failure is logged, never raised."""
+        if self.recorder is None or row is None:
+            return
+        try:
+            self.recorder(event, row)
+        except Exception as exc:
+            logging.getLogger("dbfleet").warning("run %s not appended to the audit trail: %s", row.get("id"),
+                                                 scrub(f"{type(exc).__name__}: {exc}"))
 
     def start(self, run_id: str, script_type: str, database_id: str | None,
               options: dict[str, Any] | None = None, queue: str | None = None,
@@ -94,13 +110,16 @@ class HistoryStore:
         with Session(self.engine) as s, s.begin():
             run = s.get(ScriptRun, run_id)
             if run is None:
-                s.add(ScriptRun(id=run_id, script_type=script_type, database_id=database_id,
+                run = ScriptRun(id=run_id, script_type=script_type, database_id=database_id,
                                 options=_safe(options or {}), queue=queue, worker=worker,
-                                status=RUNNING, attempts=1, started_at=utcnow()))
+                                status=RUNNING, attempts=1, started_at=utcnow())
+                s.add(run)
             else:
                 run.attempts += 1
                 run.status, run.worker, run.started_at = RUNNING, worker, utcnow()
                 run.finished_at, run.error = None, None
+            row = run.to_dict() if self.recorder else None
+        self._recorded("start", row)
 
     def finish(self, run_id: str, status: str, summary: dict[str, Any] | None = None,
                error: str | None = None) -> None:
@@ -112,6 +131,8 @@ class HistoryStore:
             run.status, run.finished_at = status, utcnow()
             run.summary = _safe(summary) if summary is not None else None
             run.error = scrub(error) if error else None
+            row = run.to_dict() if self.recorder else None
+        self._recorded("finish", row)
 
     def record_failure(self, run_id: str, script_type: str, database_id: str | None, error: str,
                        queue: str | None = None, worker: str | None = None, attempts: int = 1) -> None:
@@ -124,6 +145,8 @@ class HistoryStore:
                 s.add(run)
             run.status, run.finished_at, run.error = FAILED, utcnow(), scrub(error)
             run.attempts = max(run.attempts or 0, attempts)
+            row = run.to_dict() if self.recorder else None
+        self._recorded("failure", row)
 
     def query(self, script_type: str | None = None, database_id: str | None = None,
               since: datetime | None = None, status: str | None = None,

@@ -106,28 +106,68 @@ def _rules(pairs: tuple[str, ...]) -> dict[str, str]:
 
 @compliance.command("anonymize")
 @click.argument("database_id")
-@click.option("--table", required=True)
-@click.option("--rule", "rules", multiple=True, required=True, help="column=rule (repeatable), e.g. email=email")
+@click.option("--table", help="the table to mask (in place: required; copy: or name columns table.column=rule)")
+@click.option("--rule", "rules", multiple=True, required=True,
+              help="column=rule (repeatable), e.g. email=email; with --copy-to also table.column=rule")
+@click.option("--copy-to", help="copy the database into this one (PostgreSQL), masked in flight; the source is"
+                                " only read")
+@click.option("--only", "tables", multiple=True, help="--copy-to: copy only these tables (repeatable)")
 @click.option("--i-know", is_flag=True, help="required for databases tagged prod")
 @click.option("--backup-id", help="a backup of the database taken within 24 h (required for prod)")
 @click.option("--again", is_flag=True, help="mask a table already masked with these rules")
 @click.option("--batch-size", type=int)
 @click.option("--local", is_flag=True)
 @click.option("--timeout", default=3 * 3600.0, show_default=True)
-def anonymize_cmd(database_id: str, table: str, rules: tuple[str, ...], i_know: bool, backup_id: str | None,
-                  again: bool, batch_size: int | None, local: bool, timeout: float) -> None:
-    """Mask TABLE of DATABASE_ID in place, deterministically; rerun to resume after a crash."""
-    options: dict[str, Any] = {"table": table, "rules": _rules(rules), "i_know": i_know, "again": again}
+def anonymize_cmd(database_id: str, table: str | None, rules: tuple[str, ...], copy_to: str | None,
+                  tables: tuple[str, ...], i_know: bool, backup_id: str | None, again: bool, batch_size: int | None,
+                  local: bool, timeout: float) -> None:
+    """Mask TABLE of DATABASE_ID in place, deterministically (rerun to resume after a crash), or with
+    --copy-to write a masked copy of DATABASE_ID into another database (the staging copy of production)."""
+    options: dict[str, Any] = {"i_know": i_know, "again": again}
+    if copy_to:
+        options.update(copy_to=copy_to, rules=_copy_rules(table, rules))
+        if tables:
+            options["tables"] = list(tables)
+    else:
+        if not table:
+            raise click.UsageError("--table is required to mask in place (or give --copy-to)")
+        options.update(table=table, rules=_rules(rules))
     if backup_id:
         options["backup_id"] = backup_id
     if batch_size:
         options["batch_size"] = batch_size
     result = _run("compliance_anonymize", database_id, options, local, timeout)
+    if copy_to:
+        validation = result.get("validation") or {}
+        console.print(key_value_table(f"masked copy of {database_id} in {result['copy_to']}", [
+            ("tables", len(result["tables"])), ("rows copied", result["rows_copied"]),
+            ("masked", "; ".join(f"{t}: " + ", ".join(f"{c}={r}" for c, r in cols.items())
+                                 for t, cols in result["columns"].items())),
+            ("validation", "skipped" if not validation else "ok" if validation["ok"] else "[red]FAILED[/red]"),
+            ("rows/s", result["rows_per_second"]), ("migration", result["migration_id"]),
+            ("trail", "recorded" if result.get("trail", {}).get("recorded") else "not recorded")]))
+        if validation and not validation["ok"]:
+            sys.exit(1)
+        return
     console.print(key_value_table(f"anonymised {result['table']} of {database_id}", [
         ("rows masked", result["rows_masked"]), ("resumed from", result["resumed_from_rows"]),
         ("columns", ", ".join(f"{c}: {r}" for c, r in result["columns"].items())),
         ("rows/s", result["rows_per_second"]), ("job", result["job_id"]),
         ("trail", "recorded" if result.get("trail", {}).get("recorded") else "not recorded")]))
+
+
+def _copy_rules(table: str | None, pairs: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """--rule for a copy: column=rule under --table, or table.column=rule (schema.table.column=rule)."""
+    out: dict[str, dict[str, str]] = {}
+    for col, rule in _rules(pairs).items():
+        if table:
+            out.setdefault(table, {})[col] = rule
+            continue
+        tname, dot, column = col.rpartition(".")
+        if not dot or not tname or not column:
+            raise ConfigError([("--rule", f"{col}={rule}: name the table (table.column=rule) or give --table")])
+        out.setdefault(tname, {})[column] = rule
+    return out
 
 
 @compliance.command("erase")
@@ -155,7 +195,7 @@ def erase_cmd(database_id: str, subject: str, yes: bool, dry_run: bool, local: b
 
 @compliance.group("trail")
 def trail() -> None:
-    """The tamper-evident audit trail of compliance actions."""
+    """The tamper-evident audit trail: every history row, tuning change, failover and compliance action."""
 
 
 @trail.command("verify")
@@ -173,10 +213,17 @@ def trail_verify(anchor: str | None, repository_anchor: bool) -> None:
         if head is None:
             err_console.print("no anchor exported yet (dbfleet compliance trail export-anchor)")
     result = verify(runtime.config(), head)
+    history = result.get("history") or {"checked": 0, "problems": []}
     if result["ok"]:
-        console.print(f"[green]trail intact[/green]: {result['entries']} entries, head {result['anchor']['mac'][:16]}…")
+        console.print(f"[green]trail intact[/green]: {result['entries']} entries, head {result['anchor']['mac'][:16]}…"
+                      f"; {history['checked']} history rows match it")
         return
-    err_console.print(f"[red]trail broken at entry {result['first_broken']}[/red]: {escape(result['problem'])}")
+    if result["first_broken"] is not None:
+        err_console.print(f"[red]trail broken at entry {result['first_broken']}[/red]: {escape(result['problem'])}")
+    for p in history["problems"][:20]:
+        err_console.print(f"[red]history row {escape(p['run_id'])}[/red]: {escape(p['problem'])}")
+    if len(history["problems"]) > 20:
+        err_console.print(f"... and {len(history['problems']) - 20} more history rows")
     sys.exit(1)
 
 

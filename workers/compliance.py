@@ -64,6 +64,25 @@ def erase(self: ScriptTask, database_id: str, options: dict[str, Any] | None = N
     return self.execute(database_id, options, do_erase)
 
 
+@app.task(name="compliance.export_anchor", bind=True)
+def export_anchor(self: Any) -> dict[str, Any]:
+    """Beat, daily: write the audit trail's head to the backup storage (recorded in history like any run)."""
+    import uuid
+
+    from engines.history import FAILED, SUCCEEDED
+    from engines.secrets import scrub
+
+    run_id, history = self.request.id or f"anchor-{uuid.uuid4()}", runtime.history()
+    history.start(run_id, "compliance_trail_anchor", None, {}, queue="compliance", worker=self.request.hostname)
+    try:
+        out = operations.export_anchor(runtime.config())
+    except Exception as exc:
+        history.finish(run_id, FAILED, error=scrub(f"{type(exc).__name__}: {exc}"))
+        raise
+    history.finish(run_id, SUCCEEDED, summary=out)
+    return out
+
+
 def run_local(script: str, database_id: str, options: dict[str, Any], progress: Any = None) -> dict[str, Any]:
     """Run a compliance script in this process, recorded in history (scrubbed) like a task."""
     import json

@@ -38,7 +38,9 @@ def history() -> HistoryStore:
     fleet = config().fleet
     if not fleet.history_url:
         state_dir()
-    return HistoryStore(fleet.resolved_history())
+    from engines.compliance.trail import history_recorder
+
+    return HistoryStore(fleet.resolved_history(), recorder=history_recorder(config()))  # every row -> the trail
 
 
 @functools.lru_cache(maxsize=1)

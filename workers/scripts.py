@@ -61,8 +61,9 @@ _TUNING = {"auto_apply", "dry_run", "now", "only", "optimize_for", "min_cost_sav
            "disk_headroom_factor", "host", "create_materialized_views", "partitioning_strategy",
            "optimization_targets", "verify"}  # apply_settings / apply_mviews are config-only (engines/tuning)
 _COMPLIANCE_SCAN = {"sample_size", "min_confidence", "statement_timeout_seconds", "security_audit", "tables",
-                    "sample_seed", "frameworks"}
-_COMPLIANCE_MASK = {"table", "rules", "batch_size", "i_know", "backup_id", "again", "dry_run", "throttle_seconds"}
+                    "sample_seed", "frameworks", "presidio"}
+_COMPLIANCE_MASK = {"table", "rules", "batch_size", "i_know", "backup_id", "again", "dry_run", "throttle_seconds",
+                    "copy_to", "tables", "validation"}  # copy_to: a masked copy into that database
 _COMPLIANCE_ERASE = {"subject", "dry_run", "erasure_policies", "erasure_rules", "batch_size"}
 _AUDIT = {"exclude", "fail_on", "expected_superusers", "allowed_createrole", "pii_tables", "checks"}
 _HEALTH = {"detailed", "deep"}

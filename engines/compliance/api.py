@@ -59,6 +59,14 @@ class ComplianceEngine:
         return await self._run("compliance_anonymize", database_config,
                                {**options, "table": table_name, "rules": dict(anonymization_rules)})
 
+    async def anonymized_copy(self, database_config: str | dict[str, Any], copy_to: str | dict[str, Any],
+                              anonymization_rules: dict[str, dict[str, str]], **options: Any) -> dict[str, Any]:
+        """Copy the database into ``copy_to`` (another registered PostgreSQL database), masking
+        ``anonymization_rules`` ({table: {column: rule}}) in flight; the source is only read."""
+        target = database_id(copy_to, self.cfg)
+        return await self._run("compliance_anonymize", database_config,
+                               {**options, "copy_to": target, "rules": dict(anonymization_rules)})
+
     async def erase_subject(self, database_config: str | dict[str, Any], subject: str, *, dry_run: bool = False,
                             **options: Any) -> dict[str, Any]:
         """Erase ``subject`` (``users.id=42``) and its dependent rows; ``dry_run`` only plans."""

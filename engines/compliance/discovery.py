@@ -7,10 +7,11 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
+from engines.compliance import presidio
 from engines.compliance.base import CannotSample, ColumnInfo, Discoverer, TableInfo, discoverer_class
 from engines.compliance.model import NOUNS, PII, SUPPRESSED, UNKNOWN, ColumnFinding, DiscoveryReport
 from engines.compliance.signals import NameSignal, name_signals, pin_from_text
-from engines.compliance.validators import FAMILIES, STANDALONE, VALIDATORS, as_text
+from engines.compliance.validators import FAMILIES, STANDALONE, VALIDATORS, as_text, is_free_text
 from engines.config import DatabaseConfig
 from engines.connectors import Connector, open_connector
 from engines.errors import DbfleetError
@@ -43,8 +44,11 @@ def _candidates(column: ColumnInfo, signals: list[NameSignal]) -> list[str]:
     return list(dict.fromkeys([*named, *content]))
 
 
-def classify(table: str, column: ColumnInfo, values: list[Any] | None, min_confidence: float) -> ColumnFinding | None:
-    """The best classification of one column from its name, comment and sampled ``values`` (None: not sampled)."""
+def classify(table: str, column: ColumnInfo, values: list[Any] | None, min_confidence: float,
+             extra: Callable[[str], set[str]] | None = None) -> ColumnFinding | None:
+    """The best classification of one column from its name, comment and sampled ``values`` (None: not sampled).
+    ``extra``: a second validator of free text (Presidio's recognizers) returning the entity types in a text;
+    a text counts as embedding PII when either finds some."""
     pinned = pin_from_text(column.comment)
     if pinned == "none":
         return ColumnFinding(table, column.name, None, 0.0, SUPPRESSED, {"pinned_by": "comment"}, "comment")
@@ -57,10 +61,21 @@ def classify(table: str, column: ColumnInfo, values: list[Any] | None, min_confi
     for cat in _candidates(column, signals):
         check = VALIDATORS[cat]
         items = present if cat == "dob" else [t for t in map(as_text, present) if t and t.strip()]
-        valid = sum(1 for v in items if check(v))
+        extra_evidence = None
+        if cat == "free_text_with_pii" and extra is not None:
+            ours = [check(v) for v in items]
+            theirs = [extra(v) if is_free_text(v) else set() for v in items]
+            valid = sum(1 for a, b in zip(ours, theirs, strict=True) if a or b)
+            extra_evidence = {"texts": sum(1 for b in theirs if b), "only_presidio": sum(
+                1 for a, b in zip(ours, theirs, strict=True) if b and not a),
+                "entities": sorted(set().union(*theirs))}
+        else:
+            valid = sum(1 for v in items if check(v))
         conf, source = _score(by_cat.get(cat), valid, len(items), cat)
         if best is None or conf > best.confidence:
             evidence: dict[str, Any] = {"sampled": len(items), "valid": valid}
+            if extra_evidence is not None:
+                evidence["presidio"] = extra_evidence
             if cat in by_cat:
                 evidence["name_signal"] = by_cat[cat].token
             if len(items) >= MIN_SAMPLES:
@@ -98,8 +113,11 @@ def scan_table(disc: Discoverer, table: TableInfo, settings: dict[str, Any]) -> 
         rows = disc.sample(table, readable, n) if readable else []
     except CannotSample as exc:
         return findings + _unknown(table, readable, scrub(str(exc)))
+    extra = None
+    if presidio.wanted(settings):
+        extra = presidio.presidio_validator().entities  # ConfigError with the pip line when not installed
     for i, col in enumerate(readable):
-        f = classify(table.name, col, [r[i] for r in rows], floor)
+        f = classify(table.name, col, [r[i] for r in rows], floor, extra)
         if f is not None:
             f.evidence.setdefault("rows_sampled", len(rows))
             findings.append(f)

@@ -14,8 +14,9 @@ from engines.compliance.anonymize.base import mask_target_class
 from engines.compliance.anonymize.inplace import anonymize_in_place, prod_guard
 from engines.compliance.anonymize.rules import Masker
 from engines.compliance.erasure import backups_holding, eraser_class, parse_subject, plan_dict
+from engines.compliance.model import ComplianceRefused
 from engines.compliance.scan import scan_database
-from engines.compliance.trail import AuditTrail
+from engines.compliance.trail import AuditTrail, check_history
 from engines.config import Config, DatabaseConfig
 from engines.connectors import open_connector
 from engines.errors import ConfigError, DbfleetError
@@ -66,7 +67,10 @@ def do_scan(db: DatabaseConfig, cfg: Config, history: HistoryStore, options: dic
 
 
 def do_anonymize(db: DatabaseConfig, cfg: Config, options: dict[str, Any], progress: Any = None) -> Result:
-    """Mask ``options.table`` in place with ``options.rules`` (column: rule)."""
+    """Mask ``options.table`` in place with ``options.rules`` (column: rule); with ``copy_to``, copy the
+    database into that one instead, masked in flight (``do_masked_copy``)."""
+    if options.get("copy_to"):
+        return do_masked_copy(db, cfg, options, progress)
     settings = settings_for(cfg, db, options)
     table, rules = options.get("table"), options.get("rules")
     if not table or not isinstance(rules, dict):
@@ -87,6 +91,78 @@ def do_anonymize(db: DatabaseConfig, cfg: Config, options: dict[str, Any], progr
     result["trail"] = record(cfg, "compliance.anonymize", db.id, {
         k: result[k] for k in ("table", "job_id", "rows_masked", "columns", "key_fingerprint")})
     return result, True, None
+
+
+def copy_rules(options: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Rules of a masked copy: ``table`` + ``rules`` {column: rule}, or ``rules`` {table: {column: rule}}."""
+    rules = options.get("rules")
+    if not isinstance(rules, dict) or not rules:
+        raise ConfigError([("rules", "a masked copy needs rules: {column: rule} with table, or {table: {column: rule}}")])
+    if options.get("table"):
+        if any(isinstance(v, dict) for v in rules.values()):
+            raise ConfigError([("rules", "with table, rules are {column: rule}")])
+        return {str(options["table"]): {str(k): str(v) for k, v in rules.items()}}
+    if not all(isinstance(v, dict) for v in rules.values()):
+        raise ConfigError([("rules", "without table, rules are {table: {column: rule}} (or give table)")])
+    return {str(t): {str(k): str(v) for k, v in cols.items()} for t, cols in rules.items()}
+
+
+def do_masked_copy(db: DatabaseConfig, cfg: Config, options: dict[str, Any], progress: Any = None) -> Result:
+    """Copy ``db`` into ``options.copy_to`` through the migration engine, masking the ruled columns in the
+    worker before rows leave it (the plan's ``mask`` transform); validated against the masked checksums.
+    The source is only read; a failed copy is rolled back (what it created in the target is dropped)."""
+    import time
+
+    from engines.compliance.anonymize.copy import check_copy_rules, mask_spec, masking_key
+    from engines.migration import engine as migration
+
+    settings = settings_for(cfg, db, options)
+    rules = copy_rules(options)
+    target = cfg.database(str(options["copy_to"]))
+    if target.id == db.id:
+        raise ConfigError([("copy_to", "a masked copy goes into another database than its source")])
+    if target.kind != "postgresql":
+        raise ConfigError([("copy_to", f"masked copies are written into PostgreSQL databases ({target.id} is "
+                                       f"{target.kind}); mask in place there instead")])
+    if "prod" in target.tags:
+        raise ComplianceRefused(f"{target.id} is tagged prod: a masked copy is written into a staging database")
+    key = cfg.database_scripts.compliance.anonymization_key()
+    started = time.perf_counter()
+    with masking_key(key) as fingerprint:  # the key stays in this process; the plan names its fingerprint
+        plan = migration.plan_migration(db, target, migration.MigrationOptions(
+            batch_size=int(settings.get("batch_size", 1000)), parallel_workers=1,
+            validation=bool(options.get("validation", True)), tables=options.get("tables"),
+            transform={"kind": "mask"}))
+        plan.transform = mask_spec(check_copy_rules(plan.tables, rules), fingerprint)
+        plan = migration.prepare(plan, db, target)
+        total = len(plan.batches)
+        try:
+            rows = 0
+            for batch in plan.batches:  # here, not on the migrations queue: the batches need the key
+                rows += int(migration.copy_batch(plan, batch.id, db, target).get("rows") or 0)
+                if progress:
+                    progress(rows, None)
+            finalized = migration.finalize(plan, db, target)
+            report = migration.validate(plan, db, target) if plan.validation else None
+        except BaseException:
+            migration.rollback(plan, db, target)
+            raise
+    elapsed = time.perf_counter() - started
+    masked = (plan.transform or {})["rules"]
+    result: dict[str, Any] = {
+        "database_id": db.id, "copy_to": target.id, "mode": "copy", "migration_id": plan.id,
+        "tables": [t.source for t in plan.tables], "batches": total, "rows_copied": finalized["rows"],
+        "columns": masked, "key_fingerprint": fingerprint, "duration_seconds": round(elapsed, 3),
+        "rows_per_second": round(finalized["rows"] / elapsed, 1) if elapsed else None,
+        "validation": None if report is None else {
+            "ok": report["ok"], "tables": [{k: t.get(k) for k in ("table", "ok", "rows") if k in t}
+                                           for t in report["tables"]],
+            "masked_columns": "compared by the checksums of the masked rows (taken in the worker after masking;"
+                              " original values never enter the copy or its checksums)"}}
+    result["trail"] = record(cfg, "compliance.anonymize_copy", db.id, {
+        k: result[k] for k in ("copy_to", "migration_id", "rows_copied", "columns", "key_fingerprint")})
+    ok = report is None or bool(report["ok"])
+    return result, ok, None if ok else f"validation of the masked copy {plan.id} failed: see validation.tables"
 
 
 def _backups(cfg: Config, db: DatabaseConfig, at: datetime) -> dict[str, Any]:
@@ -143,7 +219,14 @@ def trail_verify(cfg: Config, anchor: dict[str, Any] | None = None) -> dict[str,
     if trail is None:
         raise ConfigError([("database_scripts.compliance.trail_key_file", "no trail key is configured")])
     try:
-        return {**trail.verify(anchor), "anchor": trail.head()}
+        result = {**trail.verify(anchor), "anchor": trail.head()}
+        store = HistoryStore(cfg.fleet.resolved_history())
+        try:
+            result["history"] = check_history(trail, store.query(limit=10**9))
+        finally:
+            store.close()
+        result["ok"] = bool(result["ok"] and result["history"]["ok"])
+        return result
     finally:
         trail.engine.dispose()
 

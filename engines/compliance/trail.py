@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -115,3 +116,82 @@ class AuditTrail:
                         "problem": f"entry {anchor['seq']} of the exported anchor is gone or differs (tail cut?)"}
         return {"ok": True, "entries": len(rows), "first_broken": None, "problem": None,
                 "head": prev if rows else GENESIS}
+
+
+# --- every history row: the hook engines.history.HistoryStore calls after each committed write -------------
+
+RUN_ACTION = "run."  # trail actions of history rows: run.running, run.succeeded, run.failed, run.dry_run
+
+
+def _content_mac(key: bytes, data: Any) -> str | None:
+    """An HMAC of a history field's canonical JSON: binds the row to the trail without copying its content
+    (options and summaries can hold subjects, errors can quote values; none of it enters the trail)."""
+    if data is None:
+        return None
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hmac.new(key, b"history:" + text.encode(), hashlib.sha256).hexdigest()
+
+
+def run_details(key: bytes, row: dict[str, Any]) -> dict[str, Any]:
+    """What the trail keeps of a history row: ids, status, times and MACs of the content, never the content."""
+    return {"run_id": row["id"], "script_type": row["script_type"], "database_id": row.get("database_id"),
+            "status": row["status"],
+            "queue": row.get("queue"), "worker": row.get("worker"), "attempts": row.get("attempts"),
+            "started_at": row.get("started_at"), "finished_at": row.get("finished_at"),
+            "option_keys": sorted((row.get("options") or {}).keys()),
+            "options_mac": _content_mac(key, row.get("options") or {}),
+            "summary_mac": _content_mac(key, row.get("summary")), "error_mac": _content_mac(key, row.get("error"))}
+
+
+class HistoryRecorder:
+    """The history store's recorder: appends each committed run row to the trail. The key is resolved and the
+    trail opened on first use, so a process that cannot read the key (a client) still works: the store logs
+    that the row is not in the trail, and ``trail verify`` names it."""
+
+    def __init__(self, url: str, key: Callable[[], bytes]) -> None:
+        self.url, self._key_fn = url, key
+        self._trail: AuditTrail | None = None
+
+    def __call__(self, event: str, row: dict[str, Any]) -> None:
+        if self._trail is None:
+            self._trail = AuditTrail(self.url, self._key_fn())
+        self._trail.append(RUN_ACTION + str(row["status"]), row.get("database_id"),
+                           run_details(self._trail._key, row), actor=str(row.get("worker") or "dbfleet"))
+
+
+def check_history(trail: AuditTrail, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Cross-check history rows against their last trail entries: a row edited after it was recorded, or
+    deleted from history, or written while the trail was bypassed is named (oldest first)."""
+    last: dict[str, tuple[int, dict[str, Any]]] = {}
+    with Session(trail.engine) as s:
+        for seq, details in s.execute(select(TrailEntry.seq, TrailEntry.details).where(
+                TrailEntry.action.startswith(RUN_ACTION)).order_by(TrailEntry.seq)):
+            d = json.loads(details)
+            last[d["run_id"]] = (seq, d)
+    problems: list[dict[str, Any]] = []
+    first_at = min((d["started_at"] or "" for _, d in last.values()), default=None)
+    for row in sorted(rows, key=lambda r: str(r.get("started_at"))):
+        entry = last.pop(row["id"], None)
+        if entry is None:
+            if first_at is not None and str(row.get("started_at")) >= first_at:
+                problems.append({"run_id": row["id"], "problem": "not in the trail (written around it)"})
+            continue
+        seq, recorded = entry
+        now = run_details(trail._key, row)
+        changed = [k for k in ("status", "script_type", "database_id", "options_mac", "summary_mac", "error_mac",
+                               "finished_at") if k in now and now[k] != recorded.get(k)]
+        if changed:
+            problems.append({"run_id": row["id"], "seq": seq,
+                             "problem": f"edited after trail entry {seq} ({', '.join(changed)} differ)"})
+    for run_id, (seq, _) in sorted(last.items(), key=lambda kv: kv[1][0]):
+        problems.append({"run_id": run_id, "seq": seq, "problem": f"deleted from history (trail entry {seq})"})
+    return {"checked": len(rows), "ok": not problems, "problems": problems}
+
+
+def history_recorder(cfg: Any) -> HistoryRecorder | None:
+    """The recorder for this fleet's history store, or None when no trail key is configured. A key that is
+    configured but unreadable in this process makes each write log a warning (and ``trail verify`` fail)."""
+    section = cfg.database_scripts.compliance
+    if not (section.trail_key_env or section.trail_key_file):
+        return None
+    return HistoryRecorder(cfg.fleet.resolved_history(), section.trail_key)

@@ -198,9 +198,14 @@ def is_health(v: str) -> bool:
     return bool({w.lower() for w in re.findall(r"[\w-]+", v)} & MEDICAL_TERMS)
 
 
+def is_free_text(v: str) -> bool:
+    """Running text: 20+ characters, 3+ words with letters."""
+    return len(v) >= 20 and sum(1 for w in v.split() if any(c.isalpha() for c in w)) >= 3
+
+
 def embeds_pii(v: str) -> bool:
     """Free text (3+ words) with an e-mail address, an international phone number, an IBAN or a card in it."""
-    if len(v) < 20 or sum(1 for w in v.split() if any(c.isalpha() for c in w)) < 3:
+    if not is_free_text(v):
         return False
     if _EMAIL_IN.search(v) or _PHONE_IN.search(v):
         return True

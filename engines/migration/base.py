@@ -20,6 +20,22 @@ if TYPE_CHECKING:
 Checkpoints = dict[int, dict[str, Any]]
 
 
+# Row transforms a plan may name (``MigrationPlan.transform["kind"]``), applied in the worker to each batch's
+# rows before they go to the target (masked copies: engines/compliance). A fixed table, never a path from
+# the plan: a plan read back from the store or the broker cannot make a worker import anything else.
+TRANSFORMS = {"mask": "engines.compliance.anonymize.copy:batch_transform"}
+
+
+def transform_rows(plan: MigrationPlan, table: Table, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """``rows`` through the plan's transform for ``table`` (as they are when the plan has none)."""
+    if not plan.transform or not rows:
+        return rows
+    import importlib
+
+    module, _, name = TRANSFORMS[plan.transform["kind"]].partition(":")
+    return list(getattr(importlib.import_module(module), name)(plan, table, rows))
+
+
 class Source(abc.ABC):
     """A database a migration reads. The contract:
 
@@ -83,11 +99,11 @@ class Source(abc.ABC):
         """The batch's rows to write as the driver reads them (full: every row; incremental: the changed);
         ``converter`` of the columns' casts maps them for the target."""
         if plan.type != MigrationType.INCREMENTAL.value:
-            return list(self.rows(table, batch))
+            return transform_rows(plan, table, list(self.rows(table, batch)))
         since, until = plan.since.get(table.source), plan.until.get(table.source)
         if until is None:
             return []
-        return self.changed_rows(table, batch, plan.watermark or "", since, until)
+        return transform_rows(plan, table, self.changed_rows(table, batch, plan.watermark or "", since, until))
 
     def copy_binary(self, target: Any, plan: MigrationPlan, table: Table, batch: Batch) -> tuple[int, int, int]:
         """The "pg-pg" path, for sources whose ``plan_path`` chooses it: (rows, checksum, rejects)."""

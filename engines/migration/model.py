@@ -105,6 +105,9 @@ class MigrationPlan:
     max_rejects: int = 0
     lock_timeout: float = 60.0
     created: list[str] = field(default_factory=list)  # objects prepare created (rollback drops them)
+    # a row transform applied in the worker before rows go to the target (base.TRANSFORMS; "rows" path only):
+    # {"kind": "mask", ...} for masked copies; key references, never key values
+    transform: dict[str, Any] | None = None
 
     def table(self, source: str) -> Table:
         return next(t for t in self.tables if t.source == source)

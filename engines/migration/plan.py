@@ -11,7 +11,7 @@ from typing import Any
 
 from engines.config import DatabaseConfig
 from engines.errors import ConfigError
-from engines.migration.base import Source, Target
+from engines.migration.base import TRANSFORMS, Source, Target
 from engines.migration.connections import connections
 from engines.migration.model import Batch, Embed, MigrationPlan, MigrationType, Table
 from engines.tracing import traced
@@ -39,6 +39,7 @@ class MigrationOptions:
     lock_timeout: float = 60.0
     embed: dict[str, Any] | None = None
     indexes: bool = True
+    transform: dict[str, Any] | None = None  # row transform in the worker (base.TRANSFORMS): masked copies
 
     @classmethod
     def of(cls, options: MigrationOptions | None = None, **fields: Any) -> MigrationOptions:
@@ -85,9 +86,14 @@ def plan_migration(source: DatabaseConfig, target: DatabaseConfig, options: Migr
         for table in found:
             batches += src.bounds(table, opts.batch_size, len(batches))
         path = src.plan_path(tgt, opts.type, opts.validation)
+        if opts.transform:  # transformed rows go through the worker as values: no COPY pass-through
+            if opts.transform.get("kind") not in TRANSFORMS:
+                raise ConfigError([("transform", f"unknown row transform {opts.transform.get('kind')!r}")])
+            path = "rows"
         plan = MigrationPlan(opts.migration_id or new_id(), source.public(), target.public(), opts.type.value,
                              opts.batch_size, opts.parallel_workers, opts.validation, found, batches, path,
-                             opts.watermark, max_rejects=opts.max_rejects, lock_timeout=opts.lock_timeout)
+                             opts.watermark, max_rejects=opts.max_rejects, lock_timeout=opts.lock_timeout,
+                             transform=opts.transform)
         if opts.type == MigrationType.INCREMENTAL:
             if not tgt.supports_incremental:
                 raise ConfigError([("type", f"incremental migrations cannot write into {tgt.kind} in this version")])

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 def usable_pg(conn: Any) -> bool:
     """A psycopg connection idle and answering (a restarted server, or a dropped database, fails here)."""
     try:
-        if conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        if conn.closed or conn.info.transaction_status != pq.TransactionStatus.IDLE:
             return False
         conn.execute("SELECT 1")
         return True
@@ -265,6 +265,10 @@ class PostgresSource(Source):
     def rows(self, table: Table, batch: Batch) -> Iterator[tuple[Any, ...]]:
         """The batch's rows through a server-side cursor."""
         query, params = self.select(table, batch)
+        if self.conn.info.transaction_status == pq.TransactionStatus.IDLE:
+            with self.snapshot():  # a server-side cursor needs a transaction (a target reading rows outside one)
+                yield from self.rows(table, batch)
+            return
         with self.conn.cursor(name=f"dbfleet_batch_{batch.id}") as cur:
             cur.itersize = 5000
             cur.execute(query, params)

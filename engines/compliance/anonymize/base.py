@@ -95,6 +95,19 @@ class MaskTarget(abc.ABC):
     def rollback(self) -> None:
         """Abandon the batch in progress."""
 
+    def fork(self) -> MaskTarget | None:
+        """A second target on its own connection to the same database, for the pipelined loop (one connection
+        writes a batch while the other reads and masks the next); None: this kind runs batch after batch."""
+        return None
+
+    def close(self) -> None:
+        """Close what ``fork`` opened (the forked target's own connection)."""
+        self.connector.close()
+
+    def unique_violation(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is this driver's unique-constraint violation."""
+        return False
+
 
 def mask_target_class(kind: str) -> type[MaskTarget]:
     """The in-place masking class of ``kind``."""

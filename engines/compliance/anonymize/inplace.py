@@ -82,27 +82,31 @@ class _Batcher:
         self.cols = list(rules)
         self.nkey = len(shape.key)
         self.collisions = 0
+        # one compiled rule per column for the whole run: each distinct value is masked once
+        self.compiled = {c: masker.compile(r, shape.columns[c].max_length) for c, r in rules.items()}
 
-    def mask(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        """The batch's rows with every ruled column replaced by its fake."""
-        masked_cols = []
+    def mask(self, rows: list[tuple[Any, ...]], target: MaskTarget | None = None) -> list[tuple[Any, ...]]:
+        """The batch's rows with every ruled column replaced by its fake (``target``: the connection holding
+        the batch, which answers ``taken``)."""
+        if not rows:
+            return []
+        columns = list(zip(*rows, strict=True))  # transposed once, in C
+        masked_cols: list[Any] = []
         for i, col in enumerate(self.cols):
-            values = [r[self.nkey + i] for r in rows]
-            info = self.shape.columns[col]
-            rule = self.rules[col]
-            out = [self.masker.apply(rule, v, info.max_length) for v in values]
-            if info.unique:
-                out = self._unique(col, rule, values, out)
+            values = columns[self.nkey + i]
+            out = self.compiled[col].many(values)
+            if self.shape.columns[col].unique:
+                out = self._unique(col, self.rules[col], list(values), out, target or self.target)
             masked_cols.append(out)
-        return [(*r[: self.nkey], *(m[j] for m in masked_cols)) for j, r in enumerate(rows)]
+        return list(zip(*columns[: self.nkey], *masked_cols, strict=True))
 
-    def _unique(self, col: str, rule: Rule, values: list[Any], out: list[Any]) -> list[Any]:
+    def _unique(self, col: str, rule: Rule, values: list[Any], out: list[Any], target: MaskTarget) -> list[Any]:
         maxlen = self.shape.columns[col].max_length
         attempts = [0] * len(out)
         for _ in range(MAX_ATTEMPTS):
             live = [v for v in out if v is not None]
             # any row holding the fake (masked before, not masked yet, or this batch's original) is a clash
-            busy = self.target.taken(self.shape, col, live) | set(values)
+            busy = target.taken(self.shape, col, live) | set(values)
             seen: set[Any] = set()
             clash = []
             for j, v in enumerate(out):
@@ -134,6 +138,89 @@ def _open_job(target: MaskTarget, shape: TableShape, parsed: dict[str, Rule], jo
     return cp
 
 
+def _next(batcher: _Batcher, cp: Checkpoint, rows: list[tuple[Any, ...]], n: int) -> Checkpoint:
+    return Checkpoint(cp.job_id, list(rows[-1][: batcher.nkey]) if rows else cp.last_key, cp.rows_done + len(rows),
+                      len(rows) < n)
+
+
+def _sequential(target: MaskTarget, batcher: _Batcher, cp: Checkpoint, n: int, throttle: float,
+                progress: Progress | None) -> tuple[Checkpoint, int]:
+    """Batch after batch on one connection: read (locked), mask, write with the checkpoint, commit."""
+    batches = 0
+    while True:
+        try:
+            rows = target.batch(batcher.shape, batcher.cols, cp.last_key, n)
+            new = batcher.mask(rows, target) if rows else []
+            cp = _next(batcher, cp, rows, n)
+            target.write(batcher.shape, batcher.cols, new, cp, cp.finished)
+        except BaseException:
+            target.rollback()
+            raise
+        batches += 1
+        if progress:
+            progress(cp.rows_done, None)
+        if cp.finished:
+            return cp, batches
+        if throttle:
+            time.sleep(throttle)
+
+
+def _pipelined(a: MaskTarget, b: MaskTarget, batcher: _Batcher, cp: Checkpoint, n: int, throttle: float,
+               progress: Progress | None) -> tuple[Checkpoint, int]:
+    """Two connections taking batches in turn: while one writes and commits batch N (in a thread, the
+    server busy), the other reads, locks and masks batch N+1 (Python busy). Batch N+1 is written only after
+    batch N committed, so checkpoints commit in order and a kill -9 leaves the same state as the sequential
+    loop. The unique-column bumps of N+1 were decided before N's fakes were visible: a batch that bumped
+    decides again once they are, and a clash with them (a unique violation, exceedingly rare) rolls both
+    back and hands over to the sequential loop from the last committed checkpoint. Either way each value
+    gets the fake the sequential loop would have given it."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    targets, batches, turn = (a, b), 0, 0
+    pending: Future[None] | None = None
+    committed = cp
+    with ThreadPoolExecutor(1, thread_name_prefix="dbfleet-mask-write") as pool:
+        try:
+            while True:
+                t = targets[turn % 2]
+                turn += 1
+                rows = t.batch(batcher.shape, batcher.cols, cp.last_key, n)
+                before = batcher.collisions
+                new = batcher.mask(rows, t) if rows else []
+                nxt = _next(batcher, cp, rows, n)
+                if pending is not None:
+                    pending.result()  # batch N committed (or its error is raised here)
+                    pending, committed, batches = None, cp, batches + 1
+                    if progress:
+                        progress(committed.rows_done, None)
+                    if batcher.collisions != before:  # bumps decided before N's fakes were visible: again
+                        batcher.collisions = before
+                        new = batcher.mask(rows, t)
+                pending = pool.submit(t.write, batcher.shape, batcher.cols, new, nxt, nxt.finished)
+                cp = nxt
+                if nxt.finished:
+                    pending.result()
+                    pending, committed, batches = None, cp, batches + 1
+                    if progress:
+                        progress(committed.rows_done, None)
+                    return committed, batches
+                if throttle:
+                    time.sleep(throttle)
+        except BaseException as exc:
+            if pending is not None:
+                try:
+                    pending.result()
+                    committed, batches = cp, batches + 1
+                except BaseException:  # noqa: S110 - the write's own failure: rolled back just below
+                    pass
+            for t in targets:
+                t.rollback()
+            if not a.unique_violation(exc):
+                raise
+            reread = a.checkpoint(committed.job_id)
+            return (reread or committed), batches
+
+
 def anonymize_in_place(target: MaskTarget, database_id: str, table: str, rules: dict[str, str], masker: Masker, *,
                        batch_size: int = 1000, again: bool = False, throttle_seconds: float = 0.0,
                        progress: Progress | None = None) -> dict[str, Any]:
@@ -146,23 +233,17 @@ def anonymize_in_place(target: MaskTarget, database_id: str, table: str, rules: 
     batcher = _Batcher(target, shape, parsed, masker)
     if not parsed:  # every rule is keep
         target.write(shape, [], [], cp, True)
-    while parsed:
+    else:
+        other = target.fork()
         try:
-            rows = target.batch(shape, batcher.cols, cp.last_key, batch_size)
-            new = batcher.mask(rows) if rows else []
-            done = len(rows) < batch_size
-            cp = Checkpoint(job, list(rows[-1][: batcher.nkey]) if rows else cp.last_key, cp.rows_done + len(rows))
-            target.write(shape, batcher.cols, new, cp, done)
-        except BaseException:
-            target.rollback()
-            raise
-        batches += 1
-        if progress:
-            progress(cp.rows_done, None)
-        if done:
-            break
-        if throttle_seconds:
-            time.sleep(throttle_seconds)
+            if other is not None:
+                cp, batches = _pipelined(target, other, batcher, cp, batch_size, throttle_seconds, progress)
+            if not cp.finished:  # no second connection, or the pipeline handed over (a unique clash to redo)
+                cp, more = _sequential(target, batcher, cp, batch_size, throttle_seconds, progress)
+                batches += more
+        finally:
+            if other is not None:
+                other.close()
     elapsed = time.perf_counter() - started
     masked_now = cp.rows_done - resumed_from
     return {"database_id": database_id, "table": shape.name, "job_id": job, "rows_masked": cp.rows_done,

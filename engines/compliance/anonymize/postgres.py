@@ -122,6 +122,9 @@ class PostgresMaskTarget(MaskTarget):
                                   for i, c in enumerate(columns))
         match = sql.SQL(" AND ").join(sql.SQL("t.{} = u.{}").format(sql.Identifier(k), alias[i])
                                       for i, k in enumerate(shape.key))
+        # the batch and its checkpoint commit together or not at all: a server crash that loses the last
+        # commits only means those batches run again, so the commit need not wait for the WAL flush
+        self.conn.execute("SET LOCAL synchronous_commit = off")
         if rows:
             stmt = sql.SQL("UPDATE {} AS t SET {} FROM unnest({}) AS u({}) WHERE {}").format(
                 sql.Identifier(*shape.ident), sets, arrays, sql.SQL(", ").join(alias), match)
@@ -133,3 +136,12 @@ class PostgresMaskTarget(MaskTarget):
 
     def rollback(self) -> None:
         self.conn.rollback()
+
+    def fork(self) -> PostgresMaskTarget:
+        twin = type(self.connector)(self.connector.db, self.connector.password)  # the secret stays in this process
+        return PostgresMaskTarget(twin)
+
+    def unique_violation(self, exc: BaseException) -> bool:
+        from psycopg import errors
+
+        return isinstance(exc, errors.UniqueViolation)

@@ -13,6 +13,7 @@ import random
 import re
 import string
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -61,6 +62,9 @@ _UPPER = "".join(string.ascii_uppercase[b % 26] for b in range(256))
 _LOWER = "".join(string.ascii_lowercase[b % 26] for b in range(256))
 _IS_DIGIT, _IS_UPPER, _IS_LOWER = frozenset(string.digits), frozenset(string.ascii_uppercase), \
     frozenset(string.ascii_lowercase)
+_DOMAINS = ("example.com", "example.org", "example.net")
+_ABSENT = object()
+CACHE_LIMIT = 200_000  # distinct values remembered per compiled rule (then the cache starts over)
 _IBAN_LETTERS = {ord(c): str(i) for i, c in enumerate(string.ascii_uppercase, 10)}
 
 
@@ -83,6 +87,7 @@ class Masker:
         self._random = random.Random()
         self.fake.random = self._random  # type: ignore[attr-defined]  # reseeded per value, cheaper than seed_instance
         self._name_lists: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+        self._email_lists: tuple[tuple[str, ...], tuple[str, ...]] | None = None
         self.fingerprint = hmac.new(key, b"dbfleet-anonymize-fingerprint", hashlib.sha256).hexdigest()[:16]
 
     def digest(self, rule: str, value: Any, attempt: int = 0) -> bytes:
@@ -108,6 +113,12 @@ class Masker:
             out = out[:max_length]
         return out
 
+    def compile(self, rule: Rule, max_length: int | None = None) -> CompiledRule:
+        """``apply`` of one rule to one column, computing each distinct value's fake once (values repeat:
+        names, cities, phone numbers shared by a household); attempts > 0 (collision bumps) go through
+        ``apply``. Call it on one value, or ``.many(values)`` on a batch's column."""
+        return CompiledRule(self, rule, max_length)
+
     # -- rules ---------------------------------------------------------------------------------
     def _names(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """First and last names of the Faker locale (unweighted: Faker's weighted draw costs ~1 ms a value)."""
@@ -121,12 +132,22 @@ class Masker:
             self._name_lists = (first, tuple(dict.fromkeys(provider.last_names)))
         return self._name_lists
 
+    def _email_names(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The name lists as e-mail local parts: NFKD to ASCII, lower case, no spaces (per name, once: the
+        same text as normalising "first.last" per value, since NFKD never composes across the dot)."""
+        if self._email_lists is None:
+            def local(name: str) -> str:
+                return unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower().replace(" ", "")
+
+            first, last = self._names()
+            self._email_lists = (tuple(map(local, first)), tuple(map(local, last)))
+        return self._email_lists
+
     def _r_email(self, rule: Rule, value: Any, attempt: int) -> str:
         d = self.digest("email", value, attempt)
-        first, last = self._names()
-        user = f"{first[int.from_bytes(d[:4], 'big') % len(first)]}.{last[int.from_bytes(d[4:8], 'big') % len(last)]}"
-        user = unicodedata.normalize("NFKD", user).encode("ascii", "ignore").decode().lower().replace(" ", "")
-        return f"{user}.{d[8:11].hex()}@{('example.com', 'example.org', 'example.net')[d[11] % 3]}"
+        first, last = self._email_names()
+        return (f"{first[int.from_bytes(d[:4], 'big') % len(first)]}.{last[int.from_bytes(d[4:8], 'big') % len(last)]}"
+                f".{d[8:11].hex()}@{_DOMAINS[d[11] % 3]}")
 
     def _r_name(self, rule: Rule, value: Any, attempt: int) -> str:
         d = self.digest("name", value, attempt)
@@ -211,8 +232,44 @@ class Masker:
     def _r_iban(self, rule: Rule, value: Any, attempt: int) -> str:
         text = str(value)
         compact = text.replace(" ", "").upper()
-        if len(compact) < 5 or not compact[:2].isalpha() or not compact.isalnum():
+        if len(compact) < 5 or not (compact[:2].isascii() and compact[:2].isalpha()) or not compact.isalnum():
             return self._shape(text, "iban", value, attempt)
         bban = self._shape(compact[4:], "iban", value, attempt)
         new = compact[:2] + iban_check_digits(compact[:2], bban) + bban
         return " ".join(new[i:i + 4] for i in range(0, len(new), 4)) if " " in text else new
+
+
+class CompiledRule:
+    """One rule bound to a masker and a column's length, with a bounded cache of the fakes computed."""
+
+    def __init__(self, masker: Masker, rule: Rule, max_length: int | None) -> None:
+        self.rule, self.max_length = rule, max_length
+        self._fn = None if rule.name in ("keep", "null") else getattr(masker, f"_r_{rule.name}")
+        self._cache: dict[Any, Any] = {}
+
+    def _miss(self, value: Any) -> Any:
+        if value is None:
+            return None
+        out = self._fn(self.rule, value, 0)  # type: ignore[misc]
+        if isinstance(out, str) and self.max_length:
+            out = out[:self.max_length]
+        if len(self._cache) >= CACHE_LIMIT:
+            self._cache.clear()
+        try:
+            self._cache[value] = out
+        except TypeError:  # an unhashable value (a JSON document, an array): not cached
+            pass
+        return out
+
+    def __call__(self, value: Any) -> Any:
+        return self.many([value])[0]
+
+    def many(self, values: Sequence[Any]) -> list[Any]:
+        """The fakes of ``values`` (a batch's column), in order."""
+        if self._fn is None:
+            return list(values) if self.rule.name == "keep" else [None] * len(values)
+        get, miss, absent = self._cache.get, self._miss, _ABSENT
+        try:
+            return [out if (out := get(v, absent)) is not absent else miss(v) for v in values]
+        except TypeError:  # unhashable values
+            return [miss(v) for v in values]
