@@ -89,6 +89,20 @@ class Source(abc.ABC):
             return []
         return self.changed_rows(table, batch, plan.watermark or "", since, until)
 
+    def clickhouse_chunks(self, plan: MigrationPlan, table: Table, batch: Batch,
+                          columns: list[Any]) -> Iterator[bytes] | None:
+        """ClickHouse targets: the batch (incremental: its changed rows) as TabSeparated text formatted by the
+        source's server (``columns``: ``clickhouse_types.ChColumn``s); None: this source cannot, the target
+        formats the driver's values itself."""
+        return None
+
+    def clickhouse_sums(self, table: Table, columns: list[Any],
+                        cuts: list[Any] | None) -> dict[int, tuple[int, int]] | None:
+        """ClickHouse validation: bucket -> (rows, sum of canonical row hashes mod 2**64) computed by the source's
+        server (``clickhouse_types``; ``cuts``: bucket boundaries of the single-column key, None: one bucket 0);
+        None: this source cannot, the target hashes the driver's values itself."""
+        return None
+
     def copy_binary(self, target: Any, plan: MigrationPlan, table: Table, batch: Batch) -> tuple[int, int, int]:
         """The "pg-pg" path, for sources whose ``plan_path`` chooses it: (rows, checksum, rejects)."""
         raise NotImplementedError(f"{self.kind} sources have no binary COPY path")
@@ -153,6 +167,13 @@ class Target(abc.ABC):
     def usable(self) -> bool:
         """Idle and answering: a pooled target is reused only then."""
         return False
+
+    def plan_notes(self, plan: MigrationPlan) -> list[str]:
+        """What the plan should say plainly about this target (type mappings, deletes); at plan time."""
+        if plan.type != MigrationType.INCREMENTAL.value or getattr(plan, "soft_delete", None):
+            return []
+        return ["deletes at the source are not copied by incremental runs (rows deleted there stay in the target):"
+                " give a soft-delete column (soft_delete) to carry them"]
 
     def last_watermark(self, migration_id: str, table: str) -> str | None:
         """Incremental targets: the watermark the last run of ``migration_id`` copied (None: none has)."""

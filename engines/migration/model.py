@@ -105,6 +105,8 @@ class MigrationPlan:
     max_rejects: int = 0
     lock_timeout: float = 60.0
     created: list[str] = field(default_factory=list)  # objects prepare created (rollback drops them)
+    soft_delete: str | None = None  # incremental: a boolean column marking rows deleted at the source
+    notes: list[str] = field(default_factory=list)  # what the plan says plainly (type mappings, deletes)
 
     def table(self, source: str) -> Table:
         return next(t for t in self.tables if t.source == source)
