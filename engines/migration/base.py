@@ -170,10 +170,13 @@ class Target(abc.ABC):
 
     def plan_notes(self, plan: MigrationPlan) -> list[str]:
         """What the plan should say plainly about this target (type mappings, deletes); at plan time."""
-        if plan.type != MigrationType.INCREMENTAL.value or getattr(plan, "soft_delete", None):
+        if plan.type != MigrationType.INCREMENTAL.value:
             return []
-        return ["deletes at the source are not copied by incremental runs (rows deleted there stay in the target):"
-                " give a soft-delete column (soft_delete) to carry them"]
+        blind = [t.source for t in plan.tables if plan.soft_delete not in {c.name for c in t.columns}]
+        if not blind:
+            return []
+        return [f"deletes at the source are not copied by incremental runs for {', '.join(blind)} (rows deleted there"
+                " stay in the target): give a soft-delete column (soft_delete) to carry them"]
 
     def last_watermark(self, migration_id: str, table: str) -> str | None:
         """Incremental targets: the watermark the last run of ``migration_id`` copied (None: none has)."""

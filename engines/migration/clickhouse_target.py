@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from engines.connectors.clickhouse import ClickHouseError, ClickHouseHTTP, quote_ident, quote_str
 from engines.migration import clickhouse_types as cht
-from engines.migration.base import Checkpoints, Source
+from engines.migration.base import Checkpoints, Source, Target
 from engines.migration.document_targets import CONTROL, DocumentTarget, Embedded, _require_keys
 from engines.migration.model import Batch, MigrationPlan, MigrationType, Table
 from engines.migration.types import converter
@@ -127,7 +127,7 @@ class ClickHouseTarget(DocumentTarget):
         if plan.type == MigrationType.INCREMENTAL.value and plan.soft_delete:
             notes.append(f"soft deletes: rows with {plan.soft_delete} set replace the live row in ClickHouse (query"
                          f" FINAL WHERE NOT {plan.soft_delete}); rows deleted outright at the source are not seen")
-        return notes + super().plan_notes(plan)
+        return notes + Target.plan_notes(self, plan)
 
     # ------------------------------------------------------------ schema
     def prepare(self, plan: MigrationPlan) -> list[str]:

@@ -156,9 +156,8 @@ def _check_soft_delete(plan: MigrationPlan) -> None:
         return
     if plan.type != MigrationType.INCREMENTAL.value:
         raise ConfigError([("soft_delete", "a soft-delete column is for incremental migrations")])
-    missing = [t.source for t in plan.tables if plan.soft_delete not in {c.name for c in t.columns}]
-    if missing:
-        raise ConfigError([("soft_delete", f"{', '.join(missing)} has no column {plan.soft_delete!r}")])
+    if not any(plan.soft_delete in {c.name for c in t.columns} for t in plan.tables):
+        raise ConfigError([("soft_delete", f"no migrated table has a column {plan.soft_delete!r}")])
 
 
 def prepare(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig) -> MigrationPlan:
