@@ -317,12 +317,13 @@ def _python_sums(source: Source, table: Table, columns: list[cht.ChColumn],
     convert = converter([c.cast for c in table.columns])
     at = [c.name for c in table.columns].index(table.key[0]) if cuts is not None else 0
     found: dict[int, list[int]] = {}
-    for raw in source.rows(table, Batch(-1, table.source, None, None, "all")):
-        row = convert(raw)
-        b = 0 if cuts is None else bisect.bisect_right(cuts, row[at])
-        slot = found.setdefault(b, [0, 0])
-        slot[0] += 1
-        slot[1] += cht.row_hash(row, columns)
+    with source.snapshot():
+        for raw in source.rows(table, Batch(-1, table.source, None, None, "all")):
+            row = convert(raw)
+            b = 0 if cuts is None else bisect.bisect_right(cuts, row[at])
+            slot = found.setdefault(b, [0, 0])
+            slot[0] += 1
+            slot[1] += cht.row_hash(row, columns)
     return {b: (n, total % cht.MOD) for b, (n, total) in found.items()}
 
 

@@ -209,8 +209,9 @@ def _source_ids(plan: MigrationPlan, source: Source, table: Table) -> tuple[int,
     """(rows, id checksum) of the source's rows that should be documents (not soft-deleted)."""
     names = [c.name for c in table.columns]
     at = names.index(plan.soft_delete) if plan.soft_delete in names else None
-    ids = [doc_id(table, r) for r in source.rows(table, Batch(-1, table.source, None, None, "all"))
-           if at is None or not r[at]]
+    with source.snapshot():
+        ids = [doc_id(table, r) for r in source.rows(table, Batch(-1, table.source, None, None, "all"))
+               if at is None or not r[at]]
     return len(ids), id_checksum(ids)
 
 
