@@ -96,11 +96,11 @@ class Source(abc.ABC):
         formats the driver's values itself."""
         return None
 
-    def clickhouse_sums(self, table: Table, columns: list[Any],
-                        cuts: list[Any] | None) -> dict[int, tuple[int, int]] | None:
+    def clickhouse_sums(self, table: Table, columns: list[Any], cuts: list[Any] | None,
+                        parallel: int = 1) -> dict[int, tuple[int, int]] | None:
         """ClickHouse validation: bucket -> (rows, sum of canonical row hashes mod 2**64) computed by the source's
-        server (``clickhouse_types``; ``cuts``: bucket boundaries of the single-column key, None: one bucket 0);
-        None: this source cannot, the target hashes the driver's values itself."""
+        server (``clickhouse_types``; ``cuts``: bucket boundaries of the single-column key, None: one bucket 0;
+        ``parallel``: scans at once); None: this source cannot, the target hashes the driver's values itself."""
         return None
 
     def copy_binary(self, target: Any, plan: MigrationPlan, table: Table, batch: Batch) -> tuple[int, int, int]:

@@ -230,7 +230,7 @@ class ClickHouseTarget(DocumentTarget):
             cuts = _cuts(table, batches)
             with ThreadPoolExecutor(1) as pool:
                 mine = pool.submit(self.sums, plan, table, columns, cuts)
-                theirs = source.clickhouse_sums(table, columns, cuts)
+                theirs = source.clickhouse_sums(table, columns, cuts, plan.parallel_workers)
                 if theirs is None:
                     theirs = _python_sums(source, table, columns, cuts)
                 ours = mine.result()
