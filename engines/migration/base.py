@@ -96,13 +96,6 @@ class Source(abc.ABC):
         formats the driver's values itself."""
         return None
 
-    def clickhouse_sums(self, table: Table, columns: list[Any], cuts: list[Any] | None,
-                        parallel: int = 1) -> dict[int, tuple[int, int]] | None:
-        """ClickHouse validation: bucket -> (rows, sum of canonical row hashes mod 2**64) computed by the source's
-        server (``clickhouse_types``; ``cuts``: bucket boundaries of the single-column key, None: one bucket 0;
-        ``parallel``: scans at once); None: this source cannot, the target hashes the driver's values itself."""
-        return None
-
     def copy_binary(self, target: Any, plan: MigrationPlan, table: Table, batch: Batch) -> tuple[int, int, int]:
         """The "pg-pg" path, for sources whose ``plan_path`` chooses it: (rows, checksum, rejects)."""
         raise NotImplementedError(f"{self.kind} sources have no binary COPY path")

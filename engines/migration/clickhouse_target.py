@@ -11,15 +11,17 @@ server is too old for clickhouse-connect).
   formatted columns) TO STDOUT`` straight into ``INSERT ... FORMAT TabSeparated``), or here from the driver's
   values for other sources. Its checkpoint is written after it (no transaction spans both; a rerun rewrites
   the same keys).
-- Validation computes, on both sides, per key range (the batches' ranges, single integer keys; else per
-  table) the row count and the sum of a hash of each row's canonical text (``halfMD5`` in ClickHouse, ``md5``
-  on the source) and names the ranges that differ.
+- Validation: the worker hashes each line it sends (PostgreSQL's hashtextextended, in C) into the batch's
+  checkpoint; ClickHouse prints the stored rows (FINAL) back as the same lines, per key range (the batches'
+  ranges, single integer keys; else per table), and counts and hash sums are compared; incremental runs
+  compare with the source's lines now. The ranges that differ are named.
 - Soft deletes (incremental, ``soft_delete``): the row arrives with its flag set and replaces the live one (a
   tombstone: query ``FINAL WHERE NOT flag``); hard deletes at the source are not seen.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +32,7 @@ from engines.connectors.clickhouse import ClickHouseError, ClickHouseHTTP, quote
 from engines.migration import clickhouse_types as cht
 from engines.migration.base import Checkpoints, Source, Target
 from engines.migration.document_targets import CONTROL, DocumentTarget, Embedded, _require_keys
+from engines.migration.linehash import sum_lines
 from engines.migration.model import Batch, MigrationPlan, MigrationType, Table
 from engines.migration.types import converter
 
@@ -68,14 +71,16 @@ def clickhouse_ddl(table: Table, database: str, columns: list[cht.ChColumn], ver
 
 
 class _Counted:
-    """An iterable of byte chunks that counts the lines passing through."""
+    """An iterable of byte chunks (whole lines) that counts and hashes the lines passing through (``linehash``:
+    PostgreSQL's hashtextextended, in C), for the batch's checkpoint."""
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
-        self.chunks, self.lines = chunks, 0
+        self.chunks, self.lines, self.total = chunks, 0, 0
 
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self.chunks:
-            self.lines += chunk.count(b"\n")
+            n, h = sum_lines(chunk)
+            self.lines, self.total = self.lines + n, self.total + h
             yield chunk
 
 
@@ -156,31 +161,32 @@ class ClickHouseTarget(DocumentTarget):
         chunks = source.clickhouse_chunks(plan, table, batch, columns)
         if chunks is None:
             chunks = _python_chunks(source.batch_rows(plan, table, batch), table, columns)
-        n = self.insert(plan, table, columns, chunks)
-        self._checkpoint(plan, batch.id, table.source, n)
+        n, checksum = self.insert(plan, table, columns, chunks)
+        self._checkpoint(plan, batch.id, table.source, n, checksum)
         return {"batch": batch.id, "table": table.source, "rows": n, "rejects": 0, "skipped": False}
 
-    def insert(self, plan: MigrationPlan, table: Table, columns: list[cht.ChColumn], chunks: Iterable[bytes]) -> int:
-        """Stream ``chunks`` (TabSeparated lines) into the table; returns the lines sent (none: no request)."""
+    def insert(self, plan: MigrationPlan, table: Table, columns: list[cht.ChColumn],
+               chunks: Iterable[bytes]) -> tuple[int, int]:
+        """Stream ``chunks`` (TabSeparated lines) into the table; returns (lines sent, their hash sum)."""
         stream = iter(chunks)
         first = next(stream, None)
         if first is None:
-            return 0
+            return 0, 0
         counted = _Counted(_chain(first, stream))
         cols = ", ".join(quote_ident(c.insert_name) for c in columns)
         self.query(f"INSERT INTO {self.name(plan, table.target_name)} ({cols}) FORMAT TabSeparated", counted)
-        return counted.lines
+        return counted.lines, counted.total % cht.MOD
 
     def write(self, plan: MigrationPlan, table: Table, batch_id: int, rows: list[tuple[Any, ...]],
               embedded: Embedded | None = None) -> int:
         """Write driver rows (already converted) and the batch's checkpoint."""
         columns = self.columns(table)
-        n = self.insert(plan, table, columns, [cht.tsv_line(r, columns).encode() for r in rows])
-        self._checkpoint(plan, batch_id, table.source, n)
+        n, checksum = self.insert(plan, table, columns, [cht.tsv_line(r, columns).encode() for r in rows])
+        self._checkpoint(plan, batch_id, table.source, n, checksum)
         return n
 
-    def _checkpoint(self, plan: MigrationPlan, batch_id: int, table: str, rows: int, checksum: str = "") -> None:
-        line = "\t".join([_tsv(plan.id), str(int(batch_id)), _tsv(table), str(int(rows)), checksum,
+    def _checkpoint(self, plan: MigrationPlan, batch_id: int, table: str, rows: int, checksum: int = 0) -> None:
+        line = "\t".join([_tsv(plan.id), str(int(batch_id)), _tsv(table), str(int(rows)), str(int(checksum)),
                           str(time.time_ns())]) + "\n"
         self.query(f"INSERT INTO {self.name(plan, CONTROL)} FORMAT TabSeparated", line.encode())
 
@@ -191,13 +197,14 @@ class ClickHouseTarget(DocumentTarget):
 
     def checkpoints(self, plan: MigrationPlan) -> dict[int, dict[str, int]]:
         try:
-            found = self.http.rows(f"SELECT batch_id, rows FROM {self.name(plan, CONTROL)} FINAL"  # noqa: S608 - quoted
+            found = self.http.rows(f"SELECT batch_id, rows, checksum FROM {self.name(plan, CONTROL)} FINAL"  # noqa: S608
                                    f" WHERE migration_id = {quote_str(plan.id)} AND rows >= 0", database=None)
         except ClickHouseError as exc:
             if "doesn't exist" in str(exc):  # nothing prepared yet
                 return {}
             raise
-        return {int(r["batch_id"]): {"rows": int(r["rows"]), "rejects": 0} for r in found}
+        return {int(r["batch_id"]): {"rows": int(r["rows"]), "checksum": int(r["checksum"] or 0), "rejects": 0}
+                for r in found}
 
     # ------------------------------------------------------------ incremental
     def finalize(self, plan: MigrationPlan, db: DatabaseConfig, cps: Checkpoints) -> list[str]:
@@ -222,19 +229,24 @@ class ClickHouseTarget(DocumentTarget):
     # ------------------------------------------------------------ validation
     def validate(self, plan: MigrationPlan, db: DatabaseConfig, source: Source, cps: Checkpoints,
                  report: dict[str, Any]) -> dict[str, Any]:
-        """Per key range (the batches', for a single integer key; else the table): count and canonical row-hash
-        sum on the source and in ClickHouse (FINAL), computed side by side; ranges that differ are named."""
+        """Per key range (the batches', for a single integer key; else the table): ClickHouse prints the rows
+        (FINAL) as the text they were sent as, and their count and line-hash sum are compared with the batches'
+        checkpoints (full runs: the hashes of the lines sent) or, for incremental runs, with the source's lines
+        now. The ranges that differ are named."""
         for table in plan.tables:
             batches = sorted((b for b in plan.batches if b.table == table.source), key=lambda b: b.id)
             columns = self.columns(table)
             cuts = _cuts(table, batches)
-            with ThreadPoolExecutor(1) as pool:
-                mine = pool.submit(self.sums, plan, table, columns, cuts)
-                theirs = source.clickhouse_sums(table, columns, cuts, plan.parallel_workers)
-                if theirs is None:
-                    theirs = _python_sums(source, table, columns, cuts)
-                ours = mine.result()
-            entry = _entry(plan, table, batches, cuts, theirs, ours)
+            ranges = [(b.lo[0] if b.lo else None, b.hi[0] if b.hi else None) for b in batches] if cuts else [(None, None)]
+            with ThreadPoolExecutor(max(1, min(plan.parallel_workers, 4, len(ranges)))) as pool:
+                mine = [pool.submit(self.measure_range, plan, table, columns, lo, hi) for lo, hi in ranges]
+                if plan.type == MigrationType.INCREMENTAL.value:
+                    theirs = [_source_lines(plan, source, table, columns, b) for b in batches]
+                else:
+                    theirs = [(int(cps.get(b.id, {}).get("rows", 0)), int(cps.get(b.id, {}).get("checksum", 0)))
+                              for b in batches]
+                ours = [m.result() for m in mine]
+            entry = _entry(table, batches, cuts is not None, theirs, ours)
             report["tables"].append(entry)
             report["ok"] = report["ok"] and entry["ok"]
         report["rejects"] = []
@@ -242,24 +254,21 @@ class ClickHouseTarget(DocumentTarget):
             report["notes"] = list(plan.notes)
         return report
 
-    def sums(self, plan: MigrationPlan, table: Table, columns: list[cht.ChColumn],
-             cuts: list[int] | None) -> dict[int, tuple[int, int]]:
-        """bucket -> (rows, sum of canonical row hashes mod 2**64) of the ClickHouse table (FINAL)."""
-        bucket = "0" if cuts is None else \
-            f"length(arrayFilter(x -> x <= {quote_ident(table.key[0])}, [{', '.join(str(int(c)) for c in cuts)}]))"
-        row = cht.ch_row_hash(columns, [quote_ident(c.name) for c in columns])
-        out = self.query(f"SELECT {bucket} AS __dbfleet_bucket, count(), sum({row})"  # noqa: S608 - quoted names
-                         f" FROM {self.name(plan, table.target_name)} FINAL GROUP BY __dbfleet_bucket FORMAT TabSeparated")
-        found = {}
-        for line in out.splitlines():
-            b, n, total = line.split("\t")
-            found[int(b)] = (int(n), int(total) % cht.MOD)
-        return found
+    def measure_range(self, plan: MigrationPlan, table: Table, columns: list[cht.ChColumn], lo: int | None = None,
+                      hi: int | None = None) -> tuple[int, int]:
+        """(rows, line-hash sum) of the table's rows with key in [lo, hi) (None: unbounded), FINAL, printed as
+        the lines they were sent as (``clickhouse_types.output_expr`` and ``fixed``)."""
+        where = [f"{quote_ident(table.key[0])} {op} {int(v)}" for op, v in ((">=", lo), ("<", hi)) if v is not None]
+        exprs = ", ".join(cht.output_expr(c) for c in columns)
+        with self.http.stream(f"SELECT {exprs} FROM {self.name(plan, table.target_name)} FINAL"  # noqa: S608 - quoted
+                              f" WHERE {' AND '.join(where) or '1'} FORMAT TabSeparated", database=None) as out:
+            data = out.read()
+        n, total = sum_lines(cht.fixed(data))
+        return int(n), int(total) % cht.MOD
 
     def measure(self, plan: MigrationPlan, table: Table) -> tuple[int, int]:
-        """(rows, canonical row-hash sum) of the whole table (FINAL)."""
-        found = self.sums(plan, table, self.columns(table), None).get(0, (0, 0))
-        return found
+        """(rows, line-hash sum) of the whole table (FINAL)."""
+        return self.measure_range(plan, table, self.columns(table))
 
     def rollback(self, plan: MigrationPlan) -> list[str]:
         """Drop the tables the migration created; its checkpoints are superseded (rows -1), so a run starts over."""
@@ -300,7 +309,7 @@ def _python_chunks(rows: Iterable[tuple[Any, ...]], table: Table, columns: list[
 
 
 def _cuts(table: Table, batches: list[Batch]) -> list[int] | None:
-    """The batches' lower bounds after the first, when the key is one integer column (buckets = batches)."""
+    """The batches' lower bounds after the first, when the key is one integer column (ranges = batches)."""
     if len(table.key) != 1 or len(batches) < 2 or not table.ranges_portable or any(b.by != "key" for b in batches):
         return None
     cuts = [b.lo[0] for b in batches[1:] if b.lo is not None]
@@ -309,44 +318,33 @@ def _cuts(table: Table, batches: list[Batch]) -> list[int] | None:
     return cuts
 
 
-def _python_sums(source: Source, table: Table, columns: list[cht.ChColumn],
-                 cuts: list[int] | None) -> dict[int, tuple[int, int]]:
-    """The source's rows hashed here (sources whose server cannot compute the canonical text)."""
-    import bisect
-
-    convert = converter([c.cast for c in table.columns])
-    at = [c.name for c in table.columns].index(table.key[0]) if cuts is not None else 0
-    found: dict[int, list[int]] = {}
+def _source_lines(plan: MigrationPlan, source: Source, table: Table, columns: list[cht.ChColumn],
+                  batch: Batch) -> tuple[int, int]:
+    """(rows, line-hash sum) of the batch's range at the source now, as a full run would send it."""
+    whole = dataclasses.replace(plan, type=MigrationType.FULL.value)
+    chunks = source.clickhouse_chunks(whole, table, batch, columns)
+    n = total = 0
     with source.snapshot():
-        for raw in source.rows(table, Batch(-1, table.source, None, None, "all")):
-            row = convert(raw)
-            b = 0 if cuts is None else bisect.bisect_right(cuts, row[at])
-            slot = found.setdefault(b, [0, 0])
-            slot[0] += 1
-            slot[1] += cht.row_hash(row, columns)
-    return {b: (n, total % cht.MOD) for b, (n, total) in found.items()}
+        for chunk in chunks if chunks is not None else _python_chunks(source.rows(table, batch), table, columns):
+            lines, h = sum_lines(chunk)
+            n, total = n + lines, total + h
+    return n, total % cht.MOD
 
 
-def _total(found: dict[int, tuple[int, int]]) -> tuple[int, int]:
-    return sum(n for n, _ in found.values()), sum(c for _, c in found.values()) % cht.MOD
-
-
-def _entry(plan: MigrationPlan, table: Table, batches: list[Batch], cuts: list[int] | None,
-           theirs: dict[int, tuple[int, int]], ours: dict[int, tuple[int, int]]) -> dict[str, Any]:
-    """The table's validation entry: the ranges (batches, or the whole table) whose count or hash sum differ."""
+def _entry(table: Table, batches: list[Batch], by_range: bool, theirs: list[tuple[int, int]],
+           ours: list[tuple[int, int]]) -> dict[str, Any]:
+    """The table's validation entry: the ranges (batches, or the whole table) whose count or line-hash sum differ."""
+    want = (sum(n for n, _ in theirs), sum(c for _, c in theirs) % cht.MOD)
+    got = (sum(n for n, _ in ours), sum(c for _, c in ours) % cht.MOD)
     entry: dict[str, Any] = {"table": table.source, "target": table.target_name, "batches": len(batches),
-                             "source_rows": sum(n for n, _ in theirs.values()),
-                             "target_rows": sum(n for n, _ in ours.values()), "rejects": 0,
-                             "mismatched_ranges": []}
-    if cuts is None:
-        if _total(theirs) != _total(ours):
-            entry["mismatched_ranges"].append({"batch": None, "from": None, "to": None,
-                                               "source_rows": entry["source_rows"], "target_rows": entry["target_rows"]})
-    else:
-        for i, b in enumerate(batches):
-            want, got = theirs.get(i, (0, 0)), ours.get(i, (0, 0))
-            if want != got:
-                entry["mismatched_ranges"].append({"batch": b.id, "from": b.lo, "to": b.hi,
-                                                   "source_rows": want[0], "target_rows": got[0]})
+                             "source_rows": want[0], "target_rows": got[0], "rejects": 0, "mismatched_ranges": []}
+    if by_range:
+        for b, w, g in zip(batches, theirs, ours, strict=True):
+            if w != g:
+                entry["mismatched_ranges"].append({"batch": b.id, "from": b.lo, "to": b.hi, "source_rows": w[0],
+                                                   "target_rows": g[0]})
+    elif want != got:
+        entry["mismatched_ranges"].append({"batch": None, "from": None, "to": None, "source_rows": want[0],
+                                           "target_rows": got[0]})
     entry["ok"] = not entry["mismatched_ranges"]
     return entry

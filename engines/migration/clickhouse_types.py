@@ -1,15 +1,15 @@
 """Column mapping into ClickHouse, for the server version in use, and how each column travels and is compared.
 
 Every migrated column gets a ClickHouse type and a *format*: how its values are written as tab-separated text
-(what ``INSERT ... FORMAT TabSeparated`` reads) and the canonical text validation hashes on both sides (the
-source's SQL or Python, and ClickHouse's ``toString``). The formats:
+(what ``INSERT ... FORMAT TabSeparated`` reads, and what validation has ClickHouse print back: ``output_expr``).
+The formats:
 
 =============  ================================  ===============================================================
-format         PostgreSQL types                  ClickHouse type, canonical text
+format         PostgreSQL types                  ClickHouse type, text sent
 =============  ================================  ===============================================================
 int            smallint, integer, bigint         Int16/Int32/Int64; decimal digits
 bool           boolean                           UInt8; 0 / 1
-float          real, double precision            Float32/Float64; the IEEE bits as an unsigned integer (exact)
+float          real, double precision            Float32/Float64 (DEFAULT from __dbfleet_bits_<col>); the IEEE bits
 decimal        numeric(p, s), p <= 38            Decimal(p, s); digits with s decimals
 date           date                              Date; YYYY-MM-DD
 datetime       timestamp(0) [with time zone]     DateTime('UTC'); YYYY-MM-DD hh:mm:ss
@@ -33,25 +33,25 @@ columns have no fraction by type and become ``DateTime('UTC')`` (its range, 1970
 a value outside it cannot be stored, and validation names its range). A naive ``timestamp`` is taken as
 UTC wall-clock time. A server with DateTime64 gets ``DateTime64(p, 'UTC')``.
 
-ClickHouse has no ``Nullable(Array(...))``: a NULL array arrives as an empty array, and both sides' canonical
-text treat the two alike (said in the plan's notes). Canonical text of a row: for each column ``N`` for NULL,
-else ``<byte length>:<text>``; columns joined by a tab; array elements the same, joined by ``,``. Its
-``halfMD5`` (ClickHouse) equals the first 8 bytes of its ``md5`` (PostgreSQL, Python) read big-endian; sums
-modulo 2**64 per key range are compared.
+ClickHouse has no ``Nullable(Array(...))``: a NULL array arrives as an empty array (said in the plan's notes).
+
+Validation: the worker hashes every line it sends (``linehash``, in C) into the batch's checkpoint; ClickHouse
+prints the stored rows back with ``output_expr`` per column as TabSeparated, ``fixed`` makes its escaping
+COPY's, and the same line hashes are summed per key range.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import re
 import struct
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from engines.connectors.clickhouse import quote_ident
 from engines.migration.model import Column, Table
 
 DATETIME64_SINCE = (20, 1)  # the first ClickHouse release with DateTime64
@@ -76,7 +76,7 @@ class ChColumn:
     nullable: bool  # the ClickHouse type is Nullable (never for arrays: a NULL array arrives as [])
     element: str | None = None
     size: int = 8
-    scale: int = 0  # decimals (of a decimal column or array element)
+    scale: int = 0  # decimals (of a decimal column or array element; of a DateTime64's seconds)
     null_array: bool = False  # an array column the source lets be NULL
 
     @property
@@ -132,7 +132,7 @@ def _scalar(target_type: str, version: tuple[int, ...]) -> tuple[str, str, int]:
         if precision == 0:
             return "DateTime('UTC')", "datetime", 8
         if version >= DATETIME64_SINCE:
-            return f"DateTime64({precision}, 'UTC')", "datetime64", 8
+            return f"DateTime64({precision}, 'UTC')", "datetime64", precision
         return "Int64", "epoch_us", 8
     return "String", "text", 8
 
@@ -148,7 +148,7 @@ def ch_column(column: Column, version: tuple[int, ...], in_key: bool = False) ->
                         extra if fmt == "float" else 8, extra if fmt == "decimal" else 0, nullable)
     kind, fmt, extra = _scalar(column.target_type, version)
     return ChColumn(column.name, f"Nullable({kind})" if nullable else kind, fmt, nullable, None,
-                    extra if fmt == "float" else 8, extra if fmt == "decimal" else 0)
+                    extra if fmt == "float" else 8, extra if fmt in ("decimal", "datetime64") else 0)
 
 
 def ch_columns(table: Table, version: tuple[int, ...]) -> list[ChColumn]:
@@ -169,29 +169,31 @@ def mapping_notes(columns: Sequence[ChColumn], table: Table) -> list[str]:
     return notes
 
 
-# ------------------------------------------------------------------ ClickHouse side of the canonical text
-def _ch_scalar_text(expr: str, fmt: str, size: int) -> str:
-    if fmt == "float":  # the IEEE bits, as a signed integer (PostgreSQL's float8send read as bigint)
-        return f"toString(reinterpretAsInt{size * 8}(reinterpretAsString({expr})))"
-    return f"toString({expr})"
+# ------------------------------------------------------------------ validation: ClickHouse's output as the lines sent
+def output_expr(column: ChColumn) -> str:
+    """ClickHouse expression whose TabSeparated output is the text the column's values were sent as (floats: their
+    bits; arrays: the literal with quotes doubled): with ``fixed`` applied to the output, the same bytes."""
+    ident = quote_ident(column.name)
+    if column.fmt == "float":
+        bits = "reinterpretAsInt%d(reinterpretAsString(%s))"
+        if column.nullable:
+            return f"if(isNull({ident}), NULL, {bits % (column.size * 8, f'assumeNotNull({ident})')})"
+        return bits % (column.size * 8, ident)
+    if column.fmt == "array":
+        if column.element in ("int", "bool", "decimal"):
+            item = "ifNull(toString(e), 'NULL')"
+        else:
+            quote = "''''"  # a quote, in ClickHouse's quoting
+            item = (f"if(isNull(e), 'NULL', concat({quote}, replaceAll(toString(assumeNotNull(e)), {quote},"
+                    f" '{quote[1:-1] * 2}'), {quote}))")
+        return f"concat('[', arrayStringConcat(arrayMap(e -> {item}, {ident}), ','), ']')"
+    return ident
 
 
-def ch_canonical(column: ChColumn, ident: str) -> str:
-    """ClickHouse expression: the column's canonical text (``N`` for NULL, else ``length:text``)."""
-    if column.fmt == "array":  # elements: 'N' or length:text, joined by ','; then framed like a value
-        inner = _ch_scalar_text("e", column.element or "text", column.size)
-        item = f"ifNull(concat(toString(length({inner})), ':', {inner}), 'N')"
-        text = f"arrayStringConcat(arrayMap(e -> {item}, {ident}), ',')"
-    else:
-        text = _ch_scalar_text(ident, column.fmt, column.size)
-    framed = f"concat(toString(length({text})), ':', {text})"
-    return f"ifNull({framed}, 'N')" if column.nullable else framed
-
-
-def ch_row_hash(columns: Sequence[ChColumn], idents: Sequence[str]) -> str:
-    """ClickHouse expression: the row's 64-bit hash (halfMD5 of the canonical text)."""
-    parts = ", '\\t', ".join(ch_canonical(c, i) for c, i in zip(columns, idents, strict=True))
-    return f"halfMD5(concat({parts}))" if len(columns) > 1 else f"halfMD5({ch_canonical(columns[0], idents[0])})"
+def fixed(data: bytes) -> bytes:
+    """ClickHouse's TabSeparated output as PostgreSQL's COPY writes the same text: ClickHouse escapes a quote
+    (backslash quote) and leaves a vertical tab raw, COPY the other way round; every other escape is the same."""
+    return data.replace(b"\\'", b"'").replace(b"\x0b", b"\\v")
 
 
 # ------------------------------------------------------------------ Python side (sources without SQL formatting)
@@ -223,8 +225,8 @@ def value_text(value: Any, fmt: str, scale: int = 0) -> str:
         return value.isoformat() if isinstance(value, dt.date) else str(value)
     if fmt == "datetime":
         return _utc(value).strftime("%Y-%m-%d %H:%M:%S")
-    if fmt == "datetime64":
-        return _utc(value).strftime("%Y-%m-%d %H:%M:%S.%f")
+    if fmt == "datetime64":  # scale: the precision
+        return _utc(value).strftime("%Y-%m-%d %H:%M:%S.%f")[:20 + scale]
     if fmt == "epoch_us":
         return str(_epoch_us(value))
     if fmt == "uuid":
@@ -239,41 +241,8 @@ def value_text(value: Any, fmt: str, scale: int = 0) -> str:
     return str(value)
 
 
-def canonical_text(value: Any, column: ChColumn) -> str:
-    """Python: the canonical text of one value (what ``ch_canonical`` computes from the stored value)."""
-    if value is None and column.fmt != "array":
-        return "N"
-    if column.fmt == "array":
-        parts = []
-        for e in value or []:
-            if e is None:
-                parts.append("N")
-                continue
-            t = str(_float_bits(e, column.size)) if column.element == "float" \
-                else value_text(e, column.element or "text", column.scale)
-            parts.append(f"{len(t.encode())}:{t}")
-        text = ",".join(parts)
-    elif column.fmt == "float":
-        text = str(_float_bits(value, column.size))
-    else:
-        text = value_text(value, column.fmt, column.scale)
-    return f"{len(text.encode())}:{text}"
-
-
-def row_hash(row: Sequence[Any], columns: Sequence[ChColumn]) -> int:
-    text = "\t".join(canonical_text(v, c) for v, c in zip(row, columns, strict=True))
-    return int.from_bytes(hashlib.md5(text.encode()).digest()[:8], "big")  # noqa: S324 - a checksum, as halfMD5
-
-
-def python_sums(rows: Iterable[Sequence[Any]], columns: Sequence[ChColumn]) -> tuple[int, int]:
-    n = total = 0
-    for row in rows:
-        n += 1
-        total += row_hash(row, columns)
-    return n, total % MOD
-
-
-_TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
+_TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0", "\b": "\\b",
+                              "\f": "\\f", "\v": "\\v"})  # PostgreSQL COPY's escapes (and NUL's, which it has not)
 
 
 def _array_literal(value: list[Any], column: ChColumn) -> str:

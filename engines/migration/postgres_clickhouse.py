@@ -1,11 +1,8 @@
 """PostgreSQL sources into ClickHouse: the SQL that formats a batch as ClickHouse TabSeparated text (PostgreSQL's
 COPY text escaping is ClickHouse's TSV escaping: ``\\N`` for NULL, backslash escapes for tab, newline,
-backslash), and the SQL of each row's canonical hash for validation (see ``clickhouse_types``).
-Used by ``PostgresSource``; the formats are ``clickhouse_types``'."""
+backslash). Used by ``PostgresSource``; the formats are ``clickhouse_types``'."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 from psycopg import sql
 
@@ -16,7 +13,7 @@ _QUOTED = {"text", "uuid", "date", "hex"}
 
 
 def _text(expr: sql.Composable, fmt: str, source_type: str, scale: int = 0) -> sql.Composable:
-    """``expr``'s text for ClickHouse (travel and canonical agree for every format but floats)."""
+    """``expr``'s text for ClickHouse."""
     tz = "with time zone" in source_type or source_type.startswith("timestamptz")
     if fmt == "bool":
         return sql.SQL("{}::int::text").format(expr)
@@ -25,9 +22,9 @@ def _text(expr: sql.Composable, fmt: str, source_type: str, scale: int = 0) -> s
     if fmt == "datetime":
         return sql.SQL("to_char({}, 'YYYY-MM-DD HH24:MI:SS')").format(
             sql.SQL("({} AT TIME ZONE 'UTC')").format(expr) if tz else expr)
-    if fmt == "datetime64":
-        return sql.SQL("to_char({}, 'YYYY-MM-DD HH24:MI:SS.US')").format(
-            sql.SQL("({} AT TIME ZONE 'UTC')").format(expr) if tz else expr)
+    if fmt == "datetime64":  # as many digits as DateTime64(p) prints
+        return sql.SQL("to_char({}, {})").format(sql.SQL("({} AT TIME ZONE 'UTC')").format(expr) if tz else expr,
+                                                 sql.Literal(f"YYYY-MM-DD HH24:MI:SS.FF{scale}"))
     if fmt == "epoch_us":
         return sql.SQL("(extract(epoch FROM {}) * 1000000)::bigint::text").format(expr)
     return sql.SQL("{}::text").format(expr)
@@ -59,28 +56,3 @@ def travel_expr(column: Column, ch: ChColumn) -> sql.Composable:
     if ch.fmt in ("int", "uuid", "date"):
         return ident  # COPY's own text is ClickHouse's
     return _text(ident, ch.fmt, column.source_type, ch.scale)
-
-
-def _framed(text: sql.Composable) -> sql.Composable:
-    return sql.SQL("coalesce(octet_length({0})::text || ':' || {0}, 'N')").format(text)
-
-
-def canonical_expr(column: Column, ch: ChColumn) -> sql.Composable:
-    """The column's canonical text (``N`` for NULL, else ``length:text``), as ``ch_canonical`` computes it."""
-    ident = sql.Identifier(column.name)
-    if ch.fmt == "array":
-        element = sql.SQL("e")
-        text = _float_bits(element, ch.size) if ch.element == "float" \
-            else _text(element, ch.element or "text", _element_type(column), ch.scale)
-        joined = sql.SQL("coalesce((SELECT string_agg({}, ',' ORDER BY o) FROM unnest({}) WITH ORDINALITY u(e, o)),"
-                         " '')").format(_framed(text), ident)
-        return sql.SQL("octet_length({0})::text || ':' || {0}").format(joined)
-    if ch.fmt == "float":
-        return _framed(_float_bits(ident, ch.size))
-    return _framed(_text(ident, ch.fmt, column.source_type, ch.scale))
-
-
-def row_hash(columns: Sequence[Column], chs: Sequence[ChColumn]) -> sql.Composable:
-    """A row's hash as a bigint: the first 8 bytes of md5 of the canonical text (ClickHouse: halfMD5)."""
-    items = sql.SQL(", ").join(canonical_expr(c, h) for c, h in zip(columns, chs, strict=True))
-    return sql.SQL("('x' || left(md5(concat_ws(chr(9), {})), 16))::bit(64)::bigint").format(items)

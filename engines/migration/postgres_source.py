@@ -4,7 +4,6 @@ binary, or straight into a target through the C relay)."""
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +14,7 @@ from engines.connectors import open_connector
 from engines.errors import ConfigError
 from engines.migration import postgres_clickhouse, postgres_copy, relay, sources
 from engines.migration.base import Source, Target
-from engines.migration.checksum import PG_HASH_MIN_VERSION, hash_sum_items
+from engines.migration.checksum import PG_HASH_MIN_VERSION
 from engines.migration.model import Batch, Column, Embed, MigrationPlan, MigrationType, Table
 from engines.migration.sources import (
     INT_TYPES,
@@ -111,42 +110,6 @@ class PostgresSource(Source):
             where = sql.SQL("{} AND {} > {}").format(where, column, sql.Placeholder())
             params.append(since)
         return where, params
-
-    def clickhouse_sums(self, table: Table, columns: list[Any], cuts: list[Any] | None,
-                        parallel: int = 1) -> dict[int, tuple[int, int]]:
-        """Validation into ClickHouse: (rows, sum of canonical row hashes modulo 2**64) per bucket of the key
-        (``cuts``: the batches' lower bounds after the first, bucket i = batch i; None: one bucket, 0). With
-        ``parallel`` > 1 the buckets are split into that many consecutive key ranges, each scanned on a
-        connection of its own (md5 of every row is CPU-bound: one core per scan)."""
-        items = hash_sum_items(postgres_clickhouse.row_hash(table.columns, columns))
-        if cuts is None:
-            n, total = self.conn.execute(sql.SQL("SELECT {} FROM {}").format(items, pg_ident(table))).fetchone()
-            return {0: (int(n), int(total))}
-        key = sql.Identifier(table.key[0])
-        query = sql.SQL("SELECT width_bucket({}, {}::bigint[]), {} FROM {} WHERE {} GROUP BY 1").format(
-            key, sql.Literal(cuts), items, pg_ident(table), sql.SQL("{0} >= %s AND {0} < %s").format(key))
-        parts = max(1, min(parallel, 4, len(cuts) + 1))
-        size = -(-(len(cuts) + 1) // parts)
-        edges = [None, *cuts, None]
-        ranges = [(edges[i], edges[min(i + size, len(cuts) + 1)]) for i in range(0, len(cuts) + 1, size)]
-        low, high = -2 ** 63, 2 ** 63 - 1  # an open end: the key's whole range (integer keys only)
-
-        def scan(conn: Any, lo: Any, hi: Any) -> list[tuple[Any, ...]]:
-            return list(conn.execute(query, (low if lo is None else lo, high if hi is None else hi)).fetchall())
-
-        if parts == 1:
-            found = [r for lo, hi in ranges for r in scan(self.conn, lo, hi)]
-        else:
-            with ThreadPoolExecutor(parts) as pool:
-                found = [r for rows in pool.map(lambda rng: self._on_own(scan, *rng), ranges) for r in rows]
-        return {int(b): (int(n), int(c)) for b, n, c in found}
-
-    def _on_own(self, fn: Any, *args: Any) -> Any:
-        """``fn(conn, *args)`` on a new connection to the same database (same session settings)."""
-        info = self.conn.info
-        with psycopg.connect(info.dsn, password=info.password, autocommit=True) as conn:
-            conn.execute(SESSION)
-            return fn(conn, *args)
 
     def changed_rows(self, table: Table, batch: Batch, column: str, since: str | None,
                      until: str) -> list[tuple[Any, ...]]:

@@ -4,7 +4,6 @@ ClickHouse and PostgreSQL sides are compared against the real servers in test_cl
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from decimal import Decimal
 
 from engines.migration import clickhouse_types as cht
@@ -40,12 +39,13 @@ def test_tsv_lines_escape_like_copy_and_floats_travel_as_bits() -> None:
     assert cht.tsv_line((None, None, None, None, None), cols) == "\\N\t[]\t\\N\t\\N\t\\N\n"
 
 
-def test_canonical_text_frames_values_so_nulls_and_separators_cannot_collide() -> None:
+def test_clickhouse_output_is_made_copys_text() -> None:
+    """ClickHouse escapes a quote and leaves a vertical tab raw; COPY (and tsv_line) the other way round."""
+    assert cht.fixed(b"it\\'s\x0b\\\\\\'x\\b") == b"it's\\v\\\\'x\\b"
     col = cht.ch_column(_col("text"), (18, 16))
-    assert cht.canonical_text(None, col) == "N" and cht.canonical_text("N", col) == "1:N"
-    assert cht.canonical_text("a\tb", col) == "3:a\tb" and cht.canonical_text("ü", col) == "2:ü"
-    arr = cht.ch_column(_col("integer[]"), (18, 16))
-    assert cht.canonical_text([1, None, -2], arr) == "10:1:1,N,2:-2" and cht.canonical_text(None, arr) == "0:"
-    text = "1:N\t10:1:1,N,2:-2"
-    want = int.from_bytes(hashlib.md5(text.encode()).digest()[:8], "big")  # noqa: S324 - as ClickHouse's halfMD5
-    assert cht.row_hash(("N", [1, None, -2]), [col, arr]) == want
+    assert cht.tsv_line(("a\bb\fc\vd\0",), [col]) == "a\\bb\\fc\\vd\\0\n"
+    floats = cht.ch_column(Column("f", "real", "real", True), (18, 16))
+    assert cht.output_expr(floats) == "if(isNull(`f`), NULL, reinterpretAsInt32(reinterpretAsString(assumeNotNull(`f`))))"
+    quote = "\'\'\'\'"  # a quote in ClickHouse's quoting, doubled inside the literal
+    assert f"replaceAll(toString(assumeNotNull(e)), {quote}, \'\'\'\'\'\')" in cht.output_expr(
+        cht.ch_column(_col("text[]"), (18, 16)))
