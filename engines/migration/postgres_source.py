@@ -96,7 +96,10 @@ class PostgresSource(Source):
         if plan.type == MigrationType.INCREMENTAL.value:
             where, params = self._changed(where, params, plan, table)
         query = sql.SQL("SELECT {} FROM {} WHERE {}").format(sql.SQL(", ").join(exprs), pg_ident(table), where)
-        return self.copy_chunks(table, batch, 5000, query=(query, params))
+        if postgres_clickhouse.psql_binary() is not None and self.conn.info.transaction_status == pq.TransactionStatus.IDLE:
+            statement = psycopg.ClientCursor(self.conn).mogrify(sql.SQL("COPY ({}) TO STDOUT").format(query), params)
+            return postgres_clickhouse.psql_copy(self.conn.info, statement)
+        return self.copy_chunks(table, batch, 50000, query=(query, params))
 
     def _changed(self, where: sql.Composable, params: list[Any], plan: MigrationPlan,
                  table: Table) -> tuple[sql.Composable, list[Any]]:
