@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -163,13 +164,21 @@ def test_postgresql_into_clickhouse_keeps_every_type_and_validation_names_a_tamp
             row["toString(u)"], row["j"], row["b"], row["t"], row["tags"], row["nums"]] == list(want)
     assert clickhouse.query(f"SELECT count() FROM {name} FINAL WHERE empty(tags)").strip() == "20"  # noqa: S608 - NULL arrays: []
     assert any("tags: a NULL array arrives as []" in n for n in plan.notes)
-    # tamper one row in ClickHouse (a new version of id 60 with another text): its range is named
-    cols = ", ".join("'tampered'" if c == "t" else quote_ident(c) for c in types)
+    batch = next(b for b in plan.batches if b.lo is not None and b.lo[0] <= 60 and (b.hi is None or 60 < b.hi[0]))
+    named = [{"batch": batch.id, "from": batch.lo, "to": batch.hi, "source_rows": 25, "target_rows": 25}]
+    # tamper one row in place (a mutation: as many rows as written, read without FINAL): its range is named
+    clickhouse.query(f"ALTER TABLE {name} UPDATE t = 'tampered' WHERE id = 60")
+    for _ in range(600):  # mutations run in the background on 18.16: wait until this one is done
+        if clickhouse.query(f"SELECT min(is_done) FROM system.mutations WHERE database = '{ch_target.dbname}'"  # noqa: S608
+                            ).strip() == "1":
+            break
+        time.sleep(0.05)
+    report = engine.validate(plan, pg_source, ch_target)
+    assert not report["ok"] and report["tables"][0]["mismatched_ranges"] == named
+    # and as a new version of the row (a second row with its key: read with FINAL)
+    cols = ", ".join("'tampered again'" if c == "t" else quote_ident(c) for c in types)
     clickhouse.query(f"INSERT INTO {name} SELECT {cols} FROM {name} FINAL WHERE id = 60")  # noqa: S608 - quoted
     report = engine.validate(plan, pg_source, ch_target)
-    bad = report["tables"][0]["mismatched_ranges"]
-    batch = next(b for b in plan.batches if b.lo is not None and b.lo[0] <= 60 and (b.hi is None or 60 < b.hi[0]))
-    assert not report["ok"] and bad == [{"batch": batch.id, "from": batch.lo, "to": batch.hi, "source_rows": 25,
-                                         "target_rows": 25}]
+    assert not report["ok"] and report["tables"][0]["mismatched_ranges"] == named
     engine.rollback(plan, pg_source, ch_target)
     assert clickhouse.query(f"EXISTS TABLE {name}").strip() == "0"
