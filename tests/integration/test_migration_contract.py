@@ -261,3 +261,34 @@ def test_every_source_runs_incrementally_into_a_document_target(source: Any, mon
     docs.delete_one({"_id": "5"})  # a lost document: validation against the source catches it
     report = engine.validate(second, source, target)
     assert not report["ok"] and report["tables"][0]["target_rows"] == 28
+
+
+@pytest.fixture
+def elasticsearch_stand_in(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """tests/integration/es_stand_in.py, an in-process stand-in for an Elasticsearch server (none runs here),
+    behind the Elasticsearch connector."""
+    from engines.connectors.elasticsearch import ElasticsearchConnector
+    from tests.integration.es_stand_in import ElasticsearchStandIn
+
+    client = ElasticsearchStandIn()
+    monkeypatch.setattr(ElasticsearchConnector, "_connect", lambda self: client)
+    monkeypatch.setattr(ElasticsearchConnector, "_close", lambda self: None)
+    return client
+
+
+def test_every_source_runs_incrementally_into_elasticsearch(source: Any, elasticsearch_stand_in: Any) -> None:
+    """Into Elasticsearch (its named stand-in): `_id` index of the delta, soft-deleted rows' documents deleted,
+    watermarks kept between runs, validation against the source's live rows."""
+    target = db("h20a_es", kind="elasticsearch", host="127.0.0.1", dbname=f"h20a_{uuid.uuid4().hex[:6]}")
+    _source_exec(source, INCREMENTAL["postgresql" if source.kind == "postgresql" else "mariadb"])
+    first, copied, report = _incremental_run(source, target)
+    assert copied == 30 and report["ok"], report["tables"]
+    _source_exec(source, INCREMENTAL_CHANGES)
+    _, copied, report = _incremental_run(source, target, base=first)
+    assert copied == 4 and report["ok"], report["tables"]
+    docs = elasticsearch_stand_in.store[f"{target.dbname}inc"]
+    assert len(docs) == 29 and "10" not in docs and docs["1"]["v"] == "changed" and docs["31"]["v"] == "new"
+    _, copied, report = _incremental_run(source, target, base=first)
+    assert copied == 0 and report["ok"]
+    del docs["5"]  # a lost document
+    assert not engine.validate(first, source, target)["ok"]
