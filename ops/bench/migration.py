@@ -9,7 +9,8 @@ B. PostgreSQL -> PostgreSQL: the demo's music database (generated in PostgreSQL 
 C. PostgreSQL -> ClickHouse: the music database's play_events into Debian's clickhouse-server (started here
    on free ports, data in the temp dir); dbfleet (validation on) vs
    `psql -c "COPY (SELECT ...) TO STDOUT" | clickhouse-client --query "INSERT ... FORMAT TSV"` into the same
-   table definition (--only c; needs clickhouse-server and clickhouse-client, or --clickhouse-client PATH).
+   table definition (--only c; needs clickhouse-server and clickhouse-client, or --clickhouse-client PATH;
+   batches of --clickhouse-batch-size rows, 500,000 by default: each is one INSERT, one part to merge).
 Needs the machine's MariaDB and PostgreSQL 15 and the `pgloader` command. Prints wall times, rows/s
 and ratios, each comparison over --rounds alternating rounds (medians, and every round's ratio); asserts
 nothing about time (shared machines are noisy). Validation is on for dbfleet unless said.
@@ -343,6 +344,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=50_000)
     parser.add_argument("--only", choices=["a", "b", "c"], default=None)
     parser.add_argument("--clickhouse-client", default=None, help="path of clickhouse-client (part C)")
+    parser.add_argument("--clickhouse-batch-size", type=int, default=500_000,
+                        help="part C's batch size: each batch is one INSERT, one part for ClickHouse to merge")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per comparison (medians printed)")
     args = parser.parse_args()
     if shutil.which("pgloader") is None and args.only in (None, "a"):
@@ -370,7 +373,7 @@ def main() -> None:
             if args.only in (None, "b"):
                 part_b(fleet, args.events, args.batch_size, args.rounds)
             if server is not None and client is not None:
-                part_c(fleet, server, client, args.events, args.batch_size, args.rounds)
+                part_c(fleet, server, client, args.events, args.clickhouse_batch_size, args.rounds)
             print("machine CPU seconds per run (median; 2 cores: wall >= CPU / 2):",
                   "; ".join(f"{k} {statistics.median(v):.2f}" for k, v in CPU.items()))
         finally:
