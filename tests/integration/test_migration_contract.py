@@ -120,9 +120,10 @@ def test_every_source_keeps_the_contract_into_a_document_target(source: Any, mon
     for b in plan.batches:
         engine.copy_batch(plan, b.id, source, target)
     store = mongo_stand_in[target.dbname]
-    store["_dbfleet_checkpoints"].delete_one({"migration_id": plan.id, "batch_id": plan.batches[0].id})  # the kill
-    for b in plan.batches:  # resumed: the batch without a checkpoint runs again, the others are skipped
-        engine.copy_batch(plan, b.id, source, target)
+    killed = store["_dbfleet_checkpoints"].delete_one({"_id": f"{plan.id}:{plan.batches[0].id}"})  # the kill
+    assert killed.deleted_count == 1  # the documents are there, the checkpoint is not
+    resumed = [engine.copy_batch(plan, b.id, source, target) for b in plan.batches]
+    assert [r["skipped"] for r in resumed] == [False] + [True] * (len(plan.batches) - 1)  # only it runs again
     engine.finalize(plan, source, target)
     assert engine.validate(plan, source, target)["ok"]
     docs = store['we;ird "t']
