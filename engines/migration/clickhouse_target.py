@@ -70,6 +70,24 @@ def clickhouse_ddl(table: Table, database: str, columns: list[cht.ChColumn], ver
             f" ENGINE = {engine} ORDER BY ({order})")
 
 
+class _Counted:
+    """Byte chunks of whole lines, counted and hashed (``linehash``, in C) as they pass."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self.chunks, self.lines, self.total = chunks, 0, 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self.chunks:
+            n, h = sum_lines(chunk)
+            self.lines, self.total = self.lines + n, self.total + h
+            yield chunk
+
+
+def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield first
+    yield from rest
+
+
 class ClickHouseTarget(DocumentTarget):
     """ClickHouse over HTTP: idempotent by ReplacingMergeTree keys, validated by row hashes on both sides."""
 
@@ -153,17 +171,18 @@ class ClickHouseTarget(DocumentTarget):
 
     def insert(self, plan: MigrationPlan, table: Table, columns: list[cht.ChColumn],
                chunks: Iterable[bytes]) -> tuple[int, int]:
-        """Send ``chunks`` (TabSeparated lines) into the table in one request; returns (lines, their hash sum).
-        The batch is gathered first (memory: one batch's text) and posted with its length: streaming it chunk
-        by chunk as the source produces it measured slower (the two sides stall each other), and batches of
-        two workers overlap anyway."""
-        body = b"".join(chunks)
-        if not body:
+        """Stream ``chunks`` (TabSeparated lines, whole) into the table in one request as the source produces
+        them (chunked transfer: the source's server and ClickHouse work at once); returns (lines, their hash
+        sum: ``linehash``, for the checkpoint)."""
+        counted = _Counted(chunks)
+        stream = iter(counted)
+        first = next(stream, None)
+        if first is None:
             return 0, 0
-        n, total = sum_lines(body)
         cols = ", ".join(quote_ident(c.insert_name) for c in columns)
-        self.query(f"INSERT INTO {self.name(plan, table.target_name)} ({cols}) FORMAT TabSeparated", body)
-        return int(n), int(total) % cht.MOD
+        self.query(f"INSERT INTO {self.name(plan, table.target_name)} ({cols}) FORMAT TabSeparated",
+                   _chain(first, stream))
+        return counted.lines, counted.total % cht.MOD
 
     def write(self, plan: MigrationPlan, table: Table, batch_id: int, rows: list[tuple[Any, ...]],
               embedded: Embedded | None = None) -> int:
