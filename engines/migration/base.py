@@ -105,6 +105,13 @@ class Source(abc.ABC):
             return []
         return transform_rows(plan, table, self.changed_rows(table, batch, plan.watermark or "", since, until))
 
+    def clickhouse_chunks(self, plan: MigrationPlan, table: Table, batch: Batch,
+                          columns: list[Any]) -> Iterator[bytes] | None:
+        """ClickHouse targets: the batch (incremental: its changed rows) as TabSeparated text formatted by the
+        source's server (``columns``: ``clickhouse_types.ChColumn``s); None: this source cannot, the target
+        formats the driver's values itself."""
+        return None
+
     def copy_binary(self, target: Any, plan: MigrationPlan, table: Table, batch: Batch) -> tuple[int, int, int]:
         """The "pg-pg" path, for sources whose ``plan_path`` chooses it: (rows, checksum, rejects)."""
         raise NotImplementedError(f"{self.kind} sources have no binary COPY path")
@@ -169,6 +176,16 @@ class Target(abc.ABC):
     def usable(self) -> bool:
         """Idle and answering: a pooled target is reused only then."""
         return False
+
+    def plan_notes(self, plan: MigrationPlan) -> list[str]:
+        """What the plan should say plainly about this target (type mappings, deletes); at plan time."""
+        if plan.type != MigrationType.INCREMENTAL.value:
+            return []
+        blind = [t.source for t in plan.tables if plan.soft_delete not in {c.name for c in t.columns}]
+        if not blind:
+            return []
+        return [f"deletes at the source are not copied by incremental runs for {', '.join(blind)} (rows deleted there"
+                " stay in the target): give a soft-delete column (soft_delete) to carry them"]
 
     def last_watermark(self, migration_id: str, table: str) -> str | None:
         """Incremental targets: the watermark the last run of ``migration_id`` copied (None: none has)."""

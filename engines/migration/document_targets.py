@@ -24,7 +24,7 @@ from engines.connectors import open_connector
 from engines.errors import ConfigError
 from engines.migration.base import Checkpoints, Source, Target
 from engines.migration.checksum import MOD
-from engines.migration.model import Batch, Embed, MigrationPlan, Table
+from engines.migration.model import Batch, Embed, MigrationPlan, MigrationType, Table
 from engines.migration.types import converter
 
 if TYPE_CHECKING:
@@ -76,16 +76,18 @@ class DocumentTarget(Target):
     rewrites the same ids). Validation compares document counts and id checksums per table."""
 
     kind = "documents"
+    supports_incremental = True  # upserts by document id; soft deletes remove documents (``soft_delete``)
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, dbname: str | None = None) -> None:
         self.client = client
+        self.dbname = dbname
 
     @classmethod
     @contextmanager
     def connect(cls, db: DatabaseConfig, lock_timeout: float = 60.0) -> Iterator[DocumentTarget]:
         """The target over the database's connector client."""
         with open_connector(db) as t:
-            yield cls(t.conn)
+            yield cls(t.conn, db.dbname)
 
     def write_batch(self, plan: MigrationPlan, table: Table, batch: Batch, source: Source) -> dict[str, Any]:
         """Idempotent writes by document id, then the checkpoint (embedded children from the same snapshot)."""
@@ -98,22 +100,55 @@ class DocumentTarget(Target):
             rows = [convert(r) for r in source.batch_rows(plan, table, batch)]
             for e in table.embeds:
                 embedded[e.field] = _children(source, e, batch)
+        deleted: list[str] = []
+        if plan.soft_delete in {c.name for c in table.columns}:  # incremental: flagged rows leave the target
+            at = [c.name for c in table.columns].index(plan.soft_delete)
+            deleted = [doc_id(table, r) for r in rows if r[at]]
+            rows = [r for r in rows if not r[at]]
+            if deleted:
+                self.delete(plan, table, deleted)
         n = self.write(plan, table, batch.id, rows, embedded)
         return {"batch": batch.id, "table": table.source, "rows": n, "rejects": 0, "skipped": False,
+                "deleted": len(deleted),
                 "embedded": {f: sum(len(v) for v in by_key.values()) for f, by_key in embedded.items()}}
 
+    def delete(self, plan: MigrationPlan, table: Table, ids: list[str]) -> None:
+        """Remove the documents ``ids`` (rows soft-deleted at the source); missing ones are no error."""
+        raise NotImplementedError(f"{self.kind} targets do not delete documents")
+
+    def plan_notes(self, plan: MigrationPlan) -> list[str]:
+        """How deletes travel into documents."""
+        notes = super().plan_notes(plan)
+        if plan.type == MigrationType.INCREMENTAL.value and plan.soft_delete:
+            notes.append(f"soft deletes: documents of rows with {plan.soft_delete} set are deleted; rows deleted"
+                         " outright at the source are not seen")
+        return notes
+
     def finalize(self, plan: MigrationPlan, db: DatabaseConfig, cps: Checkpoints) -> list[str]:
-        """Nothing to build after the load."""
+        """Nothing to build after the load; incremental runs record each table's watermark."""
+        if plan.type == MigrationType.INCREMENTAL.value:
+            for t in plan.tables:
+                if plan.until.get(t.source) is not None:
+                    self.put_watermark(plan.base_id or plan.id, t.source, str(plan.until[t.source]))
         return []
+
+    def put_watermark(self, migration_id: str, table: str, value: str) -> None:
+        raise NotImplementedError(f"{self.kind} targets take no incremental runs")
+
+    def last_watermark(self, migration_id: str, table: str) -> str | None:
+        raise NotImplementedError(f"{self.kind} targets take no incremental runs")
 
     def validate(self, plan: MigrationPlan, db: DatabaseConfig, source: Source, cps: Checkpoints,
                  report: dict[str, Any]) -> dict[str, Any]:
         """Per table: the documents' count and id checksum against what the batches wrote (and, where
-        children are embedded, ``embedded_report``)."""
+        children are embedded, ``embedded_report``); incremental runs: against the source's rows now (those
+        not soft-deleted), since documents are upserted run after run."""
         for table in plan.tables:
             batches = [b.id for b in plan.batches if b.table == table.source]
             want = (sum(cps.get(b, {}).get("rows", 0) for b in batches),
                     sum(cps.get(b, {}).get("checksum", 0) for b in batches) % 2 ** 64)
+            if plan.type == MigrationType.INCREMENTAL.value:
+                want = _source_ids(plan, source, table)
             n, checksum = self.measure(plan, table)
             ok = (n, checksum) == want
             entry: dict[str, Any] = {
@@ -170,6 +205,16 @@ class DocumentTarget(Target):
 
 
 
+def _source_ids(plan: MigrationPlan, source: Source, table: Table) -> tuple[int, int]:
+    """(rows, id checksum) of the source's rows that should be documents (not soft-deleted)."""
+    names = [c.name for c in table.columns]
+    at = names.index(plan.soft_delete) if plan.soft_delete in names else None
+    with source.snapshot():
+        ids = [doc_id(table, r) for r in source.rows(table, Batch(-1, table.source, None, None, "all"))
+               if at is None or not r[at]]
+    return len(ids), id_checksum(ids)
+
+
 def _children(source: Any, embed: Embed, batch: Batch) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
     """The batch's child rows as sub-documents (without the foreign key columns), by parent key."""
     convert = converter([c.cast for c in embed.columns])
@@ -213,8 +258,22 @@ class MongoTarget(DocumentTarget):
             return Binary(bytes(v))
         return _plain(v, self.kind)
 
-    def db(self, plan: MigrationPlan) -> Any:
-        return self.client[plan.target.get("dbname") or "dbfleet"]
+    def db(self, plan: MigrationPlan | None = None) -> Any:
+        return self.client[(plan.target.get("dbname") if plan else self.dbname) or "dbfleet"]
+
+    def delete(self, plan: MigrationPlan, table: Table, ids: list[str]) -> None:
+        from pymongo import DeleteOne
+
+        self.db(plan)[table.target_name].bulk_write([DeleteOne({"_id": i}) for i in ids], ordered=False)
+
+    def put_watermark(self, migration_id: str, table: str, value: str) -> None:
+        key = f"wm:{migration_id}:{table}"
+        self.db()[CONTROL].replace_one({"_id": key}, {"_id": key, "watermark_of": migration_id, "value": value},
+                                       upsert=True)
+
+    def last_watermark(self, migration_id: str, table: str) -> str | None:
+        found = self.db()[CONTROL].find_one({"_id": f"wm:{migration_id}:{table}"})
+        return None if found is None else str(found["value"])
 
     def prepare(self, plan: MigrationPlan) -> list[str]:
         _require_keys(plan)
@@ -314,6 +373,26 @@ class ElasticsearchTarget(DocumentTarget):
 
     def index(self, plan: MigrationPlan, table: Table) -> str:
         return f"{plan.target.get('dbname') or ''}{table.target_name}".lower().replace(".", "_")
+
+    def delete(self, plan: MigrationPlan, table: Table, ids: list[str]) -> None:
+        index = self.index(plan, table)
+        result = self.client.bulk(operations=[{"delete": {"_index": index, "_id": i}} for i in ids], refresh=False)
+        bad = [it["delete"] for it in result.get("items", [])
+               if "error" in it.get("delete", {}) and it["delete"].get("status") != 404][:3]
+        if bad:
+            raise RuntimeError(f"could not remove documents of {index}: {bad}")
+
+    def put_watermark(self, migration_id: str, table: str, value: str) -> None:
+        if not self.client.indices.exists(index=CONTROL):
+            self.client.indices.create(index=CONTROL)
+        self.client.index(index=CONTROL, id=f"wm:{migration_id}:{table}",
+                          document={"watermark_of": migration_id, "table": table, "value": value}, refresh=True)
+
+    def last_watermark(self, migration_id: str, table: str) -> str | None:
+        if not self.client.indices.exists(index=CONTROL) or \
+                not self.client.exists(index=CONTROL, id=f"wm:{migration_id}:{table}"):
+            return None
+        return str(self.client.get(index=CONTROL, id=f"wm:{migration_id}:{table}")["_source"]["value"])
 
     def prepare(self, plan: MigrationPlan) -> list[str]:
         _require_keys(plan)

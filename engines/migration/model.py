@@ -108,6 +108,8 @@ class MigrationPlan:
     # a row transform applied in the worker before rows go to the target (base.TRANSFORMS; "rows" path only):
     # {"kind": "mask", ...} for masked copies; key references, never key values
     transform: dict[str, Any] | None = None
+    soft_delete: str | None = None  # incremental: a boolean column marking rows deleted at the source
+    notes: list[str] = field(default_factory=list)  # what the plan says plainly (type mappings, deletes)
 
     def table(self, source: str) -> Table:
         return next(t for t in self.tables if t.source == source)

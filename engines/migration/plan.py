@@ -40,6 +40,7 @@ class MigrationOptions:
     embed: dict[str, Any] | None = None
     indexes: bool = True
     transform: dict[str, Any] | None = None  # row transform in the worker (base.TRANSFORMS): masked copies
+    soft_delete: str | None = None  # incremental: a boolean column marking deleted rows (document targets delete them)
 
     @classmethod
     def of(cls, options: MigrationOptions | None = None, **fields: Any) -> MigrationOptions:
@@ -94,10 +95,13 @@ def plan_migration(source: DatabaseConfig, target: DatabaseConfig, options: Migr
                              opts.batch_size, opts.parallel_workers, opts.validation, found, batches, path,
                              opts.watermark, max_rejects=opts.max_rejects, lock_timeout=opts.lock_timeout,
                              transform=opts.transform)
+        plan.soft_delete = opts.soft_delete
         if opts.type == MigrationType.INCREMENTAL:
             if not tgt.supports_incremental:
                 raise ConfigError([("type", f"incremental migrations cannot write into {tgt.kind} in this version")])
             _incremental(plan, src, tgt, opts.base)
+        _check_soft_delete(plan)
+        plan.notes = tgt.plan_notes(plan)
     return plan
 
 
@@ -153,6 +157,15 @@ def _incremental(plan: MigrationPlan, src: Source, tgt: Any, base: MigrationPlan
             raise ConfigError([("watermark", f"{table.source} has no column {plan.watermark!r}")])
         plan.since[table.source] = tgt.last_watermark(plan.base_id, table.source)
         plan.until[table.source] = src.max_watermark(table, plan.watermark or "")
+
+
+def _check_soft_delete(plan: MigrationPlan) -> None:
+    if plan.soft_delete is None:
+        return
+    if plan.type != MigrationType.INCREMENTAL.value:
+        raise ConfigError([("soft_delete", "a soft-delete column is for incremental migrations")])
+    if not any(plan.soft_delete in {c.name for c in t.columns} for t in plan.tables):
+        raise ConfigError([("soft_delete", f"no migrated table has a column {plan.soft_delete!r}")])
 
 
 @traced("migration.prepare", lambda plan, *a, **k: {"migration_id": plan.id})

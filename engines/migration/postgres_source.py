@@ -12,7 +12,7 @@ from psycopg import pq, sql
 
 from engines.connectors import open_connector
 from engines.errors import ConfigError
-from engines.migration import postgres_copy, relay, sources
+from engines.migration import postgres_clickhouse, postgres_copy, relay, sources
 from engines.migration.base import Source, Target
 from engines.migration.checksum import PG_HASH_MIN_VERSION
 from engines.migration.model import Batch, Column, Embed, MigrationPlan, MigrationType, Table
@@ -86,6 +86,33 @@ class PostgresSource(Source):
     def copy_binary(self, target: Any, plan: MigrationPlan, table: Table, batch: Batch) -> tuple[int, int, int]:
         """The batch COPYed into a PostgreSQL target (``postgres_copy``)."""
         return postgres_copy.copy_binary(self, target, plan, table, batch)
+
+    def clickhouse_chunks(self, plan: MigrationPlan, table: Table, batch: Batch,
+                          columns: list[Any]) -> Iterator[bytes]:
+        """The batch (incremental: its changed rows) as ClickHouse TabSeparated text, formatted by the server
+        (``postgres_clickhouse``; ``columns``: the ``ChColumn`` of each column)."""
+        exprs = [postgres_clickhouse.travel_expr(c, ch) for c, ch in zip(table.columns, columns, strict=True)]
+        where, params = pg_range(table.key, batch)
+        if plan.type == MigrationType.INCREMENTAL.value:
+            where, params = self._changed(where, params, plan, table)
+        query = sql.SQL("SELECT {} FROM {} WHERE {}").format(sql.SQL(", ").join(exprs), pg_ident(table), where)
+        if postgres_clickhouse.psql_binary() is not None and self.conn.info.transaction_status == pq.TransactionStatus.IDLE:
+            statement = psycopg.ClientCursor(self.conn).mogrify(sql.SQL("COPY ({}) TO STDOUT").format(query), params)
+            return postgres_clickhouse.psql_copy(self.conn.info, statement)
+        return self.copy_chunks(table, batch, 50000, query=(query, params))
+
+    def _changed(self, where: sql.Composable, params: list[Any], plan: MigrationPlan,
+                 table: Table) -> tuple[sql.Composable, list[Any]]:
+        since, until = plan.since.get(table.source), plan.until.get(table.source)
+        column = sql.Identifier(plan.watermark or "")
+        if until is None:
+            return sql.SQL("false"), []
+        where = sql.SQL("{} AND {} <= {}").format(where, column, sql.Placeholder())
+        params = [*params, until]
+        if since is not None:
+            where = sql.SQL("{} AND {} > {}").format(where, column, sql.Placeholder())
+            params.append(since)
+        return where, params
 
     def changed_rows(self, table: Table, batch: Batch, column: str, since: str | None,
                      until: str) -> list[tuple[Any, ...]]:
@@ -193,14 +220,15 @@ class PostgresSource(Source):
 
     @contextmanager
     def copy_out(self, table: Table, batch: Batch, binary: bool = False,
-                 *extra: sql.Composable) -> Iterator[_CopyOut]:
+                 *extra: sql.Composable, query: tuple[sql.Composable, list[Any]] | None = None) -> Iterator[_CopyOut]:
         """``COPY (select) TO STDOUT`` of the batch, started; the caller reads the messages off ``.pg`` and
         sets ``.ended`` when libpq reports the end. Then the COPY's own result is checked (a server error
         raised mid-stream arrives there); leaving earlier (the consumer stopped, an error) cancels it and
-        the connection stays usable. Holds the connection's lock throughout."""
-        query, params = self.select(table, batch, *extra)
+        the connection stays usable. Holds the connection's lock throughout. ``query``: (select, params) instead
+        of the batch's columns."""
+        select, params = query or self.select(table, batch, *extra)
         statement = psycopg.ClientCursor(self.conn).mogrify(sql.SQL("COPY ({}) TO STDOUT{}").format(
-            query, sql.SQL(" (FORMAT binary)" if binary else "")), params)
+            select, sql.SQL(" (FORMAT binary)" if binary else "")), params)
         pg = self.conn.pgconn
         with self.conn.lock:
             pg.send_query(statement.encode(self.conn.info.encoding))
@@ -222,13 +250,13 @@ class PostgresSource(Source):
                         pass
                 _drain(pg)
 
-    def copy_chunks(self, table: Table, batch: Batch, rows_per_chunk: int = 2000,
-                    binary: bool = False) -> Generator[bytes, None, None]:
+    def copy_chunks(self, table: Table, batch: Batch, rows_per_chunk: int = 2000, binary: bool = False,
+                    query: tuple[sql.Composable, list[Any]] | None = None) -> Generator[bytes, None, None]:
         """The batch as COPY text (or binary), ``rows_per_chunk`` rows at a time. COPY TO sends a message
         per row: they are read with libpq's own call in a plain loop (psycopg's Copy object costs ~1 us of
         Python per message, as much as the server spends producing it). Closing the generator early
-        cancels the COPY."""
-        with self.copy_out(table, batch, binary) as out:
+        cancels the COPY. ``query``: (select, params) instead of the batch's columns."""
+        with self.copy_out(table, batch, binary, query=query) as out:
             get, pending = out.pg.get_copy_data, []
             while True:
                 n, data = get(0)

@@ -6,6 +6,11 @@ A. MariaDB -> PostgreSQL 15: a realistic 2,000,000-row table (int key, varchar, 
    decimal) generated in MariaDB; dbfleet with 2 worker processes vs Debian's pgloader.
 B. PostgreSQL -> PostgreSQL: the demo's music database (generated in PostgreSQL 15) into a fresh
    database; dbfleet vs `pg_dump | psql`.
+C. PostgreSQL -> ClickHouse: the music database's play_events into Debian's clickhouse-server (started here
+   on free ports, data in the temp dir); dbfleet (validation on) vs
+   `psql -c "COPY (SELECT ...) TO STDOUT" | clickhouse-client --query "INSERT ... FORMAT TSV"` into the same
+   table definition (--only c; needs clickhouse-server and clickhouse-client, or --clickhouse-client PATH;
+   batches of --clickhouse-batch-size rows, 500,000 by default: each is one INSERT, one part to merge).
 Needs the machine's MariaDB and PostgreSQL 15 and the `pgloader` command. Prints wall times, rows/s
 and ratios, each comparison over --rounds alternating rounds (medians, and every round's ratio); asserts
 nothing about time (shared machines are noisy). Validation is on for dbfleet unless said.
@@ -225,33 +230,156 @@ def part_b(fleet: Fleet, events: int, batch_size: int, rounds: int) -> None:
           f" --section=data): {m['bare']:.2f} s vs {m['bare_dump']:.2f} s -> {m['bare_dump'] / m['bare']:.2f}")
 
 
+# ------------------------------------------------------------------ C. PostgreSQL -> ClickHouse
+OLAP_DB = "bench_olap"
+MUSIC_CH = "bench_music_ch"  # part C's own copy of the music database (parts A/B drop theirs between runs)
+
+
+def clickhouse_client(given: str | None) -> list[str]:
+    """The ClickHouse command-line client: --clickhouse-client, else clickhouse-client, else `clickhouse client`."""
+    if given:
+        return [given]
+    if shutil.which("clickhouse-client"):
+        return ["clickhouse-client"]
+    if shutil.which("clickhouse"):
+        return ["clickhouse", "client"]
+    raise SystemExit("no ClickHouse client: apt-get install clickhouse-client (Debian's package ships"
+                     " clickhouse-client, not the `clickhouse` multi-binary), or pass --clickhouse-client PATH")
+
+
+def music_ready(events: int) -> None:
+    """Part C's music database, generated when it is missing or of another size."""
+    try:
+        if count(MUSIC_CH, "play_events") == events:
+            return
+    except psycopg.Error:
+        pass
+    drop_pg(MUSIC_CH)
+    pg_admin(f'CREATE DATABASE "{MUSIC_CH}"')
+    start = time.perf_counter()
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname=MUSIC_CH, autocommit=True) as c:
+        generate_music_database(c, events)
+        c.execute("VACUUM (ANALYZE)")
+    print(f"PostgreSQL source: music database {MUSIC_CH}, {events:,} play events, generated in"
+          f" {time.perf_counter() - start:.1f} s")
+
+
+def play_events_ddl(server: Any) -> tuple[str, str]:
+    """(CREATE TABLE of play_events as dbfleet maps it on this server, the pipe's COPY select): the same table
+    definition and the same values for both tools."""
+    from engines.migration import clickhouse_types as cht
+    from engines.migration.clickhouse_target import clickhouse_ddl
+    from engines.migration.postgres_source import PostgresSource
+
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname=MUSIC_CH, autocommit=True) as c:
+        table = PostgresSource(c).discover(["play_events"])[0]
+    version = cht.parse_version(server.query("SELECT version()"))
+    columns = cht.ch_columns(table, version)
+    exprs = []  # what a person writes for ClickHouse's TSV: timestamps as it stores them, booleans as 0/1
+    for col, ch in zip(table.columns, columns, strict=True):
+        name = '"' + col.name + '"'
+        exprs.append({"epoch_us": f"(extract(epoch FROM {name}) * 1000000)::bigint",
+                      "datetime64": f"to_char({name} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')",
+                      "bool": f"{name}::int"}.get(ch.fmt, name))
+    return clickhouse_ddl(table, OLAP_DB, columns), f"SELECT {', '.join(exprs)} FROM play_events"  # noqa: S608
+
+
+def part_c(fleet: Fleet, server: Any, client: list[str], events: int, batch_size: int, rounds: int) -> None:
+    from workers import migrations
+
+    music_ready(events)
+    ddl, select = play_events_ddl(server)
+    pipe = (f"psql -h 127.0.0.1 -U postgres -d {MUSIC_CH} -v ON_ERROR_STOP=1 -c \"COPY ({select}) TO STDOUT\""
+            f" | {' '.join(client)} --host 127.0.0.1 --port {server.tcp_port} --database {OLAP_DB}"
+            " --query 'INSERT INTO play_events FORMAT TSV'")
+    print(f"C. pipe: {pipe}")
+
+    def fresh_olap(create: bool) -> None:
+        server.query(f"DROP DATABASE IF EXISTS {OLAP_DB}")
+        server.query(f"CREATE DATABASE {OLAP_DB}")
+        if create:
+            server.query(ddl)
+
+    def olap_rows() -> int:
+        return int(server.query(f"SELECT count() FROM {OLAP_DB}.play_events FINAL").strip())  # noqa: S608 - fixed
+
+    def dbfleet(validation: bool) -> float:
+        fresh_olap(False)
+        start, cpu = time.perf_counter(), machine_cpu()
+        plan = migrations.plan("music_ch", "olap", tables=["play_events"], batch_size=batch_size, parallel_workers=2,
+                               timeout=120, validation=validation)
+        migrations.run(plan.id)
+        final = migrations.MigrationProgress(plan.id).wait_sync(timeout=3600, poll=0.05)
+        wall = time.perf_counter() - start
+        CPU.setdefault(f"dbfleet -> clickhouse{'' if validation else ' no-validation'}", []).append(machine_cpu() - cpu)
+        print("   where the time went (task runtimes from the worker log):", fleet.task_times(plan.id))
+        if final["status"] != "completed":
+            raise SystemExit(f"dbfleet migration into ClickHouse failed: {final['error']}")
+        if validation and not final.get("validation", {}).get("ok", True):
+            raise SystemExit(f"dbfleet validation into ClickHouse failed: {final.get('validation')}")
+        assert olap_rows() == events
+        return wall
+
+    fast = dbfleet(False)
+    ours, theirs = [], []
+    for i in range(rounds):  # alternating, so the machine's slow moments fall on both
+        ours.append(dbfleet(True))
+        fresh_olap(True)
+        theirs.append(timed_shell(pipe, "psql COPY | clickhouse-client"))
+        assert olap_rows() == events
+        print(f"   round {i + 1}: dbfleet {ours[-1]:.2f} s, pipe {theirs[-1]:.2f} s -> {theirs[-1] / ours[-1]:.2f}")
+    ratios = [t / o for o, t in zip(ours, theirs, strict=True)]
+    print(f"C. PostgreSQL -> ClickHouse {server.query('SELECT version()').strip()}, play_events ({events:,} rows),"
+          f" median of {rounds}: dbfleet {median(ours):.2f} s ({events / median(ours):,.0f} rows/s, validation"
+          f" included) vs psql COPY | clickhouse-client {median(theirs):.2f} s ({events / median(theirs):,.0f}"
+          f" rows/s) -> speed ratio {median(ratios):.2f} (target >= 0.8; rounds"
+          f" {', '.join(f'{r:.2f}' for r in ratios)}); without validation dbfleet {fast:.2f} s ->"
+          f" {median(theirs) / fast:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=50_000)
-    parser.add_argument("--only", choices=["a", "b"], default=None)
+    parser.add_argument("--only", choices=["a", "b", "c"], default=None)
+    parser.add_argument("--clickhouse-client", default=None, help="path of clickhouse-client (part C)")
+    parser.add_argument("--clickhouse-batch-size", type=int, default=500_000,
+                        help="part C's batch size: each batch is one INSERT, one part for ClickHouse to merge")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per comparison (medians printed)")
     args = parser.parse_args()
-    if shutil.which("pgloader") is None and args.only != "b":
+    if shutil.which("pgloader") is None and args.only in (None, "a"):
         raise SystemExit("pgloader is not installed: apt-get install pgloader")
     pg = {"kind": "postgresql", "host": "127.0.0.1", "user": "postgres"}
     databases = {"maria": {"kind": "mariadb", "host": "127.0.0.1", "user": "root", "dbname": MARIA_DB},
                  "pg_dbfleet": {**pg, "dbname": "bench_dbfleet"}, "music": {**pg, "dbname": "bench_music"},
                  "music_dbfleet": {**pg, "dbname": "bench_music_dbfleet"}}
     with tempfile.TemporaryDirectory(prefix="dbfleet-bench-") as tmp:
-        if args.only != "b":
+        server = client = None
+        if args.only == "c":  # part C on its own: it starts a ClickHouse server
+            from tests.servers import ClickHouseServer
+
+            client = clickhouse_client(args.clickhouse_client)
+            server = ClickHouseServer(Path(tmp) / "clickhouse").start()
+            databases["music_ch"] = {**pg, "dbname": MUSIC_CH}
+            databases["olap"] = {"kind": "clickhouse", "host": server.host, "port": server.http_port,
+                                 "dbname": OLAP_DB}
+        if args.only in (None, "a"):
             make_mariadb(args.rows)
         fleet = Fleet(Path(tmp), databases)
         try:
-            if args.only != "b":
+            if args.only in (None, "a"):
                 part_a(fleet, args.rows, args.batch_size, args.rounds)
-            if args.only != "a":
+            if args.only in (None, "b"):
                 part_b(fleet, args.events, args.batch_size, args.rounds)
+            if server is not None and client is not None:
+                part_c(fleet, server, client, args.events, args.clickhouse_batch_size, args.rounds)
             print("machine CPU seconds per run (median; 2 cores: wall >= CPU / 2):",
                   "; ".join(f"{k} {statistics.median(v):.2f}" for k, v in CPU.items()))
         finally:
             fleet.stop()
+            if server is not None:
+                server.stop()
 
 
 if __name__ == "__main__":

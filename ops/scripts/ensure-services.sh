@@ -47,6 +47,8 @@ ensure_packages postgresql-15-hypopg postgresql-15-pg-qualstats  # tuning: hypot
 ensure_packages clickhouse-server prometheus-node-exporter
 # the realtime dashboard's browser test drives Debian's headless Chromium through chromedriver
 ensure_packages chromium chromium-driver
+# ops/bench/migration.py part C compares with `psql COPY | clickhouse-client` (Debian ships no `clickhouse` binary)
+ensure_packages clickhouse-client
 
 start postgresql 5432 bash -c 'pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | head -1) main start'
 start mariadb 3306 start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd

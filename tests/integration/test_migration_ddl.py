@@ -197,5 +197,5 @@ def test_a_foreign_key_is_pinned_to_the_migrated_table_and_added_not_valid() -> 
 
 
 def test_clickhouse_decimal_takes_only_the_digits_of_a_type() -> None:
-    assert ch_type("numeric(10,2)", False) == "Decimal(10,2)"
+    assert ch_type("numeric(10,2)", False) == "Decimal(10, 2)"
     assert ch_type("numeric(10,2)) ENGINE = Log; DROP TABLE x; --(", False) == "String"

@@ -11,6 +11,7 @@ import pytest
 
 from engines.errors import ConfigError
 from engines.migration.clickhouse_target import ClickHouseTarget, clickhouse_ddl
+from engines.migration.clickhouse_types import ch_columns
 from engines.migration.document_targets import MongoTarget, doc_id, es_mapping, id_checksum
 from engines.migration.model import Batch, Column, MigrationPlan, Table
 
@@ -44,9 +45,10 @@ def test_elasticsearch_mapping_from_column_types() -> None:
 
 
 def test_clickhouse_ddl_quotes_names_and_orders_by_the_key() -> None:
-    ddl = clickhouse_ddl(TABLE, "an`alytics")
+    ddl = clickhouse_ddl(TABLE, "an`alytics", ch_columns(TABLE, (20, 1)))  # a server with DateTime64
     assert ddl.startswith("CREATE TABLE IF NOT EXISTS `an\\`alytics`.`plays` (")
-    assert "`user_id` Int32" in ddl and "`at` DateTime64(6, 'UTC')" in ddl and "`price` Nullable(Decimal(10,2))" in ddl
+    assert "`user_id` Int32" in ddl and "`at` DateTime64(6, 'UTC')" in ddl and "`price` Nullable(Decimal(10, 2))" in ddl
+    assert "`at` Int64" in clickhouse_ddl(TABLE, "a", ch_columns(TABLE, (18, 16)))  # Debian's 18.16: microseconds
     assert "`we\\`ird` Nullable(UInt8)" in ddl and ddl.endswith("ENGINE = ReplacingMergeTree ORDER BY (`user_id`, `at`)")
 
 
