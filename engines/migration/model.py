@@ -105,6 +105,7 @@ class MigrationPlan:
     max_rejects: int = 0
     lock_timeout: float = 60.0
     created: list[str] = field(default_factory=list)  # objects prepare created (rollback drops them)
+    if_exists: str = "fail"  # target tables holding rows: fail (at plan time) | truncate (at run start) | append
 
     def table(self, source: str) -> Table:
         return next(t for t in self.tables if t.source == source)

@@ -14,6 +14,9 @@ from engines.errors import ConfigError
 from engines.migration.base import Source, Target
 from engines.migration.connections import connections
 from engines.migration.model import Batch, Embed, MigrationPlan, MigrationType, Table
+from engines.migration.registry import target_class
+
+IF_EXISTS = ("fail", "truncate", "append")
 
 
 @dataclass
@@ -24,7 +27,11 @@ class MigrationOptions:
     child's rows go into an array in their parent's document, following the child's foreign key.
     ``indexes`` (PostgreSQL targets): rebuild the source's secondary indexes and constraints (unique,
     check, exclusion; foreign keys between migrated tables) on the tables the migration creates.
-    ``base`` (incremental): the plan whose watermarks this run continues."""
+    ``base`` (incremental): the plan whose watermarks this run continues.
+    ``create_target``: create the target database when it is missing (and the role may).
+    ``if_exists`` (full migrations): what to do with target tables that already hold rows: ``fail`` (refuse
+    at plan time, naming them), ``truncate`` (emptied when the run starts; rollback restores them) or
+    ``append`` (rows are added to what is there: duplicates are the user's business)."""
 
     type: MigrationType = MigrationType.FULL
     batch_size: int = 1000
@@ -38,6 +45,8 @@ class MigrationOptions:
     lock_timeout: float = 60.0
     embed: dict[str, Any] | None = None
     indexes: bool = True
+    create_target: bool = True
+    if_exists: str = "fail"
 
     @classmethod
     def of(cls, options: MigrationOptions | None = None, **fields: Any) -> MigrationOptions:
@@ -50,7 +59,8 @@ class MigrationOptions:
         found = dataclasses.replace(options or cls(), **fields)
         found.type = MigrationType(found.type)
         for name, cast in (("batch_size", int), ("parallel_workers", int), ("max_rejects", int),
-                           ("lock_timeout", float), ("validation", bool), ("indexes", bool)):
+                           ("lock_timeout", float), ("validation", bool), ("indexes", bool),
+                           ("create_target", bool)):
             setattr(found, name, cast(getattr(found, name)))  # JSON from the broker: numbers may be text
         return found
 
@@ -62,16 +72,20 @@ def new_id() -> str:
 
 def plan_migration(source: DatabaseConfig, target: DatabaseConfig, options: MigrationOptions | None = None,
                    **fields: Any) -> MigrationPlan:
-    """Discover the source, map types, split every table into key ranges. Reads only; writes nothing.
+    """Discover the source, map types, split every table into key ranges. Reads only; writes nothing but a
+    missing target database (``create_target``), empty.
     ``options`` (or its fields by name) say what and how (``MigrationOptions``)."""
     opts = MigrationOptions.of(options, **fields)
     bad = [(name, f"{name} must be at least {low}, got {getattr(opts, name)}")
            for name, low in (("batch_size", 1), ("parallel_workers", 1), ("max_rejects", 0))
            if getattr(opts, name) < low]
+    if opts.if_exists not in IF_EXISTS:
+        bad.append(("if_exists", f"if_exists must be one of {', '.join(IF_EXISTS)}, got {opts.if_exists!r}"))
     if bad:  # each named under its own field, before anything is read
         raise ConfigError(bad)
     if opts.type == MigrationType.INCREMENTAL and not opts.watermark:
         raise ConfigError([("watermark", "an incremental migration needs a watermark column (e.g. updated_at)")])
+    target_class(target.kind).ensure_database(target, opts.create_target)
     with connections(source, target) as (src, tgt):
         found = src.discover(opts.tables)
         if opts.embed:
@@ -85,12 +99,25 @@ def plan_migration(source: DatabaseConfig, target: DatabaseConfig, options: Migr
         path = src.plan_path(tgt, opts.type, opts.validation)
         plan = MigrationPlan(opts.migration_id or new_id(), source.public(), target.public(), opts.type.value,
                              opts.batch_size, opts.parallel_workers, opts.validation, found, batches, path,
-                             opts.watermark, max_rejects=opts.max_rejects, lock_timeout=opts.lock_timeout)
+                             opts.watermark, max_rejects=opts.max_rejects, lock_timeout=opts.lock_timeout,
+                             if_exists=opts.if_exists)
+        if opts.type == MigrationType.FULL and opts.if_exists == "fail":
+            _refuse_nonempty(tgt, found)
         if opts.type == MigrationType.INCREMENTAL:
             if not tgt.supports_incremental:
                 raise ConfigError([("type", f"incremental migrations cannot write into {tgt.kind} in this version")])
             _incremental(plan, src, tgt, opts.base)
     return plan
+
+
+def _refuse_nonempty(tgt: Target, tables: list[Table]) -> None:
+    """A full migration into tables that already hold rows would mix old rows with the copy (a keyless
+    table doubles at every run): refuse, naming them and the ways out."""
+    full = tgt.nonempty(tables)
+    if full:
+        raise ConfigError([("if_exists", f"target tables already hold rows: {', '.join(full)}; choose "
+                                         "--if-exists truncate (empty them when the run starts; rollback restores "
+                                         "them) or --if-exists append (add to them), or empty them yourself")])
 
 
 def _embed_spec(child: str, spec: Any) -> tuple[str, str | None]:

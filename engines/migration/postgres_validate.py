@@ -117,9 +117,11 @@ def table_report(plan: MigrationPlan, table: Table, cps: dict[int, dict[str, int
     """The table's validation entry. ``verified``: the target's whole-table (count, checksum), already found
     equal to the sum of the batches' checkpoints (checksums add up: every batch range agrees)."""
     batches = [b for b in plan.batches if b.table == table.source]
+    copied = sum(cps.get(b.id, {}).get("rows", 0) for b in batches)
+    refused = sum(cps.get(b.id, {}).get("rejects", 0) for b in batches)
+    # rows read from the source = rows copied + rows the target refused (each batch records both)
     entry: dict[str, Any] = {"table": table.source, "target": table.target, "batches": len(batches),
-                             "source_rows": sum(cps.get(b.id, {}).get("rows", 0) for b in batches),
-                             "rejects": sum(cps.get(b.id, {}).get("rejects", 0) for b in batches),
+                             "source_rows": copied + refused, "copied_rows": copied, "rejects": refused,
                              "mismatched_ranges": []}
     if plan.type == MigrationType.INCREMENTAL.value:
         entry["target_rows"] = None  # upserts of changed rows: counts do not add up by design
@@ -135,7 +137,7 @@ def table_report(plan: MigrationPlan, table: Table, cps: dict[int, dict[str, int
         entry["target_rows"] = sum(v[0] for v in measured.values())
     else:  # ranges are not portable (no key, or a text key): compare the whole table
         n, checksum = measured[None]
-        want = (entry["source_rows"], sum(cps.get(b.id, {}).get("checksum", 0) for b in batches) % 2 ** 64)
+        want = (copied, sum(cps.get(b.id, {}).get("checksum", 0) for b in batches) % 2 ** 64)
         entry["target_rows"] = n
         if (n, checksum) != want:
             entry["mismatched_ranges"].append({"batch": None, "from": None, "to": None,
