@@ -34,7 +34,7 @@ def print_plan(plan: Any) -> None:
                      escape(type_mapping(t)) or "-"])
     console.print(rows_table(f"migration plan {plan.id} ({plan.type}, {plan.path})",
                              ["source table", "target", "key", "rows (estimate)", "batches",
-                              "type mapping (cast columns)"], rows))
+                              "type mapping (columns whose type changes)"], rows))
     built = [f"{escape(t.target_name)}: " + ", ".join(f"{escape(o['name'])} ({o['kind']})" for o in t.schema)
              for t in plan.tables if t.schema]
     if built:
