@@ -9,6 +9,7 @@ from typing import Any
 
 from engines.config import DatabaseConfig
 from engines.connectors import open_connector
+from engines.connectors.mysql import connect_kwargs
 from engines.errors import ConfigError
 from engines.migration import sources, textpath
 from engines.migration.base import Source, Target
@@ -247,8 +248,7 @@ class MySQLSource(Source):
 
     def _open_raw(self) -> Any:
         db = self.db
-        kwargs = {"host": db.host, "port": db.port or 3306, "user": db.user or "root", "password": db.password() or "",
-                  "database": db.dbname, "connect_timeout": int(db.connect_timeout), "charset": "utf8mb4"}
+        kwargs = connect_kwargs(db, db.password())  # the connector's arguments: dsn, socket and timeouts honoured
         if mysql_driver() == "pymysql":
             import pymysql
 

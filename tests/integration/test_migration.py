@@ -737,3 +737,16 @@ def test_embedding_requests_that_cannot_work_are_clear(pg18_source: Any, pg15_ta
     for target, embed, message in cases:
         with pytest.raises(ConfigError, match=message):
             engine.plan_migration(pg18_source, target, tables=["playlists", "albums", "users"], embed=embed)
+
+
+@pytest.mark.parametrize("driver", ["mysqlclient", "pymysql"])
+def test_a_mysql_source_given_only_by_dsn_reads_batches_through_the_connectors_arguments(
+        maria_source: Any, pg15_target: Any, driver: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if driver == "mysqlclient" and importlib.util.find_spec("MySQLdb") is None:
+        pytest.skip("mysqlclient is not installed (it builds against libmariadb-dev): the PyMySQL run covers the path")
+    monkeypatch.setenv("DBFLEET_MYSQL_DRIVER", driver)
+    by_dsn = db("maria_dsn", kind="mariadb", dsn=f"mysql://root@{maria_source.host}:3306/{maria_source.dbname}")
+    assert by_dsn.host is None and by_dsn.dbname is None  # everything comes from the dsn, the raw reader's too
+    plan = engine.plan_migration(by_dsn, pg15_target, tables=["texts"], batch_size=10)
+    assert plan.path == "text" and _run(plan, by_dsn, pg15_target)["ok"]
+    assert _rows(pg15_target, "SELECT count(*) FROM texts") == [(33,)]
