@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from celery import chain, chord, group
+from celery.exceptions import TimeoutError as CeleryTimeout
 
 from engines.errors import ScriptFailed
 from engines.migration.model import MigrationPlan, MigrationType
@@ -23,7 +24,8 @@ from engines.secrets import scrub
 from workers import migration_steps as steps
 from workers import runtime
 from workers.app import app
-from workers.manager import check_options
+from workers.manager import check_options, current_app
+from workers.operation_refs import registry_ref
 
 log = logging.getLogger("dbfleet.tasks")
 DbRef = steps.DbRef
@@ -80,8 +82,6 @@ def retry_rejects_task(self: Any, migration_id: str) -> dict[str, Any]:
 
 def celery_app() -> Any:
     """The Celery app of the config this process uses now (``workers.manager.current_app``)."""
-    from workers.manager import current_app
-
     return current_app()
 
 
@@ -174,8 +174,6 @@ class MigrationProgress:
 
 def plan(source: DbRef, target: DbRef, timeout: float = 600, **options: Any) -> MigrationPlan:
     """Plan on a worker of the migrations queue (it holds the secrets) and return the stored plan."""
-    from celery.exceptions import TimeoutError as CeleryTimeout
-
     check_options(options)
     for ref in (source, target):  # refuse inline configs and secrets here, before anything reaches the broker
         if not isinstance(ref, str):
@@ -199,8 +197,6 @@ async def migrate_database(source_config: DbRef, target_config: DbRef,
                            ) -> tuple[MigrationPlan, MigrationProgress]:
     """The seed's API: plan (on a worker), start the run, return (plan, progress). Documented dicts
     (``{"type": "postgresql", "host": ..., "database": ...}``) resolve to the registry entry they name."""
-    from workers.operation_refs import registry_ref
-
     source_config, target_config = (registry_ref(r, runtime.config()) for r in (source_config, target_config))
     migration_plan = await asyncio.to_thread(
         plan, source_config, target_config, type=MigrationType(migration_type).value, batch_size=batch_size,
