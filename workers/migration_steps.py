@@ -178,11 +178,10 @@ def retry_rejects(migration_id: str) -> dict[str, Any]:
     """Read the refused rows again from the (fixed) source by key and write them; then finalize and
     validate again. Returns the final progress (rows still refused stay listed)."""
     current = store().plan(migration_id)
+    with step(migration_id, "retry-rejects", fails_run=False):  # nothing was retried: the status stays
+        batches = engine.retry_rejects(current, *dbs(current))
     store().set_status(migration_id, RUNNING)
-    batches: dict[int, dict[str, Any]] = {}
     try:
-        with step(migration_id, "retry-rejects"):
-            batches = engine.retry_rejects(current, *dbs(current))
         for batch_id, counts in batches.items():
             store().batch_done(migration_id, batch_id, counts["rows"], counts["rejects"], 0.0, counts["rejected"])
         finalize(migration_id)
