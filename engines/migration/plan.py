@@ -14,7 +14,7 @@ from engines.errors import ConfigError
 from engines.migration.base import Source, Target
 from engines.migration.connections import connections
 from engines.migration.model import Batch, Embed, MigrationPlan, MigrationType, Table
-from engines.migration.registry import target_class
+from engines.migration.registry import source_class, target_class
 
 IF_EXISTS = ("fail", "truncate", "append")
 
@@ -85,28 +85,36 @@ def plan_migration(source: DatabaseConfig, target: DatabaseConfig, options: Migr
         raise ConfigError(bad)
     if opts.type == MigrationType.INCREMENTAL and not opts.watermark:
         raise ConfigError([("watermark", "an incremental migration needs a watermark column (e.g. updated_at)")])
-    target_class(target.kind).ensure_database(target, opts.create_target)
-    with connections(source, target) as (src, tgt):
-        found = src.discover(opts.tables)
-        if opts.embed:
-            found = _plan_embeds(src, tgt, opts.type, found, opts.embed)
-        if opts.indexes and tgt.builds_schema:
-            for table in found:
-                table.schema = src.schema_objects(table, {t.source for t in found})
-        batches: list[Batch] = []
+    target_cls = target_class(target.kind)
+    with source_class(source.kind).connect(source) as src:  # the source first: it is read, the target may be made
+        target_cls.ensure_database(target, opts.create_target)
+        with target_cls.connect(target) as tgt:
+            return _plan(source, target, opts, src, tgt)
+
+
+def _plan(source: DatabaseConfig, target: DatabaseConfig, opts: MigrationOptions, src: Source,
+          tgt: Target) -> MigrationPlan:
+    """The plan, over the open source and target."""
+    found = src.discover(opts.tables)
+    if opts.embed:
+        found = _plan_embeds(src, tgt, opts.type, found, opts.embed)
+    if opts.indexes and tgt.builds_schema:
         for table in found:
-            batches += src.bounds(table, opts.batch_size, len(batches))
-        path = src.plan_path(tgt, opts.type, opts.validation)
-        plan = MigrationPlan(opts.migration_id or new_id(), source.public(), target.public(), opts.type.value,
-                             opts.batch_size, opts.parallel_workers, opts.validation, found, batches, path,
-                             opts.watermark, max_rejects=opts.max_rejects, lock_timeout=opts.lock_timeout,
-                             if_exists=opts.if_exists)
-        if opts.type == MigrationType.FULL and opts.if_exists == "fail":
-            _refuse_nonempty(tgt, found)
-        if opts.type == MigrationType.INCREMENTAL:
-            if not tgt.supports_incremental:
-                raise ConfigError([("type", f"incremental migrations cannot write into {tgt.kind} in this version")])
-            _incremental(plan, src, tgt, opts.base)
+            table.schema = src.schema_objects(table, {t.source for t in found})
+    batches: list[Batch] = []
+    for table in found:
+        batches += src.bounds(table, opts.batch_size, len(batches))
+    path = src.plan_path(tgt, opts.type, opts.validation)
+    plan = MigrationPlan(opts.migration_id or new_id(), source.public(), target.public(), opts.type.value,
+                         opts.batch_size, opts.parallel_workers, opts.validation, found, batches, path,
+                         opts.watermark, max_rejects=opts.max_rejects, lock_timeout=opts.lock_timeout,
+                         if_exists=opts.if_exists)
+    if opts.type == MigrationType.FULL and opts.if_exists == "fail":
+        _refuse_nonempty(tgt, found)
+    if opts.type == MigrationType.INCREMENTAL:
+        if not tgt.supports_incremental:
+            raise ConfigError([("type", f"incremental migrations cannot write into {tgt.kind} in this version")])
+        _incremental(plan, src, tgt, opts.base)
     return plan
 
 

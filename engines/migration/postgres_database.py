@@ -32,14 +32,14 @@ def target_name(db: DatabaseConfig) -> str:
 
 
 def missing(db: DatabaseConfig) -> bool:
-    """True when the server answers but has no such database (any other failure raises as it is)."""
+    """True when the server answers but has no such database (any other failure: False, and the
+    connector reports it when the migration connects, in its own scrubbed words)."""
     conninfo, kw = _kwargs(db)
     try:
         psycopg.connect(conninfo, autocommit=True, **kw).close()
     except psycopg.OperationalError as exc:
-        if getattr(exc, "sqlstate", None) == "3D000" or "does not exist" in str(exc).split("\n")[0]:
-            return True
-        raise
+        return getattr(exc, "sqlstate", None) == "3D000" or (
+            f'database "{kw.get("dbname", "")}" does not exist' in str(exc))
     return False
 
 
