@@ -27,7 +27,8 @@ from workers.scripts import SCRIPTS, resolve
 # script -> the kinds-registry capability it needs (engines/kinds.py); a script not listed runs on any kind
 NEEDS = {"health_check": "health", "backup": "dumper", "backup_verify": "dumper", "backup_prune": "dumper",
          "restore": "dumper", "restore_drill": "dumper", "security_audit": "auditor",
-         "performance_tuning": "tuner", "performance_tuning_apply": "tuner", "performance_tuning_revert": "tuner"}
+         "performance_tuning": "tuner", "performance_tuning_apply": "tuner", "performance_tuning_revert": "tuner",
+         "performance_tuning_refresh": "tuner"}
 
 
 def runs_on(script: str, kind: str) -> bool:

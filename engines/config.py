@@ -253,6 +253,29 @@ class ExporterConfig(_Model):
         return self
 
 
+class TracingConfig(_Model):
+    """``fleet.tracing``: OpenTelemetry spans for tasks and engine phases over OTLP/HTTP (workers/tracing.py);
+    off unless ``otlp_endpoint`` (or OTEL_EXPORTER_OTLP_ENDPOINT) is set."""
+
+    otlp_endpoint: str | None = None  # e.g. http://jaeger:4318 (the collector's OTLP/HTTP port)
+    service_name: str = "dbfleet"
+    sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    flush_interval_ms: int = Field(default=1000, ge=10, le=60_000)
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not re.match(r"https?://[^/\s]+", v):
+            raise ValueError(f"{v!r}: expected http(s)://host:port of an OTLP/HTTP collector, e.g. http://jaeger:4318")
+        where = password_location(v)
+        if where:
+            raise ValueError(f"otlp_endpoint must not contain credentials (found in {where}); a collector token "
+                             "goes in OTEL_EXPORTER_OTLP_HEADERS on the workers")
+        return v
+
+
 class ApiConfig(_Model):
     """The monitoring REST + WebSocket API (`dbfleet api`): it never runs without a token."""
 
@@ -291,6 +314,7 @@ class FleetConfig(_Model):
     flower: FlowerConfig = Field(default_factory=FlowerConfig)
     exporter: ExporterConfig = Field(default_factory=ExporterConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
     # inline database configs (a dict instead of a registry id) from callers: off unless the operator turns
     # them on, and then their secret references are limited to inline_secrets (docs/security.md)
     allow_inline_databases: bool = False
@@ -564,11 +588,20 @@ class TuningSection(BaseModel):
     optimization_targets: list[str] = Field(default_factory=list)
     apply_settings: Literal["never", "reload_only"] = "never"  # reload_only: ALTER SYSTEM + pg_reload_conf
     apply_mviews: bool = False  # --apply also creates the advised materialized views
+    verify: Literal["plan", "execute"] = "plan"  # execute: timed read-only runs decide keep/rollback (docs/tuning.md)
 
     @field_validator("analysis_interval")
     @classmethod
     def _interval(cls, v: str) -> str:
         return v if v in ("daily", "weekly") else check_cron(v, "performance_tuning.analysis_interval")
+
+    @field_validator("optimization_targets")
+    @classmethod
+    def _targets(cls, v: list[str]) -> list[str]:
+        from engines.tuning.targets import parse_targets  # the tuning engine reads them (docs/tuning.md)
+
+        parse_targets(v)  # BadTarget is a ValueError: pydantic reports it with the field's path
+        return v
 
     @field_validator("maintenance_window")
     @classmethod

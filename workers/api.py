@@ -22,6 +22,7 @@ from engines.monitoring.rules import parse_duration
 from engines.monitoring.store import silence_end
 from workers import runtime
 from workers.api_auth import TOKEN_MIN_LENGTH, TokenAuth, api_token, generate_token, token_path
+from workers.dashboard import add_dashboard
 
 __all__ = ["create_api", "serve", "api_token", "generate_token", "token_path"]
 
@@ -221,6 +222,7 @@ def create_api(cfg: Config | None = None, cache: Any = None, store: Any = None, 
         await ws.accept()
         await _forward(ws, cfg.fleet.resolved_cache())
 
+    add_dashboard(app, cfg, cache, store)
     return app
 
 
@@ -241,19 +243,27 @@ async def _forward(ws: WebSocket, cache_url: str) -> None:
     pubsub = client.pubsub()
     await pubsub.subscribe(runtime.EVENTS)
     await ws.send_json({"type": "hello", "channel": "realtime"})
+    # the client closing (a browser tab, or the server shutting down) ends the loop at once, not at the next
+    # event: before, a connected dashboard held `dbfleet api` open on SIGTERM until it was killed
+    closed = asyncio.ensure_future(_until_closed(ws))
     try:
-        while True:
+        while not closed.done():
             msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             if msg is not None:
                 await ws.send_text(msg["data"].decode() if isinstance(msg["data"], bytes) else str(msg["data"]))
-            elif ws.client_state.name != "CONNECTED":
-                break
             await asyncio.sleep(0)
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
+        closed.cancel()
         await pubsub.aclose()
         await client.aclose()
+
+
+async def _until_closed(ws: WebSocket) -> None:
+    """Read (and ignore) what the client sends until it disconnects."""
+    while (await ws.receive())["type"] != "websocket.disconnect":
+        continue
 
 
 def serve(address: str, port: int) -> None:
@@ -261,4 +271,6 @@ def serve(address: str, port: int) -> None:
     import uvicorn
 
     # no access log: a WebSocket client may pass its token as ?token=, which must not reach a log
-    uvicorn.run(create_api(), host=address, port=port, log_level="warning", access_log=False)
+    # a bound on the wait for open connections at shutdown (Ctrl-C, SIGTERM)
+    uvicorn.run(create_api(), host=address, port=port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=5)

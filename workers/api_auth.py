@@ -8,13 +8,14 @@ import os
 import secrets
 from pathlib import Path
 
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from engines.config import Config
 from engines.errors import ConfigError
+from workers import api_session as browser
 
 TOKEN_MIN_LENGTH = 16
 DENIED = "missing or wrong token: send Authorization: Bearer <token>"
@@ -76,7 +77,9 @@ def _token_ok(expected: str, header: str | None, query: str | None = None) -> bo
 
 class TokenAuth:
     """ASGI middleware: every HTTP request and WebSocket handshake needs the token, routes added later
-    included. WebSocket clients (browsers cannot set headers) may send ``?token=``."""
+    included. WebSocket clients (browsers cannot set headers) may send ``?token=``. Browsers may instead
+    exchange the token for a session cookie at ``POST /login`` or ``GET /?token=``; the cookie's rules,
+    CSRF defence included, are in :mod:`workers.api_session`."""
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         if not token:
@@ -92,10 +95,34 @@ class TokenAuth:
         if _token_ok(self.token, header, query):
             await self.app(scope, receive, send)
             return
-        denied = JSONResponse({"error": DENIED}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        answer = await self._sign_in(scope, receive)
+        if answer is None:
+            verdict = browser.authorize(self.token, scope)
+            if verdict == "ok":
+                await self.app(scope, receive, send)
+                return
+            answer = browser.refused(verdict) if verdict else browser.login_page() if browser.wants_html(scope) \
+                else JSONResponse({"error": DENIED}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
         if scope["type"] == "http":
-            await denied(scope, receive, send)
+            await answer(scope, receive, send)
         elif "websocket.http.response" in scope.get("extensions", {}):
-            await WebSocket(scope, receive, send).send_denial_response(denied)
+            await WebSocket(scope, receive, send).send_denial_response(answer)
         else:
             await WebSocket(scope, receive, send).close(code=1008, reason="missing or wrong token")
+
+    async def _sign_in(self, scope: Scope, receive: Receive) -> Response | None:
+        """The answer to a browser's token exchange (``POST /login`` form, ``GET /?token=``), else None."""
+        if scope["type"] != "http":
+            return None
+        if scope["method"] == "POST" and scope["path"] == browser.LOGIN_PATH:
+            if not browser.same_origin(scope):
+                return browser.refused("csrf")
+            form = await browser.read_form(receive)
+            given = (form or {}).get("token")
+        elif scope["method"] == "GET" and scope["path"] == "/" and "token" in (q := QueryParams(scope["query_string"])):
+            given = q.get("token")
+        else:
+            return None
+        if _token_ok(self.token, None, given):
+            return browser.signed_in(self.token, scope)
+        return browser.login_page("That is not the API token of this dbfleet.")

@@ -273,7 +273,7 @@ def exporter(port: int | None, address: str | None) -> None:
 @click.option("--address", default=None)
 @click.option("--generate-token", is_flag=True, help="create <state dir>/secrets/api.token (0600) if absent, print it")
 def api(port: int | None, address: str | None, generate_token: bool) -> None:
-    """Serve the monitoring REST + WebSocket API (OpenAPI at /docs); every route needs the token."""
+    """Serve the monitoring REST + WebSocket API (OpenAPI at /docs, dashboard at /); every route needs the token."""
     from workers import api as rest
 
     cfg = _config()
@@ -284,6 +284,7 @@ def api(port: int | None, address: str | None, generate_token: bool) -> None:
         return
     rest.api_token(cfg)  # no token source: a clear error before anything listens
     serve_address = address or cfg.fleet.api.address
+    console.print(f"dashboard: http://{serve_address}:{port or cfg.fleet.api.port}/ (sign in with the API token)")
     rest.serve(serve_address, port or cfg.fleet.api.port)
 
 
@@ -299,7 +300,8 @@ def up(groups: str | None) -> None:
     if path is None:
         raise ConfigError([("--config", "dbfleet up needs a config file (--config or DBFLEET_CONFIG)")])
     token, where = ensure_api_token(cfg)
-    console.print(f"API token: [bold]{token}[/bold] (from {where})")
+    console.print(f"API token: [bold]{token}[/bold] (from {where}); dashboard: "
+                  f"http://{cfg.fleet.api.address}:{cfg.fleet.api.port}/")
     children = fleet_children(cfg, path.resolve(), groups.split(",") if groups else None)
     sup = Supervisor(children)
     sup.start()
@@ -363,6 +365,7 @@ def schedule_remove(name: str) -> None:
 def _register() -> None:
     from workers.cli_audit import audit, audit_checks
     from workers.cli_backups import backups
+    from workers.cli_bench import bench
     from workers.cli_compliance import compliance
     from workers.cli_dr import dr
     from workers.cli_kinds import kinds
@@ -381,6 +384,7 @@ def _register() -> None:
     cli.add_command(wal)
     cli.add_command(compliance)
     cli.add_command(dr)
+    cli.add_command(bench)
 
 
 _register()

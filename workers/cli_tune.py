@@ -56,10 +56,18 @@ def print_report(r: dict[str, Any]) -> None:
             for p in r["partitions"]]))
     if r["changes"]:
         console.print(rows_table("changes", ["change id", "status", "index", "evidence"], [
-            [c["change_id"], c["status"], escape(c["target"].get("index", "")), escape(_evidence(c["evidence"]))]
+            [c["change_id"], c["status"], escape(str(_target(c))), escape(_evidence(c["evidence"]))]
             for c in r["changes"]]))
     for line in r["limits"]:
         err_console.print(f"[yellow]limited:[/yellow] {escape(line)}")
+
+
+def _target(change: dict[str, Any]) -> str:
+    """What a change touched: an index, a view, a table (partitioning) or a setting."""
+    t = change["target"]
+    if change["kind"] == "partition_table":
+        return f"{t['schema']}.{t['table']} by {t['column']} per {t['interval']}"
+    return str(t.get("index") or t.get("view") or t.get("name") or "")
 
 
 def _advice_row(a: dict[str, Any]) -> list[Any]:
@@ -72,6 +80,10 @@ def _advice_row(a: dict[str, Any]) -> list[Any]:
 
 def _evidence(e: dict[str, Any]) -> str:
     parts = [f"cost {e['cost_before']} -> {e['cost_after']} ({e.get('savings_percent')}%)"] if "cost_before" in e else []
+    if "time_savings_percent" in e:
+        parts.append(f"measured time -{e['time_savings_percent']}%")
+    if "rows" in e and "state" in e:
+        parts.append(f"{e['rows']} rows in {e.get('batches')} batches, {e['state']}")
     return "; ".join(parts + [str(e[k]) for k in ("reason", "cleanup") if e.get(k)])
 
 
@@ -118,14 +130,20 @@ def tune() -> None:
 @click.option("--now", is_flag=True, help="with --apply: ignore the maintenance window")
 @click.option("--only", default=None, help="areas: indexes,hygiene,settings,mviews,partitions (default: all; "
               "mviews/partitions also need create_materialized_views / partitioning_strategy: time_based)")
+@click.option("--verify", type=click.Choice(["plan", "execute"]), default=None,
+              help="with --apply: execute also times sampled read-only runs before and after each index, "
+              "and decides on measured time")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "html"]), default="table", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="write the json/html report to a file")
 @click.option("--local", is_flag=True, help="run in this process instead of on a worker of the tuning queue")
 @click.option("--timeout", default=1800.0, show_default=True, help="seconds to wait for a worker")
-def analyze_cmd(database_id: str, do_apply: bool, now: bool, only: str | None, fmt: str, output: str | None,
-                local: bool, timeout: float) -> None:
-    """Analyse DATABASE_ID (exit 1 when a change failed)."""
+def analyze_cmd(database_id: str, do_apply: bool, now: bool, only: str | None, verify: str | None, fmt: str,
+                output: str | None, local: bool, timeout: float) -> None:
+    """Analyse DATABASE_ID (exit 1 when a change failed). `--apply --only partitions` converts the planned
+    tables to partitioned ones online (revertible with `dbfleet tune revert`)."""
     options: dict[str, Any] = {"only": only} if only else {}
+    if verify:
+        options["verify"] = verify
     if now:
         options["now"] = True
     script = "performance_tuning_apply" if do_apply else "performance_tuning"

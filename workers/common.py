@@ -19,6 +19,7 @@ from engines.config import DatabaseConfig
 from engines.errors import DbfleetError, ScriptFailed
 from engines.history import FAILED, SUCCEEDED
 from engines.secrets import scrub
+from engines.tracing import traced
 from workers import reliability, runtime
 
 log = logging.getLogger("dbfleet.tasks")
@@ -41,6 +42,8 @@ class Run:
     local: bool = False  # in the CLI: a dbfleet error is raised as itself, for its own message
 
 
+@traced("dbfleet.run", lambda run, call: {"script_type": run.script_type, "database_id": run.database_id,
+                                          "run_id": run.run_id})
 def run_recorded(run: Run, call: EngineCall) -> dict[str, Any]:
     """Open the history row, call the engine, close the row whatever happens; return the scrubbed result.
 

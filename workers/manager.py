@@ -210,8 +210,11 @@ class DatabaseScriptManager:
             raise ConfigError([("fleet.broker_url", f"the broker does not answer ({type(exc).__name__}): "
                                                     "start it, or check fleet.broker_url")], cfg.source) from None
         runtime.history()
+        from workers import tracing
+
+        traced = tracing.configure(cfg)  # spans for the tasks this process sends, when fleet.tracing is set
         available = sorted(n for n, s in SCRIPTS.items() if self.available(s.task))
-        return {"config": cfg.source, "databases": len(cfg.databases), "available": available}
+        return {"config": cfg.source, "databases": len(cfg.databases), "available": available, "tracing": traced}
 
     def available(self, task: str) -> bool:
         """True when ``task`` is registered in this app (its engine's module is installed)."""

@@ -179,26 +179,27 @@ def _app() -> Any:
     return current_app()
 
 
-def _cached(keys: list[str]) -> list[dict[str, Any] | None]:
-    raw = runtime.cache().mget(keys) if keys else []
+def _cached(keys: list[str], cache: Any = None) -> list[dict[str, Any] | None]:
+    raw = (cache if cache is not None else runtime.cache()).mget(keys) if keys else []
     return [json.loads(b) if b else None for b in raw]
 
 
-def dashboard_data(ids: list[str]) -> dict[str, Any]:
-    """The dashboard's JSON: health, alerts, backups and drills of ``ids``."""
+def dashboard_data(ids: list[str], cfg: Any = None, cache: Any = None, store: Any = None) -> dict[str, Any]:
+    """The dashboard's JSON: health, alerts, backups and drills of ``ids`` (the API's ``/api/dashboard`` and
+    the page at ``/`` show exactly this). ``cfg``, ``cache`` and ``store`` default to this process's."""
     from workers.operation_options import health_summary
 
-    cfg, now = runtime.config(), time.time()
-    health = _cached([runtime.HEALTH_KEY.format(i) for i in ids])
-    backups = _cached([runtime.BACKUP_KEY.format(i) for i in ids])
-    drills = _cached([runtime.DRILL_KEY.format(i) for i in ids])
+    cfg, now = cfg or runtime.config(), time.time()
+    health = _cached([runtime.HEALTH_KEY.format(i) for i in ids], cache)
+    backups = _cached([runtime.BACKUP_KEY.format(i) for i in ids], cache)
+    drills = _cached([runtime.DRILL_KEY.format(i) for i in ids], cache)
     databases: list[dict[str, Any]] = []
     for db_id, report, backup, drill in zip(ids, health, backups, drills, strict=True):
         databases.append({"id": db_id, "kind": cfg.databases[db_id].kind,
                           "health": health_summary(report) if report else None,
                           "last_backup": _aged(backup, "finished_at", now),
                           "last_drill": _aged(drill, "at", now)})
-    alerts = [a for a in runtime.alert_store().active() if a["database_id"] in ids]
+    alerts = [a for a in (store if store is not None else runtime.alert_store()).active() if a["database_id"] in ids]
     migrations = _migrations(set(ids))
     return {"generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "databases": databases,
             "alerts": alerts, "migrations": migrations, "summary": {"databases": len(ids), "down": sum(

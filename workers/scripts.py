@@ -59,7 +59,7 @@ _RESTORE = {"backup_id", "target", "storage", "target_dbname", "target_path", "t
 _TUNING = {"auto_apply", "dry_run", "now", "only", "optimize_for", "min_cost_savings", "max_queries",
            "max_index_columns", "unused_index_min_days", "lock_timeout_ms", "statement_timeout_ms",
            "disk_headroom_factor", "host", "create_materialized_views", "partitioning_strategy",
-           "optimization_targets"}  # apply_settings / apply_mviews are config-only (engines/tuning)
+           "optimization_targets", "verify"}  # apply_settings / apply_mviews are config-only (engines/tuning)
 _COMPLIANCE_SCAN = {"sample_size", "min_confidence", "statement_timeout_seconds", "security_audit", "tables",
                     "sample_seed", "frameworks"}
 _COMPLIANCE_MASK = {"table", "rules", "batch_size", "i_know", "backup_id", "again", "dry_run", "throttle_seconds"}
@@ -85,6 +85,8 @@ SCRIPTS: dict[str, Script] = {
     ScriptType.PERFORMANCE_TUNING.value: Script("tuning.analyze", "tuning", frozenset(_TUNING), "the tuning engine"),
     "performance_tuning_apply": Script("tuning.apply", "tuning", frozenset(_TUNING), "the tuning engine"),
     "performance_tuning_revert": Script("tuning.revert", "tuning", frozenset({"change_id"}), "the tuning engine"),
+    "performance_tuning_refresh": Script("tuning.refresh_view", "tuning", frozenset({"schema", "view"}),
+                                         "the tuning engine"),
     ScriptType.COMPLIANCE_AUDIT.value: Script("compliance.scan", "compliance", frozenset(_COMPLIANCE_SCAN),
                                               "the compliance engine"),
     ScriptType.COMPLIANCE_ANONYMIZE.value: Script("compliance.anonymize", "compliance", frozenset(_COMPLIANCE_MASK),

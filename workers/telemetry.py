@@ -10,7 +10,10 @@ from typing import Any
 
 from celery.signals import heartbeat_sent, task_postrun, task_prerun, worker_ready, worker_shutdown
 
-from workers import runtime
+from workers import (
+    runtime,
+    tracing,  # noqa: F401 - OpenTelemetry spans in worker processes when fleet.tracing is set
+)
 
 log = logging.getLogger("dbfleet")
 TASKS_KEY = "dbfleet:telemetry:tasks"  # hash "queue|task|state" -> count

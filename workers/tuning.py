@@ -9,7 +9,7 @@ from typing import Any
 
 from engines.config import DatabaseConfig
 from engines.errors import ConfigError
-from engines.tuning import analyze, analyze_and_apply, revert, tuning_settings
+from engines.tuning import analyze, analyze_and_apply, refresh_view, revert, tuning_settings
 from engines.tuning.base import TuningSettings
 from workers import runtime
 from workers.app import app
@@ -18,6 +18,8 @@ from workers.common import ScriptTask
 log = logging.getLogger("dbfleet.tasks")
 Result = tuple[dict[str, Any], bool, str | None]
 ANALYZE, APPLY, REVERT = "performance_tuning", "performance_tuning_apply", "performance_tuning_revert"
+REFRESH = "performance_tuning_refresh"
+REFRESH_ENTRY = "tuning_refresh:{}:{}.{}"  # redbeat entry of one applied materialized view: db, schema, view
 MEMORY_KEY = "dbfleet:tuning-memory:{}"  # workload counters carried between analyses (deltas)
 
 
@@ -67,6 +69,10 @@ def do_apply(db: DatabaseConfig, options: dict[str, Any], progress: Any = None) 
     memory = _memory(db.id)
     report = analyze_and_apply(db, _settings(db, options), memory)
     runtime.remember(MEMORY_KEY, db.id, memory)
+    for change in report.changes:
+        if change.kind == "create_mview" and change.status == "kept":
+            change.evidence["beat_entry"] = schedule_refresh(db.id, change.target["schema"], change.target["view"],
+                                                             change.evidence["refresh_schedule"])
     failed = [c.change_id for c in report.changes if c.status == "failed"]
     error = f"changes failed: {', '.join(failed)}" if failed else report.error
     return report.to_dict(), not error, error
@@ -89,10 +95,70 @@ def do_revert(db: DatabaseConfig, options: dict[str, Any], progress: Any = None)
         raise ConfigError([("change_id", f"no applied change {options.get('change_id')!r} of {db.id} in history "
                             "(dbfleet history --script performance_tuning_apply)")])
     result = revert(db, _settings(db, {}), found[1])
+    reverse = found[1].get("reverse") or {}
+    if reverse.get("action") == "drop_mview":
+        result["beat_entry_removed"] = unschedule_refresh(db.id, reverse["schema"], reverse["view"])
     return {"database_id": db.id, **result}, True, None
 
 
-OPERATIONS = {ANALYZE: do_analyze, APPLY: do_apply, REVERT: do_revert}
+def _beat_app() -> Any:
+    """A Celery app that only talks to this config's redbeat store (the worker's app may predate the config)."""
+    from celery import Celery
+
+    from workers.app import celery_settings
+
+    beat = Celery("dbfleet-tuning-beat", set_as_current=False)
+    beat.conf.update({k: v for k, v in celery_settings(runtime.config()).items()
+                      if k.startswith("redbeat_") or k == "timezone"})
+    return beat
+
+
+def schedule_refresh(db_id: str, schema: str, view: str, cron: str) -> str:
+    """Save the beat entry that refreshes an applied view on its schedule (tuning queue); its name."""
+    from redbeat import RedBeatSchedulerEntry
+
+    from beat_schedule import cron_schedule
+
+    name = REFRESH_ENTRY.format(db_id, schema, view)
+    RedBeatSchedulerEntry(name, "tuning.refresh_view", cron_schedule(cron), args=[db_id],
+                          kwargs={"options": {"schema": schema, "view": view}}, options={"queue": "tuning"},
+                          app=_beat_app()).save()
+    return name
+
+
+def refresh_entry(db_id: str, schema: str, view: str) -> Any:
+    """The saved beat entry of one view, or None."""
+    from redbeat import RedBeatSchedulerEntry
+
+    beat = _beat_app()
+    try:
+        return RedBeatSchedulerEntry.from_key(beat.conf.redbeat_key_prefix + REFRESH_ENTRY.format(db_id, schema, view),
+                                              app=beat)
+    except KeyError:
+        return None
+
+
+def unschedule_refresh(db_id: str, schema: str, view: str) -> bool:
+    """Remove a reverted view's beat entry; False when there was none."""
+    entry = refresh_entry(db_id, schema, view)
+    if entry is None:
+        return False
+    entry.delete()
+    return True
+
+
+def do_refresh(db: DatabaseConfig, options: dict[str, Any], progress: Any = None) -> Result:
+    """Refresh one applied materialized view (``options.schema``, ``options.view``)."""
+    if not options.get("schema") or not options.get("view"):
+        raise ConfigError([("view", "name the materialized view: options schema and view")])
+    try:
+        result = refresh_view(db, _settings(db, {}), str(options["schema"]), str(options["view"]))
+    except LookupError as exc:  # reverted or dropped by hand: the entry has nothing left to refresh
+        return {"database_id": db.id, "error": str(exc)}, False, str(exc)
+    return {"database_id": db.id, **result}, True, None
+
+
+OPERATIONS = {ANALYZE: do_analyze, APPLY: do_apply, REVERT: do_revert, REFRESH: do_refresh}
 
 
 @app.task(name="tuning.analyze", bind=True, base=ScriptTask, script_type=ANALYZE)
@@ -111,3 +177,9 @@ def apply_task(self: ScriptTask, database_id: str, options: dict[str, Any] | Non
 def revert_task(self: ScriptTask, database_id: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Reverse one change an apply run recorded (``options.change_id``)."""
     return self.execute(database_id, options, do_revert)
+
+
+@app.task(name="tuning.refresh_view", bind=True, base=ScriptTask, script_type=REFRESH)
+def refresh_task(self: ScriptTask, database_id: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """REFRESH MATERIALIZED VIEW CONCURRENTLY of one view an apply created (its beat entry runs this)."""
+    return self.execute(database_id, options, do_refresh)

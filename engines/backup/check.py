@@ -9,10 +9,12 @@ from typing import Any
 from engines.backup.locks import SHARED, RepoLock
 from engines.backup.repository import Repository
 from engines.errors import DbfleetError
+from engines.tracing import traced
 
 MAX_REPORTED = 50
 
 
+@traced("backup.verify", lambda repo, database_id=None, *a, **k: {"database_id": database_id or "*"})
 def verify(repo: Repository, database_id: str | None = None, backup_id: str | None = None, *,
            read_data: bool = False, subset: float = 100.0, seed: int | None = None,
            threads: int = 4) -> dict[str, Any]:

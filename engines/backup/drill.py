@@ -10,8 +10,10 @@ from typing import Any
 from engines.backup.engine import Progress, dumper_for, spooled
 from engines.backup.repository import Repository
 from engines.config import DatabaseConfig
+from engines.tracing import traced
 
 
+@traced("backup.drill", lambda repo, db, *a, **k: {"database_id": db.id})
 def drill(repo: Repository, db: DatabaseConfig, *, backup_id: str | None = None, spool_dir: Path,
           progress: Progress | None = None) -> dict[str, Any]:
     """Restore into a scratch target, compare row counts with the manifest, drop the scratch target.

@@ -19,6 +19,7 @@ from engines.config import Config, DatabaseConfig
 from engines.errors import BackupNotFound, ConfigError, RestoreRefused
 from engines.kinds import kinds_with, load, supports
 from engines.storage import open_storage
+from engines.tracing import traced
 
 log = logging.getLogger("dbfleet.backup")
 
@@ -47,6 +48,7 @@ def open_repository(cfg: Config, storage_name: str | None = None, *, create: boo
     return Repository.open(storage, secret, expect_encrypted=encryption)
 
 
+@traced("backup.run", lambda repo, db, *a, **k: {"database_id": db.id})
 def run_backup(repo: Repository, db: DatabaseConfig, *, level: int | None = 3, workdir: Path,
                options: dict[str, Any] | None = None, progress: Progress | None = None,
                lock_wait: float = 600.0, threads: int | None = None) -> dict[str, Any]:
@@ -173,6 +175,7 @@ def spooled(repo: Repository, database_id: str, backup_id: str | None, spool_dir
             yield manifest, spool(repo, manifest, Path(tmp), progress), Path(tmp)
 
 
+@traced("backup.restore", lambda repo, source, *a, **k: {"database_id": source.id})
 def restore_backup(repo: Repository, source: DatabaseConfig, target: Target, *,
                    backup_id: str | None = None, options: RestoreOptions, spool_dir: Path,
                    progress: Progress | None = None) -> dict[str, Any]:

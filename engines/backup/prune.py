@@ -16,8 +16,10 @@ from engines.backup.repository import Repository
 from engines.backup.retention import plan
 from engines.backup.wal.hooks import keep_for_pitr, prune_wal, wal_chunk_refs
 from engines.config import RetentionPolicy
+from engines.tracing import traced
 
 
+@traced("backup.prune")
 def prune(repo: Repository, policy: RetentionPolicy | None, retention_days: int | None, *,
           database_id: str | None = None, dry_run: bool = False, now: datetime | None = None,
           lock_wait: float = 0.0, stale_after: float = STALE_AFTER,

@@ -8,8 +8,10 @@ from typing import Any
 from engines.config import DatabaseConfig
 from engines.migration.connections import connections
 from engines.migration.model import MigrationFailed, MigrationPlan
+from engines.tracing import traced
 
 
+@traced("migration.finalize", lambda plan, *a, **k: {"migration_id": plan.id})
 def finalize(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig) -> dict[str, Any]:
     """After every batch: keys, secondary indexes and constraints on the tables the migration created,
     identity sequences, statistics, incremental watermarks (``Target.finalize``); the reject threshold."""
@@ -26,6 +28,7 @@ def finalize(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig
     return {"rows": sum(c["rows"] for c in cps.values()), "rejects": rejects}
 
 
+@traced("migration.rollback", lambda plan, *a, **k: {"migration_id": plan.id})
 def rollback(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig) -> list[str]:
     """Drop the tables and types the migration created; restore tables it wrote into from their snapshots."""
     with connections(source, target) as (_, tgt):

@@ -15,6 +15,7 @@ from engines.migration.base import Source, Target
 from engines.migration.connections import connections
 from engines.migration.model import Batch, Embed, MigrationPlan, MigrationType, Table
 from engines.migration.registry import source_class, target_class
+from engines.tracing import traced
 
 IF_EXISTS = ("fail", "truncate", "append")
 
@@ -70,6 +71,7 @@ def new_id() -> str:
     return datetime.now(timezone.utc).strftime("mig-%Y%m%dT%H%M%S-") + uuid.uuid4().hex[:6]
 
 
+@traced("migration.plan", lambda source, target, *a, **k: {"source": source.id, "target": target.id})
 def plan_migration(source: DatabaseConfig, target: DatabaseConfig, options: MigrationOptions | None = None,
                    **fields: Any) -> MigrationPlan:
     """Discover the source, map types, split every table into key ranges. Reads only; writes nothing but a
@@ -182,6 +184,7 @@ def _incremental(plan: MigrationPlan, src: Source, tgt: Any, base: MigrationPlan
         plan.until[table.source] = src.max_watermark(table, plan.watermark or "")
 
 
+@traced("migration.prepare", lambda plan, *a, **k: {"migration_id": plan.id})
 def prepare(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig) -> MigrationPlan:
     """Create the target schema (or check the existing one); records what it created for rollback."""
     with connections(source, target) as (_, tgt):

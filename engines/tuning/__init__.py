@@ -12,6 +12,7 @@ from engines import kinds
 from engines.config import DatabaseConfig
 from engines.errors import ConfigError
 from engines.tuning.base import AREAS, CannotTune, Change, Tuner, TuningReport, TuningSettings
+from engines.tuning.targets import BadTarget, parse_targets
 
 
 def tuner_class(kind: str) -> type[Tuner]:
@@ -28,7 +29,8 @@ def analysis_cron(interval: str) -> str:
     return INTERVALS.get(interval, interval)
 
 
-OPERATOR_ONLY = frozenset({"apply_settings", "apply_mviews"})
+VERIFY = ("plan", "execute")
+OPERATOR_ONLY = frozenset({"apply_settings", "apply_mviews", "apply_partitions"})
 
 
 def tuning_settings(section: dict[str, Any], options: dict[str, Any]) -> TuningSettings:
@@ -44,6 +46,17 @@ def tuning_settings(section: dict[str, Any], options: dict[str, Any]) -> TuningS
     unknown = sorted(set(only) - set(AREAS))
     if unknown:
         raise ConfigError([("only", f"unknown area(s) {', '.join(unknown)}; known: {', '.join(AREAS)}")])
+    try:
+        parse_targets(merged.get("optimization_targets"))
+    except BadTarget as exc:
+        raise ConfigError([("optimization_targets", str(exc))]) from None
+    if isinstance(merged.get("optimization_targets"), str):
+        merged["optimization_targets"] = [merged["optimization_targets"]]
+    if merged.get("verify", "plan") not in VERIFY:
+        raise ConfigError([("verify", f"unknown verify {merged['verify']!r}; known: {', '.join(VERIFY)} (execute: "
+                                      "timed read-only executions of sampled parameters before and after)")])
+    if merged.get("only") and "partitions" in only:
+        merged["apply_partitions"] = True  # an apply converts tables only when the run names the area
     fields = TuningSettings.__dataclass_fields__
     kept = {k: v for k, v in merged.items() if k in fields and k != "only"}
     return TuningSettings(only=tuple(only), **kept)
@@ -68,5 +81,10 @@ def revert(db: DatabaseConfig, settings: TuningSettings, change: dict[str, Any])
     return tuner_class(db.kind)(db, settings).revert(change)
 
 
+def refresh_view(db: DatabaseConfig, settings: TuningSettings, schema: str, view: str) -> dict[str, Any]:
+    """Refresh one materialized view an apply created (what its beat entry runs)."""
+    return tuner_class(db.kind)(db, settings).refresh(schema, view)
+
+
 __all__ = ["AREAS", "analysis_cron", "CannotTune", "Change", "TuningReport", "TuningSettings", "analyze",
-           "analyze_and_apply", "revert", "tuner_class", "tuning_settings"]
+           "analyze_and_apply", "refresh_view", "revert", "tuner_class", "tuning_settings"]

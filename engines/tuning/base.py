@@ -45,6 +45,16 @@ class TuningSettings:
     partition_min_rows: int = 1_000_000
     apply_mviews: bool = False  # --apply also creates the advised materialized views (only on request)
     apply_settings: str = "never"  # reload_only: ALTER SYSTEM + pg_reload_conf for settings needing no restart
+    optimization_targets: list[str] = field(default_factory=list)  # engines/tuning/targets.py
+    apply_partitions: bool = False  # --apply converts tables only when the run names the area: --only partitions
+    partition_batch_rows: int = 10_000  # rows per checkpointed batch of the online conversion
+    partition_batch_pause_ms: int = 0  # pause between batches (spares the server's I/O)
+    partition_swap_attempts: int = 5  # swap tries under lock_timeout, with backoff, before giving up
+    verify: str = "plan"  # execute: also time sampled executions (read-only) before and after, decide on time
+    verify_samples: int = 5  # parameter sets per query
+    verify_repeats: int = 3  # executions per parameter set (the fastest counts)
+    verify_timeout_ms: int = 5000  # statement_timeout of each timed execution
+    min_time_savings: float = 30.0  # percent of measured time an index must save to be kept (verify: execute)
 
     def wants(self, area: str) -> bool:
         """True when ``area`` is among the areas this run analyses."""
@@ -207,3 +217,7 @@ class Tuner(abc.ABC):
     def revert(self, change: dict[str, Any]) -> dict[str, Any]:
         """Undo one recorded change."""
         raise CannotTune(f"revert is not supported for {self.kind}")
+
+    def refresh(self, schema: str, view: str) -> dict[str, Any]:
+        """Refresh one materialized view an apply created."""
+        raise CannotTune(f"materialized views are not supported for {self.kind}")

@@ -1,6 +1,7 @@
 """MySQL/MariaDB tuner, MySQLTuner's core: buffer pool vs data, redo log, connections, temporary tables on
 disk, table cache, slow query log; duplicate indexes from information_schema, unused ones from sys
-(performance_schema). Advice only: nothing is changed on the server."""
+(performance_schema); index advice from EXPLAIN on the workload (engines/tuning/my_indexes.py), applied
+hidden first (IGNORED / INVISIBLE) and kept only when proven. Settings are advice only."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from typing import Any
 
 from engines.connectors import open_connector
 from engines.migration.sources import my_ident  # the one MySQL identifier quoting helper
-from engines.tuning.base import Finding, SettingAdvice, Tuner, TuningReport
+from engines.tuning.base import CannotTune, Change, Finding, SettingAdvice, Tuner, TuningReport
+from engines.tuning.my_indexes import MyIndexApplier, advise
+from engines.tuning.my_workload import Query, read_workload
+from engines.tuning.targets import parse_targets
 
 MB = 1024**2
 Facts = dict[str, Any]
@@ -116,6 +120,16 @@ def duplicate_indexes(rows: list[tuple[Any, ...]]) -> list[Finding]:
     return out
 
 
+def _raw(connector: Any) -> Query:
+    """Run one statement on the connector's session; parameters only when given (a logged statement's own ``%``
+    must not be read as a placeholder)."""
+    def q(statement: str, args: tuple[Any, ...] | None = None) -> list[tuple[Any, ...]]:
+        with connector.conn.cursor() as cur:
+            cur.execute(statement, args)
+            return list(cur.fetchall())
+    return q
+
+
 class MySQLTuner(Tuner):
     """MySQLTuner's core checks, read-only."""
 
@@ -125,7 +139,7 @@ class MySQLTuner(Tuner):
         """Read variables, status and the schema; return settings advice and index findings."""
         report = TuningReport(self.db.id, self.kind)
         with open_connector(self.db) as connector:
-            q = connector._query  # type: ignore[attr-defined]
+            q = _raw(connector)
             facts = self._facts(q)
             report.server_version = str(q("SELECT VERSION()")[0][0])
             if self.settings.wants("settings"):
@@ -134,8 +148,45 @@ class MySQLTuner(Tuner):
             if self.settings.wants("hygiene"):
                 report.hygiene = self._indexes(q, facts, report.limits)
             if self.settings.wants("indexes"):
-                report.limits.append("indexes: EXPLAIN-proven index advice is implemented for PostgreSQL only")
+                self._advice(q, facts, report)
         return report
+
+    def _advice(self, q: Query, facts: Facts, report: TuningReport) -> None:
+        """Index advice from EXPLAIN on the digest (or slow-log) workload of the configured schema."""
+        if not self.db.dbname:
+            report.limits.append("indexes: no dbname configured: index advice reads one schema's workload")
+            return
+        statements = read_workload(q, self.db.dbname, facts["var"], self.memory, report.limits,
+                                   parse_targets(self.settings.optimization_targets))
+        report.workload = {"statements": len(statements), "calls": sum(s.calls for s in statements)}
+        report.indexes = advise(q, self.db.dbname, statements, self.settings.max_index_columns, report.limits)
+
+    def apply(self, report: TuningReport) -> list[Change]:
+        """Build each advised index hidden from the optimizer, prove it visible, keep or drop it."""
+        with open_connector(self.db) as connector:
+            q = _raw(connector)
+            if connector._replica_status() or str(q("SELECT @@read_only")[0][0]) in ("1", "ON"):  # type: ignore[attr-defined]
+                report.limits.append("apply refused: the server is a replica or read-only (apply on the primary)")
+                return []
+            mariadb = "mariadb" in str(q("SELECT VERSION()")[0][0]).lower()
+            applier = MyIndexApplier(q, mariadb, self.db.id, self.settings)
+            changes = [applier.apply(advice) for advice in report.indexes]
+        report.changes.extend(changes)
+        return changes
+
+    def revert(self, change: dict[str, Any]) -> dict[str, Any]:
+        """Drop the index a recorded change created (idempotent)."""
+        reverse = change.get("reverse") or {}
+        if reverse.get("action") != "drop_index_mysql":
+            raise CannotTune(f"change {change.get('change_id')} has no reversible action ({reverse.get('action')!r})")
+        with open_connector(self.db) as connector:
+            q = _raw(connector)
+            there = q("SELECT 1 FROM information_schema.statistics WHERE table_schema = %s AND table_name = %s"
+                      " AND index_name = %s", (reverse["schema"], reverse["table"], reverse["index"]))
+            if there:
+                q(reverse["statement"])
+        return {"change_id": change.get("change_id"), "statement": reverse["statement"],
+                "result": "dropped" if there else "already gone"}
 
     def _facts(self, q: Callable[..., list[tuple[Any, ...]]]) -> Facts:
         innodb = q("SELECT COALESCE(SUM(data_length + index_length), 0) FROM information_schema.tables"

@@ -17,7 +17,8 @@ from psycopg import sql
 
 from engines.tuning.base import Change, IndexAdvice, TuningSettings
 from engines.tuning.pg_plans import Planner, create_index_sql
-from engines.tuning.pg_workload import Statement
+from engines.tuning.pg_verify import Sampled, sample, time_verdict, timed
+from engines.tuning.pg_workload import Statement, catalog
 from engines.tuning.workload import QueryShape, param_count
 
 log = logging.getLogger("dbfleet.tuning")
@@ -111,6 +112,8 @@ class IndexApplier:
             return change
         statements = statements_of(advice)
         before, before_each = weighted(self.planner, statements)
+        samples = self.samples(statements)
+        times_before = timed(self.conn, self.settings, samples) if samples else {}
         set_timeouts(self.conn, self.settings)
         try:
             self.conn.execute(create_index_sql(advice.schema, advice.table, advice.columns, advice.name))
@@ -125,14 +128,39 @@ class IndexApplier:
                             "threshold_percent": self.settings.min_cost_savings}
         saved = 0.0 if before <= 0 else 100.0 * (1 - after / before)
         change.evidence["savings_percent"] = round(saved, 1)
-        if saved >= self.settings.min_cost_savings:
+        keep, why = saved >= self.settings.min_cost_savings, (
+            f"the real planner shows {saved:.1f}% less cost, under the {self.settings.min_cost_savings:g}% threshold")
+        change.evidence["decided_by"] = "plan cost"
+        if samples:
+            keep, why = self.by_time(change, samples, times_before, keep, why)
+        if keep:
             change.status = "kept"
             return change
         self.conn.execute(drop_index_sql(advice.schema, advice.name))
         change.status = "rolled_back"
-        change.evidence["reason"] = (f"the real planner shows {saved:.1f}% less cost, under the "
-                                     f"{self.settings.min_cost_savings:g}% threshold: dropped again")
+        change.evidence["reason"] = f"{why}: dropped again"
         return change
+
+    def samples(self, statements: list[Statement]) -> list[Sampled]:
+        """Parameter sets for the timed executions (``verify: execute``), else none."""
+        if self.settings.verify != "execute":
+            return []
+        cat = catalog(self.conn)
+        return [sample(self.conn, st, cat, int(self.settings.verify_samples)) for st in statements]
+
+    def by_time(self, change: Change, samples: list[Sampled], before: dict[str, float | str], keep: bool,
+                why: str) -> tuple[bool, str]:
+        """The decision on measured time when some query could be timed both times (else the cost decision)."""
+        after = timed(self.conn, self.settings, samples)
+        change.evidence["not_timed"] = {q: w for q, w in {**before, **after}.items() if isinstance(w, str)}
+        verdict = time_verdict(samples, before, after, self.settings.min_time_savings)
+        if verdict is None:
+            change.evidence["decided_by"] = "plan cost (no query could be timed)"
+            return keep, why
+        keep, saved, evidence = verdict
+        change.evidence |= evidence | {"decided_by": "measured time"}
+        return keep, (f"timed executions of sampled parameters show {saved:.1f}% less time, under the "
+                      f"{self.settings.min_time_savings:g}% threshold")
 
     def headroom(self, advice: IndexAdvice) -> str | None:
         """Why there is not room for the index (estimated size x factor), or None."""
@@ -167,6 +195,11 @@ def revert_change(conn: Any, change: dict[str, Any], settings: TuningSettings) -
         from engines.tuning.pg_layout import drop_view
 
         return {"change_id": change.get("change_id"), "statement": drop_view(conn, reverse), "result": "dropped"}
+    if reverse.get("action") == "unpartition":
+        from engines.tuning.pg_partition import revert_partition
+
+        return {"change_id": change.get("change_id"), "statement": "swap back to the original table",
+                "result": revert_partition(conn, reverse, settings)}
     if reverse.get("action") != "drop_index":
         raise ValueError(f"change {change.get('change_id')} has no reversible action ({reverse.get('action')!r})")
     set_timeouts(conn, settings)

@@ -1,4 +1,5 @@
-"""Materialized-view and partitioning advice for PostgreSQL (advice only: nothing here changes the database).
+"""Materialized-view and partitioning advice for PostgreSQL; creating and refreshing the views (the conversion to
+partitions is engines/tuning/pg_partition.py).
 
 Materialized views: heavy, repeated aggregates (GROUP BY) without parameters — pg_stat_statements keeps
 no parameter values, so a parameterised query cannot be materialized as it runs. Partitioning: large
@@ -110,7 +111,8 @@ def partition_advice(conn: Any, statements: list[Statement], settings: TuningSet
         out.append(PartitionAdvice(schema, table, column, interval, count, int(nrows), [s.queryid for s in pruning],
                                    round(share, 1), [ddl], "a primary key or unique index must include "
                                    f"{column}; partitions of one {interval} each from {low} (pg_partman can create "
-                                   "them ahead); the online conversion is not automated yet"))
+                                   "them ahead); dbfleet tune DB --apply --only partitions converts it online "
+                                   "(batches, swap, revertible)"))
     return out
 
 
@@ -145,3 +147,21 @@ def drop_view(conn: Any, reverse: dict[str, Any]) -> str:
                                                                     sql.Identifier(reverse["view"]))
     conn.execute(drop)
     return str(drop.as_string(conn))
+
+
+def refresh_view(conn: Any, schema: str, view: str) -> dict[str, Any]:
+    """``REFRESH MATERIALIZED VIEW CONCURRENTLY`` one view an apply created (readers are never blocked);
+    a view without the unique index CONCURRENTLY needs is refreshed plainly and the result says so."""
+    target = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(view))
+    found = conn.execute("SELECT ispopulated FROM pg_matviews WHERE schemaname = %s AND matviewname = %s",
+                         (schema, view)).fetchone()
+    if found is None:
+        raise LookupError(f"no materialized view {schema}.{view} (reverted or dropped: its beat entry can go)")
+    unique = conn.execute("SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n"
+                          " ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s AND i.indisunique"
+                          " AND i.indpred IS NULL AND i.indisvalid", (schema, view)).fetchone()
+    concurrently = bool(unique) and bool(found[0])  # CONCURRENTLY needs a populated view with a unique index
+    head = "REFRESH MATERIALIZED VIEW CONCURRENTLY {}" if concurrently else "REFRESH MATERIALIZED VIEW {}"
+    statement = sql.SQL(head).format(target)
+    conn.execute(statement)
+    return {"schema": schema, "view": view, "statement": statement.as_string(conn), "concurrently": concurrently}

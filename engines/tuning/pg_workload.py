@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engines.tuning.base import CannotTune
+from engines.tuning.targets import Targets
 from engines.tuning.workload import Catalog, QueryShape, Table, TableUse, UnsupportedQuery, shape
 
 HIDDEN = "<insufficient privilege>"
@@ -81,8 +82,9 @@ def distinct_counts(conn: Any) -> dict[tuple[str, str, str], float]:
 
 
 def read_statements(conn: Any, cat: Catalog, memory: dict[str, Any], limit: int,
-                    limits: list[str]) -> list[Statement]:
-    """The heaviest statements of this database since the previous run (all of them on the first)."""
+                    limits: list[str], targets: Targets | None = None) -> list[Statement]:
+    """The heaviest statements of this database since the previous run (all of them on the first),
+    narrowed to ``targets`` (optimization_targets) when given."""
     try:
         found = rows(conn, """
             SELECT s.queryid::text, s.query, s.calls, s.total_exec_time FROM pg_stat_statements s
@@ -103,15 +105,23 @@ def read_statements(conn: Any, cat: Catalog, memory: dict[str, Any], limit: int,
                       f"{HIDDEN!r}): advice covers only its own; GRANT pg_read_all_stats TO the dbfleet role")
     out: list[Statement] = []
     visible = [r for r in sorted(window, key=lambda r: -r[3]) if r[1] != HIDDEN]
+    skipped = 0
     for n, (qid, text, calls, total) in enumerate(visible):
         if len(out) >= limit:
             limits.append(f"only the {limit} heaviest statements were analysed (max_queries); "
                           f"{len(visible) - n} lighter ones were not")
             break
         try:
-            out.append(Statement(qid, text, calls, total, shape(text, cat)))
+            st = Statement(qid, text, calls, total, shape(text, cat))
         except UnsupportedQuery:
             continue  # DDL, utility statements, several statements in one: nothing to index
+        if targets is None or targets.selects(qid, text, set(st.shape.uses), calls, total):
+            out.append(st)
+        else:
+            skipped += 1
+    if targets is not None and not targets.empty:
+        limits.append(f"optimization_targets: {len(out)} statements selected, {skipped} others left out"
+                      + ("" if out else " (no statement matches the targets: nothing to advise)"))
     return out
 
 

@@ -9,10 +9,12 @@ from engines.tuning.base import CannotTune, Change, Tuner, TuningReport
 from engines.tuning.pg_apply import IndexApplier, is_primary, revert_change, set_timeouts, take_apply_lock
 from engines.tuning.pg_hygiene import run_hygiene
 from engines.tuning.pg_indexes import Advisor, candidates, unproven_advice
-from engines.tuning.pg_layout import create_view, partition_advice, view_advice
+from engines.tuning.pg_layout import create_view, partition_advice, refresh_view, view_advice
+from engines.tuning.pg_partition import convert
 from engines.tuning.pg_plans import Hypothetical
 from engines.tuning.pg_settings import LOCAL_HOSTS, advise_settings, apply_reloadable, host_facts
 from engines.tuning.pg_workload import Statement, add_qualstats, catalog, distinct_counts, existing_indexes, read_statements
+from engines.tuning.targets import parse_targets
 
 
 class PostgresTuner(Tuner):
@@ -54,7 +56,8 @@ class PostgresTuner(Tuner):
         if not any(self.settings.wants(a) for a in ("indexes", "mviews", "partitions")):
             return None
         try:
-            statements = read_statements(conn, catalog(conn), self.memory, self.settings.max_queries, report.limits)
+            statements = read_statements(conn, catalog(conn), self.memory, self.settings.max_queries, report.limits,
+                                         parse_targets(self.settings.optimization_targets))
         except CannotTune as exc:
             report.limits.append(f"workload: {exc}")
             return None
@@ -109,6 +112,11 @@ class PostgresTuner(Tuner):
             if self.settings.apply_mviews:
                 set_timeouts(conn, self.settings)
                 changes.extend(create_view(conn, view, self.db.id) for view in report.mviews)
+            if self.settings.apply_partitions and report.partitions:
+                changes.extend(convert(conn, plan, self.settings, self.db.id) for plan in report.partitions)
+            elif report.partitions:
+                report.limits.append("partitioning plans are applied only by an apply that names the area "
+                                     "(dbfleet tune DB --apply --only partitions)")
             if self.settings.apply_settings == "reload_only":
                 changes.extend(apply_reloadable(conn, report.settings, self.db.id))
         report.changes.extend(changes)
@@ -120,3 +128,12 @@ class PostgresTuner(Tuner):
             if not is_primary(connector.conn):
                 raise CannotTune("revert refused: the server is a replica (revert on the primary)")
             return revert_change(connector.conn, change, self.settings)
+
+    def refresh(self, schema: str, view: str) -> dict[str, Any]:
+        """Refresh one materialized view an apply created (the beat entry's task), under the timeouts."""
+        with open_connector(self.db) as connector:
+            conn = connector.conn
+            if not is_primary(conn):
+                raise CannotTune("refresh refused: the server is a replica (materialized views refresh on the primary)")
+            set_timeouts(conn, self.settings)
+            return refresh_view(conn, schema, view)

@@ -42,6 +42,7 @@ class QueryShape:
     kind: str
     uses: dict[Table, TableUse] = field(default_factory=dict)
     params: int = 0
+    param_columns: dict[int, tuple[Table, str]] = field(default_factory=dict)  # $n -> the column it is compared to
 
 
 class Catalog:
@@ -204,6 +205,9 @@ class _Scope:
         ref, other = (left, node.rexpr) if left else (right, node.lexpr)
         if ref is None or self.refers_to_columns(other):
             return
+        for item in other if isinstance(other, (list, tuple)) else (other,):  # IN lists and BETWEEN bounds
+            if isinstance(item, ast.ParamRef) and item.number:
+                self.out.param_columns[int(item.number)] = ref
         if (kind == "AEXPR_OP" and op in EQ_OPS) or kind == "AEXPR_IN":
             self.out.uses[ref[0]].add("eq", ref[1])
         elif (kind == "AEXPR_OP" and op in RANGE_OPS) or kind.startswith("AEXPR_BETWEEN"):

@@ -1,13 +1,16 @@
 """Benchmark: `dbfleet tune --apply` on the music database with a realistic read workload run by pgbench.
 
-    .venv/bin/python ops/bench/tuning.py [--events 300000] [--transactions 300]
+    .venv/bin/python ops/bench/tuning.py [--events 300000] [--transactions 300] [--verify plan|execute]
+                                         [--partition]
 
 Creates a PostgreSQL 15 cluster with initdb (pg_stat_statements preloaded, HypoPG) on a free loopback
 port, fills the music database (engines/embedded/music.py) WITHOUT its secondary indexes, runs the
 workload (pgbench custom scripts), lets the tuner analyse and apply, runs the workload again. Then it
 looks for the smallest subset of the created indexes that reaches the same time (dropping them one
-by one) and compares with the music schema's hand-written indexes. Prints times and ratios; asserts
-nothing about time (shared machines are noisy).
+by one) and compares with the music schema's hand-written indexes. With ``--partition`` it also converts
+play_events to monthly partitions online (checkpointed batches, mirroring trigger, swap) and compares with
+the offline lower bound: one ``INSERT ... SELECT`` into the same partitioned layout, no writers allowed.
+Prints times and ratios; asserts nothing about time (shared machines are noisy).
 """
 
 from __future__ import annotations
@@ -110,10 +113,42 @@ def prepare(conn: psycopg.Connection, base: Path, events: int) -> dict[str, Path
     return scripts
 
 
+def partition_bench(conn: psycopg.Connection, settings: TuningSettings) -> None:
+    """Online conversion of play_events vs the offline lower bound: the same partitioned layout (partitions,
+    primary key, indexes, foreign keys: engines/tuning/pg_partition_ddl.create_copy) filled by one
+    INSERT ... SELECT with no writers to capture, no checkpoints and no swap."""
+    from engines.tuning.base import PartitionAdvice
+    from engines.tuning.pg_partition import convert
+    from engines.tuning.pg_partition_ddl import Layout, create_copy
+
+    found = conn.execute("SELECT count(*) FROM play_events").fetchone()
+    rows = int(found[0]) if found else 0
+    layout = Layout.of("public", "play_events", "played_at", "month", "id")
+    create_copy(conn, layout)
+    t0 = time.perf_counter()
+    conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM play_events").format(layout.ident("new")))
+    offline = time.perf_counter() - t0
+    conn.execute(sql.SQL("DROP TABLE {}").format(layout.ident("new")))
+    advice = PartitionAdvice("public", "play_events", "played_at", "month", 0, rows, [], 0.0, [], "")
+    t0 = time.perf_counter()
+    change = convert(conn, advice, settings, "music")
+    online = time.perf_counter() - t0
+    e = change.evidence
+    print(f"partition play_events ({rows} rows, by month, PK + 2 indexes + 2 foreign keys): online conversion "
+          f"{online:.2f} s ({change.status}; copy {e.get('copy_seconds')} s in {e.get('batches')} batches of "
+          f"{settings.partition_batch_rows}, verify + swap {e.get('swap_seconds')} s, exclusive lock held "
+          f"{e.get('locked_ms')} ms) vs offline INSERT ... SELECT into the "
+          f"same layout {offline:.2f} s -> ratio {online / offline:.1f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--transactions", type=int, default=300)
+    parser.add_argument("--verify", choices=["plan", "execute"], default="plan",
+                        help="execute: timed read-only runs of sampled parameters decide keep/rollback")
+    parser.add_argument("--partition", action="store_true", help="also time the online partition conversion")
+    parser.add_argument("--batch-rows", type=int, default=10_000, help="--partition: rows per checkpointed batch")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="h7_bench_tuning_"))
     port = start_cluster(base)
@@ -127,7 +162,7 @@ def main() -> None:
         print(f"workload without secondary indexes: {before:.2f} s ({len(SCRIPTS)} scripts x {args.transactions})")
         db = DatabaseConfig(id="music", kind="postgresql", host="127.0.0.1", port=port, dbname="music", user="postgres")
         t0 = time.perf_counter()
-        report = analyze_and_apply(db, TuningSettings(only=("indexes",)))
+        report = analyze_and_apply(db, TuningSettings(only=("indexes",), verify=args.verify))
         tune_time = time.perf_counter() - t0
         created = [c.target["index"] for c in report.changes if c.status == "kept"]
         print(f"tune --apply: {tune_time:.1f} s; {len(report.indexes)} advised, kept {created}, "
@@ -142,6 +177,8 @@ def main() -> None:
         hand = run_workload(port, scripts, args.transactions)
         print(f"workload with the music schema's 4 hand-written indexes: {hand:.2f} s -> speedup {before / hand:.1f}x; "
               f"dbfleet's set / hand-written time ratio {after / hand:.2f}")
+        if args.partition:
+            partition_bench(conn, TuningSettings(partition_batch_rows=args.batch_rows))
         conn.close()
     finally:
         subprocess.run(as_postgres([str(BIN / "pg_ctl"), "-D", str(base / "data"), "-m", "immediate", "stop"]),

@@ -59,6 +59,20 @@ def test_one_composite_index_serves_both_the_pair_and_its_leading_column(advised
     assert len(report.indexes) == 2
 
 
+def test_optimization_targets_choose_which_queries_get_advice(advised: tuple[DatabaseConfig, Any]) -> None:
+    db, everything = advised
+    only_events = analyze(db, TuningSettings(only=("indexes",), optimization_targets=["table:public.events"]))
+    assert [(a.table, a.columns) for a in only_events.indexes] == [("events", ["a", "b"])]
+    assert any(line.startswith("optimization_targets: 2 statements selected") for line in only_events.limits)
+    [email] = [a for a in everything.indexes if a.table == "accounts"]
+    by_id = analyze(db, TuningSettings(only=("indexes",), optimization_targets=[f"queryid:{email.queries[0].queryid}"]))
+    assert [(a.table, a.columns) for a in by_id.indexes] == [("accounts", ["email"])]
+    by_text = analyze(db, TuningSettings(only=("indexes",), optimization_targets=["query:select count(*) from events*"]))
+    assert [(a.table, a.columns) for a in by_text.indexes] == [("events", ["a"])]  # the pair's query is not a target
+    none = analyze(db, TuningSettings(only=("indexes",), optimization_targets=["table:no_such_table"]))
+    assert none.indexes == [] and any("no statement matches the targets" in line for line in none.limits)
+
+
 def test_a_well_indexed_workload_gets_no_indexadvice_for(cluster: int) -> None:
     db = make_db(cluster, "h7_tuning_indexed")
     with admin(cluster, db.dbname or "") as c:

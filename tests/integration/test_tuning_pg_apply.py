@@ -218,3 +218,45 @@ def test_materialized_views_are_created_only_on_request_and_revert_drops_them(cl
     assert revert(db, settings, change)["result"] == "dropped"
     with admin(cluster, db.dbname or "") as c:
         assert c.execute("SELECT count(*) FROM pg_matviews WHERE schemaname = 'public'").fetchone()[0] == 0
+
+
+def test_an_applied_view_gets_a_refresh_entry_in_beat_that_refreshes_it_and_revert_removes_both(
+        cluster: int, fresh_runtime: Path, embedded_redis: Any, tmp_path: Path) -> None:
+    import yaml
+    from celery.schedules import crontab
+
+    db = make_db(cluster, "h7_tuning_mview_beat")
+    run_workload(db, [("SELECT a, count(*) AS n FROM events GROUP BY a", ())], times=4)
+    fresh_runtime.write_text(yaml.safe_dump({
+        "fleet": {"cache_url": f"{embedded_redis.url}/8", "history_url": f"sqlite:///{tmp_path / 'h.db'}"},
+        "databases": {db.id: {"kind": "postgresql", "host": "127.0.0.1", "port": cluster, "dbname": db.dbname,
+                              "user": "postgres"}},
+        "database_scripts": {"performance_tuning": {"create_materialized_views": True, "apply_mviews": True,
+                                                    "only": "mviews"}}}))
+    from workers import runtime
+    from workers.tuning import apply_task, refresh_entry, refresh_task, revert_task
+
+    runtime.reset()
+    result = apply_task.apply(args=(db.id, {"now": True})).get()
+    [change] = result["changes"]
+    view = change["target"]["view"]
+    assert change["status"] == "kept" and change["evidence"]["beat_entry"] == f"tuning_refresh:{db.id}:public.{view}"
+    entry = refresh_entry(db.id, "public", view)
+    assert entry.task == "tuning.refresh_view" and entry.options == {"queue": "tuning"}
+    assert entry.args == [db.id] and entry.kwargs == {"options": {"schema": "public", "view": view}}
+    assert isinstance(entry.schedule, crontab) and entry.schedule == crontab(minute="0")
+    with admin(cluster, db.dbname or "") as c:
+        c.execute("INSERT INTO events (account_id, a, b, created_at) SELECT 1, 7, 1, now() FROM generate_series(1, 30)")
+    refreshed = refresh_task.apply(args=entry.args, kwargs=entry.kwargs).get()
+    assert refreshed["concurrently"] is True
+    assert refreshed["statement"] == sql.SQL("REFRESH MATERIALIZED VIEW CONCURRENTLY {}.{}").format(
+        sql.Identifier("public"), sql.Identifier(view)).as_string(None)
+    with admin(cluster, db.dbname or "") as c:
+        assert c.execute(sql.SQL("SELECT sum(n) FROM {}").format(sql.Identifier(view))).fetchone()[0] == 50030
+    undone = revert_task.apply(args=(db.id, {"change_id": change["change_id"]})).get()
+    assert undone["result"] == "dropped" and undone["beat_entry_removed"] is True
+    assert refresh_entry(db.id, "public", view) is None
+    gone = refresh_task.apply(args=entry.args, kwargs=entry.kwargs).get()  # a run already queued by beat
+    assert "no materialized view" in gone["error"]
+    runs = runtime.history().query(script_type="performance_tuning_refresh", database_id=db.id)
+    assert [r["status"] for r in runs][:2] == ["failed", "succeeded"]

@@ -207,7 +207,8 @@ def test_tuning_scripts_resolve_to_registered_tasks_on_the_tuning_queue() -> Non
     import workers.tuning  # noqa: F401 - registers the tasks
 
     for script, task in ((ScriptType.PERFORMANCE_TUNING, "tuning.analyze"),
-                         ("performance_tuning_apply", "tuning.apply"), ("performance-tuning-revert", "tuning.revert")):
+                         ("performance_tuning_apply", "tuning.apply"), ("performance-tuning-revert", "tuning.revert"),
+                         ("performance_tuning_refresh", "tuning.refresh_view")):
         name, task_name, queue = resolve(script)
         assert (task_name, queue) == (task, "tuning") and task_name in app.tasks
 
