@@ -17,6 +17,7 @@ from engines.config import DatabaseConfig
 from engines.errors import ConfigError, DbfleetError, ScriptFailed, UnknownDatabaseError
 from engines.inline import inline_database
 from engines.migration import engine
+from engines.migration.connections import close_pool
 from engines.migration.model import MigrationPlan
 from engines.migration.store import COMPLETED, FAILED, RUNNING, MigrationStore
 from engines.secrets import scrub
@@ -210,4 +211,6 @@ def run_local(migration_id: str, on_batch: Callable[[dict[str, Any]], None] | No
     except KeyboardInterrupt:
         store().set_status(migration_id, FAILED, "interrupted (Ctrl-C): resume it")
         raise
+    finally:
+        close_pool()  # the batches' pooled connections: this process is no worker, it ends soon
     return store().progress(migration_id)
