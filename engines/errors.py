@@ -27,7 +27,13 @@ class UnknownDatabaseError(DbfleetError):
         self.database_id = database_id
         self.known = sorted(known or [])
         hint = ", ".join(self.known) if self.known else "none configured"
-        super().__init__(f"unknown database id {database_id!r} (known: {hint})")
+        self.message = f"unknown database id {database_id!r} (known: {hint})"
+        # args are what this was built from: Celery rebuilds an exception as cls(*args), and a message as the
+        # id gave 'unknown database id "unknown database id ..." (known: none configured)'
+        super().__init__(database_id, self.known)
+
+    def __str__(self) -> str:
+        return self.message
 
     def __reduce__(self):
         return (self.__class__, (self.database_id, self.known))
@@ -39,7 +45,11 @@ class UnknownScriptError(DbfleetError):
     def __init__(self, script: str, known: list[str] | None = None) -> None:
         self.script = script
         self.known = sorted(known or [])
-        super().__init__(f"unknown script type {script!r} (available: {', '.join(self.known)})")
+        self.message = f"unknown script type {script!r} (available: {', '.join(self.known)})"
+        super().__init__(script, self.known)  # what Celery rebuilds it from (see UnknownDatabaseError)
+
+    def __str__(self) -> str:
+        return self.message
 
     def __reduce__(self):
         return (self.__class__, (self.script, self.known))

@@ -46,6 +46,9 @@ class MigrationRequest(BaseModel):
     embed: dict[str, str | dict[str, str]] | None = Field(
         default=None, description="MongoDB: child table -> parent table (or {into, as}), by foreign key")
     indexes: bool = Field(default=True, description="PostgreSQL targets: rebuild secondary indexes and constraints")
+    if_exists: str = Field(default="fail", pattern="^(fail|truncate|append)$",
+                           description="target tables that hold rows: refuse at plan time, empty at run start, add to")
+    create_target: bool = Field(default=True, description="create the target database when missing (role permitting)")
     start: bool = Field(default=False, description="start the run right after planning")
 
     @model_validator(mode="before")

@@ -1,6 +1,7 @@
 """The Celery app: queues, routes and reliability settings, all from dbfleet.yaml.
 
-``celery -A workers.app worker -Q health`` and ``dbfleet worker`` both use this module.
+``celery -A workers.app worker -Q health`` and ``dbfleet worker`` both use this module. Importing it reads no
+config: the app loads dbfleet.yaml on first use, so task modules and the CLI import it freely.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from celery import Celery
 from celery.signals import worker_ready
 from kombu import Exchange, Queue
 
+from beat_schedule import build_beat_schedule
 from engines.config import Config
 from workers import runtime
 
@@ -93,15 +95,21 @@ def celery_settings(cfg: Config) -> dict[str, Any]:
     }
 
 
-def create_app(cfg: Config | None = None) -> Celery:
-    """Build the Celery app from ``cfg`` (default: the process config)."""
-    cfg = cfg or runtime.config()
-    celery_app = Celery("dbfleet", include=TASK_MODULES + cfg.fleet.extra_task_modules,
-                        task_cls="workers.common:FleetTask")
-    celery_app.conf.update(celery_settings(cfg))
-    from beat_schedule import build_beat_schedule
+def app_settings(cfg: Config) -> dict[str, Any]:
+    """The app's whole configuration from ``cfg``: Celery settings, task modules, beat schedule."""
+    return {**celery_settings(cfg), "include": TASK_MODULES + cfg.fleet.extra_task_modules,
+            "beat_schedule": build_beat_schedule(cfg)}
 
-    celery_app.conf.beat_schedule = build_beat_schedule(cfg)
+
+def create_app(cfg: Config | None = None) -> Celery:
+    """The Celery app of ``cfg``; without one, of the process config, read when the app is first used
+    (``app.conf``, sending, a worker starting), not when this module is imported: task modules register
+    on it at import, and the CLI reads ``--config`` first."""
+    celery_app = Celery("dbfleet", task_cls="workers.common:FleetTask")
+    if cfg is None:
+        celery_app.add_defaults(lambda: app_settings(runtime.config()))  # a promise: read on first use
+    else:
+        celery_app.conf.update(app_settings(cfg))
     return celery_app
 
 
@@ -130,5 +138,5 @@ def _warn_on_eviction(sender: Any = None, **_: Any) -> None:
         log.warning(warning)
 
 
-app = create_app()
+app = create_app()  # no config is read here (see create_app)
 from workers import telemetry  # noqa: E402,F401 - connects the telemetry signals in every process

@@ -29,11 +29,12 @@ def print_plan(plan: Any) -> None:
     rows = []
     for t in plan.tables:
         n = sum(1 for b in plan.batches if b.table == t.source)
-        casts = sum(1 for c in t.columns if c.cast or c.source_type != c.target_type)
         rows.append([escape(t.source), escape(t.target), escape(", ".join(t.key)) or "(none: " + (
-            "CTID ranges" if plan.path == "pg-pg" else "one batch") + ")", t.rows_estimate, n, casts])
+            "CTID ranges" if plan.path == "pg-pg" else "one batch") + ")", t.rows_estimate, n,
+                     escape(type_mapping(t)) or "-"])
     console.print(rows_table(f"migration plan {plan.id} ({plan.type}, {plan.path})",
-                             ["source table", "target", "key", "rows (estimate)", "batches", "columns cast"], rows))
+                             ["source table", "target", "key", "rows (estimate)", "batches",
+                              "type mapping (columns whose type changes)"], rows))
     built = [f"{escape(t.target_name)}: " + ", ".join(f"{escape(o['name'])} ({o['kind']})" for o in t.schema)
              for t in plan.tables if t.schema]
     if built:
@@ -43,7 +44,14 @@ def print_plan(plan: Any) -> None:
             console.print(f"embedded: {escape(e.table)} rows -> array {escape(e.field)!r} of {escape(t.target_name)}"
                           f" documents (foreign key {escape(', '.join(e.fk))})")
     console.print(f"{len(plan.batches)} batches of up to {plan.batch_size} rows, {plan.parallel_workers} at a time; "
-                  f"validation {'on' if plan.validation else 'off'}; max rejects {plan.max_rejects}")
+                  f"validation {'on' if plan.validation else 'off'}; max rejects {plan.max_rejects}; "
+                  f"existing target rows: {getattr(plan, 'if_exists', 'fail')}")
+
+
+def type_mapping(table: Any) -> str:
+    """``column: source type -> target type`` for every column whose type changes or is converted."""
+    return "\n".join(f"{c.name}: {c.source_type} -> {c.target_type}" + (f" ({c.cast})" if c.cast else "")
+                     for c in table.columns if c.cast or c.source_type.lower() != c.target_type.lower())
 
 
 def print_progress(p: dict[str, Any]) -> None:
@@ -53,9 +61,15 @@ def print_progress(p: dict[str, Any]) -> None:
         ("batches", f"{p['batches_done']} / {p['batches_total']}"), ("rows", p["rows"]),
         ("rows/s", p["rows_per_second"]), ("elapsed", f"{p['elapsed_seconds']} s"),
         ("ETA", "-" if p["eta_seconds"] is None else f"{p['eta_seconds']} s"), ("error", escape(p["error"] or "-"))]))
-    console.print(rows_table("tables", ["table", "batches", "rows", "rejects", "failed batches"],
-                             [[escape(t["table"]), f"{t['batches_done']}/{t['batches_total']}", t["rows"], t["rejects"],
-                               t["failed"]] for t in p["tables"]]))
+    console.print(rows_table("tables", ["table", "batches", "source rows read", "copied", "rejected",
+                                        "failed batches"],
+                             [[escape(t["table"]), f"{t['batches_done']}/{t['batches_total']}", t["rows"] + t["rejects"],
+                               t["rows"], t["rejects"], t["failed"]] for t in p["tables"]]))
+    if p.get("rejected"):
+        console.print(rows_table(f"rejected rows (fix them in the source, then: dbfleet migrate retry-rejects {p['id']})",
+                                 ["table", "key", "column", "reason"],
+                                 [[escape(r["table"]), escape(r["key"] or "-"), escape(r["column"] or "-"),
+                                   escape(r["reason"])] for r in p["rejected"]]))
     report = p.get("report") or {}
     if report.get("tables"):
         console.print(rows_table("validation", ["table", "source rows", "target rows", "rejects", "result"],
@@ -99,6 +113,10 @@ def migrate() -> None:
     """Cross-engine migrations (MySQL/MariaDB -> PostgreSQL, PostgreSQL -> PostgreSQL) in batches."""
 
 
+_local = click.option("--local", is_flag=True,
+                      help="run in this process instead of on a worker of the migrations queue")
+
+
 def _plan_options(f: Any) -> Any:
     for opt in reversed([
         click.argument("source"), click.argument("target"),
@@ -116,6 +134,12 @@ def _plan_options(f: Any) -> Any:
                      help="do not rebuild the source's secondary indexes and constraints on the target"),
         click.option("--embed", "embeds", multiple=True, metavar="CHILD=PARENT[:FIELD]",
                      help="MongoDB: put CHILD's rows in an array of their PARENT's document (by foreign key)"),
+        click.option("--create-target/--no-create-target", default=True, show_default=True,
+                     help="create the target database when it is missing (the role must be allowed to)"),
+        click.option("--if-exists", type=click.Choice(["fail", "truncate", "append"]), default="fail",
+                     show_default=True, help="target tables that already hold rows: refuse at plan time, empty "
+                                             "them when the run starts (rollback restores them), or add to them"),
+        _local,
     ]):
         f = opt(f)
     return f
@@ -133,27 +157,40 @@ def parse_embeds(embeds: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def _need_worker() -> None:
-    """The migrations queue's steps run on workers: say at once when none is online."""
-    from workers.migrations import celery_app
+def _need_worker(local: bool) -> None:
+    """The migrations queue's steps run on workers: say at once when none is online (unless ``--local``)."""
+    if local:
+        return
+    from workers.manager import current_app
     from workers.status import require_worker
 
-    require_worker(celery_app(), "migrations", local_flag=False)
+    require_worker(current_app(), "migrations")
 
 
-def _make_plan(source: str, target: str, tables: str | None, batch_size: int, parallel_workers: int,
-               no_validate: bool, base_id: str | None, watermark: str | None, max_rejects: int,
-               migration_id: str | None, embeds: tuple[str, ...] = (), no_indexes: bool = False) -> Any:
+def _make_plan(source: str, target: str, tables: str | None = None, batch_size: int = 10000,
+               parallel_workers: int = 4, no_validate: bool = False, base_id: str | None = None,
+               watermark: str | None = None, max_rejects: int = 0, migration_id: str | None = None,
+               embeds: tuple[str, ...] = (), no_indexes: bool = False, create_target: bool = True,
+               if_exists: str = "fail", local: bool = False) -> Any:
     from workers.migrations import plan
 
     options: dict[str, Any] = {"type": "incremental" if base_id or watermark else "full", "batch_size": batch_size,
                                "parallel_workers": parallel_workers, "validation": not no_validate,
-                               "max_rejects": max_rejects, "indexes": not no_indexes}
+                               "max_rejects": max_rejects, "indexes": not no_indexes,
+                               "create_target": create_target, "if_exists": if_exists}
     for key, value in (("tables", tables.split(",") if tables else None), ("base_id", base_id),
                        ("watermark", watermark), ("migration_id", migration_id), ("embed", parse_embeds(embeds))):
         if value:
             options[key] = value
-    _need_worker()
+    if local:
+        from engines.migration.model import MigrationPlan
+        from workers import migration_steps
+        from workers.manager import check_options
+
+        check_options(options)
+        with console.status("planning"):
+            return MigrationPlan.from_dict(migration_steps.plan(_ref(source), _ref(target), options))
+    _need_worker(local)
     with console.status("planning on a worker of the migrations queue"):
         return plan(_ref(source), _ref(target), **options)
 
@@ -161,66 +198,123 @@ def _make_plan(source: str, target: str, tables: str | None, batch_size: int, pa
 @migrate.command("plan")
 @_plan_options
 def migrate_plan(**kw: Any) -> None:
-    """Discover SOURCE, map types, split into batches; store and show the plan (writes nothing)."""
+    """Discover SOURCE, map types, split into batches; store and show the plan (writes nothing but a missing
+    target database)."""
     plan = _make_plan(**kw)
     print_plan(plan)
-    console.print(f"run it: dbfleet migrate run {plan.id}")
+    console.print(f"run it: dbfleet migrate run {plan.id}" + (" --local" if kw["local"] else ""))
 
 
 @migrate.command("run")
 @click.argument("migration_id_or_source")
 @click.argument("target", required=False)
 @click.option("--timeout", default=24 * 3600.0, show_default=True)
-@click.pass_context
-def migrate_run(ctx: click.Context, migration_id_or_source: str, target: str | None, timeout: float) -> None:
+@_local
+def migrate_run(migration_id_or_source: str, target: str | None, timeout: float, local: bool) -> None:
     """Run a planned migration (MIGRATION_ID), or plan and run SOURCE TARGET with default options."""
-    from workers.migrations import run
-
     migration_id = migration_id_or_source
-    _need_worker()
+    _need_worker(local)
     if target:
-        plan = _make_plan(migration_id_or_source, target, None, 10000, 4, False, None, None, 0, None)
+        plan = _make_plan(migration_id_or_source, target, local=local)
         print_plan(plan)
         migration_id = plan.id
+    _start(migration_id, timeout, local)
+
+
+def _start(migration_id: str, timeout: float, local: bool) -> None:
+    if local:
+        _finish(run_local(migration_id))
+        return
+    from workers.migrations import run
+
     run(migration_id)
     _finish(follow(migration_id, timeout))
+
+
+def run_local(migration_id: str) -> dict[str, Any]:
+    """The run in this process with a batch progress bar; the final progress."""
+    from workers import migration_steps
+
+    total = len(migration_steps.store().plan(migration_id).batches)
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+               TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=err_console) as bar:
+        task = bar.add_task(f"migrate {migration_id} (local)", total=total or None, rate="")
+
+        def update(snap: dict[str, Any]) -> None:
+            bar.update(task, completed=snap["batches_done"],
+                       rate=f"{snap['rows']} rows, {snap['rows_per_second']:.0f} rows/s")
+
+        return migration_steps.run_local(migration_id, update)
 
 
 @migrate.command("resume")
 @click.argument("migration_id")
 @click.option("--timeout", default=24 * 3600.0, show_default=True)
-def migrate_resume(migration_id: str, timeout: float) -> None:
+@_local
+def migrate_resume(migration_id: str, timeout: float, local: bool) -> None:
     """Continue a failed or interrupted migration: completed batches are skipped."""
-    from workers.migrations import run
-
-    _need_worker()
-    run(migration_id)
-    _finish(follow(migration_id, timeout))
+    _need_worker(local)
+    _start(migration_id, timeout, local)
 
 
 @migrate.command("status")
 @click.argument("migration_id")
 def migrate_status(migration_id: str) -> None:
-    """Progress per table, rows/s, ETA, validation report."""
+    """Progress per table (rows read, copied, rejected), the rejected rows, rows/s, ETA, validation report."""
     from workers.migrations import store
 
     p = store().progress(migration_id)
     print_progress(p)
-    sys.exit(0 if p["status"] in ("completed", "running", "planned") else 1)
+    sys.exit(0 if p["status"] in ("completed", "running", "planned", "rolled_back") else 1)
 
 
 @migrate.command("rollback")
 @click.argument("migration_id")
 @click.option("--timeout", default=3600.0, show_default=True)
-def migrate_rollback(migration_id: str, timeout: float) -> None:
-    """Drop the tables the migration created; restore tables it wrote into from their snapshots."""
-    from workers.migrations import celery_app
-
-    _need_worker()
-    result = celery_app().send_task("migrations.rollback", args=[migration_id]).get(timeout=timeout)
+@_local
+def migrate_rollback(migration_id: str, timeout: float, local: bool) -> None:
+    """Drop the tables the migration created, restore tables it wrote into from their snapshots; its progress
+    starts over (`run` copies everything again)."""
+    result = _step("rollback", migration_id, timeout, local)
     for obj in result["undone"]:
         console.print(f"undone: {escape(obj)}")
-    console.print(f"migration {migration_id} rolled back")
+    console.print(f"migration {migration_id} rolled back: `dbfleet migrate run {migration_id}` starts it over")
+
+
+@migrate.command("retry-rejects")
+@click.argument("migration_id")
+@click.option("--timeout", default=3600.0, show_default=True)
+@_local
+def migrate_retry_rejects(migration_id: str, timeout: float, local: bool) -> None:
+    """After fixing the source: read the rows the target refused again (by key), write them, validate again."""
+    result = _step("retry_rejects", migration_id, timeout, local)
+    for batch, counts in sorted(result.get("retried", {}).items(), key=lambda kv: int(kv[0])):
+        console.print(f"batch {batch}: {counts['retried']} rows read again, {counts['copied']} copied, "
+                      f"{counts['rejects']} still refused")
+    _finish(result)
+
+
+def _step(name: str, migration_id: str, timeout: float, local: bool) -> dict[str, Any]:
+    """A one-task step (rollback, retry_rejects), in this process or on a worker."""
+    from engines.errors import ScriptFailed
+    from workers import migration_steps
+
+    if local:
+        result: dict[str, Any] = getattr(migration_steps, name)(migration_id)
+        return result
+    _need_worker(local)
+    from workers.manager import current_app
+
+    migration_steps.store().plan(migration_id)  # an unknown id fails here, clearly
+    try:
+        with console.status(f"{name.replace('_', '-')} on a worker of the migrations queue"):
+            result = current_app().send_task(f"migrations.{name}", args=[migration_id]).get(timeout=timeout)
+    except ScriptFailed:
+        raise
+    except Exception as exc:
+        raise ScriptFailed(str(exc)) from None
+    return result
 
 
 @migrate.command("list")

@@ -21,6 +21,7 @@ from engines.config import check_cron
 from engines.errors import ConfigError, DbfleetError, NotAvailable, ScriptFailed
 from engines.history import FAILED
 from workers import runtime
+from workers.app import app, create_app
 from workers.operation_options import finish_result, prepare_options
 from workers.operations import CONTEXT_KEY, OperationContext, OperationResult
 from workers.scripts import SCRIPTS, ScriptType, check_keys, resolve, script_name
@@ -173,9 +174,7 @@ class HistoryList(list):  # type: ignore[type-arg]
 
 
 def current_app() -> Celery:
-    """The process's Celery app, rebuilt when DBFLEET_CONFIG changed since ``workers.app`` was imported."""
-    from workers.app import app, create_app
-
+    """The process's Celery app, rebuilt when the config changed (another broker) since the app was first used."""
     cfg = runtime.config()
     if app.conf.broker_url == cfg.fleet.broker_url:
         return app
@@ -221,8 +220,7 @@ class DatabaseScriptManager:
         """True when ``task`` is registered in this app (its engine's module is installed)."""
         if task in self.app.tasks:
             return True
-        from workers.app import app as base  # task modules register on it (an app finalized earlier may lack them)
-
+        base = app  # task modules register on it (an app finalized earlier may lack them)
         self.app.loader.import_default_modules()
         base.loader.import_default_modules()
         return task in self.app.tasks or task in base.tasks

@@ -10,6 +10,7 @@ from typing import Any
 from celery import Celery
 
 from engines.errors import ConfigError
+from workers import migrations
 from workers.operations import CONTEXT_KEY, OperationContext, OperationResult
 
 _OPTIONS = {"type": "type", "batch_size": "batch_size", "parallel_workers": "parallel_workers",
@@ -27,8 +28,6 @@ class MigrationExecution:
         self.target: str = target
 
     def _run(self, timeout: float | None) -> tuple[str, dict[str, Any]]:
-        from workers import migrations
-
         plan_options = {_OPTIONS[k]: v for k, v in self.options.items() if k in _OPTIONS}
         plan = migrations.plan(self.source, self.target, **plan_options)
         migrations.run(plan.id)

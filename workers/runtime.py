@@ -24,7 +24,30 @@ RESULT_TTL = 90 * 86400
 @functools.lru_cache(maxsize=1)
 def config() -> Config:
     """The config named by DBFLEET_CONFIG (or ./dbfleet.yaml, or defaults)."""
-    return load_config(os.environ.get("DBFLEET_CONFIG") or None)
+    cfg = load_config(os.environ.get("DBFLEET_CONFIG") or None)
+    _loaded[id(cfg)] = _mtime(cfg.source)
+    return cfg
+
+
+_loaded: dict[int, float | None] = {}  # id of a loaded config -> its file's mtime when it was read
+
+
+def _mtime(source: str) -> float | None:
+    try:
+        return Path(source).stat().st_mtime
+    except OSError:  # "defaults", or a file gone since
+        return None
+
+
+def reload_if_changed() -> bool:
+    """Load the config file again when it changed on disk since this process read it (an operator edited
+    the registry while a worker runs); True when it was reloaded. Callers retry a failed id lookup then."""
+    cfg = config()
+    if _mtime(cfg.source) == _loaded.get(id(cfg)):
+        return False
+    config.cache_clear()
+    config()
+    return True
 
 
 def state_dir() -> Path:

@@ -82,6 +82,10 @@ class Source(abc.ABC):
     def usable(self) -> bool:
         """Idle and answering: a pooled source is reused only then."""
 
+    def rows_by_keys(self, table: Table, keys: list[list[Any]]) -> list[tuple[Any, ...]]:
+        """The rows of ``table`` whose key is one of ``keys`` (``retry-rejects``), as driver values."""
+        raise NotImplementedError(f"{self.kind} sources cannot re-read single rows")
+
     def schema_objects(self, table: Table, migrated: set[str]) -> list[dict[str, Any]]:
         """Secondary indexes and constraints for a PostgreSQL target to rebuild (none by default)."""
         return []
@@ -186,6 +190,21 @@ class Target(abc.ABC):
             return []
         return [f"deletes at the source are not copied by incremental runs for {', '.join(blind)} (rows deleted there"
                 " stay in the target): give a soft-delete column (soft_delete) to carry them"]
+
+    @classmethod
+    def ensure_database(cls, db: DatabaseConfig, create: bool) -> bool:
+        """Before planning: make sure the database ``db`` names exists, creating it when ``create`` and the
+        kind can (True when created); otherwise fail saying what to run. Default: nothing to check."""
+        return False
+
+    def nonempty(self, tables: list[Table]) -> list[str]:
+        """The target tables of ``tables`` that exist and hold rows (read-only; default: none known)."""
+        return []
+
+    def retry_rejects(self, plan: MigrationPlan, source: Source) -> dict[int, dict[str, Any]]:
+        """Read the refused rows again from ``source`` by key and write them, each batch with its checkpoint;
+        batch id -> its counts (rows, rejects) and the rows still refused."""
+        raise NotImplementedError(f"{self.kind} targets cannot retry refused rows: roll back and run again")
 
     def last_watermark(self, migration_id: str, table: str) -> str | None:
         """Incremental targets: the watermark the last run of ``migration_id`` copied (None: none has)."""

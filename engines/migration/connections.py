@@ -65,6 +65,12 @@ def batch_connections(source: DatabaseConfig, target: DatabaseConfig,
     _POOL[key] = (entry[0], entry[1], entry[2], time.monotonic())
 
 
+def close_pool() -> None:
+    """Close every pooled pair (a process that ran batches itself, ``--local``, before it exits)."""
+    while _POOL:
+        _POOL.popitem()[1][0].close()
+
+
 def _usable(src: Source, tgt: Target) -> bool:
     """Both ends idle and answering (a restarted server, or a database dropped since, fails here)."""
     return tgt.usable() and src.usable()

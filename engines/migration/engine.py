@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from engines.migration.connections import batch_connections, connections
 from engines.migration.copy import copy_batch
-from engines.migration.finalize import finalize, rollback
+from engines.migration.finalize import finalize, retry_rejects, rollback
 from engines.migration.model import MigrationFailed
 from engines.migration.plan import MigrationOptions, new_id, plan_migration, prepare
 from engines.migration.registry import SOURCES, TARGETS
 from engines.migration.validate import validate
 
 __all__ = ["SOURCES", "TARGETS", "MigrationFailed", "MigrationOptions", "batch_connections", "connections",
-           "copy_batch", "finalize", "new_id", "plan_migration", "prepare", "rollback", "validate"]
+           "copy_batch", "finalize", "new_id", "plan_migration", "prepare", "retry_rejects", "rollback",
+           "validate"]

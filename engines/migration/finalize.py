@@ -33,3 +33,10 @@ def rollback(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig
     """Drop the tables and types the migration created; restore tables it wrote into from their snapshots."""
     with connections(source, target) as (_, tgt):
         return tgt.rollback(plan)
+
+
+def retry_rejects(plan: MigrationPlan, source: DatabaseConfig, target: DatabaseConfig) -> dict[int, dict[str, Any]]:
+    """Read the rows the target refused again from the (fixed) source, by key, and write them
+    (``Target.retry_rejects``); batch id -> its new counts and the rows still refused."""
+    with connections(source, target) as (src, tgt):
+        return tgt.retry_rejects(plan, src)

@@ -110,6 +110,7 @@ class MigrationPlan:
     transform: dict[str, Any] | None = None
     soft_delete: str | None = None  # incremental: a boolean column marking rows deleted at the source
     notes: list[str] = field(default_factory=list)  # what the plan says plainly (type mappings, deletes)
+    if_exists: str = "fail"  # target tables holding rows: fail (at plan time) | truncate (at run start) | append
 
     def table(self, source: str) -> Table:
         return next(t for t in self.tables if t.source == source)

@@ -9,6 +9,7 @@ from typing import Any
 
 from engines.config import DatabaseConfig
 from engines.connectors import open_connector
+from engines.connectors.mysql import connect_kwargs
 from engines.errors import ConfigError
 from engines.migration import sources, textpath
 from engines.migration.base import Source, Target
@@ -215,6 +216,16 @@ class MySQLSource(Source):
         cols = ", ".join(my_ident(c.name) for c in table.columns)
         yield from self.query(f"SELECT {cols} FROM {my_ident(table.source_name)} WHERE {where}", params)  # noqa: S608
 
+    def rows_by_keys(self, table: Table, keys: list[list[Any]]) -> list[tuple[Any, ...]]:
+        """The rows whose key is one of ``keys`` (row comparison, key values bound as parameters)."""
+        if not keys:
+            return []
+        cols = ", ".join(my_ident(c.name) for c in table.columns)
+        one = "(" + ", ".join(["%s"] * len(table.key)) + ")"
+        key = ", ".join(my_ident(k) for k in table.key)
+        return self.query(f"SELECT {cols} FROM {my_ident(table.source_name)} WHERE ({key}) IN"  # noqa: S608
+                          f" ({', '.join([one] * len(keys))})", [v for k in keys for v in k])
+
     def raw_chunks(self, table: Table, batch: Batch, size: int = 10000) -> Iterator[list[tuple[bytes | None, ...]]]:
         """The batch's rows as the server sends them (bytes, None for NULL), ``size`` rows at a time, on a
         second connection that converts nothing (mysqlclient's C reader, or PyMySQL without decoding)."""
@@ -237,8 +248,7 @@ class MySQLSource(Source):
 
     def _open_raw(self) -> Any:
         db = self.db
-        kwargs = {"host": db.host, "port": db.port or 3306, "user": db.user or "root", "password": db.password() or "",
-                  "database": db.dbname, "connect_timeout": int(db.connect_timeout), "charset": "utf8mb4"}
+        kwargs = connect_kwargs(db, db.password())  # the connector's arguments: dsn, socket and timeouts honoured
         if mysql_driver() == "pymysql":
             import pymysql
 

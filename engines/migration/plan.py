@@ -14,7 +14,10 @@ from engines.errors import ConfigError
 from engines.migration.base import TRANSFORMS, Source, Target
 from engines.migration.connections import connections
 from engines.migration.model import Batch, Embed, MigrationPlan, MigrationType, Table
+from engines.migration.registry import source_class, target_class
 from engines.tracing import traced
+
+IF_EXISTS = ("fail", "truncate", "append")
 
 
 @dataclass
@@ -25,7 +28,11 @@ class MigrationOptions:
     child's rows go into an array in their parent's document, following the child's foreign key.
     ``indexes`` (PostgreSQL targets): rebuild the source's secondary indexes and constraints (unique,
     check, exclusion; foreign keys between migrated tables) on the tables the migration creates.
-    ``base`` (incremental): the plan whose watermarks this run continues."""
+    ``base`` (incremental): the plan whose watermarks this run continues.
+    ``create_target``: create the target database when it is missing (and the role may).
+    ``if_exists`` (full migrations): what to do with target tables that already hold rows: ``fail`` (refuse
+    at plan time, naming them), ``truncate`` (emptied when the run starts; rollback restores them) or
+    ``append`` (rows are added to what is there: duplicates are the user's business)."""
 
     type: MigrationType = MigrationType.FULL
     batch_size: int = 1000
@@ -41,6 +48,8 @@ class MigrationOptions:
     indexes: bool = True
     transform: dict[str, Any] | None = None  # row transform in the worker (base.TRANSFORMS): masked copies
     soft_delete: str | None = None  # incremental: a boolean column marking deleted rows (document targets delete them)
+    create_target: bool = True
+    if_exists: str = "fail"
 
     @classmethod
     def of(cls, options: MigrationOptions | None = None, **fields: Any) -> MigrationOptions:
@@ -53,7 +62,8 @@ class MigrationOptions:
         found = dataclasses.replace(options or cls(), **fields)
         found.type = MigrationType(found.type)
         for name, cast in (("batch_size", int), ("parallel_workers", int), ("max_rejects", int),
-                           ("lock_timeout", float), ("validation", bool), ("indexes", bool)):
+                           ("lock_timeout", float), ("validation", bool), ("indexes", bool),
+                           ("create_target", bool)):
             setattr(found, name, cast(getattr(found, name)))  # JSON from the broker: numbers may be text
         return found
 
@@ -66,43 +76,67 @@ def new_id() -> str:
 @traced("migration.plan", lambda source, target, *a, **k: {"source": source.id, "target": target.id})
 def plan_migration(source: DatabaseConfig, target: DatabaseConfig, options: MigrationOptions | None = None,
                    **fields: Any) -> MigrationPlan:
-    """Discover the source, map types, split every table into key ranges. Reads only; writes nothing.
+    """Discover the source, map types, split every table into key ranges. Reads only; writes nothing but a
+    missing target database (``create_target``), empty.
     ``options`` (or its fields by name) say what and how (``MigrationOptions``)."""
     opts = MigrationOptions.of(options, **fields)
     bad = [(name, f"{name} must be at least {low}, got {getattr(opts, name)}")
            for name, low in (("batch_size", 1), ("parallel_workers", 1), ("max_rejects", 0))
            if getattr(opts, name) < low]
+    if opts.if_exists not in IF_EXISTS:
+        bad.append(("if_exists", f"if_exists must be one of {', '.join(IF_EXISTS)}, got {opts.if_exists!r}"))
     if bad:  # each named under its own field, before anything is read
         raise ConfigError(bad)
     if opts.type == MigrationType.INCREMENTAL and not opts.watermark:
         raise ConfigError([("watermark", "an incremental migration needs a watermark column (e.g. updated_at)")])
-    with connections(source, target) as (src, tgt):
-        found = src.discover(opts.tables)
-        if opts.embed:
-            found = _plan_embeds(src, tgt, opts.type, found, opts.embed)
-        if opts.indexes and tgt.builds_schema:
-            for table in found:
-                table.schema = src.schema_objects(table, {t.source for t in found})
-        batches: list[Batch] = []
+    target_cls = target_class(target.kind)
+    with source_class(source.kind).connect(source) as src:  # the source first: it is read, the target may be made
+        target_cls.ensure_database(target, opts.create_target)
+        with target_cls.connect(target) as tgt:
+            return _plan(source, target, opts, src, tgt)
+
+
+def _plan(source: DatabaseConfig, target: DatabaseConfig, opts: MigrationOptions, src: Source,
+          tgt: Target) -> MigrationPlan:
+    """The plan, over the open source and target."""
+    found = src.discover(opts.tables)
+    if opts.embed:
+        found = _plan_embeds(src, tgt, opts.type, found, opts.embed)
+    if opts.indexes and tgt.builds_schema:
         for table in found:
-            batches += src.bounds(table, opts.batch_size, len(batches))
-        path = src.plan_path(tgt, opts.type, opts.validation)
-        if opts.transform:  # transformed rows go through the worker as values: no COPY pass-through
-            if opts.transform.get("kind") not in TRANSFORMS:
-                raise ConfigError([("transform", f"unknown row transform {opts.transform.get('kind')!r}")])
-            path = "rows"
-        plan = MigrationPlan(opts.migration_id or new_id(), source.public(), target.public(), opts.type.value,
-                             opts.batch_size, opts.parallel_workers, opts.validation, found, batches, path,
-                             opts.watermark, max_rejects=opts.max_rejects, lock_timeout=opts.lock_timeout,
-                             transform=opts.transform)
-        plan.soft_delete = opts.soft_delete
-        if opts.type == MigrationType.INCREMENTAL:
-            if not tgt.supports_incremental:
-                raise ConfigError([("type", f"incremental migrations cannot write into {tgt.kind} in this version")])
-            _incremental(plan, src, tgt, opts.base)
-        _check_soft_delete(plan)
-        plan.notes = tgt.plan_notes(plan)
+            table.schema = src.schema_objects(table, {t.source for t in found})
+    batches: list[Batch] = []
+    for table in found:
+        batches += src.bounds(table, opts.batch_size, len(batches))
+    path = src.plan_path(tgt, opts.type, opts.validation)
+    if opts.transform:  # transformed rows go through the worker as values: no COPY pass-through
+        if opts.transform.get("kind") not in TRANSFORMS:
+            raise ConfigError([("transform", f"unknown row transform {opts.transform.get('kind')!r}")])
+        path = "rows"
+    plan = MigrationPlan(opts.migration_id or new_id(), source.public(), target.public(), opts.type.value,
+                         opts.batch_size, opts.parallel_workers, opts.validation, found, batches, path,
+                         opts.watermark, max_rejects=opts.max_rejects, lock_timeout=opts.lock_timeout,
+                         if_exists=opts.if_exists, transform=opts.transform)
+    plan.soft_delete = opts.soft_delete
+    if opts.type == MigrationType.FULL and opts.if_exists == "fail":
+        _refuse_nonempty(tgt, found)
+    if opts.type == MigrationType.INCREMENTAL:
+        if not tgt.supports_incremental:
+            raise ConfigError([("type", f"incremental migrations cannot write into {tgt.kind} in this version")])
+        _incremental(plan, src, tgt, opts.base)
+    _check_soft_delete(plan)
+    plan.notes = tgt.plan_notes(plan)
     return plan
+
+
+def _refuse_nonempty(tgt: Target, tables: list[Table]) -> None:
+    """A full migration into tables that already hold rows would mix old rows with the copy (a keyless
+    table doubles at every run): refuse, naming them and the ways out."""
+    full = tgt.nonempty(tables)
+    if full:
+        raise ConfigError([("if_exists", f"target tables already hold rows: {', '.join(full)}; choose "
+                                         "--if-exists truncate (empty them when the run starts; rollback restores "
+                                         "them) or --if-exists append (add to them), or empty them yourself")])
 
 
 def _embed_spec(child: str, spec: Any) -> tuple[str, str | None]:

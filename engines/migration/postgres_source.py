@@ -302,6 +302,17 @@ class PostgresSource(Source):
             cur.execute(query, params)
             yield from cur
 
+    def rows_by_keys(self, table: Table, keys: list[list[Any]]) -> list[tuple[Any, ...]]:
+        """The rows whose key is one of ``keys`` (row comparison, key values bound as parameters)."""
+        if not keys:
+            return []
+        cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
+        key = sql.SQL(", ").join(sql.Identifier(k) for k in table.key)
+        one = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() for _ in table.key))
+        query = sql.SQL("SELECT {} FROM {} WHERE ({}) IN ({})").format(
+            cols, pg_ident(table), key, sql.SQL(", ").join(one for _ in keys))
+        return list(self.conn.execute(query, [v for k in keys for v in k]).fetchall())
+
     def schema_objects(self, table: Table, migrated: set[str]) -> list[dict[str, Any]]:
         """Secondary indexes and constraints (unique, check, exclusion, foreign keys to migrated tables) as
         the server prints them (pg_get_indexdef, pg_get_constraintdef), for the target to build after the

@@ -24,14 +24,14 @@ from psycopg import sql
 
 from engines.connectors import open_connector
 from engines.errors import ConfigError
-from engines.migration import ddl
+from engines.migration import ddl, postgres_database, postgres_retry, rejects
 from engines.migration.base import Checkpoints, Source, Target
 from engines.migration.checksum import python_checksum
 from engines.migration.model import Batch, MigrationFailed, MigrationPlan, MigrationType, Table
 from engines.migration.postgres_schema import PostgresSchema, index_name, not_built, target_ident
 from engines.migration.postgres_validate import PostgresValidation, text_spec
 from engines.migration.sources import SESSION, pg_range
-from engines.migration.types import converter
+from engines.migration.types import CASTS, converter
 
 if TYPE_CHECKING:
     from engines.config import DatabaseConfig
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["PostgresTarget", "index_name", "key_text", "target_ident"]
 
 CONTROL = "_dbfleet_migration"
+REJECTS_SHOWN = 100  # per batch, in its result and the migration store (the target's reject table has them all)
 DDL = [
     "CREATE SCHEMA IF NOT EXISTS _dbfleet_migration",
     "CREATE TABLE IF NOT EXISTS _dbfleet_migration.checkpoints (migration_id text, batch_id int, table_name text,"
@@ -49,6 +50,7 @@ DDL = [
     "ALTER TABLE _dbfleet_migration.checkpoints ADD COLUMN IF NOT EXISTS escaped boolean NOT NULL DEFAULT true",
     "CREATE TABLE IF NOT EXISTS _dbfleet_migration.rejects (migration_id text, batch_id int, table_name text,"
     " key text, reason text, row_text text, at timestamptz DEFAULT now())",
+    "ALTER TABLE _dbfleet_migration.rejects ADD COLUMN IF NOT EXISTS column_name text",
     "CREATE TABLE IF NOT EXISTS _dbfleet_migration.watermarks (migration_id text, table_name text, value text,"
     " PRIMARY KEY (migration_id, table_name))",
 ]
@@ -76,6 +78,7 @@ class PostgresTarget(PostgresSchema, PostgresValidation, Target):
     def __init__(self, conn: Any, lock_timeout: float = 60.0) -> None:
         self.conn = conn
         self.lock_timeout = lock_timeout
+        self.rejected: list[dict[str, Any]] = []  # the current batch's refused rows (table, key, column, reason)
         conn.autocommit = True
         conn.execute(SESSION)
         # a batch waits this long for a table lock, then fails (and the migration can be resumed)
@@ -88,6 +91,22 @@ class PostgresTarget(PostgresSchema, PostgresValidation, Target):
         """The target over the database's connector."""
         with open_connector(db) as t:
             yield cls(t.conn, lock_timeout)
+
+    @classmethod
+    def ensure_database(cls, db: DatabaseConfig, create: bool) -> bool:
+        """Create the target database when it is missing and ``create`` (the role must be allowed to);
+        otherwise a ConfigError with the command to run."""
+        return postgres_database.ensure(db, create)
+
+    def nonempty(self, tables: list[Table]) -> list[str]:
+        """The existing target tables that hold at least one row."""
+        full = []
+        for table in tables:
+            if self._exists("SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = %s",
+                            table.target_schema, table.target_name) and self.conn.execute(
+                    sql.SQL("SELECT EXISTS (SELECT FROM {})").format(target_ident(table))).fetchone()[0]:
+                full.append(table.target)
+        return full
 
     def usable(self) -> bool:
         """Idle and answering."""
@@ -106,6 +125,8 @@ class PostgresTarget(PostgresSchema, PostgresValidation, Target):
                 self.conn.execute(stmt)
             for table in plan.tables:
                 self._create(plan, table, created, table.source in keyed_now)
+            if plan.if_exists == "truncate":
+                self._truncate(plan, created)
         if plan.type == MigrationType.INCREMENTAL.value:  # upserts need the key; a base run that never finalized lacks it
             for table in plan.tables:
                 self.add_key(dataclasses.replace(plan, created=created), table)
@@ -147,6 +168,22 @@ class PostgresTarget(PostgresSchema, PostgresValidation, Target):
         self.conn.execute(sql.SQL("CREATE TABLE {} ({})").format(ident, sql.SQL(", ").join(cols)))
         created.append(f"table:{table.target}")
 
+
+    def _truncate(self, plan: MigrationPlan, created: list[str]) -> None:
+        """``if_exists: truncate``: empty the existing target tables (snapshotted first, so rollback restores
+        them), once per run (a resumed run keeps the batches it copied), in one statement (foreign keys
+        between them do not hold it up)."""
+        tables = [t for t in plan.tables if f"snapshot:{t.target}" in created and f"truncated:{t.target}" not in created]
+        if not tables:
+            return
+        try:
+            with self.conn.transaction():
+                self.conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(target_ident(t) for t in tables)))
+        except psycopg.errors.FeatureNotSupported as exc:
+            detail = (exc.diag.message_detail or "").strip()
+            raise MigrationFailed(f"cannot empty the target tables ({detail or exc}): migrate the referencing "
+                                  "tables too, or empty them yourself and plan with --if-exists fail") from None
+        created += [f"truncated:{t.target}" for t in tables]
 
     def _check_columns(self, table: Table) -> None:
         have = {r[0] for r in self.conn.execute(
@@ -208,7 +245,8 @@ class PostgresTarget(PostgresSchema, PostgresValidation, Target):
     def clear_range(self, plan: MigrationPlan, table: Table, batch: Batch, upsert: bool) -> None:
         """Delete what an earlier run left in the batch's key range (only where ranges are portable, and in
         tables the migration did not create: those hold no rows of a batch without a checkpoint)."""
-        if table.ranges_portable and not upsert and f"table:{table.target}" not in plan.created:
+        if table.ranges_portable and not upsert and f"table:{table.target}" not in plan.created \
+                and plan.if_exists != "append":
             where, params = pg_range(table.key, batch)
             self.conn.execute(sql.SQL("DELETE FROM {} WHERE {}").format(target_ident(table), where), params)
 
@@ -240,11 +278,16 @@ class PostgresTarget(PostgresSchema, PostgresValidation, Target):
                 self._reject(plan, batch, table, key_text(table, row), exc, json.dumps(row, default=str))
         return good, bad
 
-    def _reject(self, plan: MigrationPlan, batch: Batch, table: Table, key: str, exc: Exception, row: str) -> None:
+    def _reject(self, plan: MigrationPlan, batch: Batch, table: Table, key: str, exc: Exception | None, row: str,
+                why: tuple[str | None, str] | None = None) -> None:
+        """Record a refused row: its key, column and reason (no value) for ``status``; the row's text stays
+        in the target's reject table only (it is the user's data, in the user's database)."""
+        column, reason = why or rejects.describe(exc or Exception(), table.columns)
         self.conn.execute("INSERT INTO _dbfleet_migration.rejects (migration_id, batch_id, table_name, key,"
-                          " reason, row_text) VALUES (%s, %s, %s, %s, %s, %s)",
-                          (plan.id, batch.id, table.source, key, str(exc).splitlines()[0][:500],
+                          " column_name, reason, row_text) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                          (plan.id, batch.id, table.source, key, column, reason,
                            row[:2000].replace("\x00", "\\u0000")))
+        self.rejected.append({"table": table.source, "key": key, "column": column, "reason": reason})
 
     def copy_text(self, plan: MigrationPlan, table: Table, batch: Batch,
                   chunks: Iterable[bytes] | Callable[[Any], Any], lines: Callable[[], list[bytes]],
@@ -325,6 +368,7 @@ class PostgresTarget(PostgresSchema, PostgresValidation, Target):
             # commit only means the batch runs again: no need to wait for the WAL flush (finalize's commit,
             # a normal one, makes every batch durable before the migration reports success)
             self.conn.execute("SET LOCAL synchronous_commit = off")
+            self.rejected = []
             if not self.claim(plan, batch):
                 return {"batch": batch.id, "table": table.source, "skipped": True, **(self.done(plan, batch) or {})}
             upsert = plan.type == MigrationType.INCREMENTAL.value
@@ -339,20 +383,21 @@ class PostgresTarget(PostgresSchema, PostgresValidation, Target):
                 if table.ranges_portable and not upsert:
                     written = self._verify_written(plan, table, batch, n, checksum)
             self.record(plan, batch, n, checksum, rejects, written, escaped)
-        return {"batch": batch.id, "table": table.source, "rows": n, "rejects": rejects, "skipped": False}
+        return {"batch": batch.id, "table": table.source, "rows": n, "rejects": rejects, "skipped": False,
+                "rejected": self.rejected[:REJECTS_SHOWN]}
 
     def _copy_typed(self, source: Source, plan: MigrationPlan, table: Table, batch: Batch,
                     upsert: bool) -> tuple[int, int, int]:
         convert = converter([c.cast for c in table.columns])
+        casts = {i: CASTS[c.cast] for i, c in enumerate(table.columns) if c.cast}
         rows, bad = [], 0
         for raw in source.batch_rows(plan, table, batch):
             try:
                 rows.append(convert(raw))
-            except ValueError as exc:  # a value no PostgreSQL type can hold: a reject, like the target's own
+            except ValueError:  # a value no PostgreSQL type can hold: a reject, like the target's own
                 bad += 1
-                self.conn.execute("INSERT INTO _dbfleet_migration.rejects (migration_id, batch_id, table_name, key,"
-                                  " reason) VALUES (%s, %s, %s, %s, %s)",
-                                  (plan.id, batch.id, table.source, key_text(table, raw), str(exc)))
+                self._reject(plan, batch, table, key_text(table, raw), None, "",
+                             rejects.cast_failure(raw, table.columns, casts))
         written, rejected = self.copy_rows(plan, table, batch, rows, upsert)
         n, checksum = python_checksum(written, [c.target_type for c in table.columns])
         return n, checksum, bad + rejected
@@ -387,10 +432,15 @@ class PostgresTarget(PostgresSchema, PostgresValidation, Target):
         return {int(b): {"rows": int(r), "checksum": int(c), "rejects": int(x), "written": int(w), "escaped": bool(e)}
                 for b, r, c, x, w, e in rows}
 
+    def retry_rejects(self, plan: MigrationPlan, source: Source) -> dict[int, dict[str, Any]]:
+        """The refused rows read again by key and written; checkpoints updated (``postgres_retry``)."""
+        return postgres_retry.retry_rejects(self, plan, source)
+
     def rejects(self, plan: MigrationPlan) -> list[dict[str, Any]]:
-        cur = self.conn.execute("SELECT table_name, key, reason FROM _dbfleet_migration.rejects"
+        """The refused rows' table, key, column and reason (their values stay in the reject table's row_text)."""
+        cur = self.conn.execute("SELECT table_name, key, column_name, reason FROM _dbfleet_migration.rejects"
                                 " WHERE migration_id = %s ORDER BY at", (plan.id,))
-        return [{"table": t, "key": k, "reason": r} for t, k, r in cur.fetchall()]
+        return [{"table": t, "key": k, "column": c, "reason": r} for t, k, c, r in cur.fetchall()]
 
     def last_watermark(self, migration_id: str, table: str) -> str | None:
         """The watermark the last incremental run of ``migration_id`` copied (None: no run has)."""

@@ -3,6 +3,7 @@ the batch's checkpoint was (server-side row hashes, COPY text lines, row text or
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -51,13 +52,24 @@ class PostgresValidation:
                    for t in plan.tables}
         # a table with a single-column key is first measured whole (parts of its key space summed, no
         # grouping); only a table whose total differs is measured batch by batch, to name the ranges
-        whole = {t.source for t in plan.tables if t.ranges_portable and len(t.key) == 1 and len(batches[t.source]) > 1}
+        appended = {t.source: snapshot_table(plan, t) for t in plan.tables
+                    if plan.if_exists == "append" and f"snapshot:{t.target}" in plan.created}
+        whole = {t.source for t in plan.tables if t.ranges_portable and len(t.key) == 1
+                 and len(batches[t.source]) > 1 and t.source not in appended}
         jobs: list[tuple[str, Callable[[PostgresTarget], dict[int | None, tuple[int, int]]]]] = []
         if plan.type != MigrationType.INCREMENTAL.value:
             for table in plan.tables:
                 jobs += [(table.source, job) for job in measure_jobs(plan, table, batches[table.source], escaped,
                                                                      grouped=table.source not in whole)]
         measured, totals, differ = self._scan(plan, db, cps, jobs, batches, whole, escaped)
+        for name, snap in appended.items():  # appended to: what the table held before is not the copy's
+            if plan.type == MigrationType.INCREMENTAL.value:
+                continue
+            before: dict[int | None, tuple[int, int]] = {}
+            for job in measure_jobs(plan, snap, batches[name], escaped):
+                before.update(job(self))  # type: ignore[arg-type]
+            measured[name] = {k: (n - before.get(k, (0, 0))[0], (c - before.get(k, (0, 0))[1]) % 2 ** 64)
+                              for k, (n, c) in measured[name].items()}
         for table in plan.tables:
             verified = totals.get(table.source) if table not in differ else None
             report["tables"].append(table_report(plan, table, cps, measured[table.source], verified))
@@ -111,15 +123,23 @@ class PostgresValidation:
 
 
 
+def snapshot_table(plan: MigrationPlan, table: Table) -> Table:
+    """``table`` as prepare snapshotted it before the run (``_dbfleet_migration."<id>:<name>"``): measured
+    like the table itself, it is what validation subtracts from a table the run appended to (checksums add up)."""
+    return dataclasses.replace(table, target_schema="_dbfleet_migration", target_name=f"{plan.id}:{table.target_name}"[:63])
+
+
 def table_report(plan: MigrationPlan, table: Table, cps: dict[int, dict[str, int]],
                   measured: dict[int | None, tuple[int, int]], verified: tuple[int, int] | None = None
                   ) -> dict[str, Any]:
     """The table's validation entry. ``verified``: the target's whole-table (count, checksum), already found
     equal to the sum of the batches' checkpoints (checksums add up: every batch range agrees)."""
     batches = [b for b in plan.batches if b.table == table.source]
+    copied = sum(cps.get(b.id, {}).get("rows", 0) for b in batches)
+    refused = sum(cps.get(b.id, {}).get("rejects", 0) for b in batches)
+    # rows read from the source = rows copied + rows the target refused (each batch records both)
     entry: dict[str, Any] = {"table": table.source, "target": table.target, "batches": len(batches),
-                             "source_rows": sum(cps.get(b.id, {}).get("rows", 0) for b in batches),
-                             "rejects": sum(cps.get(b.id, {}).get("rejects", 0) for b in batches),
+                             "source_rows": copied + refused, "copied_rows": copied, "rejects": refused,
                              "mismatched_ranges": []}
     if plan.type == MigrationType.INCREMENTAL.value:
         entry["target_rows"] = None  # upserts of changed rows: counts do not add up by design
@@ -135,7 +155,7 @@ def table_report(plan: MigrationPlan, table: Table, cps: dict[int, dict[str, int
         entry["target_rows"] = sum(v[0] for v in measured.values())
     else:  # ranges are not portable (no key, or a text key): compare the whole table
         n, checksum = measured[None]
-        want = (entry["source_rows"], sum(cps.get(b.id, {}).get("checksum", 0) for b in batches) % 2 ** 64)
+        want = (copied, sum(cps.get(b.id, {}).get("checksum", 0) for b in batches) % 2 ** 64)
         entry["target_rows"] = n
         if (n, checksum) != want:
             entry["mismatched_ranges"].append({"batch": None, "from": None, "to": None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Integer, String, Text, select
+from sqlalchemy import JSON, DateTime, Float, Integer, String, Text, delete, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from engines.history import as_utc, sql_engine, utcnow
@@ -51,6 +51,19 @@ class MigrationBatch(_Base):
     seconds: Mapped[float] = mapped_column(Float, default=0.0)
     error: Mapped[str | None] = mapped_column(Text)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class MigrationReject(_Base):
+    """A row the target refused: where it is (table, key) and why (column, reason), never its values."""
+
+    __tablename__ = "dbfleet_migration_rejects"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    migration_id: Mapped[str] = mapped_column(String(64), index=True)
+    batch_id: Mapped[int] = mapped_column(Integer)
+    table_name: Mapped[str] = mapped_column(String(400))
+    key: Mapped[str | None] = mapped_column(Text)
+    column_name: Mapped[str | None] = mapped_column(String(400))
+    reason: Mapped[str] = mapped_column(Text)
 
 
 class MigrationStore:
@@ -113,8 +126,44 @@ class MigrationStore:
             elif status in (FAILED, COMPLETED, ROLLED_BACK):
                 row.finished_at = utcnow()
 
-    def batch_done(self, migration_id: str, batch_id: int, rows: int, rejects: int, seconds: float) -> None:
+    def batch_done(self, migration_id: str, batch_id: int, rows: int, rejects: int, seconds: float,
+                   rejected: list[dict[str, Any]] | None = None) -> None:
+        """A batch finished: its counts, and the rows the target refused (``rejected``: table, key, column,
+        reason) replacing any recorded by an earlier run of the same batch."""
         self._batch(migration_id, batch_id, "done", rows=rows, rejects=rejects, seconds=seconds, error=None)
+        if rejected is None:
+            return
+        with Session(self.engine) as s, s.begin():
+            s.execute(delete(MigrationReject).where(MigrationReject.migration_id == migration_id,
+                                                    MigrationReject.batch_id == batch_id))
+            s.add_all(MigrationReject(migration_id=migration_id, batch_id=batch_id, table_name=r["table"],
+                                      key=r.get("key"), column_name=r.get("column"), reason=r["reason"])
+                      for r in rejected)
+
+    def rejects(self, migration_id: str, limit: int = 200) -> list[dict[str, Any]]:
+        """The rows the target refused, as recorded by the batches (key, column and reason; no values)."""
+        with Session(self.engine) as s:
+            return [{"batch": r.batch_id, "table": r.table_name, "key": r.key, "column": r.column_name,
+                     "reason": r.reason} for r in s.scalars(
+                select(MigrationReject).where(MigrationReject.migration_id == migration_id)
+                .order_by(MigrationReject.batch_id, MigrationReject.id).limit(limit))]
+
+    def reset(self, migration_id: str, batch_ids: list[int] | None = None, status: str = ROLLED_BACK) -> None:
+        """Progress back to the start (``batch_ids``: only those batches): batches pending with no rows,
+        rejects forgotten; the migration gets ``status``, with no error and no validation report."""
+        with Session(self.engine) as s, s.begin():
+            where = [MigrationBatch.migration_id == migration_id]
+            rejected = [MigrationReject.migration_id == migration_id]
+            if batch_ids is not None:
+                where.append(MigrationBatch.batch_id.in_(batch_ids))
+                rejected.append(MigrationReject.batch_id.in_(batch_ids))
+            for b in s.scalars(select(MigrationBatch).where(*where)):
+                b.status, b.rows, b.rejects, b.seconds, b.error, b.finished_at = "pending", 0, 0, 0.0, None, None
+            s.execute(delete(MigrationReject).where(*rejected))
+            row = s.get(Migration, migration_id)
+            if row is not None:
+                row.status, row.error, row.report = status, None, None
+                row.started_at, row.finished_at = None, utcnow()
 
     def batch_failed(self, migration_id: str, batch_id: int, error: str) -> None:
         self._batch(migration_id, batch_id, "failed", error=error)
@@ -168,6 +217,7 @@ class MigrationStore:
         rate = rows / elapsed if elapsed > 0 else 0.0
         eta = (elapsed / done * (total - done)) if done and total > done and info["status"] == RUNNING else None
         return {**info, "batches_done": done, "batches_total": total, "rows": rows,
+                "rejects": sum(t["rejects"] for t in tables.values()), "rejected": self.rejects(migration_id),
                 "rows_per_second": round(rate, 1), "elapsed_seconds": round(elapsed, 2),
                 "eta_seconds": None if eta is None else round(eta, 1), "tables": list(tables.values())}
 

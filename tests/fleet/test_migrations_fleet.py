@@ -172,6 +172,11 @@ def test_cli_plan_run_rollback_and_no_canary(fleet: Any, dbs: Any) -> None:
     assert out.returncode == 0 and "table:public.plays" in out.stdout
     with _target(dst) as c:
         assert c.execute("SELECT to_regclass('public.plays')").fetchone()[0] is None
+    out = run_cli(["migrate", "status", "cli-mig"], fleet.env)
+    assert out.returncode == 0 and "rolled_back" in out.stdout and "0 / 2" in out.stdout, out.stdout
+    out = run_cli(["migrate", "run", "cli-mig"], fleet.env, timeout=240)  # starts over, on the worker
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert _exact(dst) == EXPECTED
     haystack = leak_haystack(fleet)
     for where, text in haystack.items():
         assert CANARY not in text, f"canary password leaked into {where}"

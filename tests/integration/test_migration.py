@@ -129,14 +129,17 @@ def test_mariadb_to_postgresql_with_pgloader_casts_rejects_and_validation(maria_
     report = _run(plan, maria_source, pg15_target)
     assert report["ok"], json.dumps(report["tables"], default=str)
     by_table = {t["table"]: t for t in report["tables"]}
-    assert by_table["items"]["source_rows"] == by_table["items"]["target_rows"] == 41  # 43 read, 2 rejected
+    items = by_table["items"]  # 43 read from the source, 41 copied, 2 refused
+    assert (items["source_rows"], items["copied_rows"], items["target_rows"], items["rejects"]) == (43, 41, 41, 2)
     assert by_table["odd`; name"]["target_rows"] == 4 and by_table["nokey"]["target_rows"] == 3
     assert _rows(pg15_target, "SELECT id, s, t, st FROM texts WHERE id < 10 ORDER BY id") == [
         (1, "tab\there", "line\nbreak\r\nand \\ backslash", ["a b", 'x"y']), (2, "\\N", "ends with \\", ["NULL", "c"]),
         (3, "bs\bff\fvt\v", None, None)]
     assert by_table["texts"]["target_rows"] == 33 and by_table["texts"]["batches"] == 5
-    reasons = {str(json.loads(r["key"])[0]): r["reason"] for r in report["rejects"]}
-    assert "838:59:59" in reasons["2"] and "0x00" in reasons["3"]  # an out-of-range TIME, a NUL byte
+    reasons = {str(json.loads(r["key"])[0]): (r["column"], r["reason"]) for r in report["rejects"]}
+    # an out-of-range TIME, a NUL byte: the column and why, never the value (it stays in the reject table's row)
+    assert reasons["2"][0] == "t" and "838:59:59" not in reasons["2"][1] and "time" in reasons["2"][1]
+    assert reasons["3"][1] == 'invalid byte sequence for encoding "UTF8"'  # the server names no column for it
     first = _rows(pg15_target, "SELECT flag, small, big, price, d, dt, t, kind::text, tags, length(body),"
                                " length(blobby), name FROM items WHERE id = 1")[0]
     assert first == (True, 255, Decimal("18446744073709551615"), Decimal("12.34"), None, None, dt.time(12, 34, 56),
@@ -172,8 +175,12 @@ def test_mariadb_to_postgresql_with_pgloader_casts_rejects_and_validation(maria_
     with psycopg.connect(host="127.0.0.1", user="postgres", dbname=pg15_target.dbname, autocommit=True) as c:
         assert c.execute("INSERT INTO items (d) VALUES ('2022-02-02') RETURNING id").fetchone()[0] == 44
     strict = engine.plan_migration(maria_source, pg15_target, batch_size=100, max_rejects=0,
-                                   tables=["items"], migration_id="strict-" + uuid.uuid4().hex[:6])
+                                   tables=["items"], migration_id="strict-" + uuid.uuid4().hex[:6], if_exists="truncate")
+    with pytest.raises(MigrationFailed, match='cannot empty the target tables .*Table "links" references "items"'):
+        engine.prepare(strict, maria_source, pg15_target)  # links, not migrated this time, refers to items
+    _exec(pg15_target, "DROP TABLE links")
     strict = engine.prepare(strict, maria_source, pg15_target)
+    assert _rows(pg15_target, "SELECT count(*) FROM items") == [(0,)]
     for b in strict.batches:
         engine.copy_batch(strict, b.id, maria_source, pg15_target)
     with pytest.raises(MigrationFailed, match="2 rows rejected, more than max_rejects 0"):
@@ -411,7 +418,7 @@ def test_postgresql_rows_an_existing_table_refuses_are_rejects(pg18_source: Any,
     report = _run(plan, pg18_source, pg15_target)
     assert report["ok"], json.dumps(report["tables"], default=str)  # the rejected rows left the checksums too
     assert {t["table"]: (t["source_rows"], t["target_rows"], t["rejects"]) for t in report["tables"]} == {
-        "public.odd_text": (2, 2, 1), "public.events": (4999, 4999, 1)}
+        "public.odd_text": (3, 2, 1), "public.events": (5000, 4999, 1)}  # source rows = copied + refused
     reasons = {(r["table"], r["key"]): r["reason"] for r in report["rejects"]}
     assert "odd_text_ok_check" in reasons[("public.odd_text", '["2"]')]
     (key, reason), = [(k, v) for (t, k), v in reasons.items() if t == "public.events"]
@@ -495,11 +502,13 @@ def test_rollback_restores_the_target_exactly(pg18_source: Any, pg15_target: Any
         c.execute("CREATE TABLE events (at timestamptz, what text)")
         c.execute("INSERT INTO events VALUES ('2020-01-01', 'was here before')")
     before = _rows(pg15_target, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
-    plan = engine.plan_migration(pg18_source, pg15_target, batch_size=1000)
+    with pytest.raises(ConfigError, match="already hold rows: public.events"):  # the default: refuse
+        engine.plan_migration(pg18_source, pg15_target, batch_size=1000)
+    plan = engine.plan_migration(pg18_source, pg15_target, batch_size=1000, if_exists="append")
     report = {t["table"]: t for t in _run(plan, pg18_source, pg15_target)["tables"]}
     assert report["public.users"]["ok"] and report["public.we;ird \"t"]["ok"]
-    # the keyless table was appended to: validation counts the row that was there before
-    assert not report["public.events"]["ok"] and report["public.events"]["target_rows"] == 5001
+    # the keyless table was appended to: validation takes the row that was there before (the snapshot) out
+    assert report["public.events"]["ok"] and report["public.events"]["target_rows"] == 5000
     plan = engine.prepare(plan, pg18_source, pg15_target)  # what the run recorded
     assert _rows(pg15_target, "SELECT count(*) FROM events")[0][0] == 5001  # appended to the existing table
     undone = engine.rollback(plan, pg18_source, pg15_target)
@@ -729,3 +738,16 @@ def test_embedding_requests_that_cannot_work_are_clear(pg18_source: Any, pg15_ta
     for target, embed, message in cases:
         with pytest.raises(ConfigError, match=message):
             engine.plan_migration(pg18_source, target, tables=["playlists", "albums", "users"], embed=embed)
+
+
+@pytest.mark.parametrize("driver", ["mysqlclient", "pymysql"])
+def test_a_mysql_source_given_only_by_dsn_reads_batches_through_the_connectors_arguments(
+        maria_source: Any, pg15_target: Any, driver: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if driver == "mysqlclient" and importlib.util.find_spec("MySQLdb") is None:
+        pytest.skip("mysqlclient is not installed (it builds against libmariadb-dev): the PyMySQL run covers the path")
+    monkeypatch.setenv("DBFLEET_MYSQL_DRIVER", driver)
+    by_dsn = db("maria_dsn", kind="mariadb", dsn=f"mysql://root@{maria_source.host}:3306/{maria_source.dbname}")
+    assert by_dsn.host is None and by_dsn.dbname is None  # everything comes from the dsn, the raw reader's too
+    plan = engine.plan_migration(by_dsn, pg15_target, tables=["texts"], batch_size=10)
+    assert plan.path == "text" and _run(plan, by_dsn, pg15_target)["ok"]
+    assert _rows(pg15_target, "SELECT count(*) FROM texts") == [(33,)]
