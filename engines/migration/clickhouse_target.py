@@ -109,6 +109,42 @@ class ClickHouseTarget(DocumentTarget):
         self.http = ClickHouseHTTP(base, user, password, None, timeout, timeout)
         self._version: tuple[int, ...] | None = None
 
+    @classmethod
+    def ensure_database(cls, db: DatabaseConfig, create: bool) -> bool:
+        """Create the target database when it is missing and ``create`` (the user must be allowed to);
+        otherwise a ConfigError saying what to run."""
+        from engines.errors import ConfigError
+
+        name = db.dbname or "default"
+        with cls.connect(db) as target:
+            sql_text = f"SELECT count() FROM system.databases WHERE name = {quote_str(name)}"  # noqa: S608 - quoted
+            found = target.query(sql_text).strip()
+            if found not in ("", "0"):
+                return False
+            if not create:
+                raise ConfigError([("target", f"the ClickHouse database {name!r} does not exist on {db.host}: create "
+                                              f"it (clickhouse client --query 'CREATE DATABASE {quote_ident(name)}') "
+                                              "or plan without --no-create-target")], "migration plan")
+            try:
+                target.query(f"CREATE DATABASE IF NOT EXISTS {quote_ident(name)}")
+            except ClickHouseError as exc:
+                raise ConfigError([("target", f"the ClickHouse database {name!r} does not exist and cannot be created"
+                                              f" by this user ({exc}): create it as an admin")],
+                                  "migration plan") from None
+        return True
+
+    def nonempty(self, tables: list[Table]) -> list[str]:
+        """The existing target tables that hold at least one row."""
+        database = self.dbname or "default"
+        full = []
+        for table in tables:
+            name = f"{quote_ident(database)}.{quote_ident(table.target_name)}"
+            if self.query(f"EXISTS TABLE {name}").strip() == "1" and \
+                    self.query(f"SELECT count() FROM (SELECT 1 FROM {name} LIMIT 1)"  # noqa: S608 - quoted names
+                               ).strip() not in ("", "0"):
+                full.append(table.target_name)
+        return full
+
     # ------------------------------------------------------------ plumbing
     def query(self, sql_text: str, body: Any = None) -> str:
         """One statement (``body``: bytes or an iterable of byte chunks, streamed); a server error raises
