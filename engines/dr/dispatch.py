@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engines.dr.context import DRContext
+from engines.dr.models import DRStrategy
 from engines.errors import DbfleetError
 
 
@@ -38,4 +39,8 @@ def engine_for(ctx: DRContext) -> DREngine:
     kind = ctx.db(ctx.current_primary()).kind
     if kind not in ENGINES:
         raise DbfleetError(f"disaster recovery for {kind} is not supported (supported: {', '.join(sorted(ENGINES))})")
+    if kind == "postgresql" and ctx.cfg.strategy == DRStrategy.BACKUP_RESTORE:
+        from engines.dr import observe, restore
+
+        return DREngine(observe.observe, restore.failover)
     return ENGINES[kind]()

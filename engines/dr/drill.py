@@ -17,7 +17,7 @@ from pathlib import Path
 from engines.config import DatabaseConfig
 from engines.dr.auto import observe_and_act
 from engines.dr.context import DRContext
-from engines.dr.models import DRConfiguration, DREvent
+from engines.dr.models import DRConfiguration, DREvent, DRStrategy
 from engines.dr.observe import observe
 from engines.dr.pgnode import chown_like, pg_ctl, query, running, wait_until, write_auto_conf
 from engines.dr.setup import basebackup, passfile
@@ -100,6 +100,10 @@ def _make_copy(ctx: DRContext, scratch: DRContext, root: Path) -> None:
 
 def drill(ctx: DRContext, *, rate: float = 20.0, warmup: float = 1.0, timeout: float | None = None) -> DREvent:
     """Run a failover drill on a copy of the group; measures RTO and RPO and compares them to the targets."""
+    if ctx.cfg.strategy == DRStrategy.BACKUP_RESTORE:  # no standby to copy: the drill is a restore
+        from engines.dr.restore import drill as restore_drill
+
+        return restore_drill(ctx, rate=rate)
     event = DREvent(dr_id=ctx.dr_id, kind="drill", status="failed", holder=ctx.observer, started_at=ctx.clock(),
                     reason="drill on a throwaway copy")
     if not ctx.cfg.primary_site or not ctx.cfg.secondary_sites:

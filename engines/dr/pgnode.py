@@ -89,15 +89,17 @@ def chown_like(path: Path, like: str | Path) -> None:
         os.chown(path, st.st_uid, st.st_gid)
 
 
-def pg_ctl(data_dir: str | Path, action: str, *extra: str, timeout: float = 120) -> str:
-    """Run ``pg_ctl <action>`` on a data directory with the binaries of its version."""
+def pg_ctl(data_dir: str | Path, action: str, *extra: str, timeout: float = 120,
+           env: dict[str, str] | None = None) -> str:
+    """Run ``pg_ctl <action>`` on a data directory with the binaries of its version (``env``: for the server,
+    e.g. what a restore_command needs)."""
     binary = server_bin("pg_ctl", data_major(data_dir))
     args = [str(binary), action, "-D", str(data_dir), *extra]
     if action in ("start", "restart"):
         args += ["-w", "-t", str(int(timeout)), "-l", str(Path(data_dir) / "dbfleet-postgres.log")]
     elif action == "stop":
         args += ["-w", "-t", str(int(timeout))]
-    return run_tool(as_owner(args, data_dir), what=f"pg_ctl {action}", timeout=timeout + 30)
+    return run_tool(as_owner(args, data_dir), env=env, what=f"pg_ctl {action}", timeout=timeout + 30)
 
 
 def running(data_dir: str | Path) -> bool:

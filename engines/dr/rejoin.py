@@ -92,4 +92,8 @@ def _rejoin(ctx: DRContext, database_id: str, steps: list[str], wait: float) -> 
     if not streaming:
         raise SetupError(f"{database_id} did not start streaming from {primary} within {wait:.0f}s")
     ctx.coord.set_fenced(ctx.dr_id, database_id, False)
+    if ctx.cfg.synchronous:
+        from engines.dr.sync import apply
+
+        steps.append(f"{primary}: synchronous_standby_names = {apply(ctx, primary)!r}")
     return primary

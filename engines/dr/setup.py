@@ -123,19 +123,31 @@ def setup(ctx: DRContext, *, start: bool = True) -> DREvent:
     """Set up every standby of the group this worker manages (sites with a data_dir)."""
     event = DREvent(dr_id=ctx.dr_id, kind="setup", status="done", holder=ctx.observer, started_at=ctx.clock(),
                     old_primary=ctx.current_primary())
-    if ctx.cfg.strategy != DRStrategy.HOT_STANDBY:
-        event.status, event.detail = "failed", (f"strategy {ctx.cfg.strategy.value} is not implemented yet; "
-                                                "hot_standby is")
+    if ctx.cfg.strategy == DRStrategy.BACKUP_RESTORE:
+        from engines.dr.restore import check_restorable
+
+        try:
+            event.steps += check_restorable(ctx)
+        except DbfleetError as exc:
+            event.status, event.detail = "failed", str(exc)
     else:
+        build = setup_standby
+        if ctx.cfg.strategy == DRStrategy.WARM_STANDBY:
+            from engines.dr.warm import setup_warm_standby as build
         for standby_id in ctx.standbys():
             if ctx.local_data_dir(standby_id, must_exist=False) is None:
                 event.steps.append(f"{standby_id}: not on this host (or no data_dir): skipped")
                 continue
             try:
-                event.steps += setup_standby(ctx, standby_id, start=start)
+                event.steps += build(ctx, standby_id, start=start)
             except DbfleetError as exc:
                 event.status, event.detail = "failed", f"{standby_id}: {exc}"
                 break
+    if ctx.cfg.synchronous and event.status == "done":
+        from engines.dr.sync import apply
+
+        event.steps.append(f"{ctx.current_primary()}: synchronous_standby_names = "
+                           f"{apply(ctx, ctx.current_primary())!r}, synchronous_commit = {ctx.cfg.synchronous_commit}")
     if ctx.coord.primary(ctx.dr_id) is None:
         ctx.coord.set_primary(ctx.dr_id, ctx.current_primary())
     event.finished_at = ctx.clock()

@@ -94,11 +94,12 @@ class Cluster:
         return DatabaseConfig(id=self.name, kind="postgresql", host="127.0.0.1", port=self.port,
                               dbname="postgres", user="postgres", connect_timeout=2, query_timeout=30)
 
-    def init(self) -> Cluster:
+    def init(self, **conf: str) -> Cluster:
         """A copy of the session's template cluster (initdb once: it is the slow part) on its own port."""
         subprocess.run(_as_owner(["cp", "-a", str(_template()), str(self.data)]), check=True, capture_output=True)
         with open(self.data / "postgresql.conf", "a") as fh:
             fh.write(f"port = {self.port}\n")
+            fh.writelines(f"{k} = '{v}'\n" for k, v in conf.items())
         self.start()
         return self
 
@@ -138,8 +139,9 @@ class Group:
     """A DR group of clusters with its context (coordinator, history, state dir)."""
 
     def __init__(self, root: Path, coord: Coordinator, history: HistoryStore, n_standbys: int = 1,
-                 **cfg: object) -> None:
-        self.primary = Cluster(root, "p").init()
+                 conf: dict[str, str] | None = None, repository: object = None, **cfg: object) -> None:
+        self.repository = repository  # opens the backup repository (warm standby, backup_restore)
+        self.primary = Cluster(root, "p").init(**(conf or {}))
         self.standbys = [Cluster(root, f"s{i}") for i in range(1, n_standbys + 1)]
         self.clusters = {c.name: c for c in [self.primary, *self.standbys]}
         dr = DRConfiguration(dr_id=f"h9-{uuid.uuid4().hex[:8]}", replication_user=REPL_USER,
@@ -152,7 +154,7 @@ class Group:
     def context(self, dr: DRConfiguration, coord: Coordinator, history: HistoryStore, root: Path,
                 observer: str) -> DRContext:
         return DRContext(cfg=dr, resolve=lambda i: self.clusters[i].db, coord=coord, state_dir=root / "state",
-                         observer=observer, history=history)
+                         observer=observer, history=history, repository=self.repository)  # type: ignore[arg-type]
 
     def observer(self, name: str) -> DRContext:
         return self.context(self.ctx.cfg, self.ctx.coord, self.ctx.history, self.primary.data.parent, name)
@@ -165,6 +167,11 @@ class Group:
 @pytest.fixture()
 def env(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> Iterator[dict[str, object]]:
     """Redis coordinator (db 9, unique prefix), a history store, a postgres-owned scratch root; canary check."""
+    yield from dr_world(monkeypatch, caplog)
+
+
+def dr_world(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> Iterator[dict[str, object]]:
+    """The body of the ``env`` fixture (the other DR test modules build theirs from it)."""
     require("redis")
     if not (BIN / "initdb").exists():
         pytest.skip("PostgreSQL 15 server binaries are not installed in /usr/lib/postgresql/15/bin")
@@ -455,3 +462,46 @@ def test_a_coordinator_that_lost_its_state_never_fences_the_real_primary(env: di
     write_marker(group.standbys[0], 7)  # the real primary still takes writes
     with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
         write_marker(group.primary, 8)
+
+
+def test_synchronous_mode_kill9_under_a_writer_loses_no_acknowledged_marker(env: dict[str, object]) -> None:
+    group = make_group(env, synchronous=True, rpo_minutes=0)  # any measured lag would be refused without sync
+    primary, standby = group.primary, group.standbys[0]
+    name = group.ctx.cfg.slot_name("s1")
+    assert primary.sql("SHOW synchronous_standby_names") == [(f'ANY 1 ("{name}")',)]
+    assert primary.sql("SHOW synchronous_commit") == [("on",)]
+    stop, acked = threading.Event(), []
+
+    def writer() -> None:  # one connection per marker; a marker counts only once its COMMIT returned
+        seq = 0
+        while not stop.is_set():
+            seq += 1
+            try:
+                write_marker(primary, seq)
+                acked.append(seq)
+            except Exception:
+                return
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert wait_for(lambda: len(acked) > 30)
+    status = observe(group.ctx)
+    assert status.node("s1").sync_state == "quorum"  # type: ignore[union-attr]
+    standby.sql("SELECT pg_wal_replay_pause()")  # replay falls behind; flushed (acknowledged) WAL does not
+    assert wait_for(lambda: len(acked) > 60)
+    primary.kill9()
+    thread.join(10)
+    standby.sql("SELECT pg_wal_replay_resume()")
+    event = failover(group.ctx, reason="sync test")
+    assert event.status == "promoted", event.detail
+    assert event.data_loss_bytes == 0 and not event.forced
+    assert any("every acknowledged commit" in s for s in event.steps), event.steps
+    have = {r[0] for r in standby.sql("SELECT seq FROM h9_markers")}
+    assert set(acked) <= have, sorted(set(acked) - have)[:10]
+    write_marker(standby, 10_000)  # no standby left: the new primary runs asynchronously, writes do not block
+    assert any("asynchronous until one rejoins" in s for s in event.steps), event.steps
+    group.primary.start()
+    back = rejoin(group.ctx, "p")
+    assert back.status == "done", back.detail
+    assert standby.sql("SHOW synchronous_standby_names") == [(f'ANY 1 ("{group.ctx.cfg.slot_name("p")}")',)]
+    write_marker(standby, 10_001)  # acknowledged by the rejoined node
