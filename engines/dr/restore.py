@@ -156,6 +156,7 @@ def drill(ctx: DRContext, *, rate: float = 20.0, warmup: float = 3.0) -> DREvent
     port, copy = free_port(), None
     try:
         query(primary, _sql("CREATE TABLE IF NOT EXISTS {t} (seq bigint PRIMARY KEY)"))
+        _archive_now(ctx, event)  # the table itself must be in the archive; the markers are what is measured
         acked = _write_markers(primary, rate, warmup)
         fault_at = time.time()
         report = restore_latest(ctx, root / "data", port)
@@ -182,6 +183,12 @@ def drill(ctx: DRContext, *, rate: float = 20.0, warmup: float = 3.0) -> DREvent
             event.steps.append(f"could not drop {DRILL_MARKERS} on the primary")
     event.finished_at = ctx.clock()
     return ctx.record(event)
+
+
+def _archive_now(ctx: DRContext, event: DREvent) -> None:
+    from engines.dr.warm import archive_last_segment
+
+    archive_last_segment(ctx, ctx.current_primary(), event, timeout=120.0)
 
 
 def _write_markers(db: Any, rate: float, seconds: float) -> dict[int, float]:
