@@ -71,8 +71,20 @@ def standby_settings(ctx: DRContext, standby_id: str, upstream_id: str, pfile: P
     slot = ctx.cfg.slot_name(standby_id)
     return {"primary_conninfo": primary_conninfo(ctx.db(upstream_id), ctx.cfg.replication_user, pfile, slot),
             "primary_slot_name": slot, "recovery_target_timeline": "latest",
+            "restore_command": _archive_fallback(ctx),
             "port": str(standby.port), "listen_addresses": standby.host or "127.0.0.1",
             "hot_standby": "on", "default_transaction_read_only": None}
+
+
+def _archive_fallback(ctx: DRContext) -> str | None:
+    """With ``repository:`` set, a hot standby that falls behind its slot's WAL reads the archive instead."""
+    if not ctx.cfg.repository:
+        return None
+    from engines.backup.physical.restore import fetch_command
+    from engines.dr.warm import archive_id
+
+    ctx.repo()  # PostgreSQL stops a standby whose restore_command fails hard: prove the repository opens first
+    return fetch_command(archive_id(ctx), ctx.cfg.repository)
 
 
 def basebackup(ctx: DRContext, upstream: DatabaseConfig, data_dir: Path, slot: str, pfile: Path | None) -> None:
@@ -96,6 +108,7 @@ def setup_standby(ctx: DRContext, standby_id: str, *, start: bool = True, wait: 
     data_dir, steps = local, []
     primary_id = ctx.current_primary()
     pfile, slot = passfile(ctx, standby_id), ctx.cfg.slot_name(standby_id)
+    settings = standby_settings(ctx, standby_id, primary_id, pfile)  # a bad repository fails here, before a copy
     if (data_dir / "PG_VERSION").exists():
         if not (data_dir / "standby.signal").exists():
             raise SetupError(f"{data_dir} holds a cluster that is not a standby; refusing to touch it")
@@ -108,7 +121,7 @@ def setup_standby(ctx: DRContext, standby_id: str, *, start: bool = True, wait: 
         steps.append(f"{standby_id}: pg_basebackup of {primary_id} into {data_dir} (slot {slot})")
     (data_dir / "standby.signal").touch()
     ensure_slot(ctx.db(primary_id), slot)
-    write_auto_conf(data_dir, standby_settings(ctx, standby_id, primary_id, pfile))
+    write_auto_conf(data_dir, settings)
     if start and not running(data_dir):
         pg_ctl(data_dir, "start")
         steps.append(f"{standby_id}: started")

@@ -140,9 +140,9 @@ class Group:
     """A DR group of clusters with its context (coordinator, history, state dir)."""
 
     def __init__(self, root: Path, coord: Coordinator, history: HistoryStore, n_standbys: int = 1,
-                 conf: dict[str, str] | None = None, repository: object = None, bindir: Path = BIN,
+                 conf: dict[str, str] | None = None, repo_factory: object = None, bindir: Path = BIN,
                  **cfg: object) -> None:
-        self.repository = repository  # opens the backup repository (warm standby, backup_restore)
+        self.repository = repo_factory  # opens the backup repository (warm standby, backup_restore)
         self.primary = Cluster(root, "p", bindir).init(**(conf or {}))
         self.standbys = [Cluster(root, f"s{i}", bindir) for i in range(1, n_standbys + 1)]
         self.clusters = {c.name: c for c in [self.primary, *self.standbys]}
@@ -239,11 +239,17 @@ def wait_for(predicate: object, timeout: float = 30.0) -> bool:
     return False
 
 
-def test_setup_streams_with_a_passfile_and_observe_measures_lag_under_load(env: dict[str, object]) -> None:
-    group = make_group(env)
+def test_setup_streams_with_a_passfile_and_observe_measures_lag_under_load(
+        env: dict[str, object], monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.integration.dr_archive import Archive
+
+    archive = Archive(env["root"], "p")  # type: ignore[arg-type]
+    archive.use(monkeypatch)
+    group = make_group(env, repository="repo", repo_factory=archive.open)  # the archive as restore_command fallback
     standby = group.standbys[0]
     auto_conf = (standby.data / "postgresql.auto.conf").read_text()
     assert "passfile=" in auto_conf and CANARY not in auto_conf and "password" not in auto_conf
+    assert "wal fetch --db p --storage repo %f %p" in auto_conf
     pfile = next(standby.data.parent.glob(".dbfleet-*.pgpass"))
     assert oct(pfile.stat().st_mode & 0o777) == "0o600"
     standby.sql("SELECT pg_wal_replay_pause()")
@@ -263,6 +269,15 @@ def test_setup_streams_with_a_passfile_and_observe_measures_lag_under_load(env: 
     standby.sql("SELECT pg_wal_replay_resume()")
     assert wait_for(lambda: observe(group.ctx).node("s1").lag_bytes == 0)  # type: ignore[union-attr]
     assert standby.sql("SELECT count(*) FROM h9_markers") == [(1,)]
+
+
+def test_a_restore_command_fallback_to_a_repository_that_does_not_open_is_refused_before_cloning(
+        env: dict[str, object]) -> None:
+    group = Group(env["root"], env["coord"], env["history"], 1, repository="h19_missing")  # type: ignore[arg-type]
+    env["groups"].append(group)  # type: ignore[attr-defined]
+    event = setup(group.ctx)
+    assert event.status == "failed" and "repository" in event.detail
+    assert not (group.standbys[0].data / "PG_VERSION").exists()
 
 
 def test_kill9_primary_automatic_failover_fences_and_rejoins_with_pg_rewind(env: dict[str, object]) -> None:

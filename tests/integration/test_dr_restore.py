@@ -35,7 +35,7 @@ def _restore_group(env: dict[str, object], monkeypatch: pytest.MonkeyPatch, **cf
     archive.use(monkeypatch)
     target = Cluster(root, "r")  # type: ignore[arg-type]  # where failover restores to (nothing there yet)
     group = Group(root, env["coord"], env["history"], 0, conf=archive.archive_conf("p"),  # type: ignore[arg-type]
-                  repository=archive.open, strategy=DRStrategy.BACKUP_RESTORE, restore_data_dir=str(target.data),
+                  repo_factory=archive.open, strategy=DRStrategy.BACKUP_RESTORE, restore_data_dir=str(target.data),
                   restore_port=target.port, restore_database="r", **cfg)
     group.clusters["r"] = target
     env["groups"].append(group)  # type: ignore[attr-defined]

@@ -30,7 +30,7 @@ def _warm_group(env: dict[str, object], monkeypatch: pytest.MonkeyPatch, **cfg: 
     archive = Archive(env["root"], "p")  # type: ignore[arg-type]
     archive.use(monkeypatch)
     group = Group(env["root"], env["coord"], env["history"], 1, conf=archive.archive_conf("p"),  # type: ignore[arg-type]
-                  repository=archive.open, strategy=DRStrategy.WARM_STANDBY, **cfg)
+                  repo_factory=archive.open, strategy=DRStrategy.WARM_STANDBY, **cfg)
     env["groups"].append(group)  # type: ignore[attr-defined]
     return group, archive
 
