@@ -109,6 +109,10 @@ def drill(ctx: DRContext, *, rate: float = 20.0, warmup: float = 1.0, timeout: f
     if not ctx.cfg.primary_site or not ctx.cfg.secondary_sites:
         event.detail = "a drill needs a primary and a secondary site"
         return ctx.record(event)
+    kind = ctx.db(ctx.current_primary()).kind
+    if kind != "postgresql":
+        event.detail = f"drills run on PostgreSQL groups; this group's primary is {kind} (use dr failover on a copy)"
+        return ctx.record(event)
     root = _scratch_root(ctx)
     scratch = _scratch_ctx(ctx, root)
     try:

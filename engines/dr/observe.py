@@ -160,7 +160,8 @@ def metrics(status: DRStatus) -> list[tuple[str, dict[str, str], float]]:
         labels = {"dr_group": status.dr_id, "database": node.database}
         if node.role != "standby":
             continue
-        out.append(("dbfleet_dr_standby_streaming", labels, 1.0 if node.streaming else 0.0))
+        if node.streaming is not None:  # a warm standby does not stream: no "not streaming" alert for it
+            out.append(("dbfleet_dr_standby_streaming", labels, 1.0 if node.streaming else 0.0))
         if node.lag_seconds is not None:
             out.append(("dbfleet_dr_replay_lag_seconds", labels, node.lag_seconds))
         if node.lag_bytes is not None:

@@ -26,6 +26,7 @@ from engines.dr.auto import observe_and_act
 from engines.dr.context import DRContext
 from engines.dr.coord import Coordinator
 from engines.dr.dispatch import engine_for
+from engines.dr.drill import drill
 from engines.dr.models import DRConfiguration
 from engines.dr.mysql_replica import behind, gtid_seq
 from engines.embedded.redis import free_port
@@ -226,6 +227,8 @@ def test_mariadb_replicas_setup_observe_failover_and_rejoin(trio: tuple[dict[str
     assert m1.sql("SELECT count(*) FROM h19_app.markers") == [(32,)] and m1.sql("SELECT @@read_only") == [(1,)]
     final = engine.observe(ctx)
     assert final.primary == new.name and final.node("m1").streaming  # type: ignore[union-attr]
+    practice = drill(ctx)
+    assert practice.status == "failed" and "PostgreSQL" in practice.detail  # said, not attempted
     assert CANARY not in caplog.text
 
 

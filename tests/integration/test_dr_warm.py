@@ -58,7 +58,9 @@ def test_warm_standby_replays_the_archive_and_fails_over_with_every_archived_mar
     assert node is not None and node.role == "standby" and node.archived_wal is not None
     assert node.lag_seconds is not None and node.rpo_budget_ratio is not None and node.archive_lag_seconds is not None
     assert not any("not streaming" in p for p in status.problems), status.problems
-    assert "dbfleet_dr_archive_replay_lag_seconds" in {name for name, _l, _v in metrics(status)}
+    names = {name for name, _l, _v in metrics(status)}
+    assert "dbfleet_dr_archive_replay_lag_seconds" in names and "dbfleet_dr_rpo_budget_ratio" in names
+    assert "dbfleet_dr_standby_streaming" not in names  # no "not streaming" alert for a standby that never streams
 
     for seq in range(21, 41):  # archived: the standby must have every one of them after failover
         write_marker(primary, seq)
