@@ -111,6 +111,8 @@ def observe(ctx: DRContext, *, report: bool = True, guard: bool = True) -> DRSta
             continue
         _lag(ctx, standby, extra, primary, pextra, replication)
         problems += _standby_problems(ctx, standby)
+    if ctx.cfg.synchronous and primary.reachable and primary.role == "primary" and not primary.read_only:
+        _keep_synchronous(ctx, primary_id, replication, problems)
     if ctx.cfg.strategy == DRStrategy.BACKUP_RESTORE:
         from engines.dr.restore import observe_problems
 
@@ -122,6 +124,16 @@ def observe(ctx: DRContext, *, report: bool = True, guard: bool = True) -> DRSta
         ctx.coord.save_status(ctx.dr_id, status.model_dump(mode="json"))
         ctx.coord.report(ctx.dr_id, ctx.observer, status.primary_reachable, status.observed_at)
     return status
+
+
+def _keep_synchronous(ctx: DRContext, primary_id: str, replication: dict[str, tuple[Any, ...]],
+                      problems: list[str]) -> None:
+    from engines.dr.sync import maintain
+
+    try:
+        maintain(ctx, primary_id, {name for name, row in replication.items() if row[0] == "streaming"})
+    except Exception as exc:
+        problems.append(f"cannot check synchronous_standby_names on {primary_id}: {type(exc).__name__}")
 
 
 def _archiver(ctx: DRContext, primary_id: str, problems: list[str]) -> dict[str, Any]:

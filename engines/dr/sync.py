@@ -72,3 +72,15 @@ def holds_every_ack(ctx: DRContext, event: DREvent, candidate: NodeStatus, reach
     event.steps.append(f"synchronous: {candidate.database} has the highest flushed LSN of all ANY 1 members, "
                        "so every acknowledged commit")
     return True
+
+
+def maintain(ctx: DRContext, primary_id: str, streaming: set[str]) -> str | None:
+    """Observe's part: put the full ANY 1 set back once one of its members streams (after a promotion left
+    the primary asynchronous); never narrows it. Returns what it did, or None."""
+    names = standby_names(ctx, primary_id)
+    full = names_setting(names)
+    current = query(ctx.db(primary_id), "SHOW synchronous_standby_names")[0][0]
+    if current == full or not streaming & set(names):
+        return None
+    apply(ctx, primary_id)
+    return f"{primary_id}: synchronous_standby_names restored to {full!r}"

@@ -482,10 +482,10 @@ def test_a_coordinator_that_lost_its_state_never_fences_the_real_primary(env: di
 
 
 def test_synchronous_mode_kill9_under_a_writer_loses_no_acknowledged_marker(env: dict[str, object]) -> None:
-    group = make_group(env, synchronous=True, rpo_minutes=0)  # any measured lag would be refused without sync
-    primary, standby = group.primary, group.standbys[0]
-    name = group.ctx.cfg.slot_name("s1")
-    assert primary.sql("SHOW synchronous_standby_names") == [(f'ANY 1 ("{name}")',)]
+    group = make_group(env, n_standbys=2, synchronous=True, rpo_minutes=0)  # lag would be refused without sync
+    primary = group.primary
+    names = [group.ctx.cfg.slot_name(s) for s in ("s1", "s2")]
+    assert primary.sql("SHOW synchronous_standby_names") == [(f'ANY 1 ("{names[0]}", "{names[1]}")',)]
     assert primary.sql("SHOW synchronous_commit") == [("on",)]
     stop, acked = threading.Event(), []
 
@@ -503,25 +503,31 @@ def test_synchronous_mode_kill9_under_a_writer_loses_no_acknowledged_marker(env:
     thread.start()
     assert wait_for(lambda: len(acked) > 30)
     status = observe(group.ctx)
-    assert status.node("s1").sync_state == "quorum"  # type: ignore[union-attr]
-    standby.sql("SELECT pg_wal_replay_pause()")  # replay falls behind; flushed (acknowledged) WAL does not
+    assert {status.node(s).sync_state for s in ("s1", "s2")} == {"quorum"}  # type: ignore[union-attr]
+    for standby in group.standbys:  # replay falls behind; flushed (acknowledged) WAL does not
+        standby.sql("SELECT pg_wal_replay_pause()")
     assert wait_for(lambda: len(acked) > 60)
     primary.kill9()
     thread.join(10)
-    standby.sql("SELECT pg_wal_replay_resume()")
+    for standby in group.standbys:
+        standby.sql("SELECT pg_wal_replay_resume()")
     event = failover(group.ctx, reason="sync test")
     assert event.status == "promoted", event.detail
     assert event.data_loss_bytes == 0 and not event.forced
     assert any("every acknowledged commit" in s for s in event.steps), event.steps
-    have = {r[0] for r in standby.sql("SELECT seq FROM h9_markers")}
+    new = group.clusters[event.new_primary or ""]
+    have = {r[0] for r in new.sql("SELECT seq FROM h9_markers")}
     assert set(acked) <= have, sorted(set(acked) - have)[:10]
-    write_marker(standby, 10_000)  # no standby left: the new primary runs asynchronously, writes do not block
-    assert any("asynchronous until one rejoins" in s for s in event.steps), event.steps
+    write_marker(new, 10_000)  # never blocks: the new primary waits only for standbys that already stream
+    others = [group.ctx.cfg.slot_name(s) for s in ("p", "s1", "s2") if s != new.name]
+    full = "ANY 1 (" + ", ".join(f'"{n}"' for n in others) + ")"
+    assert wait_for(lambda: (observe(group.ctx), new.sql("SHOW synchronous_standby_names"))[1] == [(full,)])
+    write_marker(new, 10_001)  # acknowledged by the other standby, which follows the new primary
     group.primary.start()
     back = rejoin(group.ctx, "p")
     assert back.status == "done", back.detail
-    assert standby.sql("SHOW synchronous_standby_names") == [(f'ANY 1 ("{group.ctx.cfg.slot_name("p")}")',)]
-    write_marker(standby, 10_001)  # acknowledged by the rejoined node
+    assert new.sql("SHOW synchronous_standby_names") == [(full,)]
+    write_marker(new, 10_002)
 
 
 def _embedded_bin() -> Path:
