@@ -110,8 +110,11 @@ def dr_drill(group: str | None, rate: float) -> None:
     """Fail over a throwaway copy of the group while writing markers; report RTO and RPO vs the targets."""
     from engines.dr.drill import drill
 
-    err_console.print("cloning the primary into a scratch pair and crashing its copy ...")
-    _show(drill(_ctx(group), rate=rate))
+    ctx = _ctx(group)
+    err_console.print("restoring the newest backup into a scratch directory while writing markers ..."
+                      if ctx.cfg.strategy.value == "backup_restore" else
+                      "cloning the primary into a scratch pair and crashing its copy ...")
+    _show(drill(ctx, rate=rate))
 
 
 @dr.command("rejoin")

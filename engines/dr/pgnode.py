@@ -104,7 +104,7 @@ def pg_ctl(data_dir: str | Path, action: str, *extra: str, timeout: float = 120,
         return run_tool(as_owner(args, data_dir), env=env, what=f"pg_ctl {action}", timeout=timeout + 30)
     except ToolFailed as exc:  # "Examine the log output": the log's last lines say why
         log = Path(data_dir) / "dbfleet-postgres.log"
-        tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
+        tail = log.read_text(errors="replace").strip().splitlines()[-4:] if log.exists() else []
         raise ToolFailed(f"{exc}; {log}: {scrub(' | '.join(tail))}" if tail else str(exc)) from None
 
 

@@ -338,6 +338,11 @@ def test_failover_is_refused_when_lag_exceeds_rpo_and_forced_with_force(env: dic
     forced = failover(group.ctx, reason="test", force=True)
     assert forced.status == "promoted" and forced.forced and forced.data_loss_bytes and forced.data_loss_bytes > 0
     assert standby.sql("SELECT count(*) FROM h9_markers") == [(1,)]  # the loss the estimate announced
+    group.primary.start()  # its history diverged (10 markers the new primary never got): pg_rewind drops them
+    back = rejoin(group.ctx, "p")
+    assert back.status == "done", (back.detail, back.steps)
+    write_marker(standby, 11)
+    assert wait_for(lambda: group.primary.sql("SELECT array_agg(seq ORDER BY seq) FROM h9_markers") == [([0, 11],)])
 
 
 def test_racing_failovers_promote_exactly_once_and_a_stale_token_cannot_promote(env: dict[str, object]) -> None:

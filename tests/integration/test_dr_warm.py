@@ -13,6 +13,7 @@ from engines.backup.physical.backup import run_physical_backup
 from engines.dr.failover import failover
 from engines.dr.models import DRStrategy
 from engines.dr.observe import metrics, observe
+from engines.dr.rejoin import rejoin
 from engines.dr.setup import setup
 from tests.integration.dr_archive import Archive, switch_and_archive
 from tests.integration.test_dr_pg import Group, dr_world, wait_for, write_marker
@@ -78,6 +79,13 @@ def test_warm_standby_replays_the_archive_and_fails_over_with_every_archived_mar
     assert not have & set(range(41, 46))
     write_marker(standby, 100)  # the promoted warm standby accepts writes
     assert standby.sql("SELECT pg_is_in_recovery()") == [(False,)]
+
+    primary.start()  # fenced by the failover: in recovery; rejoins as the new primary's warm standby
+    back = rejoin(group.ctx, "p")
+    assert back.status == "done", (back.detail, back.steps)
+    assert "primary_conninfo" not in (primary.data / "postgresql.auto.conf").read_text()
+    switch_and_archive(standby.sql)  # the new primary archives (timeline 2) into the same archive
+    assert wait_for(lambda: primary.sql("SELECT count(*) FROM h9_markers WHERE seq = 100") == [(1,)], 120)
 
 
 def test_warm_standby_without_a_repository_is_refused_with_what_to_configure(
