@@ -22,7 +22,7 @@ from engines.dr.models import DREvent, NodeStatus
 from engines.dr.pgnode import chown_like, lsn_int, pg_ctl, query, running, wait_until, write_auto_conf
 from engines.errors import BackupNotFound, DbfleetError
 
-RETRY_INTERVAL = "1s"  # how soon a warm standby asks the archive again for the next segment
+RETRY_INTERVAL = "5s"  # how soon a warm standby asks the archive again (each ask starts a dbfleet process)
 
 
 class WarmError(DbfleetError):
