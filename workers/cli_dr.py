@@ -49,11 +49,13 @@ _group = click.option("--group", "-g", help="DR group id (default: the only one 
 @_group
 def dr_setup(group: str | None) -> None:
     """Create the standbys whose data_dir is on this host (pg_basebackup, slot, passfile) and start them."""
+    from engines.dr.dispatch import engine_for
     from engines.dr.setup import setup
 
     ctx = _ctx(group)
-    err_console.print(f"setting up {', '.join(ctx.standbys())} from {ctx.current_primary()} ...")
-    _show(setup(ctx))
+    err_console.print(f"setting up {', '.join(ctx.standbys()) or 'the restore target'} from "
+                      f"{ctx.current_primary()} ({ctx.cfg.strategy.value}) ...")
+    _show((engine_for(ctx).setup or setup)(ctx))
 
 
 @dr.command("status")
@@ -108,8 +110,11 @@ def dr_drill(group: str | None, rate: float) -> None:
     """Fail over a throwaway copy of the group while writing markers; report RTO and RPO vs the targets."""
     from engines.dr.drill import drill
 
-    err_console.print("cloning the primary into a scratch pair and crashing its copy ...")
-    _show(drill(_ctx(group), rate=rate))
+    ctx = _ctx(group)
+    err_console.print("restoring the newest backup into a scratch directory while writing markers ..."
+                      if ctx.cfg.strategy.value == "backup_restore" else
+                      "cloning the primary into a scratch pair and crashing its copy ...")
+    _show(drill(ctx, rate=rate))
 
 
 @dr.command("rejoin")
@@ -117,6 +122,8 @@ def dr_drill(group: str | None, rate: float) -> None:
 @click.argument("database")
 def dr_rejoin(group: str | None, database: str) -> None:
     """Bring an old primary (or broken standby) back as a standby of the current primary (pg_rewind)."""
+    from engines.dr.dispatch import engine_for
     from engines.dr.rejoin import rejoin
 
-    _show(rejoin(_ctx(group), database))
+    ctx = _ctx(group)
+    _show((engine_for(ctx).rejoin or rejoin)(ctx, database))

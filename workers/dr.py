@@ -57,15 +57,17 @@ def _drill(ctx: Any, opts: dict[str, Any]) -> Result:
 
 
 def _setup(ctx: Any, _opts: dict[str, Any]) -> Result:
+    from engines.dr.dispatch import engine_for
     from engines.dr.setup import setup
 
-    return _event(setup(ctx))
+    return _event((engine_for(ctx).setup or setup)(ctx))
 
 
 def _rejoin(ctx: Any, opts: dict[str, Any]) -> Result:
+    from engines.dr.dispatch import engine_for
     from engines.dr.rejoin import rejoin
 
-    return _event(rejoin(ctx, str(opts["database"])))
+    return _event((engine_for(ctx).rejoin or rejoin)(ctx, str(opts["database"])))
 
 
 _VERBS = {"observe": _observe, "failover": _failover, "switchover": _switchover, "drill": _drill,

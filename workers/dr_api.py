@@ -52,8 +52,28 @@ def context(dr_id: str, observer: str | None = None, *, history: bool = True) ->
     if dr_id not in known:
         raise UnknownDRGroup(f"unknown DR group {dr_id!r} (known: {', '.join(sorted(known)) or 'none configured'})")
     cfg = runtime.config()
-    return DRContext(cfg=known[dr_id], resolve=cfg.database, coord=coordinator(), state_dir=cfg.fleet.state_path(),
-                     observer=observer or observer_id(), history=runtime.history() if history else None)
+    group = known[dr_id]
+    return DRContext(cfg=group, resolve=cfg.database, coord=coordinator(), state_dir=cfg.fleet.state_path(),
+                     observer=observer or observer_id(), history=runtime.history() if history else None,
+                     repository=lambda: _open_repository(group.repository), server_env=_server_env(group.repository))
+
+
+def _open_repository(storage: str | None) -> Any:
+    """The backup repository a warm standby or a backup_restore group reads."""
+    from engines.backup.engine import open_repository
+
+    return open_repository(runtime.config(), storage)
+
+
+def _server_env(storage: str | None) -> dict[str, str]:
+    """What a server's restore_command needs (DBFLEET_* and the repository key's env var); {} without storage."""
+    from engines.errors import ConfigError
+    from workers.physical import server_env
+
+    try:
+        return server_env(runtime.config(), storage)
+    except (ConfigError, KeyError, ValueError):
+        return {}
 
 
 def register(dr_config: DRConfiguration) -> None:
@@ -66,11 +86,18 @@ def register(dr_config: DRConfiguration) -> None:
 
 async def setup_disaster_recovery(dr_config: DRConfiguration | dict[str, Any]) -> DREvent:
     """Register a DR group and set up its standbys (those whose data_dir this worker holds)."""
+    from engines.dr.dispatch import engine_for
     from engines.dr.setup import setup
 
     group = dr_config if isinstance(dr_config, DRConfiguration) else DRConfiguration.model_validate(dr_config)
     register(group)
-    return await asyncio.to_thread(lambda: setup(context(group.dr_id)))
+
+    def run() -> DREvent:
+        ctx = context(group.dr_id)
+        event: DREvent = (engine_for(ctx).setup or setup)(ctx)
+        return event
+
+    return await asyncio.to_thread(run)
 
 
 async def trigger_emergency_failover(dr_id: str, reason: str) -> DREvent:

@@ -45,6 +45,8 @@ class DRContext:
     state_dir: Path
     observer: str = "local"
     history: Any = None  # engines.history.HistoryStore
+    repository: Callable[[], Any] | None = None  # opens the group's backup repository (warm standby, restore)
+    server_env: dict[str, str] = field(default_factory=dict)  # what a restore_command needs (config path, key env)
     clock: Callable[[], float] = field(default=time.time)
 
     @property
@@ -83,6 +85,17 @@ class DRContext:
             return None
         path = Path(site.data_dir)
         return path if not must_exist or (path / "PG_VERSION").exists() else None
+
+    def repo(self) -> Any:
+        """The group's backup repository (``repository:`` storage target); a clear error when unset."""
+        if self.repository is None:
+            from engines.errors import ConfigError
+
+            raise ConfigError([(f"disaster_recovery.{self.dr_id}.repository",
+                                f"strategy {self.cfg.strategy.value} needs the backup repository it reads "
+                                "(a storage target of database_scripts.backup, with physical backups and "
+                                "WAL archiving of the primary)")])
+        return self.repository()
 
     def group_dir(self) -> Path:
         path = self.state_dir / "dr" / self.dr_id

@@ -17,7 +17,7 @@ from pathlib import Path
 from engines.config import DatabaseConfig
 from engines.dr.auto import observe_and_act
 from engines.dr.context import DRContext
-from engines.dr.models import DRConfiguration, DREvent
+from engines.dr.models import DRConfiguration, DREvent, DRStrategy
 from engines.dr.observe import observe
 from engines.dr.pgnode import chown_like, pg_ctl, query, running, wait_until, write_auto_conf
 from engines.dr.setup import basebackup, passfile
@@ -100,10 +100,18 @@ def _make_copy(ctx: DRContext, scratch: DRContext, root: Path) -> None:
 
 def drill(ctx: DRContext, *, rate: float = 20.0, warmup: float = 1.0, timeout: float | None = None) -> DREvent:
     """Run a failover drill on a copy of the group; measures RTO and RPO and compares them to the targets."""
+    if ctx.cfg.strategy == DRStrategy.BACKUP_RESTORE:  # no standby to copy: the drill is a restore
+        from engines.dr.restore import drill as restore_drill
+
+        return restore_drill(ctx, rate=rate)
     event = DREvent(dr_id=ctx.dr_id, kind="drill", status="failed", holder=ctx.observer, started_at=ctx.clock(),
                     reason="drill on a throwaway copy")
     if not ctx.cfg.primary_site or not ctx.cfg.secondary_sites:
         event.detail = "a drill needs a primary and a secondary site"
+        return ctx.record(event)
+    kind = ctx.db(ctx.current_primary()).kind
+    if kind != "postgresql":
+        event.detail = f"drills run on PostgreSQL groups; this group's primary is {kind} (use dr failover on a copy)"
         return ctx.record(event)
     root = _scratch_root(ctx)
     scratch = _scratch_ctx(ctx, root)

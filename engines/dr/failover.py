@@ -11,7 +11,7 @@ from engines.config import DatabaseConfig
 from engines.dr.context import DRContext
 from engines.dr.coord import Lease
 from engines.dr.fence import fence_data_dir, fence_sql, run_hook, unfence_sql
-from engines.dr.models import DREvent, NodeStatus
+from engines.dr.models import DREvent, DRStrategy, NodeStatus
 from engines.dr.observe import node_status
 from engines.dr.pgnode import lsn_int, primary_conninfo, query, wait_until
 from engines.dr.setup import ensure_slot, passfile
@@ -62,12 +62,25 @@ def _run(ctx: DRContext, event: DREvent, lease: Lease, force: bool, need_down: b
     old_up = old_status.reachable and old_status.role == "primary"
     if old_up and need_down and not force:
         raise Refused("refused", f"primary {old} is reachable and accepts writes; use switchover, or force")
-    candidate = pick_candidate(ctx)
-    event.data_loss_bytes, event.data_loss_seconds = estimate_loss(ctx, candidate, old_status if old_up else None)
+    standbys = reachable_standbys(ctx)
+    candidate = pick_candidate(ctx, standbys)
+    warm = ctx.cfg.strategy == DRStrategy.WARM_STANDBY
+    reach = _warm_reach(ctx) if warm else None
+    event.data_loss_bytes, event.data_loss_seconds = estimate_loss(ctx, candidate, old_status if old_up else None,
+                                                                   reach)
     event.steps.append(f"candidate {candidate.database} at {candidate.receive_lsn or candidate.lsn}")
-    if not force:
+    if ctx.cfg.synchronous and _has_every_ack(ctx, event, candidate, standbys, old_up):
+        event.measures["unacknowledged_bytes"] = event.data_loss_bytes  # WAL in flight, never acknowledged
+        event.data_loss_bytes, event.data_loss_seconds = 0, 0.0
+    elif not force:
         check_rpo(ctx, event)
     fence(ctx, event, old, old_up)
+    if warm:  # everything archived is replayed before promotion; a live old primary archives its last WAL
+        from engines.dr.warm import archive_last_segment, replay_archive
+
+        if old_up:
+            archive_last_segment(ctx, old, event)
+        replay_archive(ctx, event, candidate.database)
     if before_claim is not None:
         before_claim()
     if not ctx.coord.claim_promotion(lease):
@@ -77,29 +90,62 @@ def _run(ctx: DRContext, event: DREvent, lease: Lease, force: bool, need_down: b
     promote(ctx, event, candidate.database)
     down_since = _down_since(ctx, event.started_at)
     event.downtime_seconds = round(ctx.clock() - down_since, 3)
-    repoint_standbys(ctx, event, candidate.database, old)
+    if not warm:  # warm standbys follow the archive (recovery_target_timeline latest), not a primary
+        repoint_standbys(ctx, event, candidate.database, old)
+    if ctx.cfg.synchronous:
+        _sync_after_promotion(ctx, event, candidate.database)
     ctx.coord.clear_observers(ctx.dr_id)
     redirect(ctx, event)
 
 
-def pick_candidate(ctx: DRContext) -> NodeStatus:
+def _has_every_ack(ctx: DRContext, event: DREvent, candidate: NodeStatus, standbys: list[NodeStatus],
+                   old_up: bool) -> bool:
+    from engines.dr.sync import holds_every_ack
+
+    try:
+        return holds_every_ack(ctx, event, candidate, [s.database for s in standbys], old_up)
+    except Exception as exc:  # the old primary died between the two reads: treat as not proven
+        event.steps.append(f"synchronous state unreadable ({type(exc).__name__}); the RPO check applies")
+        return False
+
+
+def _sync_after_promotion(ctx: DRContext, event: DREvent, new: str) -> None:
+    """The new primary waits for the standbys already streaming from it; none: asynchronous until a rejoin."""
+    from engines.dr.sync import apply
+
+    try:
+        setting = apply(ctx, new, only_streaming=True)
+        event.steps.append(f"{new}: synchronous_standby_names = {setting!r}" if setting else
+                           f"{new}: no standby streams yet: asynchronous until one rejoins (writes do not block)")
+    except Exception as exc:
+        event.steps.append(f"{new}: could not set synchronous_standby_names ({type(exc).__name__})")
+
+
+def _warm_reach(ctx: DRContext) -> int | None:
+    from engines.dr.warm import archived_end
+
+    return archived_end(ctx)
+
+
+def reachable_standbys(ctx: DRContext) -> list[NodeStatus]:
+    """Every standby that answers and is in recovery."""
+    found = [node_status(sid, ctx.db(sid))[0] for sid in ctx.standbys()]
+    return [s for s in found if s.reachable and s.role == "standby"]
+
+
+def pick_candidate(ctx: DRContext, standbys: list[NodeStatus] | None = None) -> NodeStatus:
     """The reachable standby with the highest received/replayed LSN."""
-    best: tuple[int, NodeStatus] | None = None
-    for sid in ctx.standbys():
-        status, _ = node_status(sid, ctx.db(sid))
-        if not status.reachable or status.role != "standby":
-            continue
-        pos = max(lsn_int(status.lsn) or 0, lsn_int(status.receive_lsn) or 0)
-        if best is None or pos > best[0]:
-            best = (pos, status)
-    if best is None:
+    usable = reachable_standbys(ctx) if standbys is None else standbys
+    if not usable:
         raise Refused("failed", "no reachable standby to promote")
-    return best[1]
+    return max(usable, key=lambda s: max(lsn_int(s.lsn) or 0, lsn_int(s.receive_lsn) or 0))
 
 
-def estimate_loss(ctx: DRContext, candidate: NodeStatus, old: NodeStatus | None) -> tuple[int | None, float | None]:
-    """(bytes, seconds) of WAL the candidate lacks: against the live primary, else its last observation."""
-    pos = max(lsn_int(candidate.lsn) or 0, lsn_int(candidate.receive_lsn) or 0)
+def estimate_loss(ctx: DRContext, candidate: NodeStatus, old: NodeStatus | None,
+                  reach: int | None = None) -> tuple[int | None, float | None]:
+    """(bytes, seconds) of WAL the candidate lacks: against the live primary, else its last observation.
+    ``reach``: how far it will get before promotion (a warm standby: the end of the archive)."""
+    pos = max(lsn_int(candidate.lsn) or 0, lsn_int(candidate.receive_lsn) or 0, reach or 0)
     seen = ctx.coord.last_primary_seen(ctx.dr_id)
     primary_lsn = lsn_int(old.lsn) if old else lsn_int(seen["lsn"]) if seen else None
     if primary_lsn is None:

@@ -62,6 +62,13 @@ class DRConfiguration(BaseModel):
     replication_user: str = "replicator"
     replication_password_env: str | None = None
     replication_password_file: str | None = None
+    synchronous: bool = False  # the primary waits for ANY 1 of the standbys (synchronous_standby_names)
+    synchronous_commit: str = "on"
+    repository: str | None = None  # storage target of the repository (warm_standby, backup_restore); None: default
+    archive_database: str | None = None  # whose WAL archive feeds warm standbys (default: the primary site)
+    restore_data_dir: str | None = None  # backup_restore: where failover restores the newest backup
+    restore_port: int | None = Field(default=None, ge=1, le=65535)  # backup_restore: its port
+    restore_database: str | None = None  # backup_restore: the registry id that names the restored server
 
     @model_validator(mode="before")
     @classmethod
@@ -87,6 +94,15 @@ class DRConfiguration(BaseModel):
             raise ValueError("give the command as an argv list (no shell), e.g. [ssh, db1, systemctl, stop, postgresql]")
         return v
 
+    @field_validator("synchronous_commit")
+    @classmethod
+    def _sync_commit(cls, v: str) -> str:
+        allowed = ("on", "remote_write", "remote_apply")
+        if v not in allowed:
+            raise ValueError(f"synchronous_commit: {v!r} is not one of {', '.join(allowed)} (the levels that wait "
+                             "for a standby)")
+        return v
+
     @field_validator("drill_schedule")
     @classmethod
     def _cron(cls, v: str | None) -> str | None:
@@ -100,6 +116,8 @@ class DRConfiguration(BaseModel):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"a database may appear once in a DR group: {', '.join(dupes)}")
+        if self.synchronous and self.strategy != DRStrategy.HOT_STANDBY:
+            raise ValueError("synchronous: true needs strategy hot_standby (a streaming standby acknowledges commits)")
         if self.primary_site and not self.secondary_sites and self.strategy != DRStrategy.BACKUP_RESTORE:
             raise ValueError(f"strategy {self.strategy.value} needs at least one secondary site")
         return self
@@ -175,6 +193,9 @@ class NodeStatus(BaseModel):
     slot: str | None = None
     slot_active: bool | None = None
     slot_retained_bytes: int | None = None
+    archived_wal: str | None = None  # warm standby: the newest segment in the repository
+    archive_lag_seconds: float | None = None  # warm standby: how long archived WAL has waited unreplayed
+    sync_state: str | None = None  # pg_stat_replication.sync_state as the primary reports it
 
 
 class DRStatus(BaseModel):

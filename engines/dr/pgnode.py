@@ -13,7 +13,8 @@ from typing import Any
 from engines.backup.tools import run_tool, tool_version
 from engines.config import DatabaseConfig
 from engines.connectors.postgres import PostgresConnector
-from engines.errors import ConnectionFailed, ToolMissingError
+from engines.errors import ConnectionFailed, ToolFailed, ToolMissingError
+from engines.secrets import scrub
 
 _MAJOR = re.compile(r"\)\s*(\d+)")
 STANDBY_SETTINGS = ("primary_conninfo", "primary_slot_name", "recovery_target_timeline")
@@ -89,15 +90,22 @@ def chown_like(path: Path, like: str | Path) -> None:
         os.chown(path, st.st_uid, st.st_gid)
 
 
-def pg_ctl(data_dir: str | Path, action: str, *extra: str, timeout: float = 120) -> str:
-    """Run ``pg_ctl <action>`` on a data directory with the binaries of its version."""
+def pg_ctl(data_dir: str | Path, action: str, *extra: str, timeout: float = 120,
+           env: dict[str, str] | None = None) -> str:
+    """Run ``pg_ctl <action>`` on a data directory with the binaries of its version (``env``: for the server,
+    e.g. what a restore_command needs)."""
     binary = server_bin("pg_ctl", data_major(data_dir))
     args = [str(binary), action, "-D", str(data_dir), *extra]
     if action in ("start", "restart"):
         args += ["-w", "-t", str(int(timeout)), "-l", str(Path(data_dir) / "dbfleet-postgres.log")]
     elif action == "stop":
         args += ["-w", "-t", str(int(timeout))]
-    return run_tool(as_owner(args, data_dir), what=f"pg_ctl {action}", timeout=timeout + 30)
+    try:
+        return run_tool(as_owner(args, data_dir), env=env, what=f"pg_ctl {action}", timeout=timeout + 30)
+    except ToolFailed as exc:  # "Examine the log output": the log's last lines say why
+        log = Path(data_dir) / "dbfleet-postgres.log"
+        tail = log.read_text(errors="replace").strip().splitlines()[-4:] if log.exists() else []
+        raise ToolFailed(f"{exc}; {log}: {scrub(' | '.join(tail))}" if tail else str(exc)) from None
 
 
 def running(data_dir: str | Path) -> bool:

@@ -9,7 +9,7 @@ from engines.backup.tools import private_dir, run_tool, secret_file
 from engines.config import DatabaseConfig
 from engines.dr.context import DRContext
 from engines.dr.fence import fence_data_dir
-from engines.dr.models import DREvent
+from engines.dr.models import DREvent, DRStrategy
 from engines.dr.pgnode import (
     as_owner,
     chown_like,
@@ -30,6 +30,9 @@ def rewind(data_dir: Path, source: DatabaseConfig) -> str:
     """``pg_rewind`` the stopped cluster in ``data_dir`` onto ``source`` (admin role, password by passfile)."""
     from psycopg.conninfo import make_conninfo
 
+    # a just-promoted source may not have checkpointed yet: its control file still names the old timeline,
+    # and pg_rewind would then answer "no rewind required" for a node whose history diverged
+    query(source, "CHECKPOINT", timeout=60)
     binary = server_bin("pg_rewind", data_major(data_dir))
     conninfo = make_conninfo("", host=source.host, port=source.port, user=source.user or "postgres",
                              dbname=source.dbname or "postgres", connect_timeout=10)
@@ -82,6 +85,18 @@ def _rejoin(ctx: DRContext, database_id: str, steps: list[str], wait: float) -> 
     make_clean(data_dir, steps)
     steps.append(f"pg_rewind onto {primary}: {rewind(data_dir, ctx.db(primary))}")
     (data_dir / "standby.signal").touch()
+    if ctx.cfg.strategy == DRStrategy.WARM_STANDBY:  # back as a warm standby: fed by the archive again
+        from engines.dr.warm import warm_settings
+
+        write_auto_conf(data_dir, warm_settings(ctx, database_id))
+        pg_ctl(data_dir, "start", env=ctx.server_env)
+        up = wait_until(lambda: query(ctx.db(database_id), "SELECT pg_is_in_recovery()") == [(True,)], wait)
+        steps.append(f"{database_id} started as a warm standby (archive of {primary}'s group): "
+                     f"{'in recovery' if up else 'NOT up'}")
+        if not up:
+            raise SetupError(f"{database_id} did not come up as a warm standby within {wait:.0f}s")
+        ctx.coord.set_fenced(ctx.dr_id, database_id, False)
+        return primary
     pfile = passfile(ctx, database_id)
     ensure_slot(ctx.db(primary), ctx.cfg.slot_name(database_id))
     write_auto_conf(data_dir, standby_settings(ctx, database_id, primary, pfile))
@@ -92,4 +107,8 @@ def _rejoin(ctx: DRContext, database_id: str, steps: list[str], wait: float) -> 
     if not streaming:
         raise SetupError(f"{database_id} did not start streaming from {primary} within {wait:.0f}s")
     ctx.coord.set_fenced(ctx.dr_id, database_id, False)
+    if ctx.cfg.synchronous:
+        from engines.dr.sync import apply
+
+        steps.append(f"{primary}: synchronous_standby_names = {apply(ctx, primary)!r}")
     return primary

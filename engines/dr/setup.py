@@ -71,8 +71,20 @@ def standby_settings(ctx: DRContext, standby_id: str, upstream_id: str, pfile: P
     slot = ctx.cfg.slot_name(standby_id)
     return {"primary_conninfo": primary_conninfo(ctx.db(upstream_id), ctx.cfg.replication_user, pfile, slot),
             "primary_slot_name": slot, "recovery_target_timeline": "latest",
+            "restore_command": _archive_fallback(ctx),
             "port": str(standby.port), "listen_addresses": standby.host or "127.0.0.1",
             "hot_standby": "on", "default_transaction_read_only": None}
+
+
+def _archive_fallback(ctx: DRContext) -> str | None:
+    """With ``repository:`` set, a hot standby that falls behind its slot's WAL reads the archive instead."""
+    if not ctx.cfg.repository:
+        return None
+    from engines.backup.physical.restore import fetch_command
+    from engines.dr.warm import archive_id
+
+    ctx.repo()  # PostgreSQL stops a standby whose restore_command fails hard: prove the repository opens first
+    return fetch_command(archive_id(ctx), ctx.cfg.repository)
 
 
 def basebackup(ctx: DRContext, upstream: DatabaseConfig, data_dir: Path, slot: str, pfile: Path | None) -> None:
@@ -96,6 +108,7 @@ def setup_standby(ctx: DRContext, standby_id: str, *, start: bool = True, wait: 
     data_dir, steps = local, []
     primary_id = ctx.current_primary()
     pfile, slot = passfile(ctx, standby_id), ctx.cfg.slot_name(standby_id)
+    settings = standby_settings(ctx, standby_id, primary_id, pfile)  # a bad repository fails here, before a copy
     if (data_dir / "PG_VERSION").exists():
         if not (data_dir / "standby.signal").exists():
             raise SetupError(f"{data_dir} holds a cluster that is not a standby; refusing to touch it")
@@ -108,7 +121,7 @@ def setup_standby(ctx: DRContext, standby_id: str, *, start: bool = True, wait: 
         steps.append(f"{standby_id}: pg_basebackup of {primary_id} into {data_dir} (slot {slot})")
     (data_dir / "standby.signal").touch()
     ensure_slot(ctx.db(primary_id), slot)
-    write_auto_conf(data_dir, standby_settings(ctx, standby_id, primary_id, pfile))
+    write_auto_conf(data_dir, settings)
     if start and not running(data_dir):
         pg_ctl(data_dir, "start")
         steps.append(f"{standby_id}: started")
@@ -123,19 +136,31 @@ def setup(ctx: DRContext, *, start: bool = True) -> DREvent:
     """Set up every standby of the group this worker manages (sites with a data_dir)."""
     event = DREvent(dr_id=ctx.dr_id, kind="setup", status="done", holder=ctx.observer, started_at=ctx.clock(),
                     old_primary=ctx.current_primary())
-    if ctx.cfg.strategy != DRStrategy.HOT_STANDBY:
-        event.status, event.detail = "failed", (f"strategy {ctx.cfg.strategy.value} is not implemented yet; "
-                                                "hot_standby is")
+    if ctx.cfg.strategy == DRStrategy.BACKUP_RESTORE:
+        from engines.dr.restore import check_restorable
+
+        try:
+            event.steps += check_restorable(ctx)
+        except DbfleetError as exc:
+            event.status, event.detail = "failed", str(exc)
     else:
+        build = setup_standby
+        if ctx.cfg.strategy == DRStrategy.WARM_STANDBY:
+            from engines.dr.warm import setup_warm_standby as build
         for standby_id in ctx.standbys():
             if ctx.local_data_dir(standby_id, must_exist=False) is None:
                 event.steps.append(f"{standby_id}: not on this host (or no data_dir): skipped")
                 continue
             try:
-                event.steps += setup_standby(ctx, standby_id, start=start)
+                event.steps += build(ctx, standby_id, start=start)
             except DbfleetError as exc:
                 event.status, event.detail = "failed", f"{standby_id}: {exc}"
                 break
+    if ctx.cfg.synchronous and event.status == "done":
+        from engines.dr.sync import apply
+
+        event.steps.append(f"{ctx.current_primary()}: synchronous_standby_names = "
+                           f"{apply(ctx, ctx.current_primary())!r}, synchronous_commit = {ctx.cfg.synchronous_commit}")
     if ctx.coord.primary(ctx.dr_id) is None:
         ctx.coord.set_primary(ctx.dr_id, ctx.current_primary())
     event.finished_at = ctx.clock()

@@ -5,7 +5,9 @@
 Each run builds a fresh two-node PostgreSQL 15 pair, writes marker rows at 20/s to whichever node accepts
 them, injects the fault and measures RTO (fault -> first successful write on a node other than the
 faulted primary, or on it again after an in-place restart), RPO (acknowledged markers missing on the
-survivor), split-brain writes (writes accepted by the old primary after the new one accepted one).
+survivor), split-brain writes (writes accepted by the old primary after the new one accepted one) and,
+after a failover, rejoin time: the old node brought back (dbfleet: ``dr rejoin``, pg_rewind; Patroni: its
+agent restarted, pg_rewind by Patroni) until it streams from the new primary as a standby.
 Faults: node-loss = kill -9 of the node's agent (Patroni) and its postmaster; crash = kill -9 of the
 postmaster alone. dbfleet has no agent on the node: its observers are two worker threads ticking every
 ``observe_interval_seconds`` with its defaults. Prints median and worst; asserts nothing about time.
@@ -38,6 +40,7 @@ from engines.dr.auto import observe_and_act  # noqa: E402
 from engines.dr.context import DRContext  # noqa: E402
 from engines.dr.coord import Coordinator  # noqa: E402
 from engines.dr.models import DRConfiguration  # noqa: E402
+from engines.dr.rejoin import rejoin  # noqa: E402
 from engines.dr.setup import setup  # noqa: E402
 from engines.embedded.redis import free_port  # noqa: E402
 
@@ -175,13 +178,37 @@ def run_dbfleet(root: Path, fault: str, coord: Coordinator) -> dict[str, Any]:
     for t in threads:
         t.start()
     try:
-        return measure(Writer({"a": pport, "b": sport}, "a"), lambda: kill_postmaster(pdata), lambda: sport)
+        out = measure(Writer({"a": pport, "b": sport}, "a"), lambda: kill_postmaster(pdata), lambda: sport)
+        stop.set()
+        out["rejoin"] = dbfleet_rejoin(ctxs[0], pdata, pport) if out["where"] == "failover" else None
+        return out
     finally:
         stop.set()
         for data in (pdata, sdata):
             subprocess.run(as_owner([str(BIN / "pg_ctl"), "stop", "-m", "immediate", "-D", str(data)]),
                            capture_output=True)
         coord.forget(cfg.dr_id)
+
+
+def reaped(data: Path) -> None:
+    """Wait until the killed postmaster is gone from /proc (this container's init reaps slowly)."""
+    pid = int((data / "postmaster.pid").read_text().split()[0]) if (data / "postmaster.pid").exists() else 0
+    _wait(lambda: not pid or not Path(f"/proc/{pid}").exists(), 30)
+
+
+def streams_from(port: int) -> bool:
+    return pgsql(port, "SELECT status FROM pg_stat_wal_receiver") == [("streaming",)]
+
+
+def dbfleet_rejoin(ctx: DRContext, data: Path, port: int) -> float | None:
+    """The old primary's host is back: ``dr rejoin`` (pg_rewind) until it streams from the new primary."""
+    reaped(data)
+    t0 = time.monotonic()
+    event = rejoin(ctx, "a")
+    if event.status != "done":
+        print(f"  rejoin failed: {event.detail}", file=sys.stderr)
+        return None
+    return time.monotonic() - t0 if _wait(lambda: streams_from(port), 60) else None
 
 
 def _patroni_yaml(root: Path, scope: str, name: str, ports: dict[str, int], etcd: int, dcs: dict[str, int]) -> Path:
@@ -251,7 +278,21 @@ def run_patroni(root: Path, fault: str, dcs: dict[str, int]) -> dict[str, Any]:
             kill_postmaster(data)
 
         ports = {leader: nodes[leader]["pg"], other: nodes[other]["pg"]}
-        return measure(Writer(ports, leader), inject, lambda: nodes[other]["pg"])
+        out = measure(Writer(ports, leader), inject, lambda: nodes[other]["pg"])
+        out["rejoin"] = None
+        if out["where"] == "failover":  # the node is back: its agent starts and rewinds it
+            if fault == "node-loss":
+                reaped(data)
+                t0 = time.monotonic()
+                conf = root / f"{leader}.json"
+                procs[leader + "2"] = subprocess.Popen(as_owner(["patroni", str(conf)]), stdout=open(
+                    root / f"patroni-{leader}-2.log", "w"), stderr=subprocess.STDOUT)
+            else:
+                t0 = time.monotonic()  # the agent lived on: it rejoins its node by itself
+            rest = nodes[leader]["rest"]
+            ok = _wait(lambda: _rest(rest, "/replica") == 200 and streams_from(nodes[leader]["pg"]), 180)
+            out["rejoin"] = time.monotonic() - t0 if ok else None
+        return out
     finally:
         agents = [int(pid) for p in procs.values() for pid in subprocess.run(
             ["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()]
@@ -320,16 +361,22 @@ def main() -> None:
                     shutil.rmtree(root, ignore_errors=True)
                 results.setdefault((fault, tool), []).append(out)
                 rto = f"{out['rto']:.2f}s" if out["rto"] is not None else "-"
+                rj = f"{out['rejoin']:.2f}s" if out.get("rejoin") is not None else "-"
                 print(f"{fault:9} {tool:14} run {i + 1}: RTO {rto} lost {out['rpo_markers']} "
-                      f"split-brain {out['split_brain']} ({out['where']})", flush=True)
-    print("\nfault     tool           median RTO  worst RTO  markers lost  split-brain  how")
+                      f"split-brain {out['split_brain']} rejoin {rj} ({out['where']})", flush=True)
+    print("\nfault     tool           median RTO  worst RTO  markers lost  split-brain  median rejoin  "
+          "worst rejoin  how")
     for (fault, tool), runs in results.items():
         rtos = [r["rto"] for r in runs if r["rto"] is not None]
         med = f"{statistics.median(rtos):.2f}s" if rtos else "-"
         worst = f"{max(rtos):.2f}s" if len(rtos) == len(runs) else "no recovery"
         how = ", ".join(sorted({r["where"] for r in runs}))
+        rejoins = [r["rejoin"] for r in runs if r.get("rejoin") is not None]
+        failovers = sum(r["where"] == "failover" for r in runs)
+        rj_med = f"{statistics.median(rejoins):.2f}s" if rejoins else "-"
+        rj_worst = (f"{max(rejoins):.2f}s" if len(rejoins) == failovers else "not rejoined") if failovers else "-"
         print(f"{fault:9} {tool:14} {med:>10}  {worst:>9}  {sum(r['rpo_markers'] or 0 for r in runs):>12}  "
-              f"{sum(r['split_brain'] for r in runs):>11}  {how}")
+              f"{sum(r['split_brain'] for r in runs):>11}  {rj_med:>13}  {rj_worst:>12}  {how}")
 
 
 if __name__ == "__main__":

