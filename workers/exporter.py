@@ -207,7 +207,8 @@ class FleetCollector(Collector):
                  "dbfleet_dr_replay_lag_seconds": "Standby replay lag at the last observation",
                  "dbfleet_dr_replay_lag_bytes": "Standby replay lag in bytes at the last observation",
                  "dbfleet_dr_rpo_budget_ratio": "Replay lag over the group's RPO (above 1: the RPO would be missed)",
-                 "dbfleet_dr_slot_retained_bytes": "WAL the standby's replication slot holds back"}
+                 "dbfleet_dr_slot_retained_bytes": "WAL the standby's replication slot holds back",
+                 "dbfleet_dr_archive_replay_lag_seconds": "Warm standby: how long archived WAL has waited unreplayed"}
         families = {name: GaugeMetricFamily(name, text, labels=["dr_group", "database"]) for name, text in helps.items()}
         store = Coordinator(self.cache) if groups else None
         for dr_id in groups:

@@ -37,7 +37,8 @@ def test_the_last_dr_observation_becomes_metrics(embedded_redis: Any) -> None:
                       rpo_seconds=60.0, ok=False, problems=["lag over RPO"],
                       nodes=[NodeStatus(database="p", reachable=True, role="primary"),
                              NodeStatus(database="s", reachable=True, role="standby", streaming=True, lag_seconds=90.0,
-                                        lag_bytes=4096, rpo_budget_ratio=1.5, slot_retained_bytes=8192)])
+                                        lag_bytes=4096, rpo_budget_ratio=1.5, slot_retained_bytes=8192),
+                             NodeStatus(database="w", reachable=True, role="standby", archive_lag_seconds=42.0)])
     Coordinator(client).save_status("main", status.model_dump())
     got = _samples(collector._dr())
     assert got[("dbfleet_dr_primary_up", "main", "p")] == 1.0
@@ -45,5 +46,7 @@ def test_the_last_dr_observation_becomes_metrics(embedded_redis: Any) -> None:
     assert got[("dbfleet_dr_replay_lag_seconds", "main", "s")] == 90.0
     assert got[("dbfleet_dr_standby_streaming", "main", "s")] == 1.0
     assert got[("dbfleet_dr_slot_retained_bytes", "main", "s")] == 8192.0
+    assert got[("dbfleet_dr_archive_replay_lag_seconds", "main", "w")] == 42.0  # a warm standby's archive lag
+    assert ("dbfleet_dr_standby_streaming", "main", "w") not in got  # it does not stream: no false alert
     client.set("dbfleet:dr:main:status", b"{not json")  # a damaged observation is skipped, not a scrape error
     assert _samples(collector._dr()) == {}
