@@ -87,7 +87,8 @@ def build_beat_schedule(cfg: Config) -> dict[str, dict[str, Any]]:
             if runs_on("performance_tuning", db.kind):  # read-only analysis; applying is its own decision
                 out[f"performance_tuning:{db_id}"] = entry("performance_tuning", db_id,
                                                            cron_schedule(analysis_cron(tuning.analysis_interval)))
-    for dr_id, group in cfg.database_scripts.disaster_recovery.all_groups().items():
+    dr = cfg.database_scripts.disaster_recovery
+    for dr_id, group in (dr.all_groups() if dr.enabled else {}).items():
         # observe each DR group (lag vs RPO, automatic failover) and drill it on its own schedule, on the dr queue
         out[f"dr_observe:{dr_id}"] = entry("disaster_recovery", dr_id, schedule(group.observe_interval_seconds))
         if group.drill_schedule:

@@ -36,6 +36,8 @@ ENV_SHORTCUTS = {
     # the DR_* names for the inline disaster_recovery group
     **{f"DR_{key.upper()}": ("database_scripts", "disaster_recovery", key) for key in (
         "strategy", "rto_minutes", "rpo_minutes", "auto_failover_enabled", "failover_after", "drill_schedule")},
+    "DR_ENABLED": ("database_scripts", "disaster_recovery", "enabled"),  # false: beat neither observes nor drills
+    "DR_AUTO_FAILOVER": ("database_scripts", "disaster_recovery", "auto_failover_enabled"),
 }
 _INTERP = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 

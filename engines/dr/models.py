@@ -159,6 +159,9 @@ class DisasterRecoverySection(DRConfiguration):
     """``database_scripts.disaster_recovery``: one DR group inline, more under ``groups``."""
 
     groups: dict[str, DRConfiguration] = Field(default_factory=dict)
+    # false (DR_ENABLED=false): beat schedules no observation and no drill, so nothing fails over by itself;
+    # `dbfleet dr ...` commands still act when asked
+    enabled: bool = True
 
     @model_validator(mode="after")
     def _group_ids(self) -> DisasterRecoverySection:
@@ -170,7 +173,7 @@ class DisasterRecoverySection(DRConfiguration):
         """Every configured DR group by id (the inline one when it names a primary site)."""
         out: dict[str, DRConfiguration] = {}
         if self.configured:
-            out[self.dr_id] = DRConfiguration.model_validate(self.model_dump(exclude={"groups"}))
+            out[self.dr_id] = DRConfiguration.model_validate(self.model_dump(exclude={"groups", "enabled"}))
         out.update(self.groups)
         return out
 

@@ -51,6 +51,21 @@ def test_dr_env_vars_override_the_inline_group() -> None:
     assert section.rpo_minutes == 2 and section.auto_failover_enabled is True
 
 
+def test_the_documented_dr_enabled_and_dr_auto_failover_names_are_read() -> None:
+    from beat_schedule import build_beat_schedule
+
+    body = BASE + "    primary_site: p\n    secondary_sites: [s]\n    drill_schedule: '0 4 * * 0'\n"
+    on = parse_config(body, environ={"DR_AUTO_FAILOVER": "true"})
+    assert on.database_scripts.disaster_recovery.auto_failover_enabled is True
+    assert {"dr_observe:default", "dr_drill:default"} <= set(build_beat_schedule(on))
+    off = parse_config(body, environ={"DR_ENABLED": "false"})
+    assert off.database_scripts.disaster_recovery.enabled is False
+    assert not [k for k in build_beat_schedule(off) if k.startswith("dr_")]  # nothing observes, nothing fails over
+    assert set(off.database_scripts.disaster_recovery.all_groups()) == {"default"}  # manual commands still know it
+    with pytest.raises(ConfigError, match="enabled"):
+        parse_config(body, environ={"DR_ENABLED": "perhaps"})
+
+
 @pytest.mark.parametrize(("body", "message"), [
     ("    primary_site: p\n    secondary_sites: [nope]\n", "unknown database id 'nope'"),
     ("    primary_site: p\n    secondary_sites: [s]\n    fence_command: 'ssh p stop'\n", "argv list"),
