@@ -46,6 +46,8 @@ def print_plan(plan: Any) -> None:
     console.print(f"{len(plan.batches)} batches of up to {plan.batch_size} rows, {plan.parallel_workers} at a time; "
                   f"validation {'on' if plan.validation else 'off'}; max rejects {plan.max_rejects}; "
                   f"existing target rows: {getattr(plan, 'if_exists', 'fail')}")
+    for note in getattr(plan, "notes", None) or []:  # what the target says plainly (type mappings, deletes)
+        console.print(f"[yellow]note:[/yellow] {escape(note)}")
 
 
 def type_mapping(table: Any) -> str:
@@ -134,6 +136,9 @@ def _plan_options(f: Any) -> Any:
                      help="do not rebuild the source's secondary indexes and constraints on the target"),
         click.option("--embed", "embeds", multiple=True, metavar="CHILD=PARENT[:FIELD]",
                      help="MongoDB: put CHILD's rows in an array of their PARENT's document (by foreign key)"),
+        click.option("--soft-delete", default=None, metavar="COLUMN",
+                     help="incremental: a boolean column marking rows deleted at the source (documents are removed,"
+                          " ClickHouse keeps a tombstone)"),
         click.option("--create-target/--no-create-target", default=True, show_default=True,
                      help="create the target database when it is missing (the role must be allowed to)"),
         click.option("--if-exists", type=click.Choice(["fail", "truncate", "append"]), default="fail",
@@ -171,7 +176,7 @@ def _make_plan(source: str, target: str, tables: str | None = None, batch_size: 
                parallel_workers: int = 4, no_validate: bool = False, base_id: str | None = None,
                watermark: str | None = None, max_rejects: int = 0, migration_id: str | None = None,
                embeds: tuple[str, ...] = (), no_indexes: bool = False, create_target: bool = True,
-               if_exists: str = "fail", local: bool = False) -> Any:
+               if_exists: str = "fail", local: bool = False, soft_delete: str | None = None) -> Any:
     from workers.migrations import plan
 
     options: dict[str, Any] = {"type": "incremental" if base_id or watermark else "full", "batch_size": batch_size,
@@ -179,7 +184,8 @@ def _make_plan(source: str, target: str, tables: str | None = None, batch_size: 
                                "max_rejects": max_rejects, "indexes": not no_indexes,
                                "create_target": create_target, "if_exists": if_exists}
     for key, value in (("tables", tables.split(",") if tables else None), ("base_id", base_id),
-                       ("watermark", watermark), ("migration_id", migration_id), ("embed", parse_embeds(embeds))):
+                       ("watermark", watermark), ("migration_id", migration_id), ("embed", parse_embeds(embeds)),
+                       ("soft_delete", soft_delete)):
         if value:
             options[key] = value
     if local:

@@ -14,7 +14,8 @@ from workers import migrations
 from workers.operations import CONTEXT_KEY, OperationContext, OperationResult
 
 _OPTIONS = {"type": "type", "batch_size": "batch_size", "parallel_workers": "parallel_workers",
-            "validation": "validation", "tables": "tables"}
+            "validation": "validation", "tables": "tables", "if_exists": "if_exists", "create_target": "create_target",
+            "soft_delete": "soft_delete", "watermark": "watermark", "max_rejects": "max_rejects"}
 
 
 class MigrationExecution:

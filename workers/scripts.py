@@ -99,7 +99,8 @@ SCRIPTS: dict[str, Script] = {
                                                "the disaster recovery engine (issue: disaster recovery)"),
     ScriptType.MIGRATION.value: Script("migrations.plan", "migrations",
                                        frozenset({"target", "type", "batch_size", "parallel_workers", "validation",
-                                                  "tables", "wait"})),
+                                                  "tables", "wait", "if_exists", "create_target", "soft_delete",
+                                                  "watermark", "max_rejects"})),
 }
 
 

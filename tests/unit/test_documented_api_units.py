@@ -176,3 +176,27 @@ def test_documented_monitoring_ports_serve_the_exporter_and_the_api() -> None:
     assert (cfg.fleet.exporter.port, cfg.fleet.api.port) == (9090, 8765)
     explicit = parse_config(DOCUMENTED_BLOCK + "fleet: {exporter: {port: 9999}}\n", environ={})
     assert explicit.fleet.exporter.port == 9999  # fleet.exporter.port, when set, wins
+
+
+def test_manager_migration_options_reach_the_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``execute_script(MIGRATION, config={...})`` passes the plan's options (if_exists, create_target,
+    soft_delete ...) to the plan; a stand-in records the call instead of a worker (named as such)."""
+    from workers import migrations, operation_migration
+
+    seen: dict[str, object] = {}
+
+    class Stop(Exception):
+        pass
+
+    def recording_plan(source: str, target: str, **options: object) -> None:  # stand-in for the worker round trip
+        seen.update(options, source=source, target=target)
+        raise Stop
+
+    monkeypatch.setattr(migrations, "plan", recording_plan)
+    run = operation_migration.MigrationExecution("src", {
+        "target": "dst", "batch_size": 50, "if_exists": "truncate", "create_target": False, "soft_delete": "gone",
+        "watermark": "updated_at", "type": "incremental", "wait": False}, None)
+    with pytest.raises(Stop):
+        run._run(1)
+    assert seen == {"source": "src", "target": "dst", "batch_size": 50, "if_exists": "truncate",
+                    "create_target": False, "soft_delete": "gone", "watermark": "updated_at", "type": "incremental"}
