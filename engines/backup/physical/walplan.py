@@ -42,7 +42,7 @@ def plan_wal(repo: Repository, database_id: str, base: dict[str, Any], target: R
     segsize = int(extra.get("wal_segment_size") or names.DEFAULT_SEGMENT_SIZE)
     archive = WalArchive(repo, database_id)
     archived = archive.names()
-    run = continuity.check(archived, extra["end_segment"], segsize)
+    run = continuity.from_base(archive, archived, extra)
     until = _needed_until(archive, run, target, segsize)
     last = run.last_contiguous
     if last is None or names.segment_number(last, segsize) < names.segment_number(until, segsize):
@@ -52,26 +52,27 @@ def plan_wal(repo: Repository, database_id: str, base: dict[str, Any], target: R
             f"WAL gap: recovery of {database_id} to {target.describe()} from base backup {base['backup_id']} needs "
             f"segments {extra['end_segment']} .. {until}, but {missing} is missing ({reach}). Recovering would stop "
             "early at a point you did not ask for; restore to an earlier target, or from a newer base backup.")
-    needed = [names.segment_name(run.timeline, n, segsize) for n in
+    needed = [run.expected(n, segsize) for n in
               range(names.segment_number(extra["end_segment"], segsize), names.segment_number(until, segsize) + 1)]
     _check_chunks(repo, archive, needed)
-    return {"timeline": run.timeline, "first_segment": extra["end_segment"], "last_needed": until,
-            "segments": len(needed), "newest_archived": run.newest, "gaps_after": run.missing_count}
+    return {"timeline": run.timeline, "target_timeline": run.path[-1].tli, "first_segment": extra["end_segment"],
+            "last_needed": until, "segments": len(needed), "newest_archived": run.newest,
+            "gaps_after": run.missing_count, "timelines": [leg.to_dict() for leg in run.path]}
 
 
 def _needed_until(archive: WalArchive, run: continuity.Continuity, target: RecoveryTarget, segsize: int) -> str:
     if target.kind == "immediate":
         return run.start
     if target.kind == "lsn":
-        return names.segment_of(run.timeline, names.parse_lsn(str(target.value)), segsize)
+        return run.expected(names.parse_lsn(str(target.value)) // segsize, segsize)
     if run.newest is None:
         return run.start
     if target.kind != "time":  # latest, xid, name: where they are is unknown, so every archived segment
         return run.newest
     first = names.segment_number(run.start, segsize)
     pushed = {n: r["pushed_at"] for n in archive.names()
-              if names.is_segment(n) and names.timeline(n) == run.timeline
-              and names.segment_number(n, segsize) >= first and (r := archive.load(n)) is not None}
+              if names.is_segment(n) and names.segment_number(n, segsize) >= first
+              and n == run.expected(names.segment_number(n, segsize), segsize) and (r := archive.load(n)) is not None}
     found = continuity.first_pushed_after(pushed, run, target.time(), segsize)
     if found is None:
         newest = max(pushed.values()) if pushed else "never"
