@@ -279,6 +279,7 @@ def test_pitr_to_a_time_after_the_switch_replays_both_timelines(world: Env, in_p
 
 
 def test_a_pitr_drill_measures_the_real_rpo_against_unarchived_commits(world: Env, timeline2: dict[int, Any]) -> None:
+    world.run("backups", "run", DB_ID, "--physical", "--local")  # a base backup on timeline 2: a short replay
     archived = _batches(world, 30000, 3)
     _archive_everything(world)
     unarchived = _batches(world, 30100, 3)  # committed, still in the open segment: a recovery now loses them
