@@ -13,9 +13,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from engines.backup.wal import names
 from engines.health.deep import CRITICAL, OK, WARNING, CannotCheck, CheckResult, HealthChecks, HealthContext, level, result
-
-STREAM_SLOT_PREFIX = "dbfleet_"
 
 
 def register(checks: HealthChecks) -> None:
@@ -187,15 +186,9 @@ def _stream_slots(ctx: HealthContext) -> list[tuple[Any, ...]]:
             " CASE WHEN pg_is_in_recovery() THEN NULL"
             " ELSE pg_wal_lsn_diff(pg_current_wal_lsn(), coalesce(r.flush_lsn, s.restart_lsn)) END"
             " FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid"
-            " WHERE s.slot_type = 'physical' AND s.slot_name = %s", (stream_slot_name(ctx.db.id),)).fetchall())
+            " WHERE s.slot_type = 'physical' AND s.slot_name = %s", (names.stream_slot(ctx.db.id),)).fetchall())
     rows: list[tuple[Any, ...]] = ctx.once("pg_stream_slots", read)
     return rows
-
-
-def stream_slot_name(database_id: str) -> str:
-    """The replication slot ``dbfleet wal stream`` uses for ``database_id`` (a valid slot name)."""
-    cleaned = "".join(c if c.isalnum() else "_" for c in database_id.lower())
-    return (STREAM_SLOT_PREFIX + cleaned)[:63]
 
 
 def stream(ctx: HealthContext) -> list[CheckResult]:
