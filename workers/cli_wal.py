@@ -100,8 +100,10 @@ def wal_status(database_id: str, storage: str | None) -> None:
         ("archived at", report["newest_at"] or "-"),
         ("age", f"{report['age_seconds']:.0f} s" if report["age_seconds"] is not None else "-")]))
     if report["base_backups"]:
-        console.print(rows_table("continuity from each base backup", ["backup", "from", "unbroken to", "missing"],
-                                 [[b["backup_id"], b["start"], b["last_contiguous"] or "-",
+        console.print(rows_table("continuity from each base backup",
+                                 ["backup", "from", "timelines", "unbroken to", "missing"],
+                                 [[b["backup_id"], b["start"], " → ".join(str(t["timeline"]) for t in b["timelines"]),
+                                   b["last_contiguous"] or "-",
                                    ", ".join(b["missing"][:3]) + (" …" if b["missing_count"] > 3 else "")
                                    or "none"] for b in report["base_backups"]]))
     if not report["ok"]:

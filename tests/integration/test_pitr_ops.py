@@ -232,6 +232,8 @@ def test_in_place_pitr_recovers_the_cluster_itself_to_the_time_and_keeps_the_old
     assert world.sql("SELECT timeline_id FROM pg_control_checkpoint()")[0][0] == 2
     assert "moved_aside" in in_place["done"].stdout
     assert "00000002.history" in WalArchive(world.repo(), DB_ID).names()  # the new timeline's history is archived
+    auto = (world.data / "postgresql.auto.conf").read_text().splitlines()
+    assert not [line for line in auto if line.startswith("recovery_target")]  # spent: a later backup must not carry it
 
 
 @pytest.fixture(scope="module")

@@ -103,3 +103,17 @@ def test_moving_aside_keeps_every_file_and_put_back_restores_it(tmp_path: Path) 
     (data / "half-restored").write_text("x")
     inplace.put_back(data, aside)
     assert (data / "PG_VERSION").exists() and not (data / "half-restored").exists() and not aside.exists()
+
+
+def test_a_restore_disarms_the_recovery_target_an_earlier_restore_left_in_postgresql_auto_conf(tmp_path: Path) -> None:
+    from engines.backup.physical.restore import configure
+    from engines.backup.physical.target import RecoveryTarget
+
+    auto = tmp_path / "postgresql.auto.conf"
+    auto.write_text("work_mem = '8MB'\nrecovery_target_time = '2026-11-29 14:03:00+00'\nrecovery_target_timeline = '1'\n")
+    configure(tmp_path, RecoveryTarget("latest"), 5999, "dbfleet wal fetch %f %p", timeline=2)
+    active = [line for line in auto.read_text().splitlines() if line and not line.startswith("#")]
+    assert "work_mem = '8MB'" in active
+    assert not any(line.startswith("recovery_target_time ") for line in active)
+    assert [line for line in active if line.startswith("recovery_target_timeline")] == ["recovery_target_timeline = '2'"]
+    assert (tmp_path / "recovery.signal").exists()

@@ -28,6 +28,8 @@ from engines.errors import DbfleetError, RestoreRefused, ToolFailed
 from engines.secrets import scrub
 
 LOG_NAME = "dbfleet-recovery.log"
+_RECOVERY_SETTINGS = re.compile(r"^\s*(recovery_target\w*|restore_command)\s*=")
+_TARGETS = re.compile(r"^\s*recovery_target\w*\s*=")
 _REACHED = re.compile(r"(recovery stopping .*|last completed transaction was at log time .*|"
                       r"archive recovery complete|FATAL: .*|redo done at .*)$", re.M)
 
@@ -106,6 +108,7 @@ def configure(data_dir: Path, target: RecoveryTarget, port: int, restore_command
         settings |= {"port": str(port), "listen_addresses": "127.0.0.1", "archive_mode": "off"}
     if target.kind not in ("latest", "immediate"):
         settings["recovery_target_inclusive"] = "on"
+    comment_out(data_dir, _RECOVERY_SETTINGS, "replaced by dbfleet backups restore")  # an earlier restore's
     lines = ["", "# written by dbfleet backups restore (point-in-time recovery)"]
     lines += [f"{k} = '{v.replace(chr(39), chr(39) * 2)}'" for k, v in settings.items()]
     with open(data_dir / "postgresql.auto.conf", "a") as fh:
@@ -113,6 +116,18 @@ def configure(data_dir: Path, target: RecoveryTarget, port: int, restore_command
     (data_dir / "recovery.signal").touch()
     for stale in ("postmaster.pid", "postmaster.opts", "standby.signal"):
         (data_dir / stale).unlink(missing_ok=True)
+
+
+def comment_out(data_dir: Path, keys: re.Pattern[str], why: str) -> None:
+    """Comment out the postgresql.auto.conf lines setting ``keys`` (as pgBackRest does): a target left by an
+    earlier recovery would stop the next one (a later restore, a standby built from a backup) at that point."""
+    path = data_dir / "postgresql.auto.conf"
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines()
+    kept = [f"# {line}  # {why}" if keys.match(line) else line for line in lines]
+    if kept != lines:
+        path.write_text("\n".join(kept) + "\n")  # same inode: owner and mode stay
 
 
 def _server_bin(major: int) -> Path:
@@ -224,6 +239,7 @@ def pitr_restore(repo: Repository, db: DatabaseConfig, target: RecoveryTarget, d
         server = db if in_place else db.model_copy(update={"host": "127.0.0.1", "port": port, "dsn": None,
                                                              "dbname": "postgres"})
         reached = start_and_wait(bindir, data_dir, server, env=env or dict(os.environ), user=user, timeout=timeout)
+        comment_out(data_dir, _TARGETS, "recovery done by dbfleet backups restore")  # promoted: targets are spent
     out = {"database_id": db.id, "backup_id": base["backup_id"], "target": target.describe(),
            "data_dir": str(data_dir), "port": server.port, "wal": plan, "pg_verifybackup": verified.strip(),
            "reached": reached, "duration_seconds": round(time.monotonic() - t0, 3)}
