@@ -136,6 +136,7 @@ def wal_stream(database_id: str, storage: str | None, spool: Path | None) -> Non
 
     with tools.private_dir(prefix="dbfleet-walstream-") as secrets:
         stream = WalStream(archive, cfg.database(database_id), spool, secrets_dir=secrets, on_push=pushed,
+                           on_event=lambda text: err_console.print(f"[yellow]wal stream {database_id}:[/yellow] {text}"),
                            level=section.compression_level if section.compression else None)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stream.stop.set())

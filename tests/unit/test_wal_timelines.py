@@ -117,3 +117,18 @@ def test_a_restore_disarms_the_recovery_target_an_earlier_restore_left_in_postgr
     assert not any(line.startswith("recovery_target_time ") for line in active)
     assert [line for line in active if line.startswith("recovery_target_timeline")] == ["recovery_target_timeline = '2'"]
     assert (tmp_path / "recovery.signal").exists()
+
+
+def test_wal_stream_of_a_database_that_is_not_postgresql_is_refused_with_the_reason(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from workers.cli_wal import wal
+
+    config = tmp_path / "dbfleet.yaml"
+    config.write_text(f"fleet: {{state_dir: {tmp_path}}}\nstorage: {{r: {{type: filesystem, path: {tmp_path / 'repo'}}}}}\n"
+                      "database_scripts: {backup: {storage: r, encryption: false}}\n"
+                      "databases:\n  h18a_cache: {kind: redis, host: 127.0.0.1}\n")
+    result = CliRunner().invoke(wal, ["stream", "h18a_cache"], env={"DBFLEET_CONFIG": str(config)})
+    assert result.exit_code == 2
+    assert "WAL archiving is for PostgreSQL" in result.output
+    assert not (tmp_path / "wal-stream").exists()

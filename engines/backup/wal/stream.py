@@ -33,10 +33,11 @@ class WalStream:
     """One database's stream: the slot, the pg_receivewal child, and the pushes of completed files."""
 
     def __init__(self, archive: Any, db: DatabaseConfig, spool: Path, *, level: int | None = 3,
-                 secrets_dir: Path, poll: float = 0.5, on_push: Callable[[Any], None] | None = None) -> None:
+                 secrets_dir: Path, poll: float = 0.5, on_push: Callable[[Any], None] | None = None,
+                 on_event: Callable[[str], None] | None = None) -> None:
         self.archive, self.db, self.spool, self.level = archive, db, spool, level
         self.slot = names.stream_slot(db.id)
-        self.poll, self.on_push = poll, on_push
+        self.poll, self.on_push, self.on_event = poll, on_push, on_event
         self.secrets_dir = secrets_dir
         self.stop = threading.Event()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -94,8 +95,11 @@ class WalStream:
         backoff, next_start, started = 1.0, 0.0, 0.0
         while not self.stop.is_set():
             if self.proc is not None and self.proc.poll() is not None:
-                log.warning("pg_receivewal for %s exited with %s: %s; restarting in %.0f s", self.db.id,
-                            self.proc.returncode, self._reap(), backoff)
+                message = (f"pg_receivewal exited with status {self.proc.returncode}: {self._reap() or '(no message)'}; "
+                           f"restarting in {backoff:.0f} s")
+                log.warning("wal stream %s: %s", self.db.id, message)
+                if self.on_event:
+                    self.on_event(message)
                 self.proc, self.restarts = None, self.restarts + 1
                 next_start, backoff = time.monotonic() + backoff, min(30.0, backoff * 2)
             if self.proc is None and time.monotonic() >= next_start:
