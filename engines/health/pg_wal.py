@@ -56,7 +56,7 @@ def _pending(ctx: HealthContext, info: dict[str, Any]) -> tuple[int, float]:
     try:
         n, oldest = ctx.conn.conn.execute(
             "SELECT count(*), coalesce(extract(epoch FROM now() - min(modification)), 0)"
-            " FROM pg_ls_archive_statusdir() WHERE name LIKE '%%.ready'").fetchone()
+            " FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'").fetchone()
         return int(n), float(oldest)
     except Exception as exc:
         if "permission denied" not in str(exc):
@@ -64,7 +64,7 @@ def _pending(ctx: HealthContext, info: dict[str, Any]) -> tuple[int, float]:
     current, last = info["current_wal"], info["last_archived_wal"]
     if not current or not last or last[:8] != current[:8]:
         return 0, 0.0
-    n = max(0, int(current[8:], 16) - int(last[8:], 16) - 1)  # closed since the last archived one
+    n = max(0, names.segment_number(current) - names.segment_number(last) - 1)  # closed since the last archived
     return n, float(info["last_archived_age"] or 0) if n else 0.0
 
 

@@ -40,6 +40,9 @@ def refuse_if_running(data_dir: Path, db: DatabaseConfig) -> None:
     if not data_dir.is_dir():
         raise RestoreRefused(f"{data_dir} (databases.{db.id}.backup.data_dir) is not a directory; --in-place "
                              "restores over the cluster's existing data directory")
+    if os.geteuid() not in (0, data_dir.stat().st_uid):
+        raise RestoreRefused(f"{data_dir} belongs to {owner(data_dir)}: run the in-place restore as that account "
+                             "(or as root), as the cluster's own files are moved and rewritten")
     pid = _live_pid(data_dir / "postmaster.pid")
     if pid is not None:
         raise RestoreRefused(f"{db.id} is running (postmaster.pid in {data_dir} names live process {pid}): stop it "

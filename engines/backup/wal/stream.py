@@ -23,6 +23,7 @@ from typing import Any
 from engines.backup import tools
 from engines.backup.wal import names
 from engines.config import DatabaseConfig
+from engines.errors import DbfleetError
 from engines.secrets import scrub
 
 log = logging.getLogger("dbfleet.wal.stream")
@@ -55,11 +56,20 @@ class WalStream:
         self._env, _extra = pg_env(self.db, self.db.password(), self.secrets_dir)
         self.spool.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.spool.chmod(0o700)  # WAL holds every row written
+        self._create_slot()
+
+    def _create_slot(self) -> None:
+        assert self._tool is not None
         tools.run_tool([str(self._tool), "--create-slot", "--if-not-exists", "--slot", self.slot, "--no-password"],
                        env=self._env, what="pg_receivewal --create-slot", timeout=120)
 
     def _start(self) -> None:
         assert self._tool is not None
+        if self.restarts:  # the slot may be gone (a cluster restored from a base backup has none)
+            try:
+                self._create_slot()
+            except DbfleetError as exc:
+                self._event(f"cannot create slot {self.slot}: {exc}")
         args = [str(self._tool), "--directory", str(self.spool), "--slot", self.slot, "--synchronous",
                 "--no-loop", "--no-password", "--status-interval", "10"]
         self.proc = subprocess.Popen(args, env=tools.child_env(self._env), stdin=subprocess.DEVNULL,
@@ -84,6 +94,11 @@ class WalStream:
                 path.unlink()
         return done
 
+    def _event(self, message: str) -> None:
+        log.warning("wal stream %s: %s", self.db.id, message)
+        if self.on_event:
+            self.on_event(message)
+
     def _reap(self) -> str:
         """The exited child's last words (scrubbed)."""
         assert self.proc is not None and self.proc.stderr is not None
@@ -95,11 +110,8 @@ class WalStream:
         backoff, next_start, started = 1.0, 0.0, 0.0
         while not self.stop.is_set():
             if self.proc is not None and self.proc.poll() is not None:
-                message = (f"pg_receivewal exited with status {self.proc.returncode}: {self._reap() or '(no message)'}; "
-                           f"restarting in {backoff:.0f} s")
-                log.warning("wal stream %s: %s", self.db.id, message)
-                if self.on_event:
-                    self.on_event(message)
+                self._event(f"pg_receivewal exited with status {self.proc.returncode}: "
+                            f"{self._reap() or '(no message)'}; restarting in {backoff:.0f} s")
                 self.proc, self.restarts = None, self.restarts + 1
                 next_start, backoff = time.monotonic() + backoff, min(30.0, backoff * 2)
             if self.proc is None and time.monotonic() >= next_start:
