@@ -2,11 +2,12 @@
 
 The cluster (initdb, archive_command = the real dbfleet wal push, see test_pitr.py) gets a base backup;
 then archiving is broken on purpose (archive_command = /bin/false), a segment index is removed from the
-repository, a replication slot holds WAL back: each shows up as a health check and as a metric. Then
-the cluster is restored over itself to a point in time (--in-place: refused while it runs), which starts
-timeline 2; it keeps archiving, and verify and a PITR past the switch follow the timeline history.
-Last, a PITR drill measures the real RPO against markers left unarchived on purpose. The tests run in
-file order on one cluster (one initdb and base backup for all: the CI budget).
+repository, a replication slot holds WAL back: each shows up as a health check and as a metric. First,
+though, the cluster is restored over itself to a point in time (--in-place: refused while it runs),
+which starts timeline 2; it keeps archiving, and verify and a PITR past the switch follow the timeline
+history. Last, a PITR drill measures the real RPO against markers left unarchived on purpose. The tests
+run in file order on one cluster (one initdb and base backup for all, few WAL segments to replay: the
+CI budget).
 """
 
 from __future__ import annotations
@@ -87,97 +88,6 @@ def _metrics(env: Env, report: HealthReport) -> dict[str, float]:
             if sample.labels.get("database") == DB_ID:
                 out[sample.name] = sample.value
     return out
-
-
-def test_a_healthy_archive_reports_no_lag_no_failures_no_gap(world: Env) -> None:
-    report = _health(world, _db(world))
-    checks = {c.check: c for c in report.checks}
-    assert checks["wal_archive_lag"].status == "ok" and checks["wal_archive_lag"].value == 0
-    assert checks["wal_archive_failures"].status == "ok"
-    assert checks["wal_archive_gaps"].status == "ok" and checks["wal_archive_gaps"].value == 0
-    assert checks["wal_archive_last_segment_age"].value is not None  # read from the repository's WAL index
-    assert checks["replication_slot_wal"].status == "ok"
-    assert "wal_stream" not in checks  # no dbfleet stream slot on this server
-    metrics = _metrics(world, report)
-    assert metrics["dbfleet_wal_archive_lag_seconds"] == 0
-    assert metrics["dbfleet_wal_archive_failing"] == 0
-    assert metrics["dbfleet_wal_archive_gap_segments"] == 0
-    assert "dbfleet_wal_archive_last_segment_age_seconds" in metrics
-
-
-def test_a_failing_archive_command_is_critical_lags_and_recovers(world: Env) -> None:
-    db = _db(world, wal_archive_lag_seconds=0.5)
-    memory: dict[str, Any] = {}
-    _health(world, db, memory)  # the failure counter's baseline
-    world.sql("ALTER SYSTEM SET archive_command = '/bin/false'")
-    world.sql("SELECT pg_reload_conf()")
-    try:
-        world.sql("INSERT INTO markers SELECT generate_series(2001, 2100)")
-        world.sql("SELECT pg_switch_wal()")
-        _wait_for_failures(world, 2)  # the archiver retries once a second: the .ready file is older than that
-        report = _health(world, db, memory)
-        checks = {c.check: c for c in report.checks}
-        assert checks["wal_archive_failures"].status == "critical"
-        assert "still failing" in (checks["wal_archive_failures"].hint or "")
-        assert checks["wal_archive_lag"].status != "ok"
-        assert "1 WAL segments wait" in (checks["wal_archive_lag"].hint or "")
-        metrics = _metrics(world, report)
-        assert metrics["dbfleet_wal_archive_failing"] == 1
-        assert metrics["dbfleet_wal_archive_lag_seconds"] > 0
-    finally:
-        world.sql("ALTER SYSTEM RESET archive_command")
-        world.sql("SELECT pg_reload_conf()")
-    _archive_everything(world)
-    checks = {c.check: c for c in _health(world, db, memory).checks}
-    assert checks["wal_archive_failures"].status != "critical"
-    assert checks["wal_archive_lag"].status == "ok" and checks["wal_archive_lag"].value == 0
-
-
-def test_a_segment_missing_from_the_repository_is_a_critical_gap(world: Env) -> None:
-    archive = WalArchive(world.repo(), DB_ID)
-    segments = sorted(n for n in archive.names() if names.is_segment(n))
-    victim = segments[-2]
-    index = world.root / "repo" / "wal" / DB_ID / victim
-    saved = index.read_bytes()
-    index.unlink()
-    try:
-        report = _health(world, _db(world))
-        gaps = report.check("wal_archive_gaps")
-        assert gaps is not None and gaps.status == "critical" and gaps.value == 1
-        assert victim in (gaps.hint or "")
-        assert _metrics(world, report)["dbfleet_wal_archive_gap_segments"] == 1
-    finally:
-        index.write_bytes(saved)
-    assert _health(world, _db(world)).check("wal_archive_gaps").status == "ok"  # type: ignore[union-attr]
-
-
-def test_a_replication_slot_holding_wal_back_is_reported_in_bytes(world: Env) -> None:
-    world.sql("SELECT pg_create_physical_replication_slot('h18a_hold', true)")
-    try:
-        world.sql("INSERT INTO markers SELECT generate_series(3001, 5000)")
-        held = int(world.sql("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) FROM pg_replication_slots"
-                             " WHERE slot_name = 'h18a_hold'")[0][0])
-        report = _health(world, _db(world, slot_wal_retention_bytes=1024))
-        slot = report.check("replication_slot_wal")
-        assert slot is not None and slot.status != "ok"
-        assert slot.value >= held > 1024
-        assert "h18a_hold" in (slot.hint or "")
-        assert _metrics(world, report)["dbfleet_wal_slot_retained_bytes"] >= held
-    finally:
-        world.sql("SELECT pg_drop_replication_slot('h18a_hold')")
-
-
-def test_a_database_that_does_not_archive_to_dbfleet_gets_no_wal_archive_checks(world: Env) -> None:
-    db = _db(world).model_copy(update={"backup": _db(world).backup.model_copy(update={"method": "logical"})})
-    world.sql("ALTER SYSTEM SET archive_command = '/bin/true'")
-    world.sql("SELECT pg_reload_conf()")
-    try:
-        checks = {c.check for c in _health(world, db).checks}
-    finally:
-        world.sql("ALTER SYSTEM RESET archive_command")
-        world.sql("SELECT pg_reload_conf()")
-    assert not {"wal_archive_lag", "wal_archive_failures", "wal_archive_gaps"} & checks
-    assert "replication_slot_wal" in checks
 
 
 def _batches(env: Env, first: int, count: int) -> dict[int, datetime]:
@@ -280,6 +190,84 @@ def test_pitr_to_a_time_after_the_switch_replays_both_timelines(world: Env, in_p
     assert "target_timeline" in proc.stdout
 
 
+def test_a_healthy_archive_reports_no_lag_no_failures_no_gap(world: Env) -> None:
+    report = _health(world, _db(world))
+    checks = {c.check: c for c in report.checks}
+    assert checks["wal_archive_lag"].status == "ok" and checks["wal_archive_lag"].value == 0
+    assert checks["wal_archive_failures"].status == "ok"
+    assert checks["wal_archive_gaps"].status == "ok" and checks["wal_archive_gaps"].value == 0
+    assert checks["wal_archive_last_segment_age"].value is not None  # read from the repository's WAL index
+    assert checks["replication_slot_wal"].status == "ok"
+    assert "wal_stream" not in checks  # no dbfleet stream slot on this server
+    metrics = _metrics(world, report)
+    assert metrics["dbfleet_wal_archive_lag_seconds"] == 0
+    assert metrics["dbfleet_wal_archive_failing"] == 0
+    assert metrics["dbfleet_wal_archive_gap_segments"] == 0
+    assert "dbfleet_wal_archive_last_segment_age_seconds" in metrics
+
+
+def test_a_failing_archive_command_is_critical_lags_and_recovers(world: Env) -> None:
+    db = _db(world, wal_archive_lag_seconds=0.5)
+    memory: dict[str, Any] = {}
+    _health(world, db, memory)  # the failure counter's baseline
+    world.sql("ALTER SYSTEM SET archive_command = '/bin/false'")
+    world.sql("SELECT pg_reload_conf()")
+    try:
+        world.sql("INSERT INTO markers SELECT generate_series(2001, 2100)")
+        world.sql("SELECT pg_switch_wal()")
+        _wait_for_failures(world, 2)  # the archiver retries once a second: the .ready file is older than that
+        report = _health(world, db, memory)
+        checks = {c.check: c for c in report.checks}
+        assert checks["wal_archive_failures"].status == "critical"
+        assert "still failing" in (checks["wal_archive_failures"].hint or "")
+        assert checks["wal_archive_lag"].status != "ok"
+        assert "1 WAL segments wait" in (checks["wal_archive_lag"].hint or "")
+        metrics = _metrics(world, report)
+        assert metrics["dbfleet_wal_archive_failing"] == 1
+        assert metrics["dbfleet_wal_archive_lag_seconds"] > 0
+    finally:
+        world.sql("ALTER SYSTEM RESET archive_command")
+        world.sql("SELECT pg_reload_conf()")
+    _archive_everything(world)
+    checks = {c.check: c for c in _health(world, db, memory).checks}
+    assert checks["wal_archive_failures"].status != "critical"
+    assert checks["wal_archive_lag"].status == "ok" and checks["wal_archive_lag"].value == 0
+
+
+def test_a_segment_missing_from_the_repository_is_a_critical_gap(world: Env) -> None:
+    archive = WalArchive(world.repo(), DB_ID)
+    segments = sorted(n for n in archive.names() if names.is_segment(n))
+    victim = segments[-2]
+    index = world.root / "repo" / "wal" / DB_ID / victim
+    saved = index.read_bytes()
+    index.unlink()
+    try:
+        report = _health(world, _db(world))
+        gaps = report.check("wal_archive_gaps")
+        assert gaps is not None and gaps.status == "critical" and gaps.value == 1
+        assert victim in (gaps.hint or "")
+        assert _metrics(world, report)["dbfleet_wal_archive_gap_segments"] == 1
+    finally:
+        index.write_bytes(saved)
+    assert _health(world, _db(world)).check("wal_archive_gaps").status == "ok"  # type: ignore[union-attr]
+
+
+def test_a_replication_slot_holding_wal_back_is_reported_in_bytes(world: Env) -> None:
+    world.sql("SELECT pg_create_physical_replication_slot('h18a_hold', true)")
+    try:
+        world.sql("INSERT INTO markers SELECT generate_series(3001, 5000)")
+        held = int(world.sql("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) FROM pg_replication_slots"
+                             " WHERE slot_name = 'h18a_hold'")[0][0])
+        report = _health(world, _db(world, slot_wal_retention_bytes=1024))
+        slot = report.check("replication_slot_wal")
+        assert slot is not None and slot.status != "ok"
+        assert slot.value >= held > 1024
+        assert "h18a_hold" in (slot.hint or "")
+        assert _metrics(world, report)["dbfleet_wal_slot_retained_bytes"] >= held
+    finally:
+        world.sql("SELECT pg_drop_replication_slot('h18a_hold')")
+
+
 def test_a_pitr_drill_measures_the_real_rpo_against_unarchived_commits(world: Env, timeline2: dict[int, Any]) -> None:
     world.run("backups", "run", DB_ID, "--physical", "--local")  # a base backup on timeline 2: a short replay
     archived = _batches(world, 30000, 3)
@@ -297,3 +285,16 @@ def test_a_pitr_drill_measures_the_real_rpo_against_unarchived_commits(world: En
     assert report["rpo_seconds"] == pytest.approx((committed - recovered).total_seconds(), abs=0.002)
     assert report["rpo_seconds"] > 0 and report["rto_seconds"] > 0
     assert not list(world.root.glob("drill-*"))  # the scratch cluster is stopped and removed
+
+
+def test_a_database_that_does_not_archive_to_dbfleet_gets_no_wal_archive_checks(world: Env) -> None:
+    db = _db(world).model_copy(update={"backup": _db(world).backup.model_copy(update={"method": "logical"})})
+    world.sql("ALTER SYSTEM SET archive_command = '/bin/true'")
+    world.sql("SELECT pg_reload_conf()")
+    try:
+        checks = {c.check for c in _health(world, db).checks}
+    finally:
+        world.sql("ALTER SYSTEM RESET archive_command")
+        world.sql("SELECT pg_reload_conf()")
+    assert not {"wal_archive_lag", "wal_archive_failures", "wal_archive_gaps"} & checks
+    assert "replication_slot_wal" in checks

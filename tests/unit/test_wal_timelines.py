@@ -132,3 +132,19 @@ def test_wal_stream_of_a_database_that_is_not_postgresql_is_refused_with_the_rea
     assert result.exit_code == 2
     assert "WAL archiving is for PostgreSQL" in result.output
     assert not (tmp_path / "wal-stream").exists()
+
+
+def test_a_pitr_picks_a_base_backup_on_the_way_to_the_newest_timeline_not_one_on_the_abandoned_future() -> None:
+    from engines.backup.physical.target import RecoveryTarget
+    from engines.backup.physical.walplan import choose_base
+
+    def base(backup_id: str, end: str, finished: str) -> dict[str, object]:
+        return {"backup_id": backup_id, "finished_at": finished,
+                "dump": {"extra": {"end_lsn": end, "end_segment": names.segment_of(1, names.parse_lsn(end))}}}
+
+    # timeline 2 left timeline 1 at 0/5000100 (a restore); "future" was taken on timeline 1 after that point
+    backups = [base("before", "0/3000100", "2026-11-29T10:00:00+00:00"),
+               base("future", "0/6000100", "2026-11-29T11:00:00+00:00")]
+    target = RecoveryTarget("time", "2026-11-29 12:00:00+00")
+    assert choose_base(backups, target, histories={2: parse_history(2, HIST2)})["backup_id"] == "before"
+    assert choose_base(backups, target)["backup_id"] == "future"  # without histories: simply the newest

@@ -198,6 +198,14 @@ def _log_summary(path: Path) -> str:
     return scrub("; ".join(m.group(1).strip() for m in _REACHED.finditer(text))[-1500:])
 
 
+def _histories(repo: Repository, database_id: str) -> dict[int, list[Any]]:
+    from engines.backup.wal.archive import WalArchive
+    from engines.backup.wal.timelines import read_histories
+
+    archive = WalArchive(repo, database_id)
+    return read_histories(archive, archive.names())
+
+
 def pitr_restore(repo: Repository, db: DatabaseConfig, target: RecoveryTarget, data_dir: Path, port: int, *,
                  backup_id: str | None = None, storage: str | None = None, env: dict[str, str] | None = None,
                  os_user: str | None = None, timeout: float = 3600.0, progress: Any = None,
@@ -217,7 +225,7 @@ def pitr_restore(repo: Repository, db: DatabaseConfig, target: RecoveryTarget, d
         os_user = inplace.owner(data_dir) if os.geteuid() == 0 else None
     with RepoLock(repo.storage, SHARED, f"pitr restore {db.id}", wait=600):
         backups = physical_backups(repo, db.id)
-        base = choose_base(backups, target, backup_id)
+        base = choose_base(backups, target, backup_id, _histories(repo, db.id))
         plan = plan_wal(repo, db.id, base, target)
         major = int(base["dump"]["extra"]["server_major"])
         bindir = _server_bin(major)

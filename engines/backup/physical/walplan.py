@@ -9,11 +9,15 @@ from engines.backup.physical.target import RecoveryTarget
 from engines.backup.repository import Repository
 from engines.backup.wal import continuity, names
 from engines.backup.wal.archive import WalArchive
+from engines.backup.wal.timelines import Leg, path_from
 from engines.errors import BackupNotFound, RestoreRefused
 
 
-def choose_base(backups: list[dict[str, Any]], target: RecoveryTarget, backup_id: str | None = None) -> dict[str, Any]:
-    """The newest base backup that ends before the target (or the one named ``backup_id``)."""
+def choose_base(backups: list[dict[str, Any]], target: RecoveryTarget, backup_id: str | None = None,
+                histories: dict[int, list[Leg]] | None = None) -> dict[str, Any]:
+    """The newest base backup that ends before the target (or the one named ``backup_id``), preferring those
+    from which recovery reaches the newest timeline: after a restore, the base backups taken on the
+    abandoned future of the old timeline cannot reach a point of the new one."""
     if not backups:
         raise BackupNotFound("no physical backup of this database; take one with `dbfleet backups run --physical`")
     if backup_id:
@@ -28,12 +32,21 @@ def choose_base(backups: list[dict[str, Any]], target: RecoveryTarget, backup_id
     elif target.kind == "lsn":
         lsn = names.parse_lsn(str(target.value))
         usable = [m for m in backups if names.parse_lsn(m["dump"]["extra"]["end_lsn"]) <= lsn]
+    if histories and usable:
+        newest = max([*histories, *(names.timeline(m["dump"]["extra"]["end_segment"]) for m in usable)])
+        usable = [m for m in usable if _reaches(m, histories) == newest] or usable
     if not usable:
         oldest = backups[0]
         raise BackupNotFound(f"no base backup ends before {target.describe()}: the oldest, "
                              f"{oldest['backup_id']}, finished at {oldest['finished_at']} "
                              f"(end LSN {oldest['dump']['extra']['end_lsn']})")
     return usable[-1]
+
+
+def _reaches(manifest: dict[str, Any], histories: dict[int, list[Leg]]) -> int:
+    """The timeline recovery from this base backup ends on ('latest')."""
+    extra = manifest["dump"]["extra"]
+    return path_from(names.timeline(extra["end_segment"]), names.parse_lsn(extra["end_lsn"]), histories)[-1].tli
 
 
 def plan_wal(repo: Repository, database_id: str, base: dict[str, Any], target: RecoveryTarget) -> dict[str, Any]:
