@@ -12,11 +12,12 @@ import signal
 import subprocess
 import time
 
+import psutil
 import pytest
 
 from engines.backup.wal import names
 from engines.backup.wal.archive import WalArchive
-from engines.config import load_config
+from engines.config import Thresholds, load_config
 from engines.health import run_health
 from tests.integration.test_pitr import PG15, RUN_AS, _new_world, _restore
 from tests.servers import CANARY
@@ -55,6 +56,16 @@ def test_wal_stream_pushes_completed_segments_and_a_pitr_to_latest_recovers_from
         assert running["wal_stream"].status == "ok"
         assert "wal_archive_lag" not in running  # no archive_command here: the stream is the archive
         assert running["wal_archive_gaps"].status == "ok"
+
+        # a stream that hangs (pg_receivewal stopped, its connection still open) is critical too
+        receiver = next(p for p in psutil.Process(stream.pid).children(recursive=True) if p.name() == "pg_receivewal")
+        touchy = db.model_copy(update={"thresholds": Thresholds(wal_stream_stall_seconds=1)})  # type: ignore[call-arg]
+        receiver.suspend()
+        try:
+            _wait("the hung stream to be reported", lambda: "has not replied" in (
+                run_health(touchy, memory={}, context=context).check("wal_stream").hint or ""), 120)  # type: ignore[union-attr]
+        finally:
+            receiver.resume()
 
         stream.send_signal(signal.SIGTERM)
         _out, err = stream.communicate(timeout=120)
