@@ -154,6 +154,8 @@ def pitr_options(func: Callable[..., Any]) -> Callable[..., Any]:
             click.option("--target-name", default=None, help="PITR: recover to this restore point"),
             click.option("--latest", is_flag=True, help="PITR: replay every archived WAL file"),
             click.option("--immediate", is_flag=True, help="PITR: stop as soon as the base backup is consistent"),
+            click.option("--timeline", default=None, help="PITR: recover along this timeline (default: the newest "
+                         "one descending from the base backup; an older one recovers its abandoned future)"),
             click.option("--data-dir", default=None, help="PITR: the new data directory"),
             click.option("--in-place", is_flag=True, help="PITR over the cluster's own data directory "
                          "(backup.data_dir; refused while it runs, the old one is moved aside)"),

@@ -17,7 +17,7 @@ from workers.app import app
 from workers.common import ScriptTask
 
 Result = tuple[dict[str, Any], bool, str | None]
-PITR_OPTIONS = ("pitr", "lsn", "xid", "target_name", "latest", "immediate", "data_dir", "in_place")
+PITR_OPTIONS = ("pitr", "lsn", "xid", "target_name", "latest", "immediate", "data_dir", "in_place", "timeline")
 _ENV_KEEP = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "PGTZ")
 
 
@@ -104,8 +104,19 @@ def do_pitr_restore(db: DatabaseConfig, opts: dict[str, Any], progress: Any = No
     result = pitr_restore(repo, db, target, data_dir, port,
                           backup_id=opts.get("backup_id"), storage=opts.get("storage"),
                           env=server_env(cfg, opts.get("storage")), os_user=extra.get("restore_os_user"),
-                          timeout=float(opts.get("recovery_timeout", 3600)), progress=progress, in_place=in_place)
+                          timeout=float(opts.get("recovery_timeout", 3600)), progress=progress, in_place=in_place,
+                          timeline=_timeline(opts))
     return result, True, None
+
+
+def _timeline(opts: dict[str, Any]) -> int | None:
+    """``--timeline N``: recover along timeline N instead of the newest one."""
+    value = opts.get("timeline")
+    if value in (None, ""):
+        return None
+    if not str(value).isdigit() or int(value) < 1:
+        raise RestoreRefused(f"--timeline {value!r}: give a timeline number (1, 2, ...; dbfleet wal status shows them)")
+    return int(value)
 
 
 def _in_place_dir(db: DatabaseConfig, opts: dict[str, Any]) -> Path:
@@ -144,7 +155,7 @@ def do_pitr_drill(db: DatabaseConfig, opts: dict[str, Any], progress: Any = None
         return pitr_restore(repo, db, target, data_dir, port, backup_id=opts.get("backup_id"),
                             storage=opts.get("storage"), env=server_env(cfg, opts.get("storage")),
                             os_user=extra.get("restore_os_user"), timeout=float(opts.get("recovery_timeout", 3600)),
-                            progress=progress)
+                            progress=progress, timeline=_timeline(opts))
 
     report = pitr_drill(repo, db, target, scratch, int(opts.get("port") or _free_port()), restore=restore,
                         stop=stop_server)

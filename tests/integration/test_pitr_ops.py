@@ -190,6 +190,19 @@ def test_pitr_to_a_time_after_the_switch_replays_both_timelines(world: Env, in_p
     assert "target_timeline" in proc.stdout
 
 
+def test_pitr_along_the_old_timeline_recovers_its_abandoned_future(world: Env, in_place: dict[str, Any],
+                                                                   timeline2: dict[int, datetime]) -> None:
+    """Nothing the in-place restore went back past is lost: --timeline 1 replays timeline 1 to its end."""
+    proc, port = _restore(world, "r_tl1", "--latest", "--timeline", "1")
+    try:
+        assert set(world.markers(port)) == in_place["before"] | set(in_place["tl1"])
+    finally:
+        world.pg("-m", "fast", "stop", data=world.root / "r_tl1")
+    bad = world.run("backups", "restore", DB_ID, "--latest", "--timeline", "7", "--data-dir", str(world.root / "r_tl7"),
+                    "--local", check=False)
+    assert bad.returncode != 0 and "timeline 7" in bad.stderr and not (world.root / "r_tl7").exists()
+
+
 def test_a_healthy_archive_reports_no_lag_no_failures_no_gap(world: Env) -> None:
     report = _health(world, _db(world))
     checks = {c.check: c for c in report.checks}

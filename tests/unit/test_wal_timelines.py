@@ -148,3 +148,18 @@ def test_a_pitr_picks_a_base_backup_on_the_way_to_the_newest_timeline_not_one_on
     target = RecoveryTarget("time", "2026-11-29 12:00:00+00")
     assert choose_base(backups, target, histories={2: parse_history(2, HIST2)})["backup_id"] == "before"
     assert choose_base(backups, target)["backup_id"] == "future"  # without histories: simply the newest
+    assert choose_base(backups, target, histories={2: parse_history(2, HIST2)}, timeline=1)["backup_id"] == "future"
+
+
+def test_an_explicit_timeline_is_followed_or_refused_when_it_does_not_descend_from_the_base() -> None:
+    from engines.backup.wal.timelines import path_to
+    from workers.physical import _timeline
+
+    histories = {2: parse_history(2, HIST2), 3: parse_history(3, HIST3)}
+    assert [leg.tli for leg in path_to(1, 0x3000000, histories, 2) or []] == [1, 2]
+    assert path_to(1, 0x3000000, histories, 1) == [Leg(1, 0, None)]  # the old timeline to its end
+    assert path_to(1, 0x6000000, histories, 2) is None  # timeline 2 left before this base backup ended
+    assert path_to(1, 0x3000000, histories, 9) is None
+    assert _timeline({"timeline": "2"}) == 2 and _timeline({}) is None
+    with pytest.raises(RestoreRefused, match="give a timeline number"):
+        _timeline({"timeline": "latest"})

@@ -209,8 +209,9 @@ def _histories(repo: Repository, database_id: str) -> dict[int, list[Any]]:
 def pitr_restore(repo: Repository, db: DatabaseConfig, target: RecoveryTarget, data_dir: Path, port: int, *,
                  backup_id: str | None = None, storage: str | None = None, env: dict[str, str] | None = None,
                  os_user: str | None = None, timeout: float = 3600.0, progress: Any = None,
-                 in_place: bool = False) -> dict[str, Any]:
-    """Restore the newest base backup before ``target`` into ``data_dir`` and recover to ``target``.
+                 in_place: bool = False, timeline: int | None = None) -> dict[str, Any]:
+    """Restore the newest base backup before ``target`` into ``data_dir`` and recover to ``target`` (on
+    ``timeline``; default: the newest timeline descending from the base backup).
 
     Refuses before writing anything when the archive cannot take recovery to the target (a gap,
     a target after the newest archived WAL, missing chunks). ``data_dir`` must not exist or be empty;
@@ -225,8 +226,8 @@ def pitr_restore(repo: Repository, db: DatabaseConfig, target: RecoveryTarget, d
         os_user = inplace.owner(data_dir) if os.geteuid() == 0 else None
     with RepoLock(repo.storage, SHARED, f"pitr restore {db.id}", wait=600):
         backups = physical_backups(repo, db.id)
-        base = choose_base(backups, target, backup_id, _histories(repo, db.id))
-        plan = plan_wal(repo, db.id, base, target)
+        base = choose_base(backups, target, backup_id, _histories(repo, db.id), timeline)
+        plan = plan_wal(repo, db.id, base, target, timeline)
         major = int(base["dump"]["extra"]["server_major"])
         bindir = _server_bin(major)
         aside = inplace.move_aside(data_dir) if in_place else None

@@ -9,12 +9,12 @@ from engines.backup.physical.target import RecoveryTarget
 from engines.backup.repository import Repository
 from engines.backup.wal import continuity, names
 from engines.backup.wal.archive import WalArchive
-from engines.backup.wal.timelines import Leg, path_from
+from engines.backup.wal.timelines import Leg, path_to
 from engines.errors import BackupNotFound, RestoreRefused
 
 
 def choose_base(backups: list[dict[str, Any]], target: RecoveryTarget, backup_id: str | None = None,
-                histories: dict[int, list[Leg]] | None = None) -> dict[str, Any]:
+                histories: dict[int, list[Leg]] | None = None, timeline: int | None = None) -> dict[str, Any]:
     """The newest base backup that ends before the target (or the one named ``backup_id``), preferring those
     from which recovery reaches the newest timeline: after a restore, the base backups taken on the
     abandoned future of the old timeline cannot reach a point of the new one."""
@@ -32,7 +32,13 @@ def choose_base(backups: list[dict[str, Any]], target: RecoveryTarget, backup_id
     elif target.kind == "lsn":
         lsn = names.parse_lsn(str(target.value))
         usable = [m for m in backups if names.parse_lsn(m["dump"]["extra"]["end_lsn"]) <= lsn]
-    if histories and usable:
+    if timeline is not None:  # only base backups from which that timeline can be reached
+        usable = [m for m in usable if _reaches(m, histories or {}, timeline) == timeline]
+        if not usable:
+            raise BackupNotFound(f"no base backup before {target.describe()} can reach timeline {timeline} (its "
+                                 "history must leave the backup's timeline after the backup ended); known "
+                                 f"timelines: {', '.join(str(t) for t in sorted({1, *(histories or {})}))}")
+    elif histories and usable:
         newest = max([*histories, *(names.timeline(m["dump"]["extra"]["end_segment"]) for m in usable)])
         usable = [m for m in usable if _reaches(m, histories) == newest] or usable
     if not usable:
@@ -43,19 +49,21 @@ def choose_base(backups: list[dict[str, Any]], target: RecoveryTarget, backup_id
     return usable[-1]
 
 
-def _reaches(manifest: dict[str, Any], histories: dict[int, list[Leg]]) -> int:
-    """The timeline recovery from this base backup ends on ('latest')."""
+def _reaches(manifest: dict[str, Any], histories: dict[int, list[Leg]], timeline: int | None = None) -> int | None:
+    """The timeline recovery from this base backup ends on ('latest', or ``timeline`` when it can get there)."""
     extra = manifest["dump"]["extra"]
-    return path_from(names.timeline(extra["end_segment"]), names.parse_lsn(extra["end_lsn"]), histories)[-1].tli
+    path = path_to(names.timeline(extra["end_segment"]), names.parse_lsn(extra["end_lsn"]), histories, timeline)
+    return None if path is None else path[-1].tli
 
 
-def plan_wal(repo: Repository, database_id: str, base: dict[str, Any], target: RecoveryTarget) -> dict[str, Any]:
+def plan_wal(repo: Repository, database_id: str, base: dict[str, Any], target: RecoveryTarget,
+             timeline: int | None = None) -> dict[str, Any]:
     """The archived segments recovery needs from ``base`` to ``target``; refuses on a gap or missing chunks."""
     extra = base["dump"]["extra"]
     segsize = int(extra.get("wal_segment_size") or names.DEFAULT_SEGMENT_SIZE)
     archive = WalArchive(repo, database_id)
     archived = archive.names()
-    run = continuity.from_base(archive, archived, extra)
+    run = continuity.from_base(archive, archived, extra, timeline=timeline)
     until = _needed_until(archive, run, target, segsize)
     last = run.last_contiguous
     if last is None or names.segment_number(last, segsize) < names.segment_number(until, segsize):

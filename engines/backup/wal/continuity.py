@@ -12,6 +12,7 @@ from typing import Any
 
 from engines.backup.wal import names
 from engines.backup.wal.timelines import Leg, expected_name
+from engines.errors import RestoreRefused
 
 MAX_LISTED = 20
 
@@ -82,14 +83,18 @@ def first_pushed_after(pushed: dict[str, str], run: Continuity, when: datetime,
 
 
 def from_base(archive: Any, archived: list[str], extra: dict[str, Any],
-              histories: dict[int, list[Leg]] | None = None) -> Continuity:
+              histories: dict[int, list[Leg]] | None = None, timeline: int | None = None) -> Continuity:
     """Continuity from a base backup (its manifest's ``dump.extra``) along the newest timeline descending
-    from its end point, the one recovery_target_timeline = 'latest' would take."""
-    from engines.backup.wal.timelines import path_from, read_histories
+    from its end point, the one recovery_target_timeline = 'latest' would take (or to ``timeline``)."""
+    from engines.backup.wal.timelines import path_to, read_histories
 
     segsize = int(extra.get("wal_segment_size") or names.DEFAULT_SEGMENT_SIZE)
     if histories is None:
         histories = read_histories(archive, archived)
     start = extra["end_segment"]
-    path = path_from(names.timeline(start), names.parse_lsn(extra["end_lsn"]), histories)
+    path = path_to(names.timeline(start), names.parse_lsn(extra["end_lsn"]), histories, timeline)
+    if path is None:
+        raise RestoreRefused(f"timeline {timeline} does not descend from the base backup's end ({extra['end_lsn']} on "
+                             f"timeline {names.timeline(start)}); known timelines: "
+                             f"{', '.join(str(t) for t in sorted({names.timeline(start), *histories}))}")
     return check(archived, start, segsize, path)

@@ -82,6 +82,18 @@ def path_from(tli: int, lsn: int, histories: dict[int, list[Leg]]) -> list[Leg]:
     return best[start:]
 
 
+def path_to(tli: int, lsn: int, histories: dict[int, list[Leg]], target: int | None) -> list[Leg] | None:
+    """Like :func:`path_from` for an explicit target timeline (``--timeline``: e.g. back to the abandoned future
+    of an old timeline); None when ``target`` does not descend from ``lsn`` on ``tli``."""
+    if target is None:
+        return path_from(tli, lsn, histories)
+    if target == tli:
+        return [Leg(tli, 0, None)]
+    legs = histories.get(target, [])
+    start = next((i for i, leg in enumerate(legs) if leg.tli == tli and (leg.end is None or leg.end >= lsn)), None)
+    return None if start is None else legs[start:]
+
+
 def timeline_of(number: int, path: list[Leg], segment_size: int) -> int:
     """The timeline recovery reads segment ``number`` from: the newest leg begun by then."""
     chosen = path[0].tli
