@@ -245,8 +245,9 @@ def pitr_restore(repo: Repository, db: DatabaseConfig, target: RecoveryTarget, d
             else:
                 shutil.rmtree(data_dir, ignore_errors=True)
             raise
-        server = db if in_place else db.model_copy(update={"host": "127.0.0.1", "port": port, "dsn": None,
-                                                             "dbname": "postgres"})
+        # the maintenance database: the configured one may not exist at the recovered point
+        server = db.model_copy(update={"dbname": "postgres"}) if in_place else \
+            db.model_copy(update={"host": "127.0.0.1", "port": port, "dsn": None, "dbname": "postgres"})
         reached = start_and_wait(bindir, data_dir, server, env=env or dict(os.environ), user=user, timeout=timeout)
         comment_out(data_dir, _TARGETS, "recovery done by dbfleet backups restore")  # promoted: targets are spent
     out = {"database_id": db.id, "backup_id": base["backup_id"], "target": target.describe(),
