@@ -110,6 +110,7 @@ class DatabaseBackupConfig(_Model):
     method: Literal["logical", "physical"] = "logical"
     pitr_window: str | None = None  # e.g. "7d": prune keeps the base backups and WAL to recover any point in it
     incremental: bool = False  # PostgreSQL 17+: block-level incremental base backups
+    data_dir: str | None = None  # the cluster's data directory on the worker's host: restore --in-place (docs/pitr.md)
 
 
 class DatabaseConfig(_Model):

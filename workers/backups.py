@@ -161,6 +161,10 @@ def do_restore(db: DatabaseConfig, opts: dict[str, Any], progress: Progress | No
 def do_drill(db: DatabaseConfig, opts: dict[str, Any], progress: Progress | None = None,
              task_id: str | None = None) -> Result:
     """Restore the latest backup into a scratch target, compare row counts, measure RTO and RPO."""
+    from workers import physical  # a base backup: the drill is a point-in-time recovery on a scratch port
+
+    if physical.wants_pitr(db, opts):
+        return physical.do_pitr_drill(db, opts, progress)
     repo = open_repository(runtime.config(), opts.get("storage"))
     with task_dir(_workdir(opts), _task_id(task_id)) as work:
         report = run_drill(repo, db, backup_id=opts.get("backup_id"), spool_dir=work, progress=progress)

@@ -98,6 +98,16 @@ def print_result(script: str, result: dict[str, Any]) -> None:
         if result["problems"]:
             console.print(rows_table("problems", ["backup", "object", "problem"],
                                      [[p["backup"], p["object"], p["problem"]] for p in result["problems"]]))
+    elif script == "restore_drill" and result.get("method") == "pitr":
+        verdict = "[green]passed[/green]" if result["ok"] else "[red]FAILED[/red]"
+        rpo = "-" if result["rpo_seconds"] is None else f"{result['rpo_seconds']:.3f} s"
+        console.print(key_value_table(f"PITR drill of {result['database_id']} ({result['target']})", [
+            ("result", verdict), ("base backup", result["backup_id"]),
+            ("measured RTO (restore + WAL replay)", f"{result['rto_seconds']:.1f} s"),
+            ("measured RPO", rpo), ("newest commit on the source", result["newest_committed_at"] or "-"),
+            ("newest commit recovered", result["newest_recovered_at"] or "-"),
+            ("RPO measured against", result["rpo_measured_by"]),
+            ("reached", f"LSN {result['reached']['lsn']}, timeline {result['reached']['timeline']}")]))
     elif script == "restore_drill":
         verdict = "[green]passed[/green]" if result["ok"] else "[red]FAILED[/red]"
         console.print(key_value_table(f"restore drill of {result['database_id']}", [
@@ -144,7 +154,11 @@ def pitr_options(func: Callable[..., Any]) -> Callable[..., Any]:
             click.option("--target-name", default=None, help="PITR: recover to this restore point"),
             click.option("--latest", is_flag=True, help="PITR: replay every archived WAL file"),
             click.option("--immediate", is_flag=True, help="PITR: stop as soon as the base backup is consistent"),
+            click.option("--timeline", default=None, help="PITR: recover along this timeline (default: the newest "
+                         "one descending from the base backup; an older one recovers its abandoned future)"),
             click.option("--data-dir", default=None, help="PITR: the new data directory"),
+            click.option("--in-place", is_flag=True, help="PITR over the cluster's own data directory "
+                         "(backup.data_dir; refused while it runs, the old one is moved aside)"),
             click.option("--port", default=None, type=int, help="PITR: port of the recovered server")]):
         func = opt(func)
     return func
@@ -211,12 +225,15 @@ def backups_restore(database_id: str, local: bool, timeout: float, **kw: Any) ->
 @backups.command("drill")
 @click.argument("database_id")
 @click.option("--backup", "backup_id", default=None)
+@click.option("--pitr", default=None, help="PostgreSQL physical backups: drill a recovery to this time (with a zone)")
+@click.option("--latest", is_flag=True, help="PostgreSQL physical backups: drill a recovery of every archived WAL file")
 @_storage
 @_local
 @_timeout
-def backups_drill(database_id: str, backup_id: str | None, storage: str | None, local: bool, timeout: float) -> None:
-    """Restore into a scratch target, compare row counts, report RTO and RPO."""
-    opts = {k: v for k, v in {"backup_id": backup_id, "storage": storage}.items() if v}
+def backups_drill(database_id: str, backup_id: str | None, storage: str | None, local: bool, timeout: float,
+                  pitr: str | None, latest: bool) -> None:
+    """Restore into a scratch target, compare row counts (or recover a physical backup), report RTO and RPO."""
+    opts = {k: v for k, v in {"backup_id": backup_id, "storage": storage, "pitr": pitr, "latest": latest}.items() if v}
     _go("restore_drill", database_id, opts, local, timeout)
 
 

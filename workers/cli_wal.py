@@ -100,9 +100,48 @@ def wal_status(database_id: str, storage: str | None) -> None:
         ("archived at", report["newest_at"] or "-"),
         ("age", f"{report['age_seconds']:.0f} s" if report["age_seconds"] is not None else "-")]))
     if report["base_backups"]:
-        console.print(rows_table("continuity from each base backup", ["backup", "from", "unbroken to", "missing"],
-                                 [[b["backup_id"], b["start"], b["last_contiguous"] or "-",
+        console.print(rows_table("continuity from each base backup",
+                                 ["backup", "from", "timelines", "unbroken to", "missing"],
+                                 [[b["backup_id"], b["start"], " → ".join(str(t["timeline"]) for t in b["timelines"]),
+                                   b["last_contiguous"] or "-",
                                    ", ".join(b["missing"][:3]) + (" …" if b["missing_count"] > 3 else "")
                                    or "none"] for b in report["base_backups"]]))
     if not report["ok"]:
         sys.exit(1)
+
+
+@wal.command("stream")
+@click.argument("database_id")
+@_storage
+@click.option("--spool", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="pg_receivewal's directory (default: <state dir>/wal-stream/<id>; kept between runs)")
+def wal_stream(database_id: str, storage: str | None, spool: Path | None) -> None:
+    """Stream WAL with pg_receivewal and a replication slot into the repository, until stopped (SIGTERM).
+
+    For servers where archive_command cannot be set. Run it under a service manager (systemd, see
+    docs/pitr.md), one process per database, like Barman's receive-wal."""
+    import signal
+
+    from engines.backup import tools
+    from engines.backup.wal.stream import WalStream
+
+    cfg = _config()
+    archive = _archive(database_id, storage, create=True)
+    section = cfg.database_scripts.backup
+    spool = spool or cfg.fleet.state_path() / "wal-stream" / archive.database_id
+
+    def pushed(result: Any) -> None:
+        err_console.print(f"wal stream {result.name}: {result.status} ({human_bytes(result.size)}, "
+                          f"stored {human_bytes(result.stored_bytes)})", highlight=False)
+
+    with tools.private_dir(prefix="dbfleet-walstream-") as secrets:
+        stream = WalStream(archive, cfg.database(database_id), spool, secrets_dir=secrets, on_push=pushed,
+                           on_event=lambda text: err_console.print(f"[yellow]wal stream {database_id}:[/yellow] {text}"),
+                           level=section.compression_level if section.compression else None)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stream.stop.set())
+        err_console.print(f"wal stream {database_id}: slot {stream.slot}, spool {spool}; stop with SIGTERM or Ctrl-C",
+                          highlight=False)
+        stream.run()
+    err_console.print(f"wal stream {database_id}: stopped after {len(stream.pushed)} files "
+                      f"({stream.restarts} pg_receivewal restarts)", highlight=False)

@@ -34,6 +34,7 @@ class FleetCollector(Collector):
         yield from self._tasks()
         yield from self._alerts()
         yield from self._dr()
+        yield from self._wal()
 
     def _databases(self) -> Iterator[Any]:
         labels = ["database", "kind"]
@@ -222,6 +223,37 @@ class FleetCollector(Collector):
                 if name in families:
                     families[name].add_metric([labels["dr_group"], labels["database"]], value)
         yield from families.values()
+
+    def _wal(self) -> Iterator[Any]:
+        """PostgreSQL WAL archiving, from the WAL checks of the cached health reports (engines/health/pg_wal.py)."""
+        labels = ["database", "kind"]
+        specs = {"wal_archive_lag": ("dbfleet_wal_archive_lag_seconds", "Age of the oldest WAL segment still "
+                                     "waiting for archive_command (0: none waits)"),
+                 "wal_archive_last_segment_age": ("dbfleet_wal_archive_last_segment_age_seconds",
+                                                  "Age of the newest WAL segment in the repository"),
+                 "wal_archive_last_archived_age": ("dbfleet_wal_archive_last_archived_age_seconds",
+                                                   "Seconds since the server last archived a WAL file (pg_stat_archiver)"),
+                 "wal_archive_gaps": ("dbfleet_wal_archive_gap_segments", "WAL segments missing in the repository "
+                                      "after a base backup"),
+                 "replication_slot_wal": ("dbfleet_wal_slot_retained_bytes", "The most WAL a replication slot "
+                                          "holds back"),
+                 "wal_stream": ("dbfleet_wal_stream_silence_seconds", "Seconds since dbfleet wal stream last "
+                                "replied to the server")}
+        families = {check: GaugeMetricFamily(name, text, labels=labels) for check, (name, text) in specs.items()}
+        failing = GaugeMetricFamily("dbfleet_wal_archive_failing", "1 while archive_command fails (the newest "
+                                    "attempt failed)", labels=labels)
+        stream_up = GaugeMetricFamily("dbfleet_wal_stream_up", "1 when dbfleet wal stream is connected and "
+                                      "replying", labels=labels)
+        for db_id, kind, report in self._cached(runtime.HEALTH_KEY):
+            for c in report["checks"]:
+                v, name = c.get("value"), c["check"]
+                if name == "wal_archive_failures":
+                    failing.add_metric([db_id, kind], 1.0 if c["status"] == "critical" else 0.0)
+                if name == "wal_stream":
+                    stream_up.add_metric([db_id, kind], 0.0 if c["status"] == "critical" else 1.0)
+                if name in families and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    families[name].add_metric([db_id, kind], float(v))
+        yield from (*families.values(), failing, stream_up)
 
 
 def build_registry(cfg: Config | None = None) -> CollectorRegistry:

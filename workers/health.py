@@ -47,9 +47,18 @@ def evaluate_alerts(db: DatabaseConfig, report: dict[str, Any]) -> list[dict[str
     return transitions
 
 
+def wal_archive(db: DatabaseConfig) -> Any:
+    """The WAL archive of ``db`` in the default repository (the WAL health checks read it: engines/health/pg_wal.py)."""
+    from engines.backup.engine import open_repository
+    from engines.backup.wal.archive import WalArchive
+
+    return WalArchive(open_repository(runtime.config()), db.id)
+
+
 def _health(db: DatabaseConfig, options: dict[str, Any]) -> tuple[dict[str, Any], bool, str | None]:
     memory = _load_memory(db.id)
-    report = run_health(db, memory=memory, deep=str(options.get("deep", True)).lower() not in ("0", "false", "no"))
+    report = run_health(db, memory=memory, deep=str(options.get("deep", True)).lower() not in ("0", "false", "no"),
+                        context={"wal_archive": wal_archive})
     result = report.to_dict()
     runtime.remember(runtime.HEALTH_KEY, db.id, result, runtime.HEALTH_TTL)  # the exporter and the API read it
     runtime.remember(runtime.HEALTH_MEMORY_KEY, db.id, memory)  # counters and baselines for the next run

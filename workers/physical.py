@@ -17,7 +17,7 @@ from workers.app import app
 from workers.common import ScriptTask
 
 Result = tuple[dict[str, Any], bool, str | None]
-PITR_OPTIONS = ("pitr", "lsn", "xid", "target_name", "latest", "immediate", "data_dir")
+PITR_OPTIONS = ("pitr", "lsn", "xid", "target_name", "latest", "immediate", "data_dir", "in_place", "timeline")
 _ENV_KEEP = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "PGTZ")
 
 
@@ -86,23 +86,82 @@ def do_pitr_restore(db: DatabaseConfig, opts: dict[str, Any], progress: Any = No
     from workers.backups import _extra
 
     _postgres(db)
-    if not opts.get("data_dir"):
-        raise RestoreRefused("a point-in-time restore needs --data-dir (a new directory); --in-place is not built yet")
+    in_place = str(opts.get("in_place", "")).lower() in ("1", "true", "yes", "on")
+    if not opts.get("data_dir") and not in_place:
+        raise RestoreRefused("a point-in-time restore needs --data-dir (a new directory), or --in-place to recover "
+                             "over the cluster's own data directory (databases.<id>.backup.data_dir)")
     cfg = runtime.config()
     if opts.get("os_user"):  # a caller never picks which OS account the worker hands files to
         raise ConfigError([("os_user", "the OS user a restored server runs as comes from the config "
                                        "(database_scripts.backup.restore_os_user), not from a task option")])
     extra = _extra()
-    data_dir = contained(opts["data_dir"], [Path(p) for p in extra.get("restore_dirs") or []]
-                         + [cfg.fleet.state_path() / "restores"], "data_dir")
+    data_dir = _in_place_dir(db, opts) if in_place else \
+        contained(opts["data_dir"], [Path(p) for p in extra.get("restore_dirs") or []]
+                  + [cfg.fleet.state_path() / "restores"], "data_dir")
     target = RecoveryTarget.from_options(opts)
     repo = open_repository(cfg, opts.get("storage"))
-    port = int(opts.get("port") or _free_port())
+    port = int(db.port or 5432) if in_place else int(opts.get("port") or _free_port())
     result = pitr_restore(repo, db, target, data_dir, port,
                           backup_id=opts.get("backup_id"), storage=opts.get("storage"),
                           env=server_env(cfg, opts.get("storage")), os_user=extra.get("restore_os_user"),
-                          timeout=float(opts.get("recovery_timeout", 3600)), progress=progress)
+                          timeout=float(opts.get("recovery_timeout", 3600)), progress=progress, in_place=in_place,
+                          timeline=_timeline(opts))
     return result, True, None
+
+
+def _timeline(opts: dict[str, Any]) -> int | None:
+    """``--timeline N``: recover along timeline N instead of the newest one."""
+    value = opts.get("timeline")
+    if value in (None, ""):
+        return None
+    if not str(value).isdigit() or int(value) < 1:
+        raise RestoreRefused(f"--timeline {value!r}: give a timeline number (1, 2, ...; dbfleet wal status shows them)")
+    return int(value)
+
+
+def _in_place_dir(db: DatabaseConfig, opts: dict[str, Any]) -> Path:
+    """The cluster's own data directory: from the config only (a task option never picks what is moved aside)."""
+    if not db.backup.data_dir:
+        raise ConfigError([(f"databases.{db.id}.backup.data_dir", "--in-place needs the cluster's data directory "
+                                                                   "on the worker's host in the config")])
+    if opts.get("data_dir") and Path(opts["data_dir"]).resolve() != Path(db.backup.data_dir).resolve():
+        raise RestoreRefused(f"--in-place restores into databases.{db.id}.backup.data_dir ({db.backup.data_dir}); "
+                             "drop --data-dir, or restore a copy into --data-dir without --in-place")
+    if opts.get("port"):
+        raise RestoreRefused("--in-place keeps the cluster's own port; drop --port")
+    return Path(db.backup.data_dir).resolve()
+
+
+def do_pitr_drill(db: DatabaseConfig, opts: dict[str, Any], progress: Any = None) -> Result:
+    """A restore drill by point-in-time recovery (target from ``opts``, default latest) on a scratch port; the
+    scratch data directory lives in the first ``backup.restore_dirs`` (or ``<state>/restores``) and is removed."""
+    import time
+    from datetime import datetime, timezone
+
+    from engines.backup.drill import pitr_drill
+    from engines.backup.physical.restore import stop_server
+    from workers.backups import _extra
+
+    _postgres(db)
+    cfg = runtime.config()
+    extra = _extra()
+    root = Path((extra.get("restore_dirs") or [cfg.fleet.state_path() / "restores"])[0])
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    scratch = root / f"drill-{db.id}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%fZ')}"
+    target = RecoveryTarget.from_options({k: v for k, v in opts.items() if k != "data_dir"})
+    repo = open_repository(cfg, opts.get("storage"))
+
+    def restore(data_dir: Path, port: int) -> dict[str, Any]:
+        return pitr_restore(repo, db, target, data_dir, port, backup_id=opts.get("backup_id"),
+                            storage=opts.get("storage"), env=server_env(cfg, opts.get("storage")),
+                            os_user=extra.get("restore_os_user"), timeout=float(opts.get("recovery_timeout", 3600)),
+                            progress=progress, timeline=_timeline(opts))
+
+    report = pitr_drill(repo, db, target, scratch, int(opts.get("port") or _free_port()), restore=restore,
+                        stop=stop_server)
+    runtime.remember(runtime.DRILL_KEY, db.id, {k: report[k] for k in ("ok", "rto_seconds", "kind")}
+                     | {"rpo_seconds": report["rpo_seconds"] or 0.0, "at": time.time()})
+    return report, report["ok"], None if report["ok"] else "the recovered server did not answer"
 
 
 def _free_port() -> int:
@@ -129,4 +188,5 @@ def pitr_restore_task(self: ScriptTask, database_id: str, options: dict[str, Any
                         lambda db, o: do_pitr_restore(db, o, ProgressReporter(self, "pitr restore")))
 
 
-OPERATIONS = {"physical_backup": do_physical_backup, "pitr_restore": do_pitr_restore}
+OPERATIONS = {"physical_backup": do_physical_backup, "pitr_restore": do_pitr_restore,
+              "pitr_drill": do_pitr_drill}

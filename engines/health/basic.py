@@ -40,17 +40,20 @@ def _collect(conn: Connector, db: DatabaseConfig, checks: list[CheckResult]) -> 
     return info.to_dict()
 
 
-def _deep(conn: Connector, db: DatabaseConfig, memory: dict[str, Any]) -> list[CheckResult]:
+def _deep(conn: Connector, db: DatabaseConfig, memory: dict[str, Any],
+          context: dict[str, Any] | None = None) -> list[CheckResult]:
     if get_kind(db.kind).health is None:  # the registry's ``health`` column: sqlite has basic checks only
         return []
     checks: HealthChecks = load(db.kind, "health")
-    return checks.run(HealthContext(conn, db, memory))
+    return checks.run(HealthContext(conn, db, memory, scratch=dict(context or {})))
 
 
 def run_health(db: DatabaseConfig, factory: Callable[[DatabaseConfig], Connector] = open_connector,
-               memory: dict[str, Any] | None = None, deep: bool = True) -> HealthReport:
+               memory: dict[str, Any] | None = None, deep: bool = True,
+               context: dict[str, Any] | None = None) -> HealthReport:
     """Run the basic checks and (``deep``) the kind's own checks against ``db``; never raises for an unreachable
-    server. ``memory`` carries counters and query baselines from the previous run and is updated in place."""
+    server. ``memory`` carries counters and query baselines from the previous run and is updated in place;
+    ``context`` hands checks what the caller owns (``wal_archive``: opens a database's WAL archive)."""
     started = time.perf_counter()
     checks: list[CheckResult] = []
     server: dict[str, Any] = {}
@@ -59,7 +62,7 @@ def run_health(db: DatabaseConfig, factory: Callable[[DatabaseConfig], Connector
         with factory(db) as conn:
             server = _collect(conn, db, checks)
             if deep:
-                checks.extend(_deep(conn, db, memory if memory is not None else {}))
+                checks.extend(_deep(conn, db, memory if memory is not None else {}, context))
             checks.extend(custom_metrics.collect(conn, db))  # the database's own metrics (docs/monitoring.md)
     except DbfleetError as exc:
         error = scrub(str(exc))

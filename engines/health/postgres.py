@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from engines.health import pg_wal
 from engines.health.deep import OK, WARNING, CannotCheck, CheckResult, HealthChecks, HealthContext, result
 
 CHECKS = HealthChecks()
@@ -192,3 +193,6 @@ def query_performance(ctx: HealthContext) -> CheckResult:
     slower = "; ".join(f"queryid {q}: {b} ms -> {r} ms" for q, b, r in regressed[:3])
     hint = f"{slower} (the text: pg_stat_statements by queryid)" if regressed else None
     return CheckResult("query_performance", WARNING if regressed else OK, round(worst, 1), "%", allowed, hint)
+
+
+pg_wal.register(CHECKS)  # WAL archive lag, failures, gaps, slot retention, wal stream (engines/health/pg_wal.py)

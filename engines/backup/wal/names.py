@@ -54,3 +54,9 @@ def format_lsn(value: int) -> str:
 def segment_of(tli: int, lsn: int, segment_size: int = DEFAULT_SEGMENT_SIZE) -> str:
     """The segment file holding ``lsn`` on timeline ``tli``."""
     return segment_name(tli, lsn // segment_size, segment_size)
+
+
+def stream_slot(database_id: str) -> str:
+    """The physical replication slot ``dbfleet wal stream`` uses for ``database_id`` (a valid slot name)."""
+    cleaned = "".join(c if c.isalnum() else "_" for c in database_id.lower())
+    return ("dbfleet_" + cleaned)[:63]

@@ -13,12 +13,12 @@ from engines.errors import DbfleetError
 
 def _continuities(archive: WalArchive, archived: list[str]) -> list[dict[str, Any]]:
     from engines.backup.physical.backup import physical_backups
+    from engines.backup.wal.timelines import read_histories
 
     out = []
+    histories = read_histories(archive, archived)
     for manifest in physical_backups(archive.repo, archive.database_id):
-        extra = manifest["dump"]["extra"]
-        run = continuity.check(archived, extra["end_segment"], int(extra.get("wal_segment_size") or
-                                                                   names.DEFAULT_SEGMENT_SIZE))
+        run = continuity.from_base(archive, archived, manifest["dump"]["extra"], histories)
         out.append({"backup_id": manifest["backup_id"], **run.to_dict()})
     return out
 
