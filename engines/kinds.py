@@ -20,10 +20,10 @@ from engines.errors import ConfigError, DriverMissingError
 
 # the capability columns, in the order the matrix shows them
 CAPABILITIES = ("connector", "dumper", "health", "auditor", "tuner", "discoverer", "masker", "eraser", "source",
-                "target")
+                "target", "dr")
 LABELS = {"connector": "connect", "dumper": "backup", "health": "health", "auditor": "audit", "tuner": "tuning",
           "discoverer": "PII scan", "masker": "anonymise", "eraser": "erase", "source": "migrate from",
-          "target": "migrate into"}
+          "target": "migrate into", "dr": "DR"}
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class Kind:
     eraser: str | None = None  # compliance: right to erasure
     source: str | None = None
     target: str | None = None
+    dr: str | None = None  # disaster recovery: a class whose ``engine(strategy)`` gives the group's operations
     driver: tuple[str, str] | None = None
     file_based: bool = False  # addressed by ``path`` (a file), not host/port/dsn
 
@@ -76,7 +77,8 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          auditor="engines.security.postgres", tuner="engines.tuning.postgres:PostgresTuner",
          discoverer=_C + "postgres:PostgresDiscoverer", masker=_C + "anonymize.postgres:PostgresMaskTarget",
          eraser=_C + "erasure_pg:PostgresEraser",
-         source=_M + "postgres_source:PostgresSource", target=_M + "postgres_target:PostgresTarget"),
+         source=_M + "postgres_source:PostgresSource", target=_M + "postgres_target:PostgresTarget",
+         dr="engines.dr.dispatch:PostgresDR"),
     Kind("mysql", ("mariadb",), 3306,
          connector="engines.connectors.mysql:MySQLConnector",
          dumper="engines.backup.dumpers.mysql:MySQLDumper",
@@ -84,13 +86,13 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          auditor="engines.security.mysql", tuner="engines.tuning.mysql:MySQLTuner",
          discoverer=_C + "mysql:MySQLDiscoverer", masker=_C + "anonymize.dbapi:MySQLMaskTarget",
          eraser=_C + "erasure_dbapi:MySQLEraser",
-         source=_M + "mysql_source:MySQLSource"),
+         source=_M + "mysql_source:MySQLSource", dr="engines.dr.dispatch:MySQLDR"),
     Kind("redis", (), 6379,
          connector="engines.connectors.redis:RedisConnector",
          dumper="engines.backup.dumpers.redis:RedisDumper",
          health="engines.health.redis:CHECKS",
          auditor="engines.security.redis", tuner="engines.tuning.redis:RedisTuner",
-         discoverer=_C + "redis:RedisDiscoverer"),
+         discoverer=_C + "redis:RedisDiscoverer", dr="engines.dr.dispatch:RedisDR"),
     Kind("mongodb", ("mongo",), 27017,
          connector="engines.connectors.mongodb:MongoConnector",
          dumper="engines.backup.dumpers.mongodb:MongoDumper",

@@ -72,8 +72,8 @@ def observe_and_act(ctx: DRContext) -> tuple[DRStatus, DREvent | None]:
     status: DRStatus = engine.observe(ctx)
     if status.primary_reachable or not ctx.cfg.auto_failover_enabled:
         return status, None
-    if ctx.db(status.primary or "").kind == "postgresql":
-        restarted = restart_in_place(ctx, status.primary or "")
+    if engine.restart is not None:
+        restarted = engine.restart(ctx, status.primary or "")
         if restarted is not None and restarted.ok:
             return status, restarted
     decision = verdict(ctx, ctx.clock())

@@ -14,42 +14,60 @@ from engines.errors import DbfleetError
 @dataclass(frozen=True)
 class DREngine:
     """The operations a kind supports in a DR group (switchover and drills: PostgreSQL only; setup and rejoin
-    where the kind has them)."""
+    where the kind has them; ``restart``: try restarting a crashed primary in place before failing over)."""
 
     observe: Callable[..., Any]
     failover: Callable[..., Any]
     setup: Callable[..., Any] | None = None
     rejoin: Callable[..., Any] | None = None
+    restart: Callable[..., Any] | None = None
 
 
-def _postgresql() -> DREngine:
-    from engines.dr import failover, observe, rejoin, setup
+class PostgresDR:
+    """PostgreSQL groups: hot standbys (streaming), warm standbys (fed by the repository's WAL) and
+    backup-restore (no replica: failover restores the newest physical backup + WAL)."""
 
-    return DREngine(observe.observe, failover.failover, setup.setup, rejoin.rejoin)
+    @staticmethod
+    def engine(strategy: DRStrategy) -> DREngine:
+        from engines.dr import failover, observe, rejoin, restore, setup
+        from engines.dr.auto import restart_in_place
 
-
-def _mysql() -> DREngine:
-    from engines.dr import mysql_replica as m
-
-    return DREngine(m.observe, m.failover, m.setup, m.rejoin)
-
-
-def _redis() -> DREngine:
-    from engines.dr import redis_replica
-
-    return DREngine(redis_replica.observe, redis_replica.failover)
+        if strategy == DRStrategy.BACKUP_RESTORE:
+            return DREngine(observe.observe, restore.failover, setup.setup, restart=restart_in_place)
+        return DREngine(observe.observe, failover.failover, setup.setup, rejoin.rejoin, restart=restart_in_place)
 
 
-ENGINES: dict[str, Callable[[], DREngine]] = {"postgresql": _postgresql, "redis": _redis, "mysql": _mysql}
+class MySQLDR:
+    """MariaDB/MySQL groups: GTID replicas."""
+
+    @staticmethod
+    def engine(strategy: DRStrategy) -> DREngine:
+        from engines.dr import mysql_replica as m
+
+        return DREngine(m.observe, m.failover, m.setup, m.rejoin)
+
+
+class RedisDR:
+    """Redis groups: replica promotion (REPLICAOF NO ONE)."""
+
+    @staticmethod
+    def engine(strategy: DRStrategy) -> DREngine:
+        from engines.dr import redis_replica
+
+        return DREngine(redis_replica.observe, redis_replica.failover)
 
 
 def engine_for(ctx: DRContext) -> DREngine:
-    """The DR engine of the group's kind (from its current primary's registry entry)."""
-    kind = ctx.db(ctx.current_primary()).kind
-    if kind not in ENGINES:
-        raise DbfleetError(f"disaster recovery for {kind} is not supported (supported: {', '.join(sorted(ENGINES))})")
-    if kind == "postgresql" and ctx.cfg.strategy == DRStrategy.BACKUP_RESTORE:
-        from engines.dr import observe, restore, setup
+    """The DR engine of the group's kind (from its current primary's registry entry: the kinds registry's
+    ``dr`` column)."""
+    from engines.errors import ConfigError
+    from engines.kinds import kinds_with, load
 
-        return DREngine(observe.observe, restore.failover, setup.setup)
-    return ENGINES[kind]()
+    kind = ctx.db(ctx.current_primary()).kind
+    try:
+        cls = load(kind, "dr")
+    except ConfigError:
+        raise DbfleetError(f"disaster recovery for {kind} is not supported (supported: "
+                           f"{', '.join(sorted(kinds_with('dr')))})") from None
+    engine: DREngine = cls.engine(ctx.cfg.strategy)
+    return engine
