@@ -11,6 +11,11 @@ from engines.compliance.base import load
 CONTROL_TABLE = "dbfleet_anonymize_checkpoints"
 
 
+class RowsChanged(Exception):  # noqa: N818 - a condition the loops recover from, not a failure
+    """A compare-and-set write found rows changed (or deleted) since its unlocked read: the batch is rolled
+    back and read again, locked."""
+
+
 @dataclass
 class ColumnShape:
     """What masking needs to know of a column."""
@@ -94,6 +99,11 @@ class MaskTarget(abc.ABC):
     @abc.abstractmethod
     def rollback(self) -> None:
         """Abandon the batch in progress."""
+
+    def optimistic(self, on: bool) -> bool:
+        """Read batches without locks and write them compare-and-set (a row changed since it was read makes
+        ``write`` raise ``RowsChanged`` before committing); True when this kind supports it."""
+        return False
 
     def fork(self) -> MaskTarget | None:
         """A second target on its own connection to the same database, for the pipelined loop (one connection

@@ -89,10 +89,18 @@ class Masker:
         self._name_lists: tuple[tuple[str, ...], tuple[str, ...]] | None = None
         self._email_lists: tuple[tuple[str, ...], tuple[str, ...]] | None = None
         self.fingerprint = hmac.new(key, b"dbfleet-anonymize-fingerprint", hashlib.sha256).hexdigest()[:16]
+        # HMAC (RFC 2104) from SHA-256 states keyed once: copying them costs a third of hmac.digest per value
+        block = (hashlib.sha256(key).digest() if len(key) > 64 else key).ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
 
     def digest(self, rule: str, value: Any, attempt: int = 0) -> bytes:
         """HMAC-SHA256 of the rule, the value's text and the collision attempt."""
-        return hmac.digest(self._key, f"{rule}\x00{value}\x00{attempt}".encode(), "sha256")
+        inner = self._inner.copy()
+        inner.update(f"{rule}\x00{value}\x00{attempt}".encode())
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
 
     def _seeded(self, rule: str, value: Any, attempt: int) -> Any:
         self._random.seed(int.from_bytes(self.digest(rule, value, attempt)[:8], "big"))
@@ -145,7 +153,7 @@ class Masker:
 
     def _r_email(self, rule: Rule, value: Any, attempt: int) -> str:
         d = self.digest("email", value, attempt)
-        first, last = self._email_names()
+        first, last = self._email_lists or self._email_names()
         return (f"{first[int.from_bytes(d[:4], 'big') % len(first)]}.{last[int.from_bytes(d[4:8], 'big') % len(last)]}"
                 f".{d[8:11].hex()}@{_DOMAINS[d[11] % 3]}")
 
