@@ -3,6 +3,7 @@ every row exactly once; refuses a database tagged ``prod`` without an explicit g
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -239,6 +240,90 @@ def _pipelined(a: MaskTarget, b: MaskTarget, batcher: _Batcher, cp: Checkpoint, 
             b.optimistic(False)
 
 
+def _overlapped(targets: list[MaskTarget], batcher: _Batcher, cp: Checkpoint, n: int, throttle: float,
+                progress: Progress | None) -> tuple[Checkpoint, int]:
+    """Three connections or more, targets that write compare-and-set (``optimistic``): batch N+2 is masked
+    while N and N+1 are written at once (their UPDATEs run in parallel on the server) and N+3 is read. Commits stay in
+    order: each write moves the checkpoint only from the value the batch before left (a compare-and-set on
+    ``rows_done``, which also waits for that batch's commit), so a write whose predecessor failed fails too,
+    and a kill -9 leaves a checkpoint whose rows are all masked. A unique clash (with another row, or with a
+    batch in flight), a row changed in between, or a deadlock between two batches in flight rolls back what
+    did not commit and hands over to the sequential loop from the last committed checkpoint, as in
+    ``_pipelined``: a batch that commits holds the fakes the sequential loop gives it."""
+    from collections import deque
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    inflight: deque[tuple[Future[None], Checkpoint, int, int]] = deque()  # write, checkpoint, bumps, target
+    batches, turn, committed, counted = 0, 0, cp, batcher.collisions
+    for t in targets:
+        t.optimistic(True)
+
+    def settle(one: bool) -> None:
+        nonlocal committed, counted, batches
+        while inflight and (not one or inflight[0][0].done()):
+            fut, c, bumps, _ = inflight[0]
+            fut.result()
+            inflight.popleft()
+            committed, counted, batches = c, counted + bumps, batches + 1
+            if progress:
+                progress(c.rows_done, None)
+
+    def wait_for(i: int) -> None:  # the last write on connection ``i`` done (and the ones before it)
+        while any(w[3] == i for w in inflight):
+            inflight[0][0].result()
+            settle(True)
+        settle(True)
+
+    reading: Future[list[tuple[Any, ...]]] | None = None  # the next batch, read ahead
+    with ThreadPoolExecutor(len(targets) + 1, thread_name_prefix="dbfleet-mask-io") as pool:
+        try:
+            while not cp.finished:
+                i = turn % len(targets)
+                turn += 1
+                wait_for(i)
+                t = targets[i]
+                rows = reading.result() if reading else t.batch(batcher.shape, batcher.cols, cp.last_key, n)
+                reading = None
+                nxt = _next(batcher, cp, rows, n)
+                if not nxt.finished:  # read the next batch on the next connection while this one is masked
+                    j = turn % len(targets)
+                    wait_for(j)
+                    reading = pool.submit(targets[j].batch, batcher.shape, batcher.cols, nxt.last_key, n)
+                before = batcher.collisions
+                new = batcher.mask(rows, t, False) if rows else []
+                inflight.append((pool.submit(t.write, batcher.shape, batcher.cols, new, nxt, nxt.finished), nxt,
+                                 batcher.collisions - before, i))
+                cp = nxt
+                if throttle:
+                    time.sleep(throttle)
+            settle(False)
+            return committed, batches
+        except BaseException as exc:
+            if reading is not None:
+                with contextlib.suppress(BaseException):
+                    reading.result()
+            while inflight:  # in order; a write after a failed one fails too (its checkpoint moved on nothing)
+                try:
+                    settle(False)
+                except BaseException:  # noqa: S110 - the first failure (exc) decides below
+                    inflight.popleft()
+            for t in targets:
+                t.rollback()
+            if not _handover(targets[0], exc):
+                raise
+            batcher.collisions = counted  # the batches rolled back count again when redone
+            reread = targets[0].checkpoint(committed.job_id)
+            return (reread or committed), batches
+        finally:
+            for t in targets:
+                t.optimistic(False)
+
+
+def _handover(target: MaskTarget, exc: BaseException) -> bool:
+    """Whether ``exc`` means: redo from the last committed checkpoint, locked (not a failure)."""
+    return target.unique_violation(exc) or isinstance(exc, RowsChanged)
+
+
 def anonymize_in_place(target: MaskTarget, database_id: str, table: str, rules: dict[str, str], masker: Masker, *,
                        batch_size: int = 1000, again: bool = False, throttle_seconds: float = 0.0,
                        progress: Progress | None = None) -> dict[str, Any]:
@@ -253,9 +338,14 @@ def anonymize_in_place(target: MaskTarget, database_id: str, table: str, rules: 
         target.write(shape, [], [], cp, True)
     else:
         other = target.fork()
+        third = other.fork() if other is not None and other.optimistic(False) else None
         try:
             while not cp.finished:
-                if other is not None:
+                if other is not None and third is not None:
+                    cp, more = _overlapped([target, other, third], batcher, cp, batch_size, throttle_seconds,
+                                           progress)
+                    batches += more
+                elif other is not None:
                     cp, more = _pipelined(target, other, batcher, cp, batch_size, throttle_seconds, progress)
                     batches += more
                 if not cp.finished:  # no second connection, or the pipeline handed over: a unique clash or a
@@ -264,8 +354,9 @@ def anonymize_in_place(target: MaskTarget, database_id: str, table: str, rules: 
                                            None if other is None else 1)
                     batches += more
         finally:
-            if other is not None:
-                other.close()
+            for twin in (other, third):
+                if twin is not None:
+                    twin.close()
     elapsed = time.perf_counter() - started
     masked_now = cp.rows_done - resumed_from
     return {"database_id": database_id, "table": shape.name, "job_id": job, "rows_masked": cp.rows_done,

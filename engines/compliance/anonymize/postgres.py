@@ -5,6 +5,7 @@ checkpoint updated in the same transaction."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -128,6 +129,19 @@ class PostgresMaskTarget(MaskTarget):
 
     def write(self, shape: TableShape, columns: list[str], rows: list[tuple[Any, ...]], cp: Checkpoint,
               finished: bool) -> None:
+        from psycopg import errors
+
+        try:
+            self._write(shape, columns, rows, cp, finished)
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                self.conn.rollback()  # now, from this thread: a batch written after this one waits on its locks
+            if isinstance(exc, errors.DeadlockDetected):  # two batches in flight whose fakes clashed
+                raise RowsChanged(f"{shape.name}: two batches in flight deadlocked") from exc
+            raise
+
+    def _write(self, shape: TableShape, columns: list[str], rows: list[tuple[Any, ...]], cp: Checkpoint,
+               finished: bool) -> None:
         from psycopg import sql
 
         names = [*shape.key, *columns]
@@ -156,9 +170,15 @@ class PostgresMaskTarget(MaskTarget):
             if cur.rowcount != len(rows):
                 raise RowsChanged(f"{shape.name}: {len(rows) - cur.rowcount} of {len(rows)} rows changed or went "
                                   "away since they were read")
-        self.conn.execute("UPDATE dbfleet.anonymize_checkpoints SET last_key = %s::jsonb, rows_done = %s,"
-                          " finished = %s, updated_at = now() WHERE job_id = %s",
-                          (json.dumps(cp.last_key, default=str), cp.rows_done, finished, cp.job_id))
+        # compare-and-set from where the batch before left it: with batches written at once, this waits for
+        # the one before to commit, and fails (no row) when it rolled back
+        done = self.conn.execute("UPDATE dbfleet.anonymize_checkpoints SET last_key = %s::jsonb, rows_done = %s,"
+                                 " finished = %s, updated_at = now() WHERE job_id = %s AND rows_done = %s",
+                                 (json.dumps(cp.last_key, default=str), cp.rows_done, finished, cp.job_id,
+                                  cp.rows_done - len(rows)))
+        if done.rowcount != 1:
+            raise RowsChanged(f"{shape.name}: the checkpoint of job {cp.job_id} is not where this batch starts "
+                              "(the batch before it did not commit)")
         self.conn.commit()
 
     def rollback(self) -> None:
