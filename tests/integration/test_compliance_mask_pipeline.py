@@ -103,3 +103,29 @@ def test_a_row_changed_between_the_unlocked_read_and_the_write_is_masked_from_it
     # the compare-and-set write found the row changed: the batch was redone locked, from the new value
     assert rows[changed] == masker.apply(parse_rule("email"), "changed@example.org")
     assert all(rows[i] == masker.apply(parse_rule("email"), f"c{i}@example.org") for i in rows if i != changed)
+
+
+def test_a_batch_whose_predecessor_did_not_commit_is_refused_and_writes_nothing(pipe_db: Any) -> None:
+    """Batches are written two at once: each moves the checkpoint only from where the batch before left it,
+    so a batch written after one that rolled back fails whole instead of skipping that batch's rows."""
+    from engines.compliance.anonymize.base import Checkpoint, RowsChanged
+    from engines.compliance.anonymize.inplace import check_rules, job_id
+
+    with psycopg.connect(f"host=127.0.0.1 user=postgres dbname={DB}", autocommit=True) as conn:
+        conn.execute("CREATE TABLE pipe_d AS SELECT * FROM pipe_a WITH NO DATA")
+        conn.execute("INSERT INTO pipe_d SELECT g, lpad(g::text, 4, '0'), 'd' || g || '@example.org', 'Town'"
+                     " FROM generate_series(1, 40) g")
+        conn.execute("ALTER TABLE pipe_d ADD PRIMARY KEY (id)")
+    with open_connector(pipe_db) as conn:
+        target = PostgresMaskTarget(conn)
+        shape = target.describe("pipe_d")
+        rules = check_rules(shape, {"city": "name"})
+        job = job_id("pipe_d", rules, Masker(KEY).fingerprint)
+        target.checkpoint(job)
+        target.start(shape, job, "pipe_d", "{}")
+        target.optimistic(True)
+        rows = target.batch(shape, ["city"], [20], 10)  # the second batch of 20, read while the first is in flight
+        with pytest.raises(RowsChanged, match="did not commit"):
+            target.write(shape, ["city"], [(r[0], "Masked") for r in rows], Checkpoint(job, [30], 30), False)
+        assert target.checkpoint(job) == Checkpoint(job, None, 0)
+    assert {r[3] for r in _rows("pipe_d")} == {"Town"}
