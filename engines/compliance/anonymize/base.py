@@ -54,7 +54,8 @@ class MaskTarget(abc.ABC):
     - ``describe`` reads the table's key, columns, nullability, single-column unique constraints;
     - ``checkpoint`` reads a job's row of the control table (created on first use), None when new;
     - ``batch`` returns up to ``n`` rows (key values then masked columns' values) with keys greater than
-      ``after``, in key order, locked against concurrent writers until ``write`` commits;
+      ``after``, in key order, locked against concurrent writers until ``write`` commits (unless
+      ``optimistic``: then read without locks, and ``write`` raises ``RowsChanged`` for rows changed since);
     - ``write`` updates those rows with the new values AND upserts the checkpoint in the same transaction,
       so a crash (kill -9) loses the batch and its checkpoint together and a resume masks each row once;
     - ``taken`` says which of ``values`` already appear anywhere in ``column`` (masked rows, rows not masked
