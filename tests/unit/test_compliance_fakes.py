@@ -25,18 +25,22 @@ def test_every_rule_still_gives_the_fakes_it_gave_when_released() -> None:
 def test_a_compiled_rule_gives_what_apply_gives_and_computes_each_value_once() -> None:
     masker = Masker(KEY)
     calls = []
-    original = masker._r_email
+    original = masker._b_email
 
-    def counting(rule, value, attempt):  # type: ignore[no-untyped-def]
-        calls.append(value)
-        return original(rule, value, attempt)
+    def counting(rule, values, attempt=0):  # type: ignore[no-untyped-def]
+        calls.extend(values)
+        return original(rule, values, attempt)
 
-    masker._r_email = counting  # type: ignore[method-assign]
+    masker._b_email = counting  # type: ignore[method-assign]
     fn = masker.compile(parse_rule("email"), 20)
     values = ["a@x.org", "b@x.org", "a@x.org", None, "a@x.org"]
     out = [fn(v) for v in values]
     assert out == [Masker(KEY).apply(parse_rule("email"), v, 20) for v in values]
     assert calls == ["a@x.org", "b@x.org"] and out[3] is None and CACHE_LIMIT >= 10_000
+    calls.clear()  # a whole column at once: each distinct value computed once, in one call
+    many = masker.compile(parse_rule("email"), 20).many(["c@x.org", None, "d@x.org", "c@x.org"])
+    assert many == [Masker(KEY).apply(parse_rule("email"), v, 20) for v in ["c@x.org", None, "d@x.org", "c@x.org"]]
+    assert calls == ["c@x.org", "d@x.org"]
     assert masker.compile(parse_rule("keep"))("x") == "x" and masker.compile(parse_rule("null"))("x") is None
 
 

@@ -11,6 +11,11 @@ from engines.compliance.base import load
 CONTROL_TABLE = "dbfleet_anonymize_checkpoints"
 
 
+class RowsChanged(Exception):  # noqa: N818 - a condition the loops recover from, not a failure
+    """A compare-and-set write found rows changed (or deleted) since its unlocked read: the batch is rolled
+    back and read again, locked."""
+
+
 @dataclass
 class ColumnShape:
     """What masking needs to know of a column."""
@@ -49,7 +54,8 @@ class MaskTarget(abc.ABC):
     - ``describe`` reads the table's key, columns, nullability, single-column unique constraints;
     - ``checkpoint`` reads a job's row of the control table (created on first use), None when new;
     - ``batch`` returns up to ``n`` rows (key values then masked columns' values) with keys greater than
-      ``after``, in key order, locked against concurrent writers until ``write`` commits;
+      ``after``, in key order, locked against concurrent writers until ``write`` commits (unless
+      ``optimistic``: then read without locks, and ``write`` raises ``RowsChanged`` for rows changed since);
     - ``write`` updates those rows with the new values AND upserts the checkpoint in the same transaction,
       so a crash (kill -9) loses the batch and its checkpoint together and a resume masks each row once;
     - ``taken`` says which of ``values`` already appear anywhere in ``column`` (masked rows, rows not masked
@@ -94,6 +100,11 @@ class MaskTarget(abc.ABC):
     @abc.abstractmethod
     def rollback(self) -> None:
         """Abandon the batch in progress."""
+
+    def optimistic(self, on: bool) -> bool:
+        """Read batches without locks and write them compare-and-set (a row changed since it was read makes
+        ``write`` raise ``RowsChanged`` before committing); True when this kind supports it."""
+        return False
 
     def fork(self) -> MaskTarget | None:
         """A second target on its own connection to the same database, for the pipelined loop (one connection

@@ -12,6 +12,7 @@ import hmac
 import random
 import re
 import string
+import struct
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,6 +66,7 @@ _IS_DIGIT, _IS_UPPER, _IS_LOWER = frozenset(string.digits), frozenset(string.asc
 _DOMAINS = ("example.com", "example.org", "example.net")
 _ABSENT = object()
 CACHE_LIMIT = 200_000  # distinct values remembered per compiled rule (then the cache starts over)
+_TWO_U32 = struct.Struct(">II").unpack_from  # the first two big-endian 32-bit words of a digest
 _IBAN_LETTERS = {ord(c): str(i) for i, c in enumerate(string.ascii_uppercase, 10)}
 
 
@@ -89,10 +91,18 @@ class Masker:
         self._name_lists: tuple[tuple[str, ...], tuple[str, ...]] | None = None
         self._email_lists: tuple[tuple[str, ...], tuple[str, ...]] | None = None
         self.fingerprint = hmac.new(key, b"dbfleet-anonymize-fingerprint", hashlib.sha256).hexdigest()[:16]
+        # HMAC (RFC 2104) from SHA-256 states keyed once: copying them costs a third of hmac.digest per value
+        block = (hashlib.sha256(key).digest() if len(key) > 64 else key).ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
 
     def digest(self, rule: str, value: Any, attempt: int = 0) -> bytes:
         """HMAC-SHA256 of the rule, the value's text and the collision attempt."""
-        return hmac.digest(self._key, f"{rule}\x00{value}\x00{attempt}".encode(), "sha256")
+        inner = self._inner.copy()
+        inner.update(f"{rule}\x00{value}\x00{attempt}".encode())
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
 
     def _seeded(self, rule: str, value: Any, attempt: int) -> Any:
         self._random.seed(int.from_bytes(self.digest(rule, value, attempt)[:8], "big"))
@@ -144,10 +154,23 @@ class Masker:
         return self._email_lists
 
     def _r_email(self, rule: Rule, value: Any, attempt: int) -> str:
-        d = self.digest("email", value, attempt)
+        return self._b_email(rule, [value], attempt)[0]
+
+    def _b_email(self, rule: Rule, values: Sequence[Any], attempt: int = 0) -> list[str]:
+        """``_r_email`` of many values (non-NULL) in one loop: the digest inlined, names looked up once."""
         first, last = self._email_names()
-        return (f"{first[int.from_bytes(d[:4], 'big') % len(first)]}.{last[int.from_bytes(d[4:8], 'big') % len(last)]}"
-                f".{d[8:11].hex()}@{_DOMAINS[d[11] % 3]}")
+        nfirst, nlast = len(first), len(last)
+        inner, outer, pair, domains = self._inner.copy, self._outer.copy, _TWO_U32, _DOMAINS
+        out = []
+        for value in values:
+            h = inner()
+            h.update(f"email\x00{value}\x00{attempt}".encode())
+            o = outer()
+            o.update(h.digest())
+            d = o.digest()
+            a, b = pair(d)
+            out.append(f"{first[a % nfirst]}.{last[b % nlast]}.{d[8:11].hex()}@{domains[d[11] % 3]}")
+        return out
 
     def _r_name(self, rule: Rule, value: Any, attempt: int) -> str:
         d = self.digest("name", value, attempt)
@@ -245,6 +268,7 @@ class CompiledRule:
     def __init__(self, masker: Masker, rule: Rule, max_length: int | None) -> None:
         self.rule, self.max_length = rule, max_length
         self._fn = None if rule.name in ("keep", "null") else getattr(masker, f"_r_{rule.name}")
+        self._batch = getattr(masker, f"_b_{rule.name}", None)  # the rule over many values, when it has one
         self._cache: dict[Any, Any] = {}
 
     def _miss(self, value: Any) -> Any:
@@ -270,6 +294,18 @@ class CompiledRule:
             return list(values) if self.rule.name == "keep" else [None] * len(values)
         get, miss, absent = self._cache.get, self._miss, _ABSENT
         try:
+            if self._batch is not None:  # the values not cached yet, all at once
+                fresh = list(dict.fromkeys(v for v in values if v is not None and get(v, absent) is absent))
+                if fresh:
+                    self._store(fresh, self._batch(self.rule, fresh))
             return [out if (out := get(v, absent)) is not absent else miss(v) for v in values]
         except TypeError:  # unhashable values
             return [miss(v) for v in values]
+
+    def _store(self, values: list[Any], fakes: list[Any]) -> None:
+        if self.max_length:
+            n = self.max_length
+            fakes = [f[:n] if isinstance(f, str) else f for f in fakes]
+        if len(self._cache) + len(values) > CACHE_LIMIT:
+            self._cache.clear()
+        self._cache.update(zip(values, fakes, strict=True))
