@@ -632,6 +632,19 @@ class ComplianceSection(BaseModel):
     batch_size: int = Field(default=1000, ge=1, le=100_000)
     erasure_policies: dict[str, Literal["delete", "anonymize", "keep"]] = Field(default_factory=dict)
     erasure_rules: dict[str, dict[str, str]] = Field(default_factory=dict)  # table -> column -> rule
+    # cross-database subject links: [{from: users.email, database: crm, to: contacts.email}] (erasure follows them)
+    erasure_links: list[dict[str, str]] = Field(default_factory=list)
+
+    @field_validator("erasure_links")
+    @classmethod
+    def _links(cls, v: list[dict[str, str]]) -> list[dict[str, str]]:
+        from engines.compliance.erasure import parse_links  # the shape check lives with the eraser
+
+        try:
+            parse_links(v)
+        except ConfigError as exc:
+            raise ValueError("; ".join(f"{p}: {m}" for p, m in exc.problems)) from None
+        return v
 
     def anonymization_key(self) -> bytes:
         """The anonymisation key (key_file or key_env), resolved in this process."""

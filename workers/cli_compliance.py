@@ -170,6 +170,14 @@ def _copy_rules(table: str | None, pairs: tuple[str, ...]) -> dict[str, dict[str
     return out
 
 
+def _parts(result: dict[str, Any], via: str = "") -> list[tuple[str, str, dict[str, Any]]]:
+    """(database, link followed, result) for the subject's database and every linked one (erasure_links)."""
+    out = [(str(result["database_id"]), via, result)]
+    for child in result.get("linked") or []:
+        out += _parts(child, child.get("link", ""))
+    return out
+
+
 @compliance.command("erase")
 @click.argument("database_id")
 @click.option("--subject", required=True, help="table.column=value, e.g. users.id=42")
@@ -180,12 +188,14 @@ def _copy_rules(table: str | None, pairs: tuple[str, ...]) -> dict[str, dict[str
 def erase_cmd(database_id: str, subject: str, yes: bool, dry_run: bool, local: bool, timeout: float) -> None:
     """Erase SUBJECT and every row depending on it; shows the plan first."""
     plan = _run("compliance_erase", database_id, {"subject": subject, "dry_run": True}, local, timeout)
-    console.print(rows_table(f"erasure plan for {plan['subject']} in {database_id}", ["table", "rows", "action", "via"],
-                             [[s["table"], s["rows"], s["action"], s["via"]] for s in plan["plan"]]))
+    console.print(rows_table(f"erasure plan for {plan['subject']}", ["database", "table", "rows", "action", "via"],
+                             [[db, s["table"], s["rows"], s["action"], s["via"]] for db, _, r in _parts(plan)
+                              for s in r["plan"]]))
     if dry_run or not (yes or click.confirm("erase these rows?", default=False)):
         return
     result = _run("compliance_erase", database_id, {"subject": subject}, local, timeout)
-    console.print(rows_table("erased", ["table", "rows"], [[t, n] for t, n in (result["affected"] or {}).items()]))
+    console.print(rows_table("erased (one transaction per database)", ["database", "table", "rows"],
+                             [[db, t, n] for db, _, r in _parts(result) for t, n in (r["affected"] or {}).items()]))
     console.print(rows_table("backups that may still hold the subject", ["backup", "taken", "expires"],
                              [[b["backup_id"], b["taken_at"], b["expires"]] for b in result["backups"]]
                              or [["none", "-", "-"]]))

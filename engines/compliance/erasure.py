@@ -33,6 +33,35 @@ class Subject:
         return hmac.new(key, f"{self.table}.{self.column}={self.value}".encode(), hashlib.sha256).hexdigest()[:24]
 
 
+@dataclass(frozen=True)
+class Link:
+    """``compliance.erasure_links`` entry: rows of ``to`` in registry database ``database`` belong to the subject
+    whose ``from`` column holds the same value (e.g. users.email -> crm: contacts.email)."""
+
+    source_table: str
+    source_column: str
+    database: str
+    target_table: str
+    target_column: str
+
+
+def parse_links(raw: list[Any]) -> list[Link]:
+    """Validate ``erasure_links`` entries: ``{from: table.column, database: <id>, to: table.column}``."""
+    out = []
+    for i, entry in enumerate(raw or []):
+        where = f"compliance.erasure_links[{i}]"
+        if not isinstance(entry, dict) or set(entry) != {"from", "database", "to"}:
+            raise ConfigError([(where, "expected {from: table.column, database: <registry id>, to: table.column}")])
+        ends = []
+        for side in ("from", "to"):
+            table, dot, column = str(entry[side]).rpartition(".")
+            if not dot or not table or not column:
+                raise ConfigError([(f"{where}.{side}", f"{entry[side]!r}: expected table.column")])
+            ends.append((table, column))
+        out.append(Link(ends[0][0], ends[0][1], str(entry["database"]), ends[1][0], ends[1][1]))
+    return out
+
+
 def parse_subject(text: str) -> Subject:
     """Parse ``table.column=value`` (``schema.table.column=value`` too)."""
     m = _SUBJECT.match(text.strip())
@@ -73,6 +102,11 @@ class Eraser(abc.ABC):
     @abc.abstractmethod
     def execute(self, subject: Subject, steps: list[Step], masker: Any) -> dict[str, int]:
         """Apply ``steps`` in one transaction; rows affected per table."""
+
+    @abc.abstractmethod
+    def linked_values(self, subject: Subject, column: str) -> list[str]:
+        """The distinct non-NULL values of ``column`` in the subject's rows (read-only): what a configured
+        cross-database link (``compliance.erasure_links``) follows into another database."""
 
 
 def eraser_class(kind: str) -> type[Eraser]:

@@ -45,6 +45,16 @@ class DbApiEraser(Eraser):
         """Primary-key columns of ``table``."""
         raise NotImplementedError
 
+    def linked_values(self, subject: Subject, column: str) -> list[str]:
+        q = type(self).quote
+        columns = self.columns(subject.table)
+        for c in (subject.column, column):
+            if c not in columns:
+                raise ConfigError([("compliance.erasure_links", f"no column {c!r} in table {subject.table!r}")])
+        rows = self._rows(f"SELECT DISTINCT {q(column)} FROM {q(subject.table)} WHERE {q(subject.column)} = "  # noqa: S608
+                          f"{self.mark} AND {q(column)} IS NOT NULL", [subject.value])
+        return [str(r[0]) for r in rows]
+
     def _walk(self, subject: Subject) -> tuple[dict[str, tuple[str, list[Any], int, str]], dict[str, list[str]]]:
         q = type(self).quote
         if subject.column not in self.columns(subject.table):

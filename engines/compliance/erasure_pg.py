@@ -113,6 +113,20 @@ class PostgresEraser(Eraser):
             self.connector.conn.execute(upd, [*new, *row[:n]])
         return self._count(node, pred, params)
 
+    def linked_values(self, subject: Subject, column: str) -> list[str]:
+        from psycopg import sql
+
+        conn = self.connector.conn
+        schema, name = split_name(subject.table)
+        row = conn.execute(COLUMN_TYPE, (schema, name, subject.column)).fetchone()
+        if row is None or conn.execute(COLUMN_TYPE, (schema, name, column)).fetchone() is None:
+            missing = subject.column if row is None else column
+            raise ConfigError([("compliance.erasure_links", f"no column {missing!r} in table {subject.table!r}")])
+        stmt = sql.SQL("SELECT DISTINCT {}::text FROM {} WHERE {} = %s::{} AND {} IS NOT NULL").format(
+            sql.Identifier(column), sql.Identifier(schema, name), sql.Identifier(subject.column), sql.SQL(row[0]),
+            sql.Identifier(column))
+        return [r[0] for r in conn.execute(stmt, [subject.value]).fetchall()]
+
     def execute(self, subject: Subject, steps: list[Step], masker: Any) -> dict[str, int]:
         from psycopg import sql
 

@@ -13,7 +13,7 @@ from typing import Any
 from engines.compliance.anonymize.base import mask_target_class
 from engines.compliance.anonymize.inplace import anonymize_in_place, prod_guard
 from engines.compliance.anonymize.rules import Masker
-from engines.compliance.erasure import backups_holding, eraser_class, parse_subject, plan_dict
+from engines.compliance.erasure import Subject, backups_holding, eraser_class, parse_links, parse_subject, plan_dict
 from engines.compliance.model import ComplianceRefused
 from engines.compliance.scan import scan_database
 from engines.compliance.trail import AuditTrail, check_history
@@ -178,15 +178,43 @@ def _backups(cfg: Config, db: DatabaseConfig, at: datetime) -> dict[str, Any]:
                     "restoring one requires erasing the subject again"}
 
 
+MAX_LINK_DEPTH = 4  # databases a chain of erasure links may cross
+
+
 def do_erase(db: DatabaseConfig, cfg: Config, options: dict[str, Any]) -> Result:
-    """Plan (``dry_run``) or perform the erasure of ``options.subject`` (``table.column=value``)."""
-    settings = settings_for(cfg, db, options)
+    """Plan (``dry_run``) or perform the erasure of ``options.subject`` (``table.column=value``), following the
+    configured cross-database links (``compliance.erasure_links``): each linked database is erased in its own
+    transaction, before the subject's own rows (whose values the links are read from)."""
     subject = parse_subject(str(options.get("subject") or ""))
     at = datetime.now(timezone.utc)
+    result = _erase(db, cfg, options, subject, at, seen=set())
+    return result, True, None
+
+
+def _erase(db: DatabaseConfig, cfg: Config, options: dict[str, Any], subject: Any, at: datetime,
+           seen: set[tuple[str, str, str, str]], depth: int = 0) -> dict[str, Any]:
+    settings = settings_for(cfg, db, options)
+    seen.add((db.id, subject.table, subject.column, subject.value))
+    links = [link for link in parse_links(list(settings.get("erasure_links") or []))
+             if link.source_table == subject.table]
+    linked: list[dict[str, Any]] = []
     with open_connector(db) as conn:
         eraser = eraser_class(db.kind)(conn, dict(settings.get("erasure_policies") or {}),
                                        dict(settings.get("erasure_rules") or {}))
         steps = eraser.plan(subject)
+        follow = [(link, value) for link in links for value in eraser.linked_values(subject, link.source_column)]
+        if follow and depth >= MAX_LINK_DEPTH:
+            raise ConfigError([("compliance.erasure_links", f"links go deeper than {MAX_LINK_DEPTH} databases: "
+                                                            "check them for a cycle")])
+        for link, value in follow:  # the linked databases first: this database's rows hold the link values
+            target = cfg.database(link.database)
+            sub = Subject(link.target_table, link.target_column, value)
+            if (target.id, sub.table, sub.column, sub.value) in seen:
+                continue
+            child = _erase(target, cfg, {k: v for k, v in options.items() if k != "subject"}, sub, at, seen,
+                           depth + 1)
+            linked.append({"link": f"{link.source_table}.{link.source_column} -> {link.database}:"
+                                   f"{link.target_table}.{link.target_column}", **child})
         done: dict[str, int] | None = None
         if not options.get("dry_run"):
             masker = None
@@ -198,10 +226,13 @@ def do_erase(db: DatabaseConfig, cfg: Config, options: dict[str, Any]) -> Result
         "database_id": db.id, "subject": f"{subject.table}.{subject.column}", "erased_at": at.isoformat(timespec="seconds"),
         "subject_digest": subject.digest(key) if key else None, "dry_run": bool(options.get("dry_run")),
         "plan": plan_dict(steps), "affected": done, **_backups(cfg, db, at)}
+    if linked:
+        result["linked"] = linked
     if done is not None:
         result["trail"] = record(cfg, "compliance.erase", db.id, {
-            "subject": result["subject"], "subject_digest": result["subject_digest"], "affected": done})
-    return result, True, None
+            "subject": result["subject"], "subject_digest": result["subject_digest"], "affected": done,
+            "linked": [{"database_id": c["database_id"], "subject": c["subject"]} for c in linked]})
+    return result
 
 
 def _subject_key(cfg: Config) -> bytes | None:
