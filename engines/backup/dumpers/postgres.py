@@ -222,10 +222,7 @@ class PostgresDumper(Dumper):
                                       connect=lambda: self._connector(target.db, target.password, into),
                                       workdir=tmp, jobs=options.jobs, rows=manifest["dump"].get("row_counts"))
                 detail = run.run(fetch, toc, toc_bytes)
-                if options.globals and any(s["name"] == "globals" for s in manifest["streams"]):
-                    with open(workdir / "globals", "wb") as gh:
-                        fetch("globals", gh)
-                    self._replay_globals(workdir / "globals", target, env, major)
+                self._restore_globals(fetch, manifest, workdir, target, env, major, options)
             self._finish(target, into, dbname)
         except BaseException:
             self._drop(target, into)
@@ -260,16 +257,21 @@ class PostgresDumper(Dumper):
                 tools.run_tool(base + [f"--jobs={max(1, options.jobs)}", "--section=post-data", str(copy)], env=env,
                                what="pg_restore (indexes, constraints)")
                 timings = {"load_seconds": round(t1 - t0, 3), "index_seconds": round(time.monotonic() - t1, 3)}
-                if options.globals and any(s["name"] == "globals" for s in manifest["streams"]):
-                    with open(workdir / "globals", "wb") as gh:
-                        fetch("globals", gh)
-                    self._replay_globals(workdir / "globals", target, env, major)
+                self._restore_globals(fetch, manifest, workdir, target, env, major, options)
             self._finish(target, into, dbname)
         except BaseException:
             self._drop(target, into)
             raise
         return {"target": target.db.id, "dbname": dbname, "created": True, "tool": version, "mode": "streamed",
                 **timings}
+
+    def _restore_globals(self, fetch: Fetch, manifest: dict[str, Any], workdir: Path, target: Target,
+                         env: dict[str, str], major: int, options: RestoreOptions) -> None:
+        """Replay the backup's roles and tablespaces (``globals``) when asked and present."""
+        if options.globals and any(s["name"] == "globals" for s in manifest["streams"]):
+            with open(workdir / "globals", "wb") as gh:
+                fetch("globals", gh)
+            self._replay_globals(workdir / "globals", target, env, major)
 
     def _finish(self, target: Target, into: str, dbname: str) -> None:
         """Rename a complete staging database to the target name (fails if the name was taken meanwhile)."""
