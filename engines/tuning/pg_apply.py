@@ -131,7 +131,12 @@ class IndexApplier:
         keep, why = saved >= self.settings.min_cost_savings, (
             f"the real planner shows {saved:.1f}% less cost, under the {self.settings.min_cost_savings:g}% threshold")
         change.evidence["decided_by"] = "plan cost"
-        if samples:
+        if samples and before > 0 and after >= before:
+            # the planner does not use the new index for any of its queries: whatever the timed runs show is
+            # cache warm-up or noise, not the index (MariaDB's path has the same rule: no use, no keep)
+            keep, why = False, "the planner does not use the index for these queries (cost unchanged)"
+            change.evidence["decided_by"] = "plan (index unused; timings not taken)"
+        elif samples:
             keep, why = self.by_time(change, samples, times_before, keep, why)
         if keep:
             change.status = "kept"

@@ -36,8 +36,9 @@ def test_timed_executions_keep_a_helpful_index_and_roll_back_a_useless_one(clust
     assert helpful.evidence["decided_by"] == "measured time"
     assert helpful.evidence["timed_queries"] == 1 and helpful.evidence["parameter_sets"] == 5
     assert useless.status == "rolled_back", useless.evidence
-    assert useless.evidence["decided_by"] == "measured time"
-    assert useless.evidence["reason"].startswith("timed executions of sampled parameters show")
+    # the planner never uses it: no timing can speak for it (a cold "before" run once made noise look like 30 %)
+    assert useless.evidence["decided_by"].startswith("plan (index unused")
+    assert useless.evidence["reason"].startswith("the planner does not use the index")
     assert indexes(db).get("ev_ab_timed") is True and "ev_note_timed" not in indexes(db)
 
 
