@@ -87,6 +87,18 @@ def _archive_fallback(ctx: DRContext) -> str | None:
     return fetch_command(archive_id(ctx), ctx.cfg.repository)
 
 
+def standby_exists(data_dir: Path) -> bool:
+    """True when ``data_dir`` already holds a standby (setup is idempotent); False when it is empty or missing.
+    A primary's cluster or a non-empty directory that is no cluster is refused: setup never copies over data."""
+    if (data_dir / "PG_VERSION").exists():
+        if not (data_dir / "standby.signal").exists():
+            raise SetupError(f"{data_dir} holds a cluster that is not a standby; refusing to touch it")
+        return True
+    if data_dir.exists() and any(data_dir.iterdir()):
+        raise SetupError(f"{data_dir} is not empty and is not a PostgreSQL data directory")
+    return False
+
+
 def basebackup(ctx: DRContext, upstream: DatabaseConfig, data_dir: Path, slot: str, pfile: Path | None) -> None:
     """``pg_basebackup`` of ``upstream`` into ``data_dir`` with the client matching its major version."""
     binary, _version = pg_tool("pg_basebackup", server_major(upstream))
@@ -109,12 +121,8 @@ def setup_standby(ctx: DRContext, standby_id: str, *, start: bool = True, wait: 
     primary_id = ctx.current_primary()
     pfile, slot = passfile(ctx, standby_id), ctx.cfg.slot_name(standby_id)
     settings = standby_settings(ctx, standby_id, primary_id, pfile)  # a bad repository fails here, before a copy
-    if (data_dir / "PG_VERSION").exists():
-        if not (data_dir / "standby.signal").exists():
-            raise SetupError(f"{data_dir} holds a cluster that is not a standby; refusing to touch it")
+    if standby_exists(data_dir):
         steps.append(f"{standby_id}: standby exists in {data_dir}")
-    elif data_dir.exists() and any(data_dir.iterdir()):
-        raise SetupError(f"{data_dir} is not empty and is not a PostgreSQL data directory")
     else:
         ensure_slot(ctx.db(primary_id), slot)
         basebackup(ctx, ctx.db(primary_id), data_dir, slot, pfile)

@@ -77,18 +77,14 @@ def _give_to_owner(data_dir: Path) -> None:
 
 def setup_warm_standby(ctx: DRContext, standby_id: str, *, start: bool = True, wait: float = 120.0) -> list[str]:
     """A warm standby in the site's data directory, replaying the archive; idempotent."""
-    from engines.dr.setup import SetupError, basebackup
+    from engines.dr.setup import SetupError, basebackup, standby_exists
 
     data_dir = ctx.local_data_dir(standby_id, must_exist=False)
     if data_dir is None:
         raise SetupError(f"site {standby_id} has no data_dir, or its host is not this one: run dr setup there")
     steps: list[str] = []
-    if (data_dir / "PG_VERSION").exists():
-        if not (data_dir / "standby.signal").exists():
-            raise SetupError(f"{data_dir} holds a cluster that is not a standby; refusing to touch it")
+    if standby_exists(data_dir):
         steps.append(f"{standby_id}: standby exists in {data_dir}")
-    elif data_dir.exists() and any(data_dir.iterdir()):
-        raise SetupError(f"{data_dir} is not empty and is not a PostgreSQL data directory")
     else:
         backup_id = _from_repository(ctx, data_dir)
         if backup_id is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -38,3 +40,28 @@ def test_a_warm_standby_has_replayed_the_archive_once_it_reached_the_newest_segm
     assert replayed_archive(at, "000000010000000000000003")
     assert not replayed_archive(behind, "000000010000000000000003")
     assert replayed_archive(behind, None)  # nothing archived: nothing to wait for
+
+
+def test_setup_never_copies_over_a_primary_or_a_stray_directory(tmp_path: Path) -> None:
+    """Hot and warm standby setup share one check: an existing standby is kept (idempotent), a primary's
+    cluster or a non-empty non-cluster directory is refused, an empty or missing one is set up."""
+    from engines.dr.setup import SetupError, standby_exists
+
+    assert standby_exists(tmp_path / "missing") is False
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert standby_exists(empty) is False
+    standby = tmp_path / "standby"
+    standby.mkdir()
+    (standby / "PG_VERSION").write_text("15\n")
+    (standby / "standby.signal").touch()
+    assert standby_exists(standby) is True
+    (standby / "standby.signal").unlink()
+    with pytest.raises(SetupError, match="not a standby; refusing"):
+        standby_exists(standby)
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / "notes.txt").write_text("keep me")
+    with pytest.raises(SetupError, match="not empty and is not a PostgreSQL data directory"):
+        standby_exists(stray)
+    assert (stray / "notes.txt").read_text() == "keep me"
